@@ -1,0 +1,1 @@
+"""vdc-operator: a virtual datacenter run declaratively from Kubernetes."""
