@@ -1,0 +1,32 @@
+"""API types of vdc.dev/v1alpha1: pydantic models that are the single source of truth.
+
+The CRD YAML under ``crds/`` is generated from these models (``make crds``). Nothing in this
+package does I/O.
+"""
+
+from vdc.api.appliance import Appliance
+from vdc.api.host import Host
+from vdc.api.meta import GROUP, VERSION, KindInfo
+from vdc.api.storagepool import StoragePool
+from vdc.api.virtualmachine import VirtualMachine
+from vdc.api.virtualswitch import VirtualSwitch
+
+ALL_KINDS: tuple[type[Host | StoragePool | VirtualSwitch | Appliance | VirtualMachine], ...] = (
+    Host,
+    StoragePool,
+    VirtualSwitch,
+    Appliance,
+    VirtualMachine,
+)
+
+__all__ = [
+    "ALL_KINDS",
+    "GROUP",
+    "VERSION",
+    "Appliance",
+    "Host",
+    "KindInfo",
+    "StoragePool",
+    "VirtualMachine",
+    "VirtualSwitch",
+]

@@ -1,0 +1,43 @@
+# vdc-operator — developer entry points. `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+PY := .venv/bin/python
+PYTEST := .venv/bin/pytest
+
+.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench clean
+
+bootstrap:            ## install Debian packages, the Python env, control-plane binaries, the tiny guest
+	hack/bootstrap.sh
+
+demo: bootstrap       ## start the local datacenter, the operator and the examples; leave it running
+	hack/demo.sh up
+
+down:                 ## stop everything `make demo` started
+	hack/demo.sh down
+
+test: bootstrap       ## the whole suite: lint, unit, integration, e2e
+	$(MAKE) lint
+	$(PYTEST) -m "unit or integration or e2e" tests
+
+test-unit:            ## pure logic only (seconds; needs only `make bootstrap`)
+	$(PYTEST) -m unit tests
+
+test-integration:     ## against a real kube-apiserver + etcd
+	$(PYTEST) -m integration tests
+
+test-e2e:             ## against the control plane and real libvirt hosts
+	$(PYTEST) -m e2e tests
+
+lint:                 ## ruff and mypy
+	.venv/bin/ruff check operator tests bench
+	.venv/bin/ruff format --check operator tests bench
+	.venv/bin/mypy
+
+crds:                 ## regenerate crds/ and the chart's copy from the models
+	$(PY) -m vdc.cli.main crds
+
+crds-check:
+	$(PY) -m vdc.cli.main crds --check
+
+clean: down
+	rm -rf .venv .vdc

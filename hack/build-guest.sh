@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Build (once, cached) a tiny bootable guest for the test rig: a Debian cloud
+# kernel plus a busybox initramfs whose /init prints markers on the console.
+#
+# Usage: hack/build-guest.sh [--force]
+#
+# Output: ${VDC_CACHE:-$HOME/.cache/vdc}/guest/{vmlinuz,initrd.img,stamp}
+# The output directory is printed on stdout; all logging goes to stderr.
+#
+# Environment:
+#   VDC_CACHE          cache root (default: $HOME/.cache/vdc)
+#   VDC_GUEST_MODULES  space-separated kernel modules to put into the initramfs
+#                      and load at boot (default: none), e.g. "virtio_pci virtio_net virtio_blk"
+#   VDC_GUEST_KERNEL_PKG  kernel meta package (default: linux-image-cloud-amd64)
+#
+# Guest kernel command line understood by /init:
+#   vdc.hostname=NAME   hostname of the guest     -> prints VDC-GUEST-HOSTNAME=NAME
+#   vdc.marker=XYZ      anything                  -> prints VDC-MARKER=XYZ
+# and then, last, the line VDC-GUEST-READY. Use console=ttyS0.
+set -euo pipefail
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
+    exit 2
+}
+
+log() { printf 'build-guest: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+FORCE=0
+case "${1:-}" in
+    "") ;;
+    --force) FORCE=1 ;;
+    -h|--help) usage ;;
+    *) log "unknown argument: $1"; usage ;;
+esac
+[ $# -le 1 ] || usage
+
+CACHE_ROOT=${VDC_CACHE:-$HOME/.cache/vdc}
+OUT=$CACHE_ROOT/guest
+KERNEL_META=${VDC_GUEST_KERNEL_PKG:-linux-image-cloud-amd64}
+MODULES=${VDC_GUEST_MODULES:-}
+BUSYBOX=/bin/busybox
+
+# The stamp ties the cache to this recipe: the script's own content and the
+# knobs above. Same stamp -> nothing to do.
+STAMP="recipe=$(sha256sum "$0" | cut -c1-16) kernel=$KERNEL_META modules=${MODULES// /,}"
+
+cached() {
+    [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ] && [ -f "$OUT/stamp" ] &&
+        [ "$(cat "$OUT/stamp")" = "$STAMP" ]
+}
+
+mkdir -p "$CACHE_ROOT"
+if [ "$FORCE" = 0 ] && cached; then
+    echo "$OUT"
+    exit 0
+fi
+
+# Serialise concurrent builders (tests and the demo may start at once).
+exec 9>"$CACHE_ROOT/.guest.lock"
+flock 9
+if [ "$FORCE" = 0 ] && cached; then
+    echo "$OUT"
+    exit 0
+fi
+
+for tool in apt-get apt-cache dpkg-deb cpio gzip; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+[ -x "$BUSYBOX" ] || die "$BUSYBOX not found: apt-get install busybox-static"
+if ldd "$BUSYBOX" >/dev/null 2>&1; then
+    die "$BUSYBOX is not static: apt-get install busybox-static"
+fi
+
+WORK=$(mktemp -d "$CACHE_ROOT/.guest-build.XXXXXX")
+# apt-get download runs as _apt when that user can reach the target directory
+# ($HOME may be private), so download into a world-readable temp dir.
+DEBDIR=$(mktemp -d)
+cleanup() { rm -rf "$WORK" "$DEBDIR"; }
+trap cleanup EXIT
+chmod 755 "$DEBDIR"
+
+# ---------------------------------------------------------------- kernel --
+resolve_kernel_pkg() {
+    local pkg
+    pkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
+    if [ -z "$pkg" ]; then
+        log "apt-cache knows no $KERNEL_META; running apt-get update"
+        apt-get update >&2
+        pkg=$(apt-cache depends "$KERNEL_META" |
+            awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ {print $2; exit}')
+    fi
+    [ -n "$pkg" ] || die "cannot resolve the kernel package behind $KERNEL_META"
+    echo "$pkg"
+}
+
+KPKG=$(resolve_kernel_pkg)
+log "downloading $KPKG"
+mkdir -p "$WORK/kernel"
+chown _apt "$DEBDIR" 2>/dev/null || chmod 777 "$DEBDIR"
+(cd "$DEBDIR" && apt-get download "$KPKG" >&2)
+dpkg-deb -x "$DEBDIR"/*.deb "$WORK/kernel"
+VMLINUZ=$(find "$WORK/kernel/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n1)
+[ -n "$VMLINUZ" ] || die "no boot/vmlinuz-* in $KPKG"
+KVER=${VMLINUZ##*/vmlinuz-}
+log "kernel $KVER"
+
+# ------------------------------------------------------------- initramfs --
+ROOT=$WORK/root
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,root,etc,lib/modules}
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+chmod 755 "$ROOT/bin/busybox"
+ln -s busybox "$ROOT/bin/sh"
+# A console node in case the kernel's built-in initramfs lacks one.
+mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || true
+echo "vdc-guest" >"$ROOT/etc/hostname"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOT/etc/passwd"
+printf 'root:x:0:\n' >"$ROOT/etc/group"
+
+# add_modules NAME...: copy modules (and their dependencies) from the kernel
+# package into the initramfs and list them in /etc/vdc-modules for /init,
+# which loads them with modprobe. busybox's depmod makes the modules.dep files.
+add_modules() {
+    local src=$WORK/kernel/lib/modules/$KVER dst=$ROOT/lib/modules/$KVER rel m queue deps seen=" "
+    "$BUSYBOX" depmod -b "$WORK/kernel" "$KVER"
+    queue=()
+    for m in "$@"; do
+        m=${m//-/_}
+        if grep -Eq "/${m//_/[-_]}\.ko" "$src/modules.builtin"; then
+            log "module $m is built into the kernel; skipping"
+            continue
+        fi
+        rel=$(awk -F: -v m="$m" '{ n = $1; sub(/.*\//, "", n); sub(/\.ko.*/, "", n); gsub(/-/, "_", n);
+                                  if (n == m) { print $1; exit } }' "$src/modules.dep")
+        [ -n "$rel" ] || die "module $m not found in $KPKG"
+        queue+=("$rel")
+        echo "$m" >>"$ROOT/etc/vdc-modules"
+    done
+    while [ ${#queue[@]} -gt 0 ]; do
+        rel=${queue[0]}
+        queue=("${queue[@]:1}")
+        case "$seen" in *" $rel "*) continue ;; esac
+        seen="$seen$rel "
+        mkdir -p "$dst/$(dirname "$rel")"
+        case "$rel" in
+            *.ko.xz) xz -dc "$src/$rel" >"$dst/${rel%.xz}" ;;
+            *.ko.zst) zstd -qdc "$src/$rel" >"$dst/${rel%.zst}" ;;
+            *) cp "$src/$rel" "$dst/$rel" ;;
+        esac
+        read -r -a deps < <(awk -F': *' -v r="$rel" '$1 == r { print $2; exit }' "$src/modules.dep")
+        queue+=("${deps[@]}")
+    done
+    cp "$src/modules.builtin" "$src/modules.order" "$dst/"
+    "$BUSYBOX" depmod -b "$ROOT" "$KVER"
+    log "modules: $* ($(find "$dst" -name '*.ko' | wc -l) files)"
+}
+
+if [ -n "$MODULES" ]; then
+    # shellcheck disable=SC2086  # word splitting intended
+    add_modules $MODULES
+fi
+
+cat >"$ROOT/init" <<'EOF'
+#!/bin/busybox sh
+# vdc test guest: PID 1. Must never exit (that panics the kernel).
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+/bin/busybox --install -s
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+exec </dev/console >/dev/console 2>&1
+# Keep kernel messages from interleaving with the marker lines.
+echo 1 >/proc/sys/kernel/printk
+
+host=vdc-guest
+marker=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vdc.hostname=*) host=${arg#vdc.hostname=} ;;
+        vdc.marker=*) marker=${arg#vdc.marker=} ;;
+    esac
+done
+hostname "$host"
+ip link set lo up 2>/dev/null
+
+if [ -f /etc/vdc-modules ]; then
+    for m in $(cat /etc/vdc-modules); do
+        modprobe "$m" || echo "VDC-GUEST-MODULE-FAILED=$m"
+    done
+fi
+
+echo "VDC-GUEST-HOSTNAME=$host"
+[ -n "$marker" ] && echo "VDC-MARKER=$marker"
+echo "VDC-GUEST-READY"
+
+# An interactive shell on the console (virsh console / -nographic), forever.
+while :; do
+    setsid cttyhack sh -l || sh
+    sleep 1
+done
+EOF
+chmod 755 "$ROOT/init"
+
+(cd "$ROOT" && find . -print0 | LC_ALL=C sort -z |
+    cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -9n >"$WORK/initrd.img"
+
+# -------------------------------------------------------------- publish --
+NEW=$WORK/out
+mkdir -p "$NEW"
+cp "$VMLINUZ" "$NEW/vmlinuz"
+mv "$WORK/initrd.img" "$NEW/initrd.img"
+echo "$KVER" >"$NEW/kernel-version"
+echo "$STAMP" >"$NEW/stamp"
+chmod 755 "$NEW"
+chmod 644 "$NEW"/*
+rm -rf "$OUT.old"
+if [ -e "$OUT" ]; then mv "$OUT" "$OUT.old"; fi
+mv "$NEW" "$OUT"
+rm -rf "$OUT.old"
+log "built $OUT: vmlinuz $(du -h "$OUT/vmlinuz" | cut -f1), initrd.img $(du -h "$OUT/initrd.img" | cut -f1)"
+echo "$OUT"

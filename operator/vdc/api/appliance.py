@@ -1,0 +1,176 @@
+"""Appliance: a virtual appliance imported from OVF/OVA (namespaced)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import StringConstraints
+
+from vdc.api.common import Name, Path, ShortText, cel, field, list_map, validations
+from vdc.api.conditions import Condition, conditions_field
+from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
+from vdc.api.quantity import Quantity
+
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://")]
+Text = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class HostPathSource(ApiModel):
+    """A file on one host."""
+
+    host: Name = field("The Host holding the file.")
+    path: Path = field("Absolute path of the OVA or .ovf on that host.")
+
+
+class VolumeSource(ApiModel):
+    """A volume already in a pool."""
+
+    pool: Name = field("The StoragePool.")
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = field("The volume's name.")
+
+
+class ApplianceSource(ApiModel):
+    """Where the OVA or OVF comes from: exactly one of url, hostPath, volume."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "(has(self.url) ? 1 : 0) + (has(self.hostPath) ? 1 : 0) + (has(self.volume) ? 1 : 0) == 1",
+                "set exactly one of url, hostPath, volume",
+            )
+        )
+    }
+
+    url: Url | None = field("http(s) URL of an .ova, or of an .ovf whose files sit beside it.", default=None)
+    host_path: HostPathSource | None = field("A file on a host.", default=None)
+    volume: VolumeSource | None = field("A volume already in a pool.", default=None)
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)] | None = field(
+        "Expected SHA-256 of the OVA itself, checked before anything else.", default=None
+    )
+
+
+class ApplianceSpec(ApiModel):
+    """Desired state of an appliance."""
+
+    source: ApplianceSource = field("Where the OVA/OVF comes from.", update="immutable")
+    storage_pool: Name = field("StoragePool where the base images land.", update="immutable")
+    max_size: Quantity = field(
+        "Largest download and largest converted disk accepted (protects against sizes that lie).",
+        default="20Gi",
+        update="live",
+    )
+
+
+class ApplianceDisk(ApiModel):
+    """A disk of a virtual system."""
+
+    id: ShortText = field("The OVF disk id.")
+    capacity: Quantity | None = field("Virtual size.", default=None)
+    format: ShortText | None = field("Source format (vmdk streamOptimized, raw, qcow2 …).", default=None)
+    file: ShortText | None = field("The file in the package.", default=None)
+    volume: ShortText | None = field("Base volume in the pool.", default=None)
+
+
+class ApplianceNic(ApiModel):
+    """A NIC of a virtual system."""
+
+    network: ShortText = field("The OVF network it connects to.")
+    model: ShortText | None = field("Adapter model (e1000, vmxnet3, virtio …).", default=None)
+
+
+class VirtualSystem(ApiModel):
+    """The hardware of one virtual system of the appliance."""
+
+    id: ShortText = field("The VirtualSystem id.")
+    name: ShortText | None = field("Display name.", default=None)
+    os: ShortText | None = field("Operating system (OperatingSystemSection).", default=None)
+    cpus: int | None = field("Virtual CPUs.", default=None, ge=1)
+    memory: Quantity | None = field("Memory.", default=None)
+    firmware: Literal["BIOS", "UEFI"] | None = field("Firmware.", default=None)
+    disks: list[ApplianceDisk] = field("Disks.", default_factory=list, extra=list_map("id"))
+    nics: list[ApplianceNic] = field("NICs.", default_factory=list)
+
+
+class ApplianceProperty(ApiModel):
+    """A ProductSection property a VM may set."""
+
+    key: ShortText = field("Property key.")
+    type: ShortText = field("OVF type (string, boolean, uint32 …).", default="string")
+    default: Text | None = field("Default value.", default=None)
+    user_configurable: bool = field("Whether a VM may set it.", default=False)
+    label: ShortText | None = field("Label.", default=None)
+    description: Text | None = field("Description.", default=None)
+
+
+class ApplianceNetwork(ApiModel):
+    """A network of the NetworkSection."""
+
+    name: ShortText = field("Network name; map it to a VirtualSwitch with networkMapping.")
+    description: Text | None = field("Description.", default=None)
+
+
+class StartupEntry(ApiModel):
+    """StartupSection entry of a vApp."""
+
+    id: ShortText = field("Virtual system id.")
+    order: int = field("Start order (lower first).", default=0)
+    start_delay: int = field("Seconds to wait after starting.", default=0, ge=0)
+    stop_delay: int = field("Seconds to wait after stopping.", default=0, ge=0)
+
+
+class FileChecksum(ApiModel):
+    """A manifest entry that was verified."""
+
+    file: ShortText = field("File in the package.")
+    algorithm: Literal["SHA1", "SHA256", "SHA512"] = field("Digest algorithm.")
+    digest: Annotated[str, StringConstraints(max_length=128)] = field("Hex digest.")
+
+
+class ApplianceProgress(ApiModel):
+    """Bytes processed in the current phase."""
+
+    bytes_done: int = field("Bytes done.", default=0, ge=0)
+    bytes_total: int | None = field("Bytes in all (when known).", default=None, ge=0)
+
+
+class ApplianceStatus(ApiModel):
+    """Observed state of an appliance."""
+
+    observed_generation: int | None = field("The generation last acted on.", default=None)
+    conditions: list[Condition] = conditions_field()  # type: ignore[assignment]
+    phase: Literal["Pending", "Downloading", "Verifying", "Converting", "Ready", "Failed"] | None = field(
+        "Import phase.", default=None
+    )
+    progress: ApplianceProgress | None = field("Progress of the current phase.", default=None)
+    ovf_version: ShortText | None = field("OVF version of the descriptor (1.x or 2.x).", default=None)
+    virtual_systems: list[VirtualSystem] = field("Parsed virtual systems.", default_factory=list, extra=list_map("id"))
+    properties: list[ApplianceProperty] = field(
+        "ProductSection properties.", default_factory=list, extra=list_map("key")
+    )
+    networks: list[ApplianceNetwork] = field("NetworkSection networks.", default_factory=list, extra=list_map("name"))
+    startup: list[StartupEntry] = field("StartupSection of a vApp.", default_factory=list, extra=list_map("id"))
+    checksums: list[FileChecksum] = field("Verified manifest entries.", default_factory=list, extra=list_map("file"))
+
+
+class Appliance(Resource):
+    """A virtual appliance from an OVF/OVA package: parsed, verified, its disks as base images."""
+
+    KIND: ClassVar[KindInfo] = KindInfo(
+        kind="Appliance",
+        plural="appliances",
+        short_names=("appliance",),
+        scope="Namespaced",
+        printer_columns=(
+            ready_column(),
+            PrinterColumn("Phase", ".status.phase"),
+            PrinterColumn("Pool", ".spec.storagePool"),
+            reason_column(),
+            age_column(),
+        ),
+    )
+
+    api_version: str = "vdc.dev/v1alpha1"
+    kind: str = "Appliance"
+    metadata: dict[str, object] = field("Standard object metadata.", default_factory=dict)
+    spec: ApplianceSpec = field("Desired state.")
+    status: ApplianceStatus | None = field("Observed state, written by the operator.", default=None)

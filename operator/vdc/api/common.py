@@ -1,0 +1,111 @@
+"""Types shared by several kinds: names, selectors, references, bandwidth, the field helper."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from vdc.api.meta import UPDATE_KEY, ApiModel, UpdateClass
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+IPV4 = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+IPV4_CIDR = IPV4[:-1] + r"/([0-9]|[12][0-9]|3[0-2])$"
+IPV6_CIDR = r"^[0-9a-fA-F:]+/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$"
+MAC = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
+"""A DNS-1123 label: the name of a list entry (disk, interface) or of a cluster object we reference."""
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+"""A Kubernetes object name (DNS-1123 subdomain)."""
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+Path = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+"""An absolute path on a host."""
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+
+
+def field(
+    description: str,
+    *,
+    update: UpdateClass | None = None,
+    extra: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A documented model field. ``update`` says how a change is applied (see ``UpdateClass``)."""
+    schema_extra: dict[str, Any] = dict(extra or {})
+    if update is not None:
+        schema_extra[UPDATE_KEY] = update
+    return Field(description=description, json_schema_extra=schema_extra or None, **kwargs)
+
+
+def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry (a CEL rule checked at admission)."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+def list_map(*keys: str) -> dict[str, Any]:
+    """Schema extras of a named list: a list-type map keyed by ``keys``."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class LabelSelectorRequirement(ApiModel):
+    """A label selector requirement: a key, an operator and values."""
+
+    key: LabelKey = field("The label key the selector applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = field("How the key relates to the values.")
+    values: list[LabelValue] = field(
+        "Values for In/NotIn; empty for Exists/DoesNotExist.", default_factory=list, max_length=64
+    )
+
+
+class LabelSelector(ApiModel):
+    """Selects Hosts by their labels (metadata.labels), as Kubernetes label selectors do.
+
+    An empty selector matches every host."""
+
+    match_labels: dict[LabelKey, LabelValue] = field(
+        "Labels a host must carry, all of them.", default_factory=dict, max_length=32
+    )
+    match_expressions: list[LabelSelectorRequirement] = field(
+        "Requirements a host's labels must all meet.", default_factory=list, max_length=16
+    )
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the same namespace as the referring object."""
+
+    name: ObjectName = field("The Secret's name.")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] = field("The key within the Secret.")
+
+
+class SecretRef(ApiModel):
+    """A Secret anywhere in the cluster (for cluster-scoped kinds)."""
+
+    name: ObjectName = field("The Secret's name.")
+    namespace: Name = field("The Secret's namespace.")
+
+
+class BandwidthLimit(ApiModel):
+    """Traffic shaping in one direction, as libvirt's ``<bandwidth>`` element (kilobytes)."""
+
+    average: int = field("Average rate in KiB/s.", ge=1, le=2**32 - 1)
+    peak: int | None = field("Peak rate in KiB/s.", default=None, ge=1, le=2**32 - 1)
+    burst: int | None = field("Burst size in KiB at peak rate.", default=None, ge=1, le=2**32 - 1)
+
+
+class Bandwidth(ApiModel):
+    """Inbound and outbound traffic limits of a port."""
+
+    inbound: BandwidthLimit | None = field("Limits traffic towards the guest.", default=None)
+    outbound: BandwidthLimit | None = field("Limits traffic from the guest.", default=None)

@@ -1,0 +1,140 @@
+"""Host: a libvirt host the operator connects to (cluster-scoped)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import StringConstraints
+
+from vdc.api.common import SecretRef, ShortText, cel, field, validations
+from vdc.api.conditions import Condition, conditions_field
+from vdc.api.meta import (
+    ApiModel,
+    KindInfo,
+    PrinterColumn,
+    Resource,
+    age_column,
+    ready_column,
+    reason_column,
+)
+from vdc.api.quantity import Quantity
+
+URI_PATTERN = r"^(qemu|test)(\+(unix|ssh|tls|tcp|libssh|libssh2))?://[^\s]*$"
+
+
+class HostReservation(ApiModel):
+    """Resources kept back for the host itself: not offered to VMs."""
+
+    cpus: int = field("Host CPUs not offered to VMs.", default=0, ge=0, le=4096)
+    memory: Quantity = field("Host memory not offered to VMs.", default="0")
+
+
+class HostSpec(ApiModel):
+    """Desired state of a libvirt host."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!self.uri.startsWith('qemu+ssh') && !self.uri.startsWith('qemu+tls') "
+                "|| has(self.credentialsSecretRef)",
+                "qemu+ssh and qemu+tls hosts need credentialsSecretRef (SSH key / client certificate)",
+                field_path=".credentialsSecretRef",
+            )
+        )
+    }
+
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=URI_PATTERN)] = field(
+        "libvirt connection URI, e.g. qemu+ssh://root@host1/system or qemu+unix:///system?socket=/run/x.sock.",
+        update="live",
+    )
+    credentials_secret_ref: SecretRef | None = field(
+        "Secret with credentials: keys ssh-privatekey and known_hosts for qemu+ssh; "
+        "tls.crt, tls.key and ca.crt for qemu+tls. Never logged.",
+        default=None,
+        update="live",
+    )
+    maintenance: bool = field(
+        "Cordons the host: no new VMs are placed on it. Running VMs stay (evacuation comes with migration).",
+        default=False,
+        update="live",
+    )
+    power_state: Literal["On", "Standby"] = field(
+        "Desired power state (Standby is for DPM power saving; not built yet).", default="On", update="live"
+    )
+    reserved: HostReservation = field(
+        "Resources reserved for the host itself.", default_factory=HostReservation, update="live"
+    )
+    cpu_overcommit: float = field(
+        "vCPUs offered per host CPU (1.0 = no overcommit).", default=1.0, ge=0.1, le=64, update="live"
+    )
+    memory_overcommit: float = field(
+        "Memory offered per byte of host memory (1.0 = no overcommit).",
+        default=1.0,
+        ge=0.1,
+        le=4,
+        update="live",
+    )
+
+
+class HostResources(ApiModel):
+    """CPUs and memory."""
+
+    cpus: int = field("CPUs (or vCPUs).", default=0, ge=0)
+    memory: Quantity = field("Memory.", default="0")
+
+
+class HostDomainCounts(ApiModel):
+    """Domains seen on the host."""
+
+    total: int = field("All domains libvirt knows on the host.", default=0, ge=0)
+    managed: int = field("Domains created by this operator.", default=0, ge=0)
+    running: int = field("Managed domains that are running.", default=0, ge=0)
+
+
+class HostStatus(ApiModel):
+    """Observed state of a libvirt host."""
+
+    observed_generation: int | None = field("The generation last acted on.", default=None)
+    conditions: list[Condition] = conditions_field()  # type: ignore[assignment]
+    phase: Literal["Connecting", "Ready", "NotReady", "Maintenance"] | None = field(
+        "Summary of the host's state.", default=None
+    )
+    hostname: ShortText | None = field("The host's hostname as libvirt reports it.", default=None)
+    host_uuid: ShortText | None = field("The host's UUID (libvirt capabilities).", default=None)
+    libvirt_version: ShortText | None = field("libvirt version of the host.", default=None)
+    hypervisor: ShortText | None = field("Hypervisor type.", default=None)
+    hypervisor_version: ShortText | None = field("Hypervisor (QEMU) version.", default=None)
+    capacity: HostResources | None = field("Physical CPUs and memory.", default=None)
+    allocatable: HostResources | None = field(
+        "What may be given to VMs: capacity less reservations, times overcommit.", default=None
+    )
+    allocated: HostResources | None = field("What this operator's VMs placed here ask for.", default=None)
+    domains: HostDomainCounts | None = field("Domain counts.", default=None)
+    last_seen: str | None = field("When the host last answered (RFC 3339).", default=None)
+
+
+class Host(Resource):
+    """A libvirt host: where VMs, pools and switches are realised."""
+
+    KIND: ClassVar[KindInfo] = KindInfo(
+        kind="Host",
+        plural="hosts",
+        short_names=("vdchost",),
+        scope="Cluster",
+        printer_columns=(
+            ready_column(),
+            PrinterColumn("Phase", ".status.phase"),
+            PrinterColumn("CPUs", ".status.capacity.cpus", type="integer"),
+            PrinterColumn("Memory", ".status.capacity.memory"),
+            PrinterColumn("VMs", ".status.domains.managed", type="integer"),
+            PrinterColumn("URI", ".spec.uri", priority=1),
+            reason_column(),
+            age_column(),
+        ),
+    )
+
+    api_version: str = "vdc.dev/v1alpha1"
+    kind: str = "Host"
+    metadata: dict[str, object] = field("Standard object metadata.", default_factory=dict)
+    spec: HostSpec = field("Desired state.")
+    status: HostStatus | None = field("Observed state, written by the operator.", default=None)

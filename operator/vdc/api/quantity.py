@@ -1,0 +1,53 @@
+"""Kubernetes quantities (``512Mi``, ``2Gi``, ``1.5``), parsed with the kubernetes client's utility."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from kubernetes.utils.quantity import parse_quantity
+from pydantic import BeforeValidator, WithJsonSchema
+
+# Non-negative quantities only: a sign is never valid for sizes in this API.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+
+
+def _normalise(value: object) -> str:
+    if isinstance(value, bool):
+        raise ValueError("a quantity must be a number or a string such as 512Mi")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a quantity must not be negative")
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError("a quantity must be a number or a string such as 512Mi")
+    try:
+        parsed = parse_quantity(value)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 512Mi, 2Gi)") from exc
+    if parsed < 0:
+        raise ValueError("a quantity must not be negative")
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_normalise),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+        }
+    ),
+]
+"""A non-negative Kubernetes quantity, kept as written (str) and converted with ``to_bytes``/``to_decimal``."""
+
+
+def to_decimal(quantity: str | int) -> Decimal:
+    return Decimal(parse_quantity(quantity))  # type: ignore[no-untyped-call]
+
+
+def to_bytes(quantity: str | int) -> int:
+    """A byte count, rounded up (``1.5Ki`` is 1536; ``100m`` of a byte is 1)."""
+    value = to_decimal(quantity)
+    return int(value.to_integral_value(rounding="ROUND_CEILING"))

@@ -1,0 +1,465 @@
+"""VirtualMachine: a VM reconciled onto a libvirt host (namespaced)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import StringConstraints
+
+from vdc.api.common import (
+    IPV4,
+    MAC,
+    Bandwidth,
+    LabelSelector,
+    Name,
+    Path,
+    SecretKeyRef,
+    ShortText,
+    cel,
+    field,
+    list_map,
+    validations,
+)
+from vdc.api.conditions import Condition, conditions_field
+from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
+from vdc.api.quantity import Quantity
+
+MAX_DISKS = 16
+MAX_INTERFACES = 16
+
+RunStrategy = Literal["Always", "RerunOnFailure", "Manual", "Halted", "Once"]
+Phase = Literal[
+    "Scheduling",
+    "Provisioning",
+    "Starting",
+    "Running",
+    "Stopping",
+    "Stopped",
+    "Migrating",
+    "Failed",
+    "Unknown",
+]
+VolumeName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.+-]+$")]
+UserData = Annotated[str, StringConstraints(max_length=65536)]
+
+
+class CpuTopology(ApiModel):
+    """How the vCPUs are presented to the guest; sockets x cores x threads must equal cpu.count."""
+
+    sockets: int = field("Sockets.", ge=1, le=64)
+    cores: int = field("Cores per socket.", ge=1, le=256)
+    threads: int = field("Threads per core.", ge=1, le=8)
+
+
+class Cpu(ApiModel):
+    """Virtual CPUs."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.topology) || self.topology.sockets * self.topology.cores * self.topology.threads"
+                " == self.count",
+                "topology.sockets * topology.cores * topology.threads must equal count",
+                field_path=".topology",
+            ),
+            cel("self.mode != 'Custom' || has(self.model)", "mode Custom needs model", field_path=".model"),
+        )
+    }
+
+    count: int = field("Number of vCPUs.", default=1, ge=1, le=512, update="restart")
+    topology: CpuTopology | None = field("Guest CPU topology.", default=None, update="restart")
+    mode: Literal["Default", "HostPassthrough", "HostModel", "Custom"] = field(
+        "CPU model mode: the hypervisor default, the host CPU passed through, the closest named model to "
+        "the host, or a named model.",
+        default="Default",
+        update="restart",
+    )
+    model: ShortText | None = field(
+        "Named CPU model (mode Custom), e.g. Skylake-Server.", default=None, update="restart"
+    )
+
+
+class Memory(ApiModel):
+    """Guest memory."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.max) || quantity(string(self.max)).compareTo(quantity(string(self.size))) >= 0",
+                "max must be at least size",
+                field_path=".max",
+            ),
+            cel(
+                "quantity(string(self.size)).compareTo(quantity('1Mi')) >= 0",
+                "size must be at least 1Mi",
+                field_path=".size",
+            ),
+        )
+    }
+
+    size: Quantity = field(
+        "Memory the guest has, e.g. 512Mi. Changed live (balloon) up to max; beyond max at restart.",
+        update="live",
+    )
+    max: Quantity | None = field(
+        "Most memory the guest may be given live (default: size).", default=None, update="restart"
+    )
+
+
+class KernelBoot(ApiModel):
+    """Direct kernel boot: the kernel and initrd are files on the host."""
+
+    kernel: Path = field("Path of the kernel image on the host.")
+    initrd: Path | None = field("Path of the initrd on the host.", default=None)
+    cmdline: Annotated[str, StringConstraints(max_length=4096)] | None = field("Kernel command line.", default=None)
+
+
+class Boot(ApiModel):
+    """How the VM boots. Without kernel it boots from the disk with the lowest bootOrder."""
+
+    kernel: KernelBoot | None = field("Boot a kernel directly.", default=None, update="restart")
+
+
+class Console(ApiModel):
+    """The guest's serial console."""
+
+    serial: bool = field("Give the guest a serial console (ttyS0).", default=True, update="restart")
+    log: bool = field("Also keep the console output in a log file on the host.", default=True, update="restart")
+
+
+class Graphics(ApiModel):
+    """Remote display."""
+
+    type: Literal["None", "VNC"] = field("Display type.", default="None", update="restart")
+    listen: Annotated[str, StringConstraints(max_length=45, pattern=IPV4)] = field(
+        "Host address VNC listens on.", default="127.0.0.1", update="restart"
+    )
+
+
+class BlankVolume(ApiModel):
+    """A new empty volume."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",
+                "size may only grow",
+                field_path=".size",
+            )
+        )
+    }
+
+    pool: Name = field("StoragePool to create it in.", update="immutable")
+    size: Quantity = field("Size; may grow (live when running), never shrink.", update="live")
+
+
+class ApplianceDiskRef(ApiModel):
+    """A disk of an Appliance in the same namespace."""
+
+    name: Name = field("The Appliance.")
+    disk: ShortText | None = field("The appliance's disk id (default: its first disk).", default=None)
+
+
+class CloneVolume(ApiModel):
+    """A copy-on-write qcow2 overlay on a base image."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "has(self.appliance) != has(self.baseVolume)",
+                "set exactly one of appliance, baseVolume",
+            ),
+            cel(
+                "!has(oldSelf.size) || (has(self.size) && "
+                "quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",
+                "size may only grow",
+                field_path=".size",
+            ),
+        )
+    }
+
+    pool: Name = field("StoragePool the overlay lives in (the base must be reachable from it).", update="immutable")
+    appliance: ApplianceDiskRef | None = field("Base image of an Appliance.", default=None, update="immutable")
+    base_volume: VolumeName | None = field("A named base volume in the same pool.", default=None, update="immutable")
+    size: Quantity | None = field(
+        "Virtual size, at least the base's (default: the base's); may grow, never shrink.",
+        default=None,
+        update="live",
+    )
+
+
+class ExistingVolume(ApiModel):
+    """A volume that already exists: adopted, never deleted unless deletionPolicy says Delete."""
+
+    pool: Name = field("StoragePool holding it.", update="immutable")
+    name: VolumeName = field("The volume's name.", update="immutable")
+
+
+class CloudInitSource(ApiModel):
+    """This disk is the NoCloud seed (CD-ROM) built from spec.cloudInit."""
+
+
+class DiskSource(ApiModel):
+    """Where a disk's data comes from: exactly one of blank, clone, volume, cloudInit."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "(has(self.blank) ? 1 : 0) + (has(self.clone) ? 1 : 0) + (has(self.volume) ? 1 : 0)"
+                " + (has(self.cloudInit) ? 1 : 0) == 1",
+                "set exactly one of blank, clone, volume, cloudInit",
+            ),
+            cel(
+                "has(self.blank) == has(oldSelf.blank) && has(self.clone) == has(oldSelf.clone)"
+                " && has(self.volume) == has(oldSelf.volume) && has(self.cloudInit) == has(oldSelf.cloudInit)",
+                "the kind of a disk's source is immutable: add a disk with another name instead",
+            ),
+        )
+    }
+
+    blank: BlankVolume | None = field("A new blank volume.", default=None)
+    clone: CloneVolume | None = field("A copy-on-write overlay on a base image.", default=None)
+    volume: ExistingVolume | None = field("An existing volume.", default=None)
+    cloud_init: CloudInitSource | None = field("The cloud-init NoCloud seed ISO.", default=None)
+
+
+class IoTune(ApiModel):
+    """Disk I/O limits (libvirt ``<iotune>``), applied live."""
+
+    total_bytes_sec: int | None = field("Total bytes/s.", default=None, ge=0)
+    read_bytes_sec: int | None = field("Read bytes/s.", default=None, ge=0)
+    write_bytes_sec: int | None = field("Write bytes/s.", default=None, ge=0)
+    total_iops_sec: int | None = field("Total IOPS.", default=None, ge=0)
+    read_iops_sec: int | None = field("Read IOPS.", default=None, ge=0)
+    write_iops_sec: int | None = field("Write IOPS.", default=None, ge=0)
+
+
+class Disk(ApiModel):
+    """A disk of the VM."""
+
+    name: Name = field("Name, unique within the VM; also names the volume.")
+    source: DiskSource = field("Where the data comes from. Its kind and pool are immutable; sizes may grow.")
+    bus: Literal["virtio", "sata", "scsi", "ide"] = field("Bus.", default="virtio", update="restart")
+    boot_order: int | None = field("Boot priority (1 first).", default=None, ge=1, le=64, update="restart")
+    cache: Literal["default", "none", "writethrough", "writeback", "directsync", "unsafe"] = field(
+        "Host cache mode.", default="default", update="restart"
+    )
+    io: Literal["default", "native", "threads", "io_uring"] = field("I/O mode.", default="default", update="restart")
+    read_only: bool = field("Attach read-only.", default=False, update="restart")
+    serial: Annotated[str, StringConstraints(max_length=20, pattern=r"^[A-Za-z0-9_-]*$")] | None = field(
+        "Serial number the guest sees.", default=None, update="restart"
+    )
+    iotune: IoTune | None = field("I/O limits.", default=None, update="live")
+    deletion_policy: Literal["Delete", "Retain"] = field(
+        "Whether deleting the VM deletes this disk's volume. Existing volumes default to Retain in effect "
+        "unless Delete is set explicitly.",
+        default="Delete",
+        update="live",
+    )
+
+
+class Interface(ApiModel):
+    """A NIC on a VirtualSwitch."""
+
+    name: Name = field("Name, unique within the VM.")
+    switch: Name = field("The VirtualSwitch.", update="restart")
+    model: Literal["virtio", "e1000", "e1000e", "rtl8139"] = field("NIC model.", default="virtio", update="restart")
+    mac_address: Annotated[str, StringConstraints(max_length=17, pattern=MAC)] | None = field(
+        "MAC address (default: derived from the VM's uid and the NIC name).", default=None, update="immutable"
+    )
+    ip_address: Annotated[str, StringConstraints(max_length=15, pattern=IPV4)] | None = field(
+        "Fixed IPv4 address inside the switch's subnet (default: allocated by the switch's IPAM).",
+        default=None,
+        update="restart",
+    )
+    bandwidth: Bandwidth | None = field("Limits, at most the switch's.", default=None, update="live")
+    link_state: Literal["up", "down"] = field("Link state.", default="up", update="live")
+
+
+class CloudInit(ApiModel):
+    """cloud-init NoCloud data, served to the guest on a seed ISO (a disk with source.cloudInit)."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!(has(self.userData) && has(self.userDataSecretRef))",
+                "set userData or userDataSecretRef, not both",
+            ),
+            cel(
+                "!(has(self.networkData) && has(self.networkDataSecretRef))",
+                "set networkData or networkDataSecretRef, not both",
+            ),
+        )
+    }
+
+    user_data: UserData | None = field("user-data (e.g. #cloud-config …).", default=None, update="restart")
+    user_data_secret_ref: SecretKeyRef | None = field("user-data from a Secret.", default=None, update="restart")
+    network_data: UserData | None = field("network-config (v1 or v2).", default=None, update="restart")
+    network_data_secret_ref: SecretKeyRef | None = field(
+        "network-config from a Secret.", default=None, update="restart"
+    )
+    meta_data: dict[
+        Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=4096)]
+    ] = field(
+        "Extra meta-data keys (instance-id and local-hostname are set by the operator).",
+        default_factory=dict,
+        max_length=64,
+        update="restart",
+    )
+
+
+class FromAppliance(ApiModel):
+    """Instantiate a virtual system of an Appliance: its hardware is the default for this VM."""
+
+    name: Name = field("The Appliance, in the VM's namespace.")
+    virtual_system: ShortText | None = field("The VirtualSystem id (default: the first).", default=None)
+    properties: dict[
+        Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=4096)]
+    ] = field("Values of the appliance's user-configurable properties.", default_factory=dict, max_length=128)
+    network_mapping: dict[Annotated[str, StringConstraints(max_length=253)], Name] = field(
+        "OVF network name -> VirtualSwitch name.", default_factory=dict, max_length=32
+    )
+
+
+class Qos(ApiModel):
+    """CPU quality of service (libvirt ``<cputune>``), applied live."""
+
+    cpu_shares: int | None = field("Relative CPU weight.", default=None, ge=2, le=262144)
+    cpu_limit: int | None = field(
+        "CPU limit in millicores for the whole VM (1000 = one host CPU).", default=None, ge=10, le=1_000_000
+    )
+
+
+class VirtualMachineSpec(ApiModel):
+    """Desired state of a virtual machine."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.cloudInit) || self.disks.exists(d, has(d.source.cloudInit))",
+                "cloudInit needs a disk with source.cloudInit to carry the seed",
+                field_path=".cloudInit",
+            ),
+            cel(
+                "self.disks.filter(d, has(d.source.cloudInit)).size() <= 1",
+                "at most one disk may carry the cloud-init seed",
+                field_path=".disks",
+            ),
+        )
+    }
+
+    run_strategy: RunStrategy = field(
+        "Always: keep running; RerunOnFailure: restart only after a crash; Manual: the operator neither "
+        "starts nor stops it; Halted: keep stopped; Once: run until the guest stops, then stay stopped.",
+        default="Always",
+        update="live",
+    )
+    cpu: Cpu = field("Virtual CPUs.", default_factory=Cpu, update="restart")
+    memory: Memory = field("Memory.", update="live")
+    firmware: Literal["BIOS", "UEFI"] = field("Firmware.", default="BIOS", update="restart")
+    boot: Boot = field("Boot method.", default_factory=Boot, update="restart")
+    console: Console = field("Serial console.", default_factory=Console, update="restart")
+    graphics: Graphics = field("Remote display.", default_factory=Graphics, update="restart")
+    disks: list[Disk] = field(
+        "Disks.",
+        default_factory=list,
+        max_length=MAX_DISKS,
+        extra=list_map("name"),
+    )
+    interfaces: list[Interface] = field(
+        "NICs.",
+        default_factory=list,
+        max_length=MAX_INTERFACES,
+        extra=list_map("name"),
+    )
+    cloud_init: CloudInit | None = field("cloud-init data.", default=None, update="restart")
+    from_appliance: FromAppliance | None = field("Instantiate an Appliance.", default=None, update="immutable")
+    host: Name | None = field(
+        "Pin the VM to this Host (skips scoring; the host must still fit).", default=None, update="restart"
+    )
+    host_selector: LabelSelector = field(
+        "Hosts the VM may run on (by Host labels).", default_factory=LabelSelector, update="restart"
+    )
+    qos: Qos | None = field("CPU QoS.", default=None, update="live")
+    termination_grace_period_seconds: int = field(
+        "How long a graceful shutdown may take before the domain is destroyed.",
+        default=60,
+        ge=0,
+        le=3600,
+        update="live",
+    )
+
+
+class DiskStatus(ApiModel):
+    """A disk as realised."""
+
+    name: Name = field("The disk.")
+    host: Name | None = field("Host holding the volume.", default=None)
+    pool: Name | None = field("Pool holding the volume.", default=None)
+    volume: Annotated[str, StringConstraints(max_length=253)] | None = field("Volume name.", default=None)
+    path: Annotated[str, StringConstraints(max_length=4096)] | None = field("Volume path on the host.", default=None)
+    capacity: Quantity | None = field("Virtual size.", default=None)
+    allocation: Quantity | None = field("Space used.", default=None)
+
+
+class InterfaceStatus(ApiModel):
+    """A NIC as realised."""
+
+    name: Name = field("The interface.")
+    mac_address: ShortText | None = field("MAC address.", default=None)
+    ip_addresses: list[ShortText] = field("IP addresses (IPAM, and the guest's when reported).", default_factory=list)
+    switch: Name | None = field("The VirtualSwitch.", default=None)
+    host_device: ShortText | None = field("Host-side device (tap).", default=None)
+
+
+class VirtualMachineStatus(ApiModel):
+    """Observed state of a virtual machine."""
+
+    observed_generation: int | None = field("The generation last acted on.", default=None)
+    conditions: list[Condition] = conditions_field()  # type: ignore[assignment]
+    phase: Phase | None = field("Lifecycle phase.", default=None)
+    printable_status: ShortText | None = field("Short status for kubectl.", default=None)
+    host: Name | None = field("The Host the VM is placed on.", default=None)
+    domain_uuid: ShortText | None = field("libvirt domain UUID (= metadata.uid).", default=None)
+    domain_name: ShortText | None = field("libvirt domain name.", default=None)
+    boot_time: str | None = field("When the guest last started (RFC 3339).", default=None)
+    restart_required_fields: list[ShortText] = field(
+        "Spec fields changed that take effect at the next restart.", default_factory=list
+    )
+    disks: list[DiskStatus] = field(
+        "Disks.",
+        default_factory=list,
+        extra=list_map("name"),
+    )
+    interfaces: list[InterfaceStatus] = field(
+        "NICs.",
+        default_factory=list,
+        extra=list_map("name"),
+    )
+
+
+class VirtualMachine(Resource):
+    """A virtual machine: placed on a Host, defined and run there as a libvirt domain."""
+
+    KIND: ClassVar[KindInfo] = KindInfo(
+        kind="VirtualMachine",
+        plural="virtualmachines",
+        short_names=("vm", "vms"),
+        scope="Namespaced",
+        printer_columns=(
+            PrinterColumn("Status", ".status.printableStatus"),
+            ready_column(),
+            PrinterColumn("Host", ".status.host"),
+            PrinterColumn("IP", ".status.interfaces[0].ipAddresses[0]"),
+            PrinterColumn("CPUs", ".spec.cpu.count", type="integer", priority=1),
+            PrinterColumn("Memory", ".spec.memory.size", priority=1),
+            reason_column(),
+            age_column(),
+        ),
+    )
+
+    api_version: str = "vdc.dev/v1alpha1"
+    kind: str = "VirtualMachine"
+    metadata: dict[str, object] = field("Standard object metadata.", default_factory=dict)
+    spec: VirtualMachineSpec = field("Desired state.")
+    status: VirtualMachineStatus | None = field("Observed state, written by the operator.", default=None)

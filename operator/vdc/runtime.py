@@ -1,0 +1,44 @@
+"""Start the kopf operator: settings, handler registration, then the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from vdc.api.meta import GROUP
+
+log = logging.getLogger(__name__)
+
+FINALIZER = f"{GROUP}/finalizer"
+"""The finalizer every kind's deletion handler uses."""
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    # Kubernetes Events only for what a user cares about; kopf's own chatter stays in the log.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+
+
+def run(*, namespace: list[str], liveness: str, verbose: bool) -> None:
+    """Run the operator until interrupted. Controllers register their handlers on import."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.configure(verbose=verbose)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespace,
+            namespaces=namespace,
+            liveness_endpoint=liveness,
+            standalone=True,
+        )
+    )
