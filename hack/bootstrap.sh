@@ -40,5 +40,5 @@ export UV_PYTHON_DOWNLOADS=never
 "$here/build-controlplane.sh" >/dev/null
 
 # Tiny guest (kernel + busybox initramfs).
-"$top/.venv/bin/python" -m vdc.cli.main dev build-guest >/dev/null
+"$here/build-guest.sh" >/dev/null
 log "ready"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated
 
@@ -21,6 +22,8 @@ def _normalise(value: object) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValueError("a quantity must be a number or a string such as 512Mi")
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a non-negative Kubernetes quantity (e.g. 512Mi, 2Gi)")
     try:
         parsed = parse_quantity(value)  # type: ignore[no-untyped-call]
     except ValueError as exc:

@@ -1,0 +1,569 @@
+#!/usr/bin/env bash
+# Run N independent libvirt "hosts" on this one machine, for tests and demos.
+#
+# Usage: hack/libvirt-hosts.sh up N | down | status
+#
+#   up N     start hosts $VDC_HOST_PREFIX-1..N (running ones are left alone) and
+#            wait until each libvirtd answers; prints hosts.txt on stdout
+#   down     destroy their guests, stop every process they started, remove
+#            their network namespaces, veths, bridge and iptables rule
+#            (state and logs under $VDC_STATE/hosts stay)
+#   status   one line per host: name, running|stopped, address, qemu URI;
+#            exit 0 only if at least one host is known and all are running
+#
+# Each host is a libvirtd plus its own virtlogd in its own mount and UTS
+# namespace (and, by default, network namespace with a veth on a bridge),
+# with private /etc/libvirt, /run/libvirt, /var/lib/libvirt,
+# /var/log/libvirt, /var/cache/libvirt and its own hostname and host UUID.
+# It serves qemu+unix:///system (real QEMU/TCG guests, domain type 'qemu')
+# and test+unix:///default (libvirt's test driver) on the same socket.
+#
+# Environment:
+#   VDC_STATE          state root (default: <repo>/.vdc); uses $VDC_STATE/hosts
+#   VDC_HOST_PREFIX    host name prefix (default: vdc-host); all global names
+#                      (netns, bridge, veths, subnet) derive from it
+#   VDC_HOST_NETNS     1 (default): a network namespace per host; 0: share
+#                      the machine's network namespace (no addresses)
+#   VDC_HOST_TIMEOUT   seconds to wait for each libvirtd (default: 90)
+#   VDC_CACHE          machine-wide cache (default: $HOME/.cache/vdc); QEMU
+#                      capabilities probed by one host seed the next ones
+#                      from $VDC_CACHE/libvirt-qemu-caps (libvirt re-validates them)
+#
+# Files, per host in $VDC_STATE/hosts/<name>/: qemu.uri, test.uri, address,
+# pids ("libvirtd PID" / "virtlogd PID"), meta, host_uuid, sock/ (libvirt
+# sockets), log/ (libvirtd.log, virtlogd.log, init.log, qemu/<domain>.log),
+# etc/ lib/ run/ cache/ (what the host sees as /etc/libvirt and so on).
+# Shared: $VDC_STATE/hosts/hosts.txt ("name qemu-uri test-uri address" per
+# running host), net.env (bridge, subnet), etc-hosts (the hosts' /etc/hosts).
+set -euo pipefail
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+REPO=$(cd "$(dirname "$SELF")/.." && pwd)
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF" >&2
+    exit 2
+}
+
+log() { printf 'libvirt-hosts: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ------------------------------------------------------------ settings --
+init_settings() {
+    STATE=$(realpath -m "${VDC_STATE:-$REPO/.vdc}")
+    HOSTS_DIR=$STATE/hosts
+    PREFIX=${VDC_HOST_PREFIX:-vdc-host}
+    USE_NETNS=${VDC_HOST_NETNS:-1}
+    TIMEOUT=${VDC_HOST_TIMEOUT:-90}
+    [[ $PREFIX =~ ^[a-z0-9][a-z0-9-]{0,39}$ ]] ||
+        die "VDC_HOST_PREFIX must be 1-40 chars of [a-z0-9-], starting alphanumeric: '$PREFIX'"
+    [[ $USE_NETNS =~ ^[01]$ ]] || die "VDC_HOST_NETNS must be 0 or 1"
+    [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "VDC_HOST_TIMEOUT must be a number of seconds"
+    [[ $STATE != *[[:space:]\"\'\\]* ]] || die "VDC_STATE must not contain spaces or quotes: $STATE"
+    # Short id for names the kernel limits to 15 characters.
+    NET_ID=$(printf '%s' "$PREFIX" | sha256sum | cut -c1-6)
+    BRIDGE=vdcb$NET_ID
+    IPT_COMMENT=vdc-rig:$NET_ID
+    CAPS_SEED=${VDC_CACHE:-$HOME/.cache/vdc}/libvirt-qemu-caps
+}
+
+veth_name() { echo "vdcv${NET_ID}n$1"; }
+
+require_root_tools() {
+    [ "$(id -u)" = 0 ] || die "must run as root (namespaces, mounts, veths)"
+    local t
+    for t in libvirtd virtlogd virsh unshare nsenter setsid flock timeout ip mount; do
+        command -v "$t" >/dev/null || die "$t not found (apt-get install libvirt-daemon-system libvirt-clients qemu-system-x86 iproute2 util-linux)"
+    done
+}
+
+lock_state() {
+    mkdir -p "$HOSTS_DIR"
+    exec 9>"$HOSTS_DIR/.lock"
+    flock 9
+}
+
+uri_qemu() { echo "qemu+unix:///system?socket=$HOSTS_DIR/$1/sock/libvirt-sock"; }
+uri_test() { echo "test+unix:///default?socket=$HOSTS_DIR/$1/sock/libvirt-sock"; }
+
+# meta_get FILE KEY
+meta_get() { sed -n "s/^$2=//p" "$1" 2>/dev/null | head -n1; }
+
+# ------------------------------------------------------------- network --
+# The subnet 10.X.Y.0/24 derives from the prefix; it is chosen once (moving
+# on if the machine already routes it) and kept in net.env.
+setup_network() {
+    local envf=$HOSTS_DIR/net.env subnet h x y try
+    if [ -f "$envf" ]; then
+        subnet=$(meta_get "$envf" VDC_SUBNET)
+    else
+        h=$(printf '%s' "$PREFIX" | sha256sum)
+        x=$((100 + 0x${h:6:2} % 100))
+        y=$((0x${h:8:2}))
+        for try in $(seq 0 255); do
+            subnet=10.$x.$(((y + try) % 256))
+            if ! ip -4 route show | grep -q "^$subnet\\." &&
+                ! ip -4 addr show | grep -q "inet $subnet\\."; then
+                break
+            fi
+            subnet=
+        done
+        [ -n "$subnet" ] || die "no free 10.$x.*.0/24 subnet"
+        subnet=$subnet.0/24
+        cat >"$envf" <<EOF
+VDC_HOST_PREFIX=$PREFIX
+VDC_NET_ID=$NET_ID
+VDC_BRIDGE=$BRIDGE
+VDC_SUBNET=$subnet
+VDC_BRIDGE_ADDR=${subnet%.0/24}.1
+VDC_IPT_COMMENT=$IPT_COMMENT
+EOF
+    fi
+    SUBNET_BASE=${subnet%.0/24}
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+        log "bridge $BRIDGE ${SUBNET_BASE}.1/24"
+        ip link add "$BRIDGE" type bridge
+        ip addr add "$SUBNET_BASE.1/24" dev "$BRIDGE"
+        ip link set "$BRIDGE" up
+    fi
+    # With br_netfilter, bridged frames go through iptables FORWARD: let
+    # traffic between the hosts pass whatever the policy is.
+    if [ "$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo 0)" = 1 ] &&
+        command -v iptables >/dev/null; then
+        if ! iptables -w -C FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment "$IPT_COMMENT" -j ACCEPT 2>/dev/null; then
+            iptables -w -I FORWARD -i "$BRIDGE" -o "$BRIDGE" -m comment --comment "$IPT_COMMENT" -j ACCEPT ||
+                log "warning: could not add the iptables FORWARD rule for $BRIDGE"
+        fi
+    fi
+}
+
+teardown_network() {
+    local br=$BRIDGE comment=$IPT_COMMENT envf=$HOSTS_DIR/net.env
+    if [ -f "$envf" ]; then
+        br=$(meta_get "$envf" VDC_BRIDGE)
+        comment=$(meta_get "$envf" VDC_IPT_COMMENT)
+    fi
+    if command -v iptables >/dev/null; then
+        while iptables -w -D FORWARD -i "$br" -o "$br" -m comment --comment "$comment" -j ACCEPT 2>/dev/null; do :; done
+    fi
+    if ip link show "$br" >/dev/null 2>&1; then
+        ip link del "$br"
+        log "removed bridge $br"
+    fi
+}
+
+# Shared /etc/hosts for all hosts: the machine's plus every host's address,
+# so hostnames resolve at once (and migration can find its peers). Written
+# in place: the hosts bind-mount this very inode.
+write_etc_hosts() {
+    local f=$HOSTS_DIR/etc-hosts tmp d name addr
+    tmp=$(mktemp)
+    cat /etc/hosts >"$tmp"
+    echo "# vdc libvirt hosts ($PREFIX)" >>"$tmp"
+    for d in "$HOSTS_DIR"/*/; do
+        [ -f "$d/meta" ] || continue
+        name=$(meta_get "$d/meta" name)
+        addr=$(meta_get "$d/meta" address)
+        echo "${addr:-127.0.1.1} $name" >>"$tmp"
+    done
+    touch "$f"
+    cat "$tmp" >"$f"
+    rm -f "$tmp"
+}
+
+# --------------------------------------------------------------- hosts --
+host_pid() { # host_pid DIR libvirtd|virtlogd
+    local p
+    p=$(cat "$1/run/$2.pid" 2>/dev/null || true)
+    [[ $p =~ ^[0-9]+$ ]] && [ -d "/proc/$p" ] && [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(command -v "$2")" ] || return 1
+    echo "$p"
+}
+
+host_running() {
+    local d=$HOSTS_DIR/$1 pid
+    pid=$(host_pid "$d" libvirtd) || return 1
+    [ "$(readlink "/proc/$pid/ns/mnt")" = "$(cat "$d/mntns" 2>/dev/null)" ] || return 1
+    timeout 15 virsh -c "$(uri_qemu "$1")" version >/dev/null 2>&1
+}
+
+# Prepare the host's directories and configuration (root namespace).
+prepare_host() {
+    local name=$1 idx=$2 d=$HOSTS_DIR/$1 sock uuid addr="" ns="" veth="" sub
+    sock=$d/sock/libvirt-admin-sock
+    [ ${#sock} -le 107 ] || die "socket path too long (${#sock} > 107 chars): $sock; use a shorter VDC_STATE"
+    mkdir -p "$d"/{sock,run,lib,etc,log,cache}
+    # Runtime state from an earlier run is stale now.
+    find "$d/run" "$d/sock" -mindepth 1 -delete
+    rm -f "$d/pids" "$d/mntns"
+    [ -s "$d/host_uuid" ] || cat /proc/sys/kernel/random/uuid >"$d/host_uuid"
+    uuid=$(cat "$d/host_uuid")
+
+    if [ ! -f "$d/etc/libvirtd.conf" ]; then
+        cp -a /etc/libvirt/. "$d/etc/"
+        # No default network autostart: no dnsmasq or firewall rules per host.
+        rm -f "$d/etc/qemu/networks/autostart/"*.xml
+    fi
+    for sub in lib:/var/lib/libvirt cache:/var/cache/libvirt log:/var/log/libvirt; do
+        (cd "${sub#*:}" && find . -mindepth 1 -type d) | (cd "$d/${sub%%:*}" && xargs -r mkdir -p)
+    done
+    # Probing QEMU's capabilities under TCG takes seconds per binary; start
+    # from what another host found (libvirt re-probes if it is stale).
+    if [ -d "$CAPS_SEED" ]; then
+        mkdir -p "$d/cache/qemu/capabilities"
+        cp -p "$CAPS_SEED"/*.xml "$d/cache/qemu/capabilities/" 2>/dev/null || true
+    fi
+
+    # The stock files are all comments: append our settings to fresh copies.
+    { cat /etc/libvirt/libvirtd.conf; cat <<EOF
+
+# --- vdc libvirt host $name ---
+unix_sock_dir = "$d/sock"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+unix_sock_admin_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+host_uuid = "$uuid"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+    } >"$d/etc/libvirtd.conf"
+    { cat /etc/libvirt/qemu.conf; cat <<EOF
+
+# --- vdc libvirt host $name ---
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "logd"
+EOF
+    } >"$d/etc/qemu.conf"
+    { cat /etc/libvirt/virtlogd.conf; cat <<EOF
+
+# --- vdc libvirt host $name ---
+log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
+EOF
+    } >"$d/etc/virtlogd.conf"
+
+    if [ "$USE_NETNS" = 1 ]; then
+        ns=$name
+        veth=$(veth_name "$idx")
+        addr=$SUBNET_BASE.$((10 + idx))
+    fi
+    cat >"$d/meta" <<EOF
+name=$name
+index=$idx
+prefix=$PREFIX
+netns=$ns
+veth=$veth
+address=$addr
+EOF
+    uri_qemu "$name" >"$d/qemu.uri"
+    uri_test "$name" >"$d/test.uri"
+    if [ -n "$addr" ]; then echo "$addr" >"$d/address"; else rm -f "$d/address"; fi
+}
+
+setup_host_netns() {
+    local d=$HOSTS_DIR/$1 ns veth addr
+    ns=$(meta_get "$d/meta" netns)
+    veth=$(meta_get "$d/meta" veth)
+    addr=$(meta_get "$d/meta" address)
+    [ -n "$ns" ] || return 0
+    ip netns add "$ns"
+    ip link add "$veth" type veth peer name eth0 netns "$ns"
+    ip link set "$veth" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+}
+
+launch_host() {
+    local name=$1 d=$HOSTS_DIR/$1 ns
+    ns=$(meta_get "$d/meta" netns)
+    [ -d /run/libvirt ] || mkdir -p /run/libvirt   # mount point
+    local -a enter=()
+    [ -z "$ns" ] || enter=(nsenter "--net=/run/netns/$ns")
+    # setsid: own session, so the caller's Ctrl-C or process group kill does
+    # not reach the daemons. 9>&-: do not leak the state lock into them.
+    setsid "${enter[@]}" unshare --mount --uts --propagation private -- \
+        "$SELF" __host-init "$d" </dev/null >>"$d/log/init.log" 2>&1 9>&- &
+}
+
+# Runs inside the host's namespaces; ends as its libvirtd.
+host_init() {
+    local d=$1 name ns
+    name=$(meta_get "$d/meta" name)
+    ns=$(meta_get "$d/meta" netns)
+    echo "=== $(date -Is) starting $name (pid $$)"
+    # Drop our copies of the machine's netns mounts (they would pin other
+    # hosts' network namespaces) and see this netns in /sys.
+    umount -l /run/netns 2>/dev/null || true
+    if [ -n "$ns" ]; then
+        umount -l /sys
+        mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+    fi
+    mount --bind "$d/etc" /etc/libvirt
+    mount --bind "$d/run" /run/libvirt
+    mount --bind "$d/lib" /var/lib/libvirt
+    mount --bind "$d/log" /var/log/libvirt
+    mount --bind "$d/cache" /var/cache/libvirt
+    mount --bind "$(dirname "$d")/etc-hosts" /etc/hosts
+    echo "$name" >/proc/sys/kernel/hostname
+    virtlogd --daemon --pid-file "$d/run/virtlogd.pid"
+    exec libvirtd --pid-file "$d/run/libvirtd.pid" --config /etc/libvirt/libvirtd.conf
+}
+
+log_tail() {
+    local d=$HOSTS_DIR/$1 f
+    for f in "$d/log/init.log" "$d/log/libvirtd.log" "$d/log/virtlogd.log"; do
+        [ -s "$f" ] || continue
+        echo "----- $f (last 30 lines)" >&2
+        tail -n 30 "$f" >&2
+    done
+}
+
+wait_host() {
+    local name=$1 d=$HOSTS_DIR/$1 launcher=$2 uri deadline pid err
+    uri=$(uri_qemu "$name")
+    deadline=$((SECONDS + TIMEOUT))
+    while :; do
+        if err=$(timeout 20 virsh -c "$uri" version 2>&1 >/dev/null) &&
+            pid=$(host_pid "$d" libvirtd); then
+            break
+        fi
+        if ! alive "$launcher" && ! host_pid "$d" libvirtd >/dev/null; then
+            log "ERROR: libvirtd of $name exited; last virsh error: $err"
+            log_tail "$name"
+            return 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            log "ERROR: libvirtd of $name did not answer within ${TIMEOUT}s: $err"
+            log_tail "$name"
+            return 1
+        fi
+        sleep 0.3
+    done
+    readlink "/proc/$pid/ns/mnt" >"$d/mntns"
+    save_caps_seed "$d"
+    {
+        echo "libvirtd $pid"
+        if pid=$(host_pid "$d" virtlogd); then echo "virtlogd $pid"; fi
+    } >"$d/pids"
+    # The test driver is served by the same daemon; check it as well.
+    if ! err=$(timeout 20 virsh -c "$(uri_test "$name")" version 2>&1 >/dev/null); then
+        log "ERROR: $name does not serve the test driver: $err"
+        log_tail "$name"
+        return 1
+    fi
+}
+
+save_caps_seed() {
+    local d=$1 f tmp
+    mkdir -p "$CAPS_SEED" 2>/dev/null || return 0
+    for f in "$d"/cache/qemu/capabilities/*.xml; do
+        [ -f "$f" ] || continue
+        cmp -s "$f" "$CAPS_SEED/${f##*/}" && continue
+        tmp=$(mktemp "$CAPS_SEED/.tmp.XXXXXX") && cp -p "$f" "$tmp" && mv -f "$tmp" "$CAPS_SEED/${f##*/}"
+    done
+}
+
+# Every process of a host: its daemons, their QEMUs, and anything else in
+# its mount namespace or network namespace.
+host_procs() {
+    local d=$1 ns mntns self p f
+    ns=$(meta_get "$d/meta" netns)
+    mntns=$(cat "$d/mntns" 2>/dev/null || true)
+    self=$(readlink /proc/self/ns/mnt)
+    {
+        awk '{print $2}' "$d/pids" 2>/dev/null || true
+        for f in "$d"/run/*.pid "$d"/run/qemu/*.pid; do
+            [ -f "$f" ] && cat "$f" && echo
+        done
+        if [ -n "$mntns" ] && [ "$mntns" != "$self" ]; then
+            for p in /proc/[0-9]*; do
+                [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$mntns" ] && echo "${p#/proc/}"
+            done
+        fi
+        if [ -n "$ns" ] && [ -e "/run/netns/$ns" ]; then
+            ip netns pids "$ns" 2>/dev/null || true
+        fi
+    } | grep -E '^[0-9]+$' | sort -un | while read -r p; do
+        [ "$p" != $$ ] && [ "$p" != 1 ] && [ -d "/proc/$p" ] && echo "$p"
+    done
+}
+
+# alive PID: the process exists and is not a zombie.
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+kill_procs() { # kill_procs PID...: TERM, wait up to 10 s, then KILL
+    local p i
+    local -a alive
+    [ $# -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    for i in $(seq 50); do
+        alive=()
+        for p in "$@"; do
+            # A zombie is gone for our purposes (its parent reaps it).
+            if alive "$p"; then alive+=("$p"); fi
+        done
+        [ ${#alive[@]} -gt 0 ] || return 0
+        sleep 0.2
+    done
+    log "killing ${alive[*]} with SIGKILL"
+    kill -KILL "${alive[@]}" 2>/dev/null || true
+    sleep 0.5
+}
+
+stop_host() {
+    local d=$1 name uri ns veth dom
+    name=$(meta_get "$d/meta" name)
+    ns=$(meta_get "$d/meta" netns)
+    veth=$(meta_get "$d/meta" veth)
+    uri=$(uri_qemu "$name")
+    if [ -S "$d/sock/libvirt-sock" ] && host_pid "$d" libvirtd >/dev/null; then
+        for dom in $(timeout 20 virsh -c "$uri" list --name 2>/dev/null || true); do
+            log "$name: destroying guest $dom"
+            timeout 30 virsh -c "$uri" destroy "$dom" >/dev/null 2>&1 || true
+        done
+    fi
+    local -a procs
+    mapfile -t procs < <(host_procs "$d")
+    if [ ${#procs[@]} -gt 0 ]; then
+        log "$name: stopping processes ${procs[*]}"
+        kill_procs "${procs[@]}"
+    fi
+    if [ -n "$ns" ] && [ -e "/run/netns/$ns" ]; then
+        ip netns del "$ns" || log "warning: ip netns del $ns failed"
+    fi
+    if [ -n "$veth" ] && ip link show "$veth" >/dev/null 2>&1; then
+        ip link del "$veth" || true
+    fi
+    find "$d/sock" -mindepth 1 -delete 2>/dev/null || true
+    rm -f "$d/pids" "$d/mntns" "$d"/run/*.pid
+}
+
+write_hosts_txt() {
+    local tmp d name addr i
+    tmp=$(mktemp "$HOSTS_DIR/.hosts.txt.XXXXXX")
+    for d in "$HOSTS_DIR"/*/; do
+        [ -f "$d/meta" ] || continue
+        i=$(meta_get "$d/meta" index)
+        name=$(meta_get "$d/meta" name)
+        [ -f "$d/pids" ] || continue
+        addr=$(meta_get "$d/meta" address)
+        printf '%s %s %s %s %s\n' "$i" "$name" "$(uri_qemu "$name")" "$(uri_test "$name")" "${addr:--}"
+    done | sort -n | cut -d' ' -f2- >"$tmp"
+    chmod 644 "$tmp"
+    mv "$tmp" "$HOSTS_DIR/hosts.txt"
+}
+
+# ------------------------------------------------------------ commands --
+cmd_up() {
+    local n=$1 i name rc=0 t0=$SECONDS
+    require_root_tools
+    lock_state
+    [ "$USE_NETNS" = 0 ] || setup_network
+    local -a started=() launchers=()
+    for i in $(seq 1 "$n"); do
+        name=$PREFIX-$i
+        if host_running "$name"; then
+            log "$name already running"
+            continue
+        fi
+        if [ -f "$HOSTS_DIR/$name/meta" ]; then stop_host "$HOSTS_DIR/$name"; fi
+        prepare_host "$name" "$i"
+        started+=("$name")
+    done
+    write_etc_hosts
+    for name in "${started[@]}"; do
+        setup_host_netns "$name"
+        launch_host "$name"
+        launchers+=("$!")
+    done
+    for i in "${!started[@]}"; do
+        name=${started[$i]}
+        if wait_host "$name" "${launchers[$i]}"; then
+            log "$name up: $(uri_qemu "$name")"
+        else
+            rc=1
+            stop_host "$HOSTS_DIR/$name"
+        fi
+    done
+    write_hosts_txt
+    cat "$HOSTS_DIR/hosts.txt"
+    [ $rc = 0 ] || die "some hosts failed to start (logs above)"
+    log "${#started[@]} host(s) started in $((SECONDS - t0))s"
+}
+
+cmd_down() {
+    local d n=0
+    [ -d "$HOSTS_DIR" ] || { log "nothing to stop ($HOSTS_DIR does not exist)"; return 0; }
+    require_root_tools
+    lock_state
+    for d in "$HOSTS_DIR"/*/; do
+        [ -f "$d/meta" ] || continue
+        stop_host "${d%/}"
+        n=$((n + 1))
+    done
+    # Leftovers of this prefix whose state is gone.
+    local ns l
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-[0-9]+$" || true); do
+        log "removing stray netns $ns"
+        mapfile -t l < <(ip netns pids "$ns" 2>/dev/null || true)
+        [ ${#l[@]} -eq 0 ] || kill_procs "${l[@]}"
+        ip netns del "$ns" || true
+    done
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^vdcv${NET_ID}n[0-9]+$" || true); do
+        ip link del "$l" 2>/dev/null || true
+    done
+    teardown_network
+    write_hosts_txt
+    log "stopped $n host(s)"
+}
+
+cmd_status() {
+    local d name addr state all=0 n=0
+    for d in "$HOSTS_DIR"/*/; do
+        [ -f "$d/meta" ] || continue
+        name=$(meta_get "$d/meta" name)
+        addr=$(meta_get "$d/meta" address)
+        n=$((n + 1))
+        if host_running "$name"; then state=running; else state=stopped; all=1; fi
+        printf '%-24s %-8s %-15s %s\n' "$name" "$state" "${addr:--}" "$(uri_qemu "$name")"
+    done
+    [ $n -gt 0 ] || { log "no hosts in $HOSTS_DIR"; return 1; }
+    return $all
+}
+
+main() {
+    case "${1:-}" in
+        up)
+            if [ $# != 2 ] || ! [[ $2 =~ ^[1-9][0-9]{0,2}$ ]] || [ "$2" -gt 240 ]; then
+                log "up needs a host count N (1-240)"
+                usage
+            fi
+            init_settings
+            cmd_up "$2"
+            ;;
+        down)
+            [ $# = 1 ] || usage
+            init_settings
+            cmd_down
+            ;;
+        status)
+            [ $# = 1 ] || usage
+            init_settings
+            cmd_status
+            ;;
+        __host-init)
+            [ $# = 2 ] || usage
+            host_init "$2"
+            ;;
+        -h | --help) usage ;;
+        *) usage ;;
+    esac
+}
+
+main "$@"
