@@ -234,6 +234,15 @@ fail_with_log() {  # NAME LOGFILE MESSAGE
   tail -n 40 "$2" >&2 || true
 }
 
+etcd_healthy() {  # PORT: GET /health over bash's /dev/tcp (no curl needed)
+  local resp
+  # shellcheck disable=SC2016  # $1 expands in the inner shell
+  resp=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3 && cat <&3' _ "$1" 2>/dev/null) ||
+    return 1
+  [[ $resp == *'"health":"true"'* ]]
+}
+
 port_clash() { grep -qiE 'address already in use' "$1" 2>/dev/null; }
 
 # try_start: 0 ready, 1 fatal failure, 2 port clash (caller retries with new ports)
@@ -261,19 +270,20 @@ try_start() {
     --initial-cluster-state=new \
     --unsafe-no-fsync=true
 
-  # wait for etcd's client port before starting the apiserver (clearer errors, no retry noise)
-  deadline=$((SECONDS + 20))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$etcd_client") 2>/dev/null; do
+  # wait until etcd serves (has a leader) before starting the apiserver: no dial-retry noise in
+  # its log, and an etcd that cannot start is reported as such
+  deadline=$((SECONDS + 30))
+  until etcd_healthy "$etcd_client"; do
     if ! running "$(<"$state/etcd.pid")"; then
       port_clash "$etcd_log" && return 2
       fail_with_log etcd "$etcd_log" "exited during startup"
       return 1
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
-      fail_with_log etcd "$etcd_log" "client port $etcd_client not open after 20s"
+      fail_with_log etcd "$etcd_log" "not healthy on port $etcd_client after 30s"
       return 1
     fi
-    sleep 0.05
+    sleep 0.1
   done
 
   local -a extra=()
@@ -294,6 +304,7 @@ try_start() {
     --service-cluster-ip-range=10.0.0.0/24 \
     --etcd-servers="http://127.0.0.1:$etcd_client" \
     --allow-privileged=true \
+    --endpoint-reconciler-type=none \
     --disable-admission-plugins=ServiceAccount \
     --profiling=false \
     "${extra[@]}"

@@ -65,6 +65,7 @@ init_settings() {
     BRIDGE=vdcb$NET_ID
     IPT_COMMENT=vdc-rig:$NET_ID
     CAPS_SEED=${VDC_CACHE:-$HOME/.cache/vdc}/libvirt-qemu-caps
+    PIN_CPU=$(taskset -pc $$ | sed 's/.*: *//; s/[-,].*//')
 }
 
 veth_name() { echo "vdcv${NET_ID}n$1"; }
@@ -72,7 +73,7 @@ veth_name() { echo "vdcv${NET_ID}n$1"; }
 require_root_tools() {
     [ "$(id -u)" = 0 ] || die "must run as root (namespaces, mounts, veths)"
     local t
-    for t in libvirtd virtlogd virsh unshare nsenter setsid flock timeout ip mount; do
+    for t in libvirtd virtlogd virsh virt-admin unshare nsenter setsid taskset flock timeout ip mount; do
         command -v "$t" >/dev/null || die "$t not found (apt-get install libvirt-daemon-system libvirt-clients qemu-system-x86 iproute2 util-linux)"
     done
 }
@@ -172,10 +173,14 @@ write_etc_hosts() {
 }
 
 # --------------------------------------------------------------- hosts --
-host_pid() { # host_pid DIR libvirtd|virtlogd
-    local p
+# alive PID: the process exists and is not a zombie.
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+host_pid() { # host_pid DIR libvirtd|virtlogd|test-holder: the live process
+    local p exe=$2
+    [ "$exe" != test-holder ] || exe=virsh
     p=$(cat "$1/run/$2.pid" 2>/dev/null || true)
-    [[ $p =~ ^[0-9]+$ ]] && [ -d "/proc/$p" ] && [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(command -v "$2")" ] || return 1
+    [[ $p =~ ^[0-9]+$ ]] && alive "$p" && [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$(command -v "$exe")" ] || return 1
     echo "$p"
 }
 
@@ -287,7 +292,11 @@ launch_host() {
     [ -z "$ns" ] || enter=(nsenter "--net=/run/netns/$ns")
     # setsid: own session, so the caller's Ctrl-C or process group kill does
     # not reach the daemons. 9>&-: do not leak the state lock into them.
-    setsid "${enter[@]}" unshare --mount --uts --propagation private -- \
+    # taskset: libvirt keeps the host's CPUID in its QEMU capabilities cache,
+    # and one leaf holds the APIC id of the CPU the thread ran on; pinning the
+    # daemons to one CPU keeps the cache valid across hosts and restarts
+    # (libvirt gives each QEMU all CPUs again).
+    setsid taskset -c "$PIN_CPU" "${enter[@]}" unshare --mount --uts --propagation private -- \
         "$SELF" __host-init "$d" </dev/null >>"$d/log/init.log" 2>&1 9>&- &
 }
 
@@ -347,16 +356,50 @@ wait_host() {
     done
     readlink "/proc/$pid/ns/mnt" >"$d/mntns"
     save_caps_seed "$d"
-    {
-        echo "libvirtd $pid"
-        if pid=$(host_pid "$d" virtlogd); then echo "virtlogd $pid"; fi
-    } >"$d/pids"
     # The test driver is served by the same daemon; check it as well.
     if ! err=$(timeout 20 virsh -c "$(uri_test "$name")" version 2>&1 >/dev/null); then
         log "ERROR: $name does not serve the test driver: $err"
         log_tail "$name"
         return 1
     fi
+    start_test_holder "$name" || return 1
+    write_pids "$name"
+}
+
+write_pids() {
+    local d=$HOSTS_DIR/$1 what pid
+    for what in libvirtd virtlogd test-holder; do
+        if pid=$(host_pid "$d" "$what"); then echo "$what $pid"; fi
+    done >"$d/pids"
+}
+
+# libvirtd keeps the state of test:///default only while some connection to
+# it is open: the last one to close resets it. A long-lived client in the
+# host's namespaces ("virsh event --loop", which also logs the test driver's
+# domain events) makes it live as long as the host, so that any two clients
+# see the same fake domains.
+start_test_holder() {
+    local name=$1 d=$HOSTS_DIR/$1 lpid hpid admin i n0 n
+    lpid=$(host_pid "$d" libvirtd) || return 1
+    if host_pid "$d" test-holder >/dev/null; then return 0; fi
+    admin="libvirtd:///system?socket=$d/sock/libvirt-admin-sock"
+    n0=$(admin_clients "$admin")
+    setsid nsenter --target "$lpid" --mount --uts --net -- \
+        virsh -q -c "$(uri_test "$name")" event --all --loop --timestamp \
+        </dev/null >>"$d/log/test-driver-events.log" 2>&1 9>&- &
+    hpid=$!
+    for i in $(seq 100); do
+        n=$(admin_clients "$admin")
+        if [ "$n" -gt "$n0" ] && alive "$hpid"; then
+            echo "$hpid" >"$d/run/test-holder.pid"
+            return 0
+        fi
+        alive "$hpid" || break
+        sleep 0.1
+    done
+    log "ERROR: $name: the test driver connection holder did not connect (after $((i / 10))s)"
+    cat "$d/log/test-driver-events.log" >&2 || true
+    return 1
 }
 
 save_caps_seed() {
@@ -367,19 +410,32 @@ save_caps_seed() {
         cmp -s "$f" "$CAPS_SEED/${f##*/}" && continue
         tmp=$(mktemp "$CAPS_SEED/.tmp.XXXXXX") && cp -p "$f" "$tmp" && mv -f "$tmp" "$CAPS_SEED/${f##*/}"
     done
+    return 0
+}
+
+admin_clients() {
+    timeout 10 virt-admin -q -c "$1" srv-clients-list libvirtd 2>/dev/null | grep -c unix || true
 }
 
 # Every process of a host: its daemons, their QEMUs, and anything else in
-# its mount namespace or network namespace.
+# its mount namespace or network namespace. PIDs from files count only if
+# they still are one of ours (a PID file can outlive its process).
 host_procs() {
-    local d=$1 ns mntns self p f
+    local d=$1 ns mntns self p f exe
     ns=$(meta_get "$d/meta" netns)
     mntns=$(cat "$d/mntns" 2>/dev/null || true)
     self=$(readlink /proc/self/ns/mnt)
     {
-        awk '{print $2}' "$d/pids" 2>/dev/null || true
-        for f in "$d"/run/*.pid "$d"/run/qemu/*.pid; do
-            [ -f "$f" ] && cat "$f" && echo
+        {
+            awk '{print $2}' "$d/pids" 2>/dev/null || true
+            for f in "$d"/run/*.pid "$d"/run/qemu/*.pid; do
+                [ -f "$f" ] && cat "$f" && echo
+            done
+        } | grep -E '^[0-9]+$' | while read -r p; do
+            exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
+            case "${exe##*/}" in
+                libvirtd | virtlogd | virsh | qemu-system-*) echo "$p" ;;
+            esac
         done
         if [ -n "$mntns" ] && [ "$mntns" != "$self" ]; then
             for p in /proc/[0-9]*; do
@@ -390,12 +446,9 @@ host_procs() {
             ip netns pids "$ns" 2>/dev/null || true
         fi
     } | grep -E '^[0-9]+$' | sort -un | while read -r p; do
-        [ "$p" != $$ ] && [ "$p" != 1 ] && [ -d "/proc/$p" ] && echo "$p"
+        [ "$p" != $$ ] && [ "$p" != 1 ] && alive "$p" && echo "$p"
     done
 }
-
-# alive PID: the process exists and is not a zombie.
-alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 
 kill_procs() { # kill_procs PID...: TERM, wait up to 10 s, then KILL
     local p i
@@ -438,10 +491,10 @@ stop_host() {
         ip netns del "$ns" || log "warning: ip netns del $ns failed"
     fi
     if [ -n "$veth" ] && ip link show "$veth" >/dev/null 2>&1; then
-        ip link del "$veth" || true
+        ip link del "$veth" 2>/dev/null || true
     fi
-    find "$d/sock" -mindepth 1 -delete 2>/dev/null || true
-    rm -f "$d/pids" "$d/mntns" "$d"/run/*.pid
+    find "$d/sock" "$d/run" -mindepth 1 -delete 2>/dev/null || true
+    rm -f "$d/pids" "$d/mntns"
 }
 
 write_hosts_txt() {
@@ -470,6 +523,8 @@ cmd_up() {
         name=$PREFIX-$i
         if host_running "$name"; then
             log "$name already running"
+            start_test_holder "$name" || die "$name: cannot connect the test driver holder"
+            write_pids "$name"
             continue
         fi
         if [ -f "$HOSTS_DIR/$name/meta" ]; then stop_host "$HOSTS_DIR/$name"; fi
@@ -497,29 +552,63 @@ cmd_up() {
     log "${#started[@]} host(s) started in $((SECONDS - t0))s"
 }
 
-cmd_down() {
-    local d n=0
-    [ -d "$HOSTS_DIR" ] || { log "nothing to stop ($HOSTS_DIR does not exist)"; return 0; }
-    require_root_tools
-    lock_state
-    for d in "$HOSTS_DIR"/*/; do
-        [ -f "$d/meta" ] || continue
-        stop_host "${d%/}"
-        n=$((n + 1))
+# Processes of this prefix that no state file knows any more (the state dir
+# was removed under running hosts): daemons whose command line names a host
+# directory, everything in their mount namespaces, everything in the hosts'
+# network namespaces.
+stray_procs() {
+    local p cmd self mntns=" "
+    self=$(readlink /proc/self/ns/mnt)
+    {
+        for p in /proc/[0-9]*; do
+            cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null || true)
+            case "$cmd" in
+                *"$HOSTS_DIR/$PREFIX-"[0-9]*)
+                    echo "${p#/proc/}"
+                    mntns="$mntns$(readlink "$p/ns/mnt" 2>/dev/null) "
+                    ;;
+            esac
+        done
+        mntns=${mntns// $self / }
+        if [ -n "${mntns// /}" ]; then
+            for p in /proc/[0-9]*; do
+                case "$mntns" in *" $(readlink "$p/ns/mnt" 2>/dev/null) "*) echo "${p#/proc/}" ;; esac
+            done
+        fi
+        for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-[0-9]+$" || true); do
+            ip netns pids "$ns" 2>/dev/null || true
+        done
+    } | grep -E '^[0-9]+$' | sort -un | while read -r p; do
+        [ "$p" != $$ ] && [ "$p" != 1 ] && alive "$p" && echo "$p"
     done
+}
+
+cmd_down() {
+    local d n=0 ns l
+    require_root_tools
+    if [ -d "$HOSTS_DIR" ]; then
+        lock_state
+        for d in "$HOSTS_DIR"/*/; do
+            [ -f "$d/meta" ] || continue
+            stop_host "${d%/}"
+            n=$((n + 1))
+        done
+    fi
     # Leftovers of this prefix whose state is gone.
-    local ns l
+    mapfile -t l < <(stray_procs)
+    if [ ${#l[@]} -gt 0 ]; then
+        log "stopping stray processes ${l[*]}"
+        kill_procs "${l[@]}"
+    fi
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-[0-9]+$" || true); do
         log "removing stray netns $ns"
-        mapfile -t l < <(ip netns pids "$ns" 2>/dev/null || true)
-        [ ${#l[@]} -eq 0 ] || kill_procs "${l[@]}"
         ip netns del "$ns" || true
     done
     for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^vdcv${NET_ID}n[0-9]+$" || true); do
         ip link del "$l" 2>/dev/null || true
     done
     teardown_network
-    write_hosts_txt
+    if [ -d "$HOSTS_DIR" ]; then write_hosts_txt; fi
     log "stopped $n host(s)"
 }
 

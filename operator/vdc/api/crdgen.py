@@ -21,8 +21,7 @@ UPDATE_TEXT = {
     "immutable": "Immutable once set.",
 }
 
-_DROP = {"title", "additionalProperties", "$defs", "discriminator"}
-_KEEP_AS_IS = {"x-kubernetes-int-or-string"}
+_DROP = {"title", "additionalProperties", "$defs", "discriminator", "propertyNames"}
 
 
 def _merge(base: Schema, extra: Schema) -> Schema:
@@ -100,12 +99,27 @@ def _structural(node: Schema, defs: dict[str, Schema], path: str) -> Schema:
     return out
 
 
+def _without_validations(node: Any) -> Any:
+    """Status is written by the operator only: no admission rules there (and no CEL cost)."""
+    if isinstance(node, dict):
+        return {k: _without_validations(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+    if isinstance(node, list):
+        return [_without_validations(v) for v in node]
+    return node
+
+
 def openapi_schema(resource: type[Resource]) -> Schema:
     """The structural openAPIV3Schema of one kind."""
     raw = resource.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
     spec = _structural(raw["properties"]["spec"], defs, "spec")
-    status = _structural(raw["properties"]["status"], defs, "status")
+    status = _without_validations(_structural(raw["properties"]["status"], defs, "status"))
+    # spec and status are described by their models' docstrings ("Desired state of a virtual machine.").
+    for part, schema in (("spec", spec), ("status", status)):
+        annotation = resource.model_fields[part].annotation
+        model = next((a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)), None)
+        if model is not None and model.__doc__:
+            schema["description"] = model.__doc__.strip()
     return {
         "type": "object",
         "description": (resource.__doc__ or "").strip(),

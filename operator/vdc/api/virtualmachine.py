@@ -336,12 +336,12 @@ class VirtualMachineSpec(ApiModel):
     model_config = {
         "json_schema_extra": validations(
             cel(
-                "!has(self.cloudInit) || self.disks.exists(d, has(d.source.cloudInit))",
+                "!has(self.cloudInit) || (has(self.disks) && self.disks.exists(d, has(d.source.cloudInit)))",
                 "cloudInit needs a disk with source.cloudInit to carry the seed",
                 field_path=".cloudInit",
             ),
             cel(
-                "self.disks.filter(d, has(d.source.cloudInit)).size() <= 1",
+                "!has(self.disks) || self.disks.filter(d, has(d.source.cloudInit)).size() <= 1",
                 "at most one disk may carry the cloud-init seed",
                 field_path=".disks",
             ),
