@@ -17,7 +17,7 @@ mkdir -p "$bin"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 log() { printf '[build-controlplane] %s\n' "$*" >&2; }
 
-build_module() {  # name, go.mod body, packages...
+build_module() {  # name, go.mod body, "binary=package@version"...
   local name=$1 body=$2; shift 2
   local dir="$cache/src/$name"
   mkdir -p "$dir"
@@ -25,10 +25,12 @@ build_module() {  # name, go.mod body, packages...
   printf 'package tools\n' > "$dir/tools.go"
   (cd "$dir" && go mod tidy >/dev/null 2>&1 || true)
   for pkg in "$@"; do
-    local out="$bin/$(basename "${pkg%%=*}")"
-    local src="${pkg#*=}"
-    log "go build $src -> $out"
-    (cd "$dir" && go get "$src" >/dev/null && go build -trimpath -ldflags="-s -w ${LDFLAGS_EXTRA:-}" -o "$out.tmp" "$src")
+    local out="$bin/${pkg%%=*}"
+    local versioned="${pkg#*=}"
+    local src="${versioned%@*}"
+    log "go build $versioned -> $out"
+    # An explicit @version: a bare `go get` would upgrade to the newest release.
+    (cd "$dir" && go get "$versioned" >/dev/null && go build -trimpath -ldflags="-s -w ${LDFLAGS_EXTRA:-}" -o "$out.tmp" "$src")
     mv "$out.tmp" "$out"
   done
 }
@@ -55,20 +57,20 @@ require k8s.io/kubernetes $k
 $replaces"
   LDFLAGS_EXTRA="-X k8s.io/component-base/version.gitVersion=$k -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor_patch%%.*} -X k8s.io/client-go/pkg/version.gitVersion=$k" \
     build_module kubernetes "$body" \
-      "kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver" "kubectl=k8s.io/kubernetes/cmd/kubectl"
+      "kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver@$k" "kubectl=k8s.io/kubernetes/cmd/kubectl@$k"
 fi
 if [[ " ${need[*]} " == *" etcd "* ]]; then
   build_module etcd "module vdc.dev/hack/etcd
 
 go 1.24
 
-require go.etcd.io/etcd/server/v3 v$ETCD_VERSION" "etcd=go.etcd.io/etcd/server/v3"
+require go.etcd.io/etcd/server/v3 v$ETCD_VERSION" "etcd=go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
 fi
 if [[ " ${need[*]} " == *" helm "* ]]; then
   build_module helm "module vdc.dev/hack/helm
 
 go 1.24
 
-require helm.sh/helm/v3 v$HELM_VERSION" "helm=helm.sh/helm/v3/cmd/helm"
+require helm.sh/helm/v3 v$HELM_VERSION" "helm=helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 fi
 echo "$bin"

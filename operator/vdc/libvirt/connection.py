@@ -1,0 +1,240 @@
+"""One libvirt connection per host: opened off the event loop, watched, reconnected with backoff.
+
+libvirt events (domain lifecycle, connection close) are dispatched on the operator's asyncio loop
+through ``libvirtaio``; every blocking libvirt call runs in the host's own small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import libvirt
+
+from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, translate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+CALL_WORKERS = 4
+
+_event_impl_lock = threading.Lock()
+_event_impl_loop: asyncio.AbstractEventLoop | None = None
+
+
+def register_event_loop() -> None:
+    """Dispatch libvirt events on the running loop. Once per process (libvirt allows one impl)."""
+    global _event_impl_loop
+    loop = asyncio.get_running_loop()
+    with _event_impl_lock:
+        if _event_impl_loop is None:
+            import libvirtaio
+
+            libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
+            _event_impl_loop = loop
+        elif _event_impl_loop is not loop:
+            raise RuntimeError("libvirt events are already bound to another event loop")
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """A lifecycle event of one domain on one host (libvirt's VIR_DOMAIN_EVENT_* and detail)."""
+
+    host: str
+    uuid: str
+    name: str
+    event: int
+    detail: int
+
+
+DomainEventHandler = Callable[[DomainEvent], None]
+ChangeHandler = Callable[[str], None]
+
+
+class HostConnection:
+    """The shared connection to one host. ``call`` runs a function with the live ``virConnect``."""
+
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        *,
+        on_domain_event: DomainEventHandler | None = None,
+        on_change: ChangeHandler | None = None,
+    ) -> None:
+        self.name = name
+        self.uri = uri
+        self._on_domain_event = on_domain_event
+        self._on_change = on_change
+        self._conn: libvirt.virConnect | None = None
+        self._executor = ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix=f"libvirt-{name}")
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._callback_ids: list[int] = []
+        self.last_error: str | None = None
+        self.connected_since: datetime | None = None
+        self.last_seen: datetime | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep_connected(), name=f"libvirt-connection-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
+        """Run ``fn(conn)`` off the event loop; libvirt errors come out as ours."""
+        conn = self._conn
+        if conn is None:
+            raise HostUnreachable(f"host {self.name} is not connected: {self.last_error or 'connecting'}")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, fn, conn)
+        except libvirt.libvirtError as exc:
+            failure = translate(exc)
+            if isinstance(failure, HostUnreachable) or not self._alive(conn):
+                self._mark_lost(str(failure))
+                raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from exc
+            raise failure from exc
+        self.last_seen = datetime.now(UTC)
+        return result
+
+    @staticmethod
+    def _alive(conn: libvirt.virConnect) -> bool:
+        try:
+            return bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def _mark_lost(self, reason: str) -> None:
+        if self._conn is not None:
+            log.warning("host %s: connection lost: %s", self.name, reason)
+        self.last_error = reason
+        self._lost.set()
+
+    async def _keep_connected(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._open()
+                attempt = 0
+                self._notify_change()
+                await self._lost.wait()
+            except LibvirtFailure as exc:
+                self.last_error = str(exc)
+                log.info("host %s: cannot connect to %s: %s", self.name, self.uri, exc)
+            await self._close()
+            self._notify_change()
+            await asyncio.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+            attempt += 1
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(self._executor, libvirt.open, self.uri)
+        except libvirt.libvirtError as exc:
+            raise HostUnreachable(str(translate(exc)), code=exc.get_error_code()) from exc
+        self._lost.clear()
+        # Keepalive makes a dead peer show up as a close event within seconds (remote URIs only).
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        conn.registerCloseCallback(self._closed, None)
+        if self._on_domain_event is not None:
+            self._callback_ids.append(
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None)
+            )
+        self._conn = conn
+        self.last_error = None
+        self.connected_since = self.last_seen = datetime.now(UTC)
+        log.info("host %s: connected to %s", self.name, self.uri)
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        callback_ids, self._callback_ids = self._callback_ids, []
+
+        def close() -> None:
+            for cid in callback_ids:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.domainEventDeregisterAny(cid)
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.unregisterCloseCallback()
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+
+    def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        self._mark_lost(f"connection closed by libvirt (reason {reason})")
+
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        if self._on_domain_event is None:
+            return
+        try:
+            self._on_domain_event(DomainEvent(self.name, dom.UUIDString(), dom.name(), event, detail))
+        except Exception:  # a failing subscriber must not break libvirt's dispatch
+            log.exception("host %s: domain event handler failed", self.name)
+
+    def _notify_change(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.name)
+
+
+class ConnectionManager:
+    """All host connections of the operator, by Host name."""
+
+    def __init__(
+        self, *, on_domain_event: DomainEventHandler | None = None, on_change: ChangeHandler | None = None
+    ) -> None:
+        self._hosts: dict[str, HostConnection] = {}
+        self._on_domain_event = on_domain_event
+        self._on_change = on_change
+
+    def get(self, name: str) -> HostConnection | None:
+        return self._hosts.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._hosts)
+
+    async def ensure(self, name: str, uri: str) -> HostConnection:
+        """The connection for ``name``, (re)opened when the URI changed."""
+        current = self._hosts.get(name)
+        if current is not None and current.uri == uri:
+            return current
+        if current is not None:
+            await current.stop()
+        register_event_loop()
+        conn = HostConnection(name, uri, on_domain_event=self._on_domain_event, on_change=self._on_change)
+        self._hosts[name] = conn
+        conn.start()
+        return conn
+
+    async def remove(self, name: str) -> None:
+        conn = self._hosts.pop(name, None)
+        if conn is not None:
+            await conn.stop()
+
+    async def close_all(self) -> None:
+        for name in list(self._hosts):
+            await self.remove(name)

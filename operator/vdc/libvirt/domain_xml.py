@@ -1,0 +1,849 @@
+"""libvirt domain XML: one small frozen dataclass per element, converted to and from XML.
+
+The classes here only translate between Python objects and libvirt's domain XML (the way Nova's
+``nova.virt.libvirt.config`` and virt-manager's ``virtinst`` do it): no policy, no naming, no I/O,
+no libvirt calls. XML is built with :mod:`xml.etree.ElementTree`'s element API, never by formatting
+strings, and every text or attribute value is checked to be representable in XML 1.0.
+
+Parsing reads back every field that :meth:`to_xml` writes and ignores what we do not model, so the
+XML libvirt returns for a defined or running domain (``virDomainGetXMLDesc``: aliases, addresses,
+controllers, default devices, ``<resource>``, ``<seclabel>``, ``<clock>``, ``<video>`` …) parses.
+
+libvirt canonicalises a few things when it defines a domain; a config read back from libvirt equals
+the one written except for these (compare accordingly, and prefer ``VIR_DOMAIN_XML_INACTIVE``):
+
+* an HVM domain with neither ``os.boot_devices`` nor any disk ``boot_order`` gets
+  ``boot_devices=("hd",)``;
+* an interface without ``target_dev`` gets a generated one (``testnetN`` from the test driver,
+  ``vnetN`` from the QEMU driver while the domain runs);
+* the QEMU driver expands a machine alias (``q35`` -> ``pc-q35-7.2``) and, for ``host-model``, shows
+  the expanded ``custom`` CPU in the live XML of a running domain.
+
+Values libvirt would silently drop are refused at construction instead (an empty ``<iotune>``,
+``<bandwidth>`` or ``<cputune>``; a limit of 0; ``max_vcpus`` equal to ``vcpus``), so that "None"
+is the one way to say "not set" and a round trip through libvirt is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid as uuid_module
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Literal, Self, TypeVar, get_args
+
+OWNER_NS = "https://vdc.dev/xmlns/owner/v1"
+"""XML namespace of our ownership metadata inside a domain's ``<metadata>``."""
+OWNER_PREFIX = "vdc"
+OWNER_TAG = f"{{{OWNER_NS}}}owner"
+
+ET.register_namespace(OWNER_PREFIX, OWNER_NS)
+
+DomainType = Literal["qemu", "kvm"]
+CpuMode = Literal["default", "host-passthrough", "host-model", "custom"]
+Firmware = Literal["bios", "efi"]
+BootDevice = Literal["hd", "cdrom", "network", "fd"]
+DiskBus = Literal["virtio", "sata", "scsi", "ide"]
+DiskDevice = Literal["disk", "cdrom"]
+DriverType = Literal["qcow2", "raw"]
+CacheMode = Literal["default", "none", "writethrough", "writeback", "directsync", "unsafe"]
+IoMode = Literal["default", "native", "threads", "io_uring"]
+NicModel = Literal["virtio", "e1000", "e1000e", "rtl8139"]
+LinkState = Literal["up", "down"]
+GraphicsType = Literal["vnc"]
+LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart"]
+CrashAction = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"]
+
+_CPU_MODES: tuple[CpuMode, ...] = get_args(CpuMode)
+_DOMAIN_TYPES: tuple[DomainType, ...] = get_args(DomainType)
+_FIRMWARES: tuple[Firmware, ...] = get_args(Firmware)
+_BOOT_DEVICES: tuple[BootDevice, ...] = get_args(BootDevice)
+_DISK_BUSES: tuple[DiskBus, ...] = get_args(DiskBus)
+_DISK_DEVICES: tuple[DiskDevice, ...] = get_args(DiskDevice)
+_DRIVER_TYPES: tuple[DriverType, ...] = get_args(DriverType)
+_CACHE_MODES: tuple[CacheMode, ...] = get_args(CacheMode)
+_IO_MODES: tuple[IoMode, ...] = get_args(IoMode)
+_NIC_MODELS: tuple[NicModel, ...] = get_args(NicModel)
+_LINK_STATES: tuple[LinkState, ...] = get_args(LinkState)
+_GRAPHICS_TYPES: tuple[GraphicsType, ...] = get_args(GraphicsType)
+_LIFECYCLE_ACTIONS: tuple[LifecycleAction, ...] = get_args(LifecycleAction)
+_CRASH_ACTIONS: tuple[CrashAction, ...] = get_args(CrashAction)
+
+_S = TypeVar("_S", bound=str)
+
+# XML 1.0 Char production minus what a parser would not give back unchanged (a lone \r becomes \n).
+_ILLEGAL_XML_CHARS = re.compile("[^\t\n\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_MEMORY_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "kb": 1000,
+    "k": 1024,
+    "kib": 1024,
+    "mb": 1000**2,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "tb": 1000**4,
+    "t": 1024**4,
+    "tib": 1024**4,
+}
+
+
+class DomainXmlError(ValueError):
+    """The XML is not a domain we can read, or a config cannot be expressed in libvirt XML."""
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _xml_safe(value: str, what: str) -> str:
+    bad = _ILLEGAL_XML_CHARS.search(value)
+    if bad:
+        raise DomainXmlError(f"{what}: character {bad.group()!r} cannot be represented in XML")
+    return value
+
+
+def _sub(
+    parent: ET.Element,
+    tag: str,
+    attrs: dict[str, str | int | None] | None = None,
+    text: str | int | None = None,
+) -> ET.Element:
+    """Append ``<tag>`` to ``parent``; attributes whose value is None are left out."""
+    el = ET.SubElement(parent, tag)
+    for key, value in (attrs or {}).items():
+        if value is not None:
+            el.set(key, _xml_safe(str(value), f"<{tag} {key}>"))
+    if text is not None:
+        el.text = _xml_safe(str(text), f"<{tag}>")
+    return el
+
+
+def _new(tag: str, attrs: dict[str, str | int | None] | None = None) -> ET.Element:
+    el = ET.Element(tag)
+    for key, value in (attrs or {}).items():
+        if value is not None:
+            el.set(key, _xml_safe(str(value), f"<{tag} {key}>"))
+    return el
+
+
+def _pick(value: str | None, options: tuple[_S, ...], what: str) -> _S:
+    for option in options:
+        if option == value:
+            return option
+    raise DomainXmlError(f"{what}: {value!r} is not one of {', '.join(options)}")
+
+
+def _int(value: str | None, what: str) -> int:
+    if value is None:
+        raise DomainXmlError(f"{what} is missing")
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise DomainXmlError(f"{what}: {value!r} is not an integer") from None
+
+
+def _opt_int(value: str | None, what: str) -> int | None:
+    return None if value is None else _int(value, what)
+
+
+def _attr(el: ET.Element, name: str) -> str:
+    value = el.get(name)
+    if value is None:
+        raise DomainXmlError(f"<{el.tag}> has no {name} attribute")
+    return value
+
+
+def _child(el: ET.Element, tag: str) -> ET.Element:
+    found = el.find(tag)
+    if found is None:
+        raise DomainXmlError(f"<{el.tag}> has no <{tag}>")
+    return found
+
+
+def _text(el: ET.Element | None) -> str | None:
+    if el is None:
+        return None
+    return el.text or ""
+
+
+def _expect_tag(el: ET.Element, tag: str) -> None:
+    if el.tag != tag:
+        raise DomainXmlError(f"expected <{tag}>, got <{el.tag}>")
+
+
+def _kib(el: ET.Element) -> int:
+    """A libvirt memory element (``<memory unit='MiB'>512</memory>``) in KiB, rounded up like libvirt."""
+    unit = (el.get("unit") or "KiB").lower()
+    if unit not in _MEMORY_UNITS:
+        raise DomainXmlError(f"<{el.tag}>: unknown unit {el.get('unit')!r}")
+    return math.ceil(_int(el.text, f"<{el.tag}>") * _MEMORY_UNITS[unit] / 1024)
+
+
+def _positive(value: int | None, what: str) -> None:
+    if value is not None and value < 1:
+        raise DomainXmlError(f"{what} must be at least 1 (use None for no limit), got {value}")
+
+
+# --- metadata ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OwnerMetadata:
+    """Who owns a domain: ``<vdc:owner namespace=… name=… uid=… generation=…/>`` inside ``<metadata>``."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None = None
+
+    def to_xml(self) -> ET.Element:
+        return _new(
+            OWNER_TAG,
+            {"namespace": self.namespace, "name": self.name, "uid": self.uid, "generation": self.generation},
+        )
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, OWNER_TAG)
+        return cls(
+            namespace=_attr(el, "namespace"),
+            name=_attr(el, "name"),
+            uid=_attr(el, "uid"),
+            generation=_opt_int(el.get("generation"), "owner generation"),
+        )
+
+
+def owner_from_domain_xml(text: str) -> OwnerMetadata | None:
+    """The owner recorded in a domain's XML, or None for a domain we did not create.
+
+    Cheap: a domain whose XML does not mention our namespace is not parsed at all. Raises
+    :class:`DomainXmlError` when the XML carries our owner element but it is malformed.
+    """
+    if OWNER_NS not in text:
+        return None
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise DomainXmlError(f"not well-formed XML: {e}") from None
+    el = root.find(f"metadata/{OWNER_TAG}")
+    return None if el is None else OwnerMetadata.from_xml(el)
+
+
+# --- CPU -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuConfig:
+    """``<cpu>``: model mode and topology. Mode default without topology means no ``<cpu>`` at all."""
+
+    mode: CpuMode = "default"
+    model: str | None = None
+    sockets: int | None = None
+    cores: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mode == "custom") != bool(self.model):
+            raise DomainXmlError("cpu model is required with mode custom and only allowed with it")
+        topology = (self.sockets, self.cores, self.threads)
+        if any(v is None for v in topology) and any(v is not None for v in topology):
+            raise DomainXmlError("cpu topology needs all of sockets, cores and threads, or none")
+        for name, value in zip(("sockets", "cores", "threads"), topology, strict=True):
+            _positive(value, f"cpu {name}")
+
+    @property
+    def is_empty(self) -> bool:
+        """True when libvirt's defaults apply and no ``<cpu>`` element is written."""
+        return self.mode == "default" and self.sockets is None
+
+    def to_xml(self) -> ET.Element:
+        el = _new("cpu")
+        if self.mode == "custom":
+            el.set("mode", "custom")
+            el.set("match", "exact")
+            _sub(el, "model", {"fallback": "forbid"}, self.model)
+        elif self.mode != "default":
+            el.set("mode", self.mode)
+        if self.sockets is not None:
+            _sub(el, "topology", {"sockets": self.sockets, "cores": self.cores, "threads": self.threads})
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "cpu")
+        model = el.find("model")
+        model_name = model.text if model is not None and model.text else None
+        mode_attr = el.get("mode")
+        if mode_attr is None:
+            mode: CpuMode = "custom" if model_name else "default"
+        else:
+            mode = _pick(mode_attr, _CPU_MODES, "cpu mode")
+        topology = el.find("topology")
+        return cls(
+            mode=mode,
+            model=model_name if mode == "custom" else None,
+            sockets=None if topology is None else _int(topology.get("sockets"), "cpu topology sockets"),
+            cores=None if topology is None else _int(topology.get("cores"), "cpu topology cores"),
+            threads=None if topology is None else _int(topology.get("threads"), "cpu topology threads"),
+        )
+
+
+@dataclass(frozen=True)
+class CpuTuneConfig:
+    """``<cputune>``: CFS shares, period and quota (microseconds). At least one must be set."""
+
+    shares: int | None = None
+    period: int | None = None
+    quota: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.shares is None and self.period is None and self.quota is None:
+            raise DomainXmlError("cputune needs at least one of shares, period, quota (use None for none)")
+        _positive(self.shares, "cputune shares")
+        _positive(self.period, "cputune period")
+        if self.quota is not None and self.quota != -1 and self.quota < 1:
+            raise DomainXmlError(f"cputune quota must be -1 (unlimited) or at least 1, got {self.quota}")
+
+    def to_xml(self) -> ET.Element:
+        el = _new("cputune")
+        for tag in ("shares", "period", "quota"):
+            value = getattr(self, tag)
+            if value is not None:
+                _sub(el, tag, text=value)
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self | None:
+        """None when the element holds none of the values we model (e.g. only ``<vcpupin>``)."""
+        _expect_tag(el, "cputune")
+        values = {tag: _opt_int(_text(el.find(tag)), f"cputune {tag}") for tag in ("shares", "period", "quota")}
+        if all(v is None for v in values.values()):
+            return None
+        return cls(**values)
+
+
+# --- OS ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OsConfig:
+    """``<os>``: architecture, machine, firmware, direct kernel boot and the legacy boot order.
+
+    ``boot_devices`` (``<boot dev=…/>``) must stay empty when any disk has a ``boot_order``: libvirt
+    refuses both at once.
+    """
+
+    arch: str = "x86_64"
+    machine: str | None = "q35"
+    firmware: Firmware = "bios"
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    boot_devices: tuple[BootDevice, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kernel is None and (self.initrd is not None or self.cmdline is not None):
+            raise DomainXmlError("initrd and cmdline need a kernel")
+
+    def to_xml(self) -> ET.Element:
+        el = _new("os", {"firmware": "efi" if self.firmware == "efi" else None})
+        _sub(el, "type", {"arch": self.arch, "machine": self.machine}, "hvm")
+        for tag in ("kernel", "initrd", "cmdline"):
+            value = getattr(self, tag)
+            if value is not None:
+                _sub(el, tag, text=value)
+        for dev in self.boot_devices:
+            _sub(el, "boot", {"dev": dev})
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "os")
+        os_type = _child(el, "type")
+        firmware = el.get("firmware")
+        return cls(
+            arch=_attr(os_type, "arch"),
+            machine=os_type.get("machine"),
+            firmware=_pick(firmware, _FIRMWARES, "os firmware") if firmware is not None else "bios",
+            kernel=_text(el.find("kernel")),
+            initrd=_text(el.find("initrd")),
+            cmdline=_text(el.find("cmdline")),
+            boot_devices=tuple(_pick(b.get("dev"), _BOOT_DEVICES, "os boot dev") for b in el.findall("boot")),
+        )
+
+
+# --- disks ---------------------------------------------------------------------------------------
+
+_IOTUNE_FIELDS = (
+    "total_bytes_sec",
+    "read_bytes_sec",
+    "write_bytes_sec",
+    "total_iops_sec",
+    "read_iops_sec",
+    "write_iops_sec",
+)
+
+
+@dataclass(frozen=True)
+class IoTuneConfig:
+    """``<iotune>``: disk throttling. At least one limit; total_* excludes read_*/write_* (libvirt's rule)."""
+
+    total_bytes_sec: int | None = None
+    read_bytes_sec: int | None = None
+    write_bytes_sec: int | None = None
+    total_iops_sec: int | None = None
+    read_iops_sec: int | None = None
+    write_iops_sec: int | None = None
+
+    def __post_init__(self) -> None:
+        values = [getattr(self, name) for name in _IOTUNE_FIELDS]
+        if all(v is None for v in values):
+            raise DomainXmlError("iotune needs at least one limit (use None for no limits)")
+        for name, value in zip(_IOTUNE_FIELDS, values, strict=True):
+            _positive(value, f"iotune {name}")
+        if self.total_bytes_sec is not None and (self.read_bytes_sec is not None or self.write_bytes_sec is not None):
+            raise DomainXmlError("iotune total_bytes_sec cannot be combined with read_bytes_sec/write_bytes_sec")
+        if self.total_iops_sec is not None and (self.read_iops_sec is not None or self.write_iops_sec is not None):
+            raise DomainXmlError("iotune total_iops_sec cannot be combined with read_iops_sec/write_iops_sec")
+
+    def to_xml(self) -> ET.Element:
+        el = _new("iotune")
+        for name in _IOTUNE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                _sub(el, name, text=value)
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self | None:
+        """None when the element holds none of the limits we model (e.g. only ``*_max`` values)."""
+        _expect_tag(el, "iotune")
+        values = {name: _opt_int(_text(el.find(name)), f"iotune {name}") for name in _IOTUNE_FIELDS}
+        if all(v is None for v in values.values()):
+            return None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """``<disk type='file'>``: a file-backed disk or CD-ROM (an empty CD-ROM drive has no source)."""
+
+    target_dev: str
+    bus: DiskBus = "virtio"
+    source_file: str | None = None
+    driver_type: DriverType = "raw"
+    device: DiskDevice = "disk"
+    readonly: bool = False
+    serial: str | None = None
+    boot_order: int | None = None
+    cache: CacheMode = "default"
+    io: IoMode = "default"
+    iotune: IoTuneConfig | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self.boot_order, "disk boot order")
+
+    def to_xml(self) -> ET.Element:
+        el = _new("disk", {"type": "file", "device": self.device})
+        _sub(
+            el,
+            "driver",
+            {
+                "name": "qemu",
+                "type": self.driver_type,
+                "cache": None if self.cache == "default" else self.cache,
+                "io": None if self.io == "default" else self.io,
+            },
+        )
+        if self.source_file is not None:
+            _sub(el, "source", {"file": self.source_file})
+        _sub(el, "target", {"dev": self.target_dev, "bus": self.bus})
+        if self.iotune is not None:
+            el.append(self.iotune.to_xml())
+        if self.boot_order is not None:
+            _sub(el, "boot", {"order": self.boot_order})
+        if self.readonly:
+            _sub(el, "readonly")
+        if self.serial is not None:
+            _sub(el, "serial", text=self.serial)
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "disk")
+        if el.get("type", "file") != "file":
+            raise DomainXmlError(f"disk type {el.get('type')!r} is not modelled (only 'file')")
+        driver = el.find("driver")
+        source = el.find("source")
+        target = _child(el, "target")
+        boot = el.find("boot")
+        iotune = el.find("iotune")
+        driver_type = None if driver is None else driver.get("type")
+        return cls(
+            target_dev=_attr(target, "dev"),
+            bus=_pick(target.get("bus"), _DISK_BUSES, "disk target bus"),
+            source_file=None if source is None else source.get("file"),
+            driver_type="raw" if driver_type is None else _pick(driver_type, _DRIVER_TYPES, "disk driver type"),
+            device=_pick(el.get("device", "disk"), _DISK_DEVICES, "disk device"),
+            readonly=el.find("readonly") is not None,
+            serial=_text(el.find("serial")),
+            boot_order=None if boot is None else _int(boot.get("order"), "disk boot order"),
+            cache=_pick(driver.get("cache", "default") if driver is not None else "default", _CACHE_MODES, "cache"),
+            io=_pick(driver.get("io", "default") if driver is not None else "default", _IO_MODES, "disk io"),
+            iotune=None if iotune is None else IoTuneConfig.from_xml(iotune),
+        )
+
+
+# --- network interfaces --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandwidthLimitConfig:
+    """``<inbound>``/``<outbound>``: average and peak in KiB/s, burst in KiB."""
+
+    average: int
+    peak: int | None = None
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("average", "peak", "burst"):
+            _positive(getattr(self, name), f"bandwidth {name}")
+
+    def to_xml(self, tag: Literal["inbound", "outbound"] = "inbound") -> ET.Element:
+        return _new(tag, {"average": self.average, "peak": self.peak, "burst": self.burst})
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        return cls(
+            average=_int(el.get("average"), f"bandwidth {el.tag} average"),
+            peak=_opt_int(el.get("peak"), f"bandwidth {el.tag} peak"),
+            burst=_opt_int(el.get("burst"), f"bandwidth {el.tag} burst"),
+        )
+
+
+@dataclass(frozen=True)
+class BandwidthConfig:
+    """``<bandwidth>``: inbound (towards the guest) and outbound limits; at least one."""
+
+    inbound: BandwidthLimitConfig | None = None
+    outbound: BandwidthLimitConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.inbound is None and self.outbound is None:
+            raise DomainXmlError("bandwidth needs inbound or outbound (use None for no limits)")
+
+    def to_xml(self) -> ET.Element:
+        el = _new("bandwidth")
+        if self.inbound is not None:
+            el.append(self.inbound.to_xml("inbound"))
+        if self.outbound is not None:
+            el.append(self.outbound.to_xml("outbound"))
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self | None:
+        """None when neither direction is limited."""
+        _expect_tag(el, "bandwidth")
+        inbound, outbound = el.find("inbound"), el.find("outbound")
+        if inbound is None and outbound is None:
+            return None
+        return cls(
+            inbound=None if inbound is None else BandwidthLimitConfig.from_xml(inbound),
+            outbound=None if outbound is None else BandwidthLimitConfig.from_xml(outbound),
+        )
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    """``<interface type='network'>`` on a libvirt network. ``mac`` is lowercase, as libvirt returns it."""
+
+    network: str
+    mac: str
+    model: NicModel = "virtio"
+    bandwidth: BandwidthConfig | None = None
+    link_state: LinkState = "up"
+    target_dev: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _MAC.match(self.mac):
+            raise DomainXmlError(f"interface mac {self.mac!r} is not a lowercase aa:bb:cc:dd:ee:ff address")
+
+    def to_xml(self) -> ET.Element:
+        el = _new("interface", {"type": "network"})
+        _sub(el, "mac", {"address": self.mac})
+        _sub(el, "source", {"network": self.network})
+        if self.bandwidth is not None:
+            el.append(self.bandwidth.to_xml())
+        if self.target_dev is not None:
+            _sub(el, "target", {"dev": self.target_dev})
+        _sub(el, "model", {"type": self.model})
+        _sub(el, "link", {"state": self.link_state})
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "interface")
+        if el.get("type") != "network":
+            raise DomainXmlError(f"interface type {el.get('type')!r} is not modelled (only 'network')")
+        bandwidth = el.find("bandwidth")
+        target = el.find("target")
+        link = el.find("link")
+        return cls(
+            network=_attr(_child(el, "source"), "network"),
+            mac=_attr(_child(el, "mac"), "address"),
+            model=_pick(_attr(_child(el, "model"), "type"), _NIC_MODELS, "interface model"),
+            bandwidth=None if bandwidth is None else BandwidthConfig.from_xml(bandwidth),
+            link_state="up" if link is None else _pick(link.get("state"), _LINK_STATES, "interface link state"),
+            target_dev=None if target is None else target.get("dev"),
+        )
+
+
+# --- console and display -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SerialConsoleConfig:
+    """A pty ``<serial>`` on port 0 (the guest's ttyS0) plus the ``<console>`` aliasing it."""
+
+    log_file: str | None = None
+
+    def to_xml(self) -> ET.Element:
+        """The ``<serial>`` element; :meth:`console_xml` gives the matching ``<console>``."""
+        el = _new("serial", {"type": "pty"})
+        if self.log_file is not None:
+            _sub(el, "log", {"file": self.log_file, "append": "on"})
+        _sub(el, "target", {"port": 0})
+        return el
+
+    def console_xml(self) -> ET.Element:
+        el = _new("console", {"type": "pty"})
+        _sub(el, "target", {"type": "serial", "port": 0})
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "serial")
+        if el.get("type") != "pty":
+            raise DomainXmlError(f"serial type {el.get('type')!r} is not modelled (only 'pty')")
+        log = el.find("log")
+        return cls(log_file=None if log is None else log.get("file"))
+
+
+@dataclass(frozen=True)
+class GraphicsConfig:
+    """``<graphics type='vnc'>`` on an automatically chosen port, listening on one address."""
+
+    type: GraphicsType
+    listen: str = "127.0.0.1"
+
+    def to_xml(self) -> ET.Element:
+        el = _new("graphics", {"type": self.type, "port": -1, "autoport": "yes", "listen": self.listen})
+        _sub(el, "listen", {"type": "address", "address": self.listen})
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "graphics")
+        listen = next((li.get("address") for li in el.findall("listen") if li.get("type") == "address"), None)
+        listen = listen or el.get("listen")
+        if listen is None:
+            raise DomainXmlError("graphics has no listen address")
+        return cls(type=_pick(el.get("type"), _GRAPHICS_TYPES, "graphics type"), listen=listen)
+
+
+# --- the domain ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """``<domain>``: a whole libvirt domain definition.
+
+    ``vcpus`` are the vCPUs online at boot; ``max_vcpus`` (when set, larger than ``vcpus``) is the
+    most that can be hot-plugged. ``memory_kib`` is the maximum memory, ``current_memory_kib`` what the
+    balloon gives the guest. ``emulator`` is written only when given. ``memballoon=False`` writes
+    ``<memballoon model='none'/>``; ``rng`` adds a virtio RNG fed from ``/dev/urandom``.
+    ``<features><acpi/><apic/></features>`` is always written (graceful shutdown goes through ACPI).
+    """
+
+    name: str
+    uuid: str
+    owner: OwnerMetadata
+    memory_kib: int
+    current_memory_kib: int
+    vcpus: int = 1
+    max_vcpus: int | None = None
+    domain_type: DomainType = "kvm"
+    cpu: CpuConfig = CpuConfig()
+    os: OsConfig = OsConfig()
+    disks: tuple[DiskConfig, ...] = ()
+    interfaces: tuple[InterfaceConfig, ...] = ()
+    serial: SerialConsoleConfig | None = None
+    graphics: GraphicsConfig | None = None
+    cputune: CpuTuneConfig | None = None
+    emulator: str | None = None
+    on_poweroff: LifecycleAction = "destroy"
+    on_reboot: LifecycleAction = "restart"
+    on_crash: CrashAction = "destroy"
+    memballoon: bool = True
+    rng: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            canonical = str(uuid_module.UUID(self.uuid))
+        except ValueError:
+            raise DomainXmlError(f"domain uuid {self.uuid!r} is not a UUID") from None
+        if canonical != self.uuid:
+            raise DomainXmlError(f"domain uuid {self.uuid!r} must be in canonical form {canonical!r}")
+        if not self.name or "/" in self.name:
+            raise DomainXmlError(f"domain name {self.name!r} must be non-empty and contain no '/'")
+        _positive(self.vcpus, "vcpus")
+        if self.max_vcpus is not None and self.max_vcpus <= self.vcpus:
+            raise DomainXmlError("max_vcpus must exceed vcpus (use None when they are equal)")
+        _positive(self.memory_kib, "memory_kib")
+        _positive(self.current_memory_kib, "current_memory_kib")
+        if self.current_memory_kib > self.memory_kib:
+            raise DomainXmlError("current_memory_kib cannot exceed memory_kib")
+        if self.cpu.sockets is not None and self.cpu.cores is not None and self.cpu.threads is not None:
+            topology = self.cpu.sockets * self.cpu.cores * self.cpu.threads
+            if topology != (self.max_vcpus or self.vcpus):
+                raise DomainXmlError(
+                    f"cpu topology {self.cpu.sockets}x{self.cpu.cores}x{self.cpu.threads} must equal the maximum "
+                    f"vCPU count {self.max_vcpus or self.vcpus}"
+                )
+        if self.os.boot_devices and any(d.boot_order is not None for d in self.disks):
+            raise DomainXmlError("os boot_devices and per-disk boot_order cannot be used together")
+
+    def to_xml(self) -> ET.Element:
+        root = _new("domain", {"type": self.domain_type})
+        _sub(root, "name", text=self.name)
+        _sub(root, "uuid", text=self.uuid)
+        _sub(root, "metadata").append(self.owner.to_xml())
+        _sub(root, "memory", {"unit": "KiB"}, self.memory_kib)
+        _sub(root, "currentMemory", {"unit": "KiB"}, self.current_memory_kib)
+        if self.max_vcpus is None:
+            _sub(root, "vcpu", text=self.vcpus)
+        else:
+            _sub(root, "vcpu", {"current": self.vcpus}, self.max_vcpus)
+        if self.cputune is not None:
+            root.append(self.cputune.to_xml())
+        root.append(self.os.to_xml())
+        features = _sub(root, "features")
+        _sub(features, "acpi")
+        _sub(features, "apic")
+        if not self.cpu.is_empty:
+            root.append(self.cpu.to_xml())
+        _sub(root, "on_poweroff", text=self.on_poweroff)
+        _sub(root, "on_reboot", text=self.on_reboot)
+        _sub(root, "on_crash", text=self.on_crash)
+
+        devices = _sub(root, "devices")
+        if self.emulator is not None:
+            _sub(devices, "emulator", text=self.emulator)
+        for disk in self.disks:
+            devices.append(disk.to_xml())
+        if any(d.bus == "scsi" for d in self.disks):
+            # Without it libvirt picks an emulated HBA (lsilogic); virtio-scsi is what guests expect.
+            _sub(devices, "controller", {"type": "scsi", "index": 0, "model": "virtio-scsi"})
+        for nic in self.interfaces:
+            devices.append(nic.to_xml())
+        if self.serial is not None:
+            devices.append(self.serial.to_xml())
+            devices.append(self.serial.console_xml())
+        if self.graphics is not None:
+            devices.append(self.graphics.to_xml())
+        _sub(devices, "memballoon", {"model": "virtio" if self.memballoon else "none"})
+        if self.rng:
+            rng = _sub(devices, "rng", {"model": "virtio"})
+            _sub(rng, "backend", {"model": "random"}, "/dev/urandom")
+        return root
+
+    def to_string(self) -> str:
+        """The domain XML, indented two spaces, without a trailing newline."""
+        root = self.to_xml()
+        ET.indent(root, space="  ")
+        return ET.tostring(root, encoding="unicode")
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "domain")
+        owner = el.find(f"metadata/{OWNER_TAG}")
+        if owner is None:
+            raise DomainXmlError("domain has no vdc owner metadata: not one of ours")
+        memory = _kib(_child(el, "memory"))
+        current = el.find("currentMemory")
+        vcpu = _child(el, "vcpu")
+        max_vcpus = _int(vcpu.text, "vcpu")
+        current_vcpus = _opt_int(vcpu.get("current"), "vcpu current")
+        cputune = el.find("cputune")
+        cpu = el.find("cpu")
+        devices = el.find("devices")
+        if devices is None:
+            devices = ET.Element("devices")
+        serial = next((s for s in devices.findall("serial") if s.get("type") == "pty"), None)
+        graphics = next((g for g in devices.findall("graphics") if g.get("type") in _GRAPHICS_TYPES), None)
+        balloon = devices.find("memballoon")
+        return cls(
+            name=_text(_child(el, "name")) or "",
+            uuid=(_text(_child(el, "uuid")) or "").strip(),
+            owner=OwnerMetadata.from_xml(owner),
+            memory_kib=memory,
+            current_memory_kib=memory if current is None else _kib(current),
+            vcpus=max_vcpus if current_vcpus is None else current_vcpus,
+            max_vcpus=None if current_vcpus is None or current_vcpus == max_vcpus else max_vcpus,
+            domain_type=_pick(el.get("type"), _DOMAIN_TYPES, "domain type"),
+            cpu=CpuConfig() if cpu is None else CpuConfig.from_xml(cpu),
+            os=OsConfig.from_xml(_child(el, "os")),
+            disks=tuple(
+                DiskConfig.from_xml(d)
+                for d in devices.findall("disk")
+                if d.get("type", "file") == "file" and d.get("device", "disk") in _DISK_DEVICES
+            ),
+            interfaces=tuple(
+                InterfaceConfig.from_xml(i) for i in devices.findall("interface") if i.get("type") == "network"
+            ),
+            serial=None if serial is None else SerialConsoleConfig.from_xml(serial),
+            graphics=None if graphics is None else GraphicsConfig.from_xml(graphics),
+            cputune=None if cputune is None else CpuTuneConfig.from_xml(cputune),
+            emulator=_text(devices.find("emulator")),
+            on_poweroff=_pick(_text(el.find("on_poweroff")) or "destroy", _LIFECYCLE_ACTIONS, "on_poweroff"),
+            on_reboot=_pick(_text(el.find("on_reboot")) or "restart", _LIFECYCLE_ACTIONS, "on_reboot"),
+            on_crash=_pick(_text(el.find("on_crash")) or "destroy", _CRASH_ACTIONS, "on_crash"),
+            memballoon=balloon is not None and balloon.get("model") != "none",
+            rng=any(
+                r.get("model") == "virtio" and b.get("model") == "random"
+                for r in devices.findall("rng")
+                for b in r.findall("backend")
+            ),
+        )
+
+    @classmethod
+    def from_string(cls, text: str) -> Self:
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as e:
+            raise DomainXmlError(f"not well-formed XML: {e}") from None
+        return cls.from_xml(root)
+
+
+__all__ = [
+    "OWNER_NS",
+    "BandwidthConfig",
+    "BandwidthLimitConfig",
+    "CpuConfig",
+    "CpuTuneConfig",
+    "DiskConfig",
+    "DomainConfig",
+    "DomainXmlError",
+    "GraphicsConfig",
+    "InterfaceConfig",
+    "IoTuneConfig",
+    "OsConfig",
+    "OwnerMetadata",
+    "SerialConsoleConfig",
+    "owner_from_domain_xml",
+]
