@@ -67,7 +67,7 @@ go 1.24
 require go.etcd.io/etcd/server/v3 v$ETCD_VERSION" "etcd=go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
 fi
 if [[ " ${need[*]} " == *" helm "* ]]; then
-  build_module helm "module vdc.dev/hack/helm
+  LDFLAGS_EXTRA="-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" build_module helm "module vdc.dev/hack/helm
 
 go 1.24
 

@@ -19,8 +19,13 @@
 # and then, last, the line VDC-GUEST-READY. Use console=ttyS0.
 set -euo pipefail
 
+help() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+    exit 0
+}
+
 usage() {
-    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
+    echo "Usage: hack/build-guest.sh [--force]   (--help for details)" >&2
     exit 2
 }
 
@@ -31,7 +36,7 @@ FORCE=0
 case "${1:-}" in
     "") ;;
     --force) FORCE=1 ;;
-    -h|--help) usage ;;
+    -h|--help) help ;;
     *) log "unknown argument: $1"; usage ;;
 esac
 [ $# -le 1 ] || usage

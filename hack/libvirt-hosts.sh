@@ -30,18 +30,31 @@
 #                      from $VDC_CACHE/libvirt-qemu-caps (libvirt re-validates them)
 #
 # Files, per host in $VDC_STATE/hosts/<name>/: qemu.uri, test.uri, address,
-# pids ("libvirtd PID" / "virtlogd PID"), meta, host_uuid, sock/ (libvirt
-# sockets), log/ (libvirtd.log, virtlogd.log, init.log, qemu/<domain>.log),
-# etc/ lib/ run/ cache/ (what the host sees as /etc/libvirt and so on).
-# Shared: $VDC_STATE/hosts/hosts.txt ("name qemu-uri test-uri address" per
-# running host), net.env (bridge, subnet), etc-hosts (the hosts' /etc/hosts).
+# pids ("libvirtd PID", "virtlogd PID", "test-holder PID"), meta, host_uuid,
+# sock/ (libvirt sockets), log/ (libvirtd.log, virtlogd.log, init.log,
+# qemu/<domain>.log, test-driver-events.log), etc/ lib/ run/ cache/ (what
+# the host sees as /etc/libvirt, /var/lib/libvirt, /run/libvirt and
+# /var/cache/libvirt). Shared: $VDC_STATE/hosts/hosts.txt ("name qemu-uri
+# test-uri address" per running host, address "-" without netns), net.env
+# (bridge, subnet), etc-hosts (the hosts' /etc/hosts: every host's name).
+#
+# Notes: the test driver's state (test:///default) lives as long as the
+# host: a "test-holder" client keeps a connection open, as libvirtd resets
+# it when its last connection closes. Files a guest uses (kernels, disks,
+# serial logs) must be outside the private directories above, e.g. under
+# $VDC_STATE. The prefix must be unique among rigs running at the same time.
 set -euo pipefail
 
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 REPO=$(cd "$(dirname "$SELF")/.." && pwd)
 
+help() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF"
+    exit 0
+}
+
 usage() {
-    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF" >&2
+    echo "Usage: hack/libvirt-hosts.sh up N | down | status   (--help for details)" >&2
     exit 2
 }
 
@@ -91,12 +104,28 @@ uri_test() { echo "test+unix:///default?socket=$HOSTS_DIR/$1/sock/libvirt-sock";
 meta_get() { sed -n "s/^$2=//p" "$1" 2>/dev/null | head -n1; }
 
 # ------------------------------------------------------------- network --
+write_net_env() {
+    cat >"$HOSTS_DIR/net.env" <<EOF
+VDC_HOST_PREFIX=$PREFIX
+VDC_NET_ID=$NET_ID
+VDC_BRIDGE=$BRIDGE
+VDC_SUBNET=$1
+VDC_BRIDGE_ADDR=${1%.0/24}.1
+VDC_IPT_COMMENT=$IPT_COMMENT
+EOF
+}
+
 # The subnet 10.X.Y.0/24 derives from the prefix; it is chosen once (moving
 # on if the machine already routes it) and kept in net.env.
 setup_network() {
     local envf=$HOSTS_DIR/net.env subnet h x y try
     if [ -f "$envf" ]; then
         subnet=$(meta_get "$envf" VDC_SUBNET)
+    elif subnet=$(ip -4 -o addr show dev "$BRIDGE" 2>/dev/null | awk '{print $4; exit}') &&
+        [[ $subnet =~ ^10\.[0-9]+\.[0-9]+\.1/24$ ]]; then
+        # The bridge outlived its state directory: keep using its subnet.
+        subnet=${subnet%.1/24}.0/24
+        write_net_env "$subnet"
     else
         h=$(printf '%s' "$PREFIX" | sha256sum)
         x=$((100 + 0x${h:6:2} % 100))
@@ -111,14 +140,7 @@ setup_network() {
         done
         [ -n "$subnet" ] || die "no free 10.$x.*.0/24 subnet"
         subnet=$subnet.0/24
-        cat >"$envf" <<EOF
-VDC_HOST_PREFIX=$PREFIX
-VDC_NET_ID=$NET_ID
-VDC_BRIDGE=$BRIDGE
-VDC_SUBNET=$subnet
-VDC_BRIDGE_ADDR=${subnet%.0/24}.1
-VDC_IPT_COMMENT=$IPT_COMMENT
-EOF
+        write_net_env "$subnet"
     fi
     SUBNET_BASE=${subnet%.0/24}
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
@@ -211,6 +233,10 @@ prepare_host() {
     for sub in lib:/var/lib/libvirt cache:/var/cache/libvirt log:/var/log/libvirt; do
         (cd "${sub#*:}" && find . -mindepth 1 -type d) | (cd "$d/${sub%%:*}" && xargs -r mkdir -p)
     done
+    # The tiny guest, where a host's own files would be: /var/lib/libvirt/boot/vdc-tiny (examples use it).
+    local guest_dir; guest_dir=$("$REPO/hack/build-guest.sh")
+    mkdir -p "$d/lib/boot/vdc-tiny"
+    cp -p "$guest_dir/vmlinuz" "$guest_dir/initrd.img" "$d/lib/boot/vdc-tiny/"
     # Probing QEMU's capabilities under TCG takes seconds per binary; start
     # from what another host found (libvirt re-probes if it is stale).
     if [ -d "$CAPS_SEED" ]; then
@@ -276,12 +302,24 @@ setup_host_netns() {
     veth=$(meta_get "$d/meta" veth)
     addr=$(meta_get "$d/meta" address)
     [ -n "$ns" ] || return 0
-    ip netns add "$ns"
-    ip link add "$veth" type veth peer name eth0 netns "$ns"
-    ip link set "$veth" master "$BRIDGE" up
-    ip -n "$ns" link set lo up
-    ip -n "$ns" addr add "$addr/24" dev eth0
-    ip -n "$ns" link set eth0 up
+    if [ -e "/run/netns/$ns" ]; then
+        if [ -n "$(ip netns pids "$ns" 2>/dev/null)" ]; then
+            log "ERROR: network namespace $ns exists and is in use: another rig with VDC_HOST_PREFIX=$PREFIX? (its own 'down' removes it)"
+            return 1
+        fi
+        ip netns del "$ns" || return 1
+    fi
+    ip link del "$veth" 2>/dev/null || true
+    ip netns add "$ns" || return 1
+    if ! { ip link add "$veth" type veth peer name eth0 netns "$ns" &&
+        ip link set "$veth" master "$BRIDGE" up &&
+        ip -n "$ns" link set lo up &&
+        ip -n "$ns" addr add "$addr/24" dev eth0 &&
+        ip -n "$ns" link set eth0 up; }; then
+        ip netns del "$ns" || true
+        ip link del "$veth" 2>/dev/null || true
+        return 1
+    fi
 }
 
 launch_host() {
@@ -429,9 +467,9 @@ host_procs() {
         {
             awk '{print $2}' "$d/pids" 2>/dev/null || true
             for f in "$d"/run/*.pid "$d"/run/qemu/*.pid; do
-                [ -f "$f" ] && cat "$f" && echo
+                if [ -f "$f" ]; then cat "$f" && echo; fi
             done
-        } | grep -E '^[0-9]+$' | while read -r p; do
+        } | { grep -E '^[0-9]+$' || true; } | while read -r p; do
             exe=$(readlink "/proc/$p/exe" 2>/dev/null || true)
             case "${exe##*/}" in
                 libvirtd | virtlogd | virsh | qemu-system-*) echo "$p" ;;
@@ -533,13 +571,18 @@ cmd_up() {
     done
     write_etc_hosts
     for name in "${started[@]}"; do
-        setup_host_netns "$name"
-        launch_host "$name"
-        launchers+=("$!")
+        if setup_host_netns "$name"; then
+            launch_host "$name"
+            launchers+=("$!")
+        else
+            launchers+=("")
+        fi
     done
     for i in "${!started[@]}"; do
         name=${started[$i]}
-        if wait_host "$name" "${launchers[$i]}"; then
+        if [ -z "${launchers[$i]}" ]; then
+            rc=1 # its network could not be set up: nothing started
+        elif wait_host "$name" "${launchers[$i]}"; then
             log "$name up: $(uri_qemu "$name")"
         else
             rc=1
@@ -650,7 +693,7 @@ main() {
             [ $# = 2 ] || usage
             host_init "$2"
             ;;
-        -h | --help) usage ;;
+        -h | --help) help ;;
         *) usage ;;
     esac
 }

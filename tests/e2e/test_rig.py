@@ -96,10 +96,10 @@ def alive(pid: int) -> bool:
     """A process exists and is not a zombie (a zombie has stopped; only its parent has not reaped it yet)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:  # gone (FileNotFoundError, ProcessLookupError)
         return False
     m = re.search(r"^State:\s+(\S)", status, re.M)
-    return bool(m) and m.group(1) != "Z"
+    return m is not None and m.group(1) != "Z"
 
 
 def read_pids(host: Host) -> dict[str, int]:
@@ -236,7 +236,7 @@ def wait_for_lines(path: Path, wanted: list[str], timeout: float) -> str:
 
 
 @pytest.mark.e2e
-def test_tiny_guest_boots_as_libvirt_domain(rig: Rig, guest_dir: Path) -> None:
+def test_tiny_guest_boots_as_libvirt_domain(rig: Rig, guest_dir: Path, tmp_path: Path) -> None:
     host = rig.hosts[0]
     t0 = time.monotonic()
     name = f"guest-{uuid.uuid4().hex[:6]}"
@@ -253,7 +253,7 @@ def test_tiny_guest_boots_as_libvirt_domain(rig: Rig, guest_dir: Path) -> None:
       <target port='0'/>
     </serial>""",
     )
-    define(host.qemu_uri, xml, serial.parent)
+    define(host.qemu_uri, xml, tmp_path)
     try:
         virsh(host.qemu_uri, "start", name)
         assert virsh(host.qemu_uri, "domstate", name).strip() == "running"
@@ -378,8 +378,8 @@ def test_down_leaves_nothing_behind(rig: Rig, tmp_path: Path) -> None:
     for h in rig.hosts:
         assert not (h.dir / "sock" / "libvirt-sock").exists()
         assert not (h.dir / "pids").exists()
-        r = subprocess.run(["virsh", "-c", h.qemu_uri, "version"], capture_output=True, timeout=30, check=False)
-        assert r.returncode != 0
+        gone = subprocess.run(["virsh", "-c", h.qemu_uri, "version"], capture_output=True, timeout=30, check=False)
+        assert gone.returncode != 0
     assert (rig.state / "hosts" / "hosts.txt").read_text() == ""
     st = rig.script("status")
     assert st.returncode != 0
