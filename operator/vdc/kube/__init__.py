@@ -1,0 +1,1 @@
+"""The Kubernetes edge: status patches, events and the object cache. Nothing else talks to the API."""

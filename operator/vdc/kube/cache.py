@@ -1,0 +1,57 @@
+"""The latest body of every object of a kind, as the watch delivered it (kept by kopf's on.event)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from vdc.kube.patch import apply_merge_patch
+
+Key = tuple[str, str]
+"""(namespace, name); namespace is "" for cluster-scoped objects."""
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    meta = body["metadata"]
+    return meta.get("namespace") or "", meta["name"]
+
+
+class ObjectCache:
+    def __init__(self) -> None:
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._by_uid: dict[str, Key] = {}
+
+    def upsert(self, body: dict[str, Any]) -> Key:
+        key = key_of(body)
+        old = self._bodies.get(key)
+        if old is not None and old["metadata"].get("uid") != body["metadata"].get("uid"):
+            self._by_uid.pop(old["metadata"].get("uid", ""), None)
+        self._bodies[key] = body
+        if body["metadata"].get("uid"):
+            self._by_uid[body["metadata"]["uid"]] = key
+        return key
+
+    def remove(self, body: dict[str, Any]) -> Key:
+        key = key_of(body)
+        old = self._bodies.pop(key, None)
+        if old is not None:
+            self._by_uid.pop(old["metadata"].get("uid", ""), None)
+        return key
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        return self._bodies.get(key)
+
+    def key_for_uid(self, uid: str) -> Key | None:
+        return self._by_uid.get(uid)
+
+    def note_status(self, key: Key, status_patch: dict[str, Any]) -> None:
+        """Apply our own status patch locally so the next reconcile does not write it again."""
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies[key] = {**body, "status": apply_merge_patch(body.get("status") or {}, status_patch)}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self._bodies.values()))
+
+    def __len__(self) -> int:
+        return len(self._bodies)

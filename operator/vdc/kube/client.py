@@ -1,0 +1,93 @@
+"""Writes to the API server: status patches (only when something changed) and Events.
+
+The kubernetes client is synchronous; every call runs in a thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from prometheus_client import Counter
+
+from vdc.api.meta import GROUP, VERSION, KindInfo
+from vdc.kube.patch import merge_patch
+
+log = logging.getLogger(__name__)
+
+API_WRITES = Counter("vdc_api_writes_total", "Writes to the Kubernetes API", ["kind", "verb"])
+COMPONENT = "vdc-operator"
+
+
+def load_config() -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+class KubeWriter:
+    """Status patches and Events for our kinds."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self._client = api_client or load_config()
+        self._custom = kubernetes.client.CustomObjectsApi(self._client)
+        self._core = kubernetes.client.CoreV1Api(self._client)
+        self._host = socket.gethostname()
+
+    async def patch_status(self, info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Patch ``status`` if it differs from the body's; True when a write was made."""
+        patch = merge_patch(body.get("status") or {}, status)
+        if not patch:
+            return False
+        meta = body["metadata"]
+        payload = {"status": patch}
+        if info.scope == "Namespaced":
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP, VERSION, meta["namespace"], info.plural, meta["name"], payload,
+            )  # fmt: skip
+        else:
+            await asyncio.to_thread(
+                self._custom.patch_cluster_custom_object_status, GROUP, VERSION, info.plural, meta["name"], payload
+            )
+        API_WRITES.labels(info.kind, "patch-status").inc()
+        return True
+
+    async def event(
+        self, info: KindInfo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """Post a Kubernetes Event about the object; failures are logged, never raised."""
+        meta = body["metadata"]
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC)
+        event = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=info.kind,
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            source=kubernetes.client.V1EventSource(component=COMPONENT, host=self._host),
+            reporting_component=COMPONENT,
+            reporting_instance=self._host,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            await asyncio.to_thread(self._core.create_namespaced_event, namespace, event)
+            API_WRITES.labels(info.kind, "event").inc()
+        except kubernetes.client.ApiException as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc.reason)

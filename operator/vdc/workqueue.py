@@ -1,0 +1,99 @@
+"""A controller work queue: keys are deduplicated, one key is never worked on twice at once,
+failures are retried with per-key exponential backoff, and a reconcile may ask to be called again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
+
+Reconcile = Callable[[K], Awaitable[float | None]]
+"""Work on one key; return seconds after which to look again, or None."""
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, name: str, reconcile: Reconcile[K], *, workers: int = 8, max_backoff: float = 60.0) -> None:
+        self.name = name
+        self._reconcile = reconcile
+        self._workers = workers
+        self._max_backoff = max_backoff
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._dirty: set[K] = set()
+        self._failures: dict[K, int] = {}
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def add(self, key: K) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add ``key`` after ``delay`` seconds (an earlier pending timer for the key wins)."""
+        loop = asyncio.get_running_loop()
+        existing = self._timers.get(key)
+        when = loop.time() + delay
+        if existing is not None and existing.when() <= when:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: K) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def start(self) -> None:
+        for i in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}"))
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._processing.add(key)
+            try:
+                again = await self._reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
+                log.exception(
+                    "%s: reconcile of %s failed (attempt %d); retrying in %.1fs", self.name, key, failures, delay
+                )
+                self.add_after(key, delay)
+            else:
+                self._failures.pop(key, None)
+                if again is not None:
+                    self.add_after(key, again)
+            finally:
+                self._processing.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)
