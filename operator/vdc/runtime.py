@@ -28,11 +28,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def run(*, namespace: list[str], liveness: str, verbose: bool) -> None:
-    """Run the operator until interrupted. Controllers register their handlers on import."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run the operator until interrupted."""
+    import vdc.handlers  # noqa: F401  (registers the kopf handlers)
+
     kopf.configure(verbose=verbose)
     asyncio.run(
         kopf.operator(

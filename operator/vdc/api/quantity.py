@@ -59,3 +59,10 @@ def to_bytes(quantity: str | int) -> int:
     """A byte count, rounded up (``1.5Ki`` is 1536; ``100m`` of a byte is 1)."""
     value = to_decimal(quantity)
     return int(value.to_integral_value(rounding="ROUND_CEILING"))
+
+
+def format_bytes_mi(count: int) -> str:
+    """A byte count as a quantity in whole MiB (rounded down), e.g. ``12247Mi``; exact below 1Mi."""
+    if count % 2**20 == 0 or count >= 2**20:
+        return f"{count // 2**20}Mi"
+    return str(count)

@@ -12,7 +12,7 @@ from typing import Any
 
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
 from vdc.api.host import Host, HostDomainCounts, HostResources, HostSpec, HostStatus
-from vdc.api.quantity import to_bytes
+from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager
@@ -66,9 +66,11 @@ def host_status(
                 "libvirt_version": facts.libvirt_version,
                 "hypervisor": facts.hypervisor,
                 "hypervisor_version": facts.hypervisor_version,
-                "capacity": HostResources(cpus=facts.cpus, memory=str(facts.memory_bytes)),
-                "allocatable": HostResources(cpus=cpus, memory=str(memory)),
-                "allocated": HostResources(cpus=observed.allocated_cpus, memory=str(observed.allocated_memory)),
+                "capacity": HostResources(cpus=facts.cpus, memory=format_bytes_mi(facts.memory_bytes)),
+                "allocatable": HostResources(cpus=cpus, memory=format_bytes_mi(memory)),
+                "allocated": HostResources(
+                    cpus=observed.allocated_cpus, memory=format_bytes_mi(observed.allocated_memory)
+                ),
                 "domains": HostDomainCounts(
                     total=observed.domains_total, managed=observed.domains_managed, running=observed.domains_running
                 ),
@@ -118,6 +120,9 @@ class HostController:
         self.connections = connections
         self.writer = writer
         self._facts: dict[str, HostFacts] = {}
+
+    def facts(self, host: str) -> HostFacts | None:
+        return self._facts.get(host)
 
     def allocated_on(self, host: str) -> tuple[int, int]:
         cpus = memory = 0

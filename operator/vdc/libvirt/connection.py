@@ -41,6 +41,8 @@ def register_event_loop() -> None:
             import libvirtaio
 
             libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
+            # Errors reach us as exceptions; libvirt's default handler would also print each to stderr.
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             _event_impl_loop = loop
         elif _event_impl_loop is not loop:
             raise RuntimeError("libvirt events are already bound to another event loop")

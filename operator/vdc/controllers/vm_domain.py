@@ -1,0 +1,99 @@
+"""Policy: which libvirt domain a VirtualMachine becomes (names, identity, devices). Pure."""
+
+from __future__ import annotations
+
+from typing import Literal, cast
+
+from vdc.api.quantity import to_bytes
+from vdc.api.virtualmachine import VirtualMachine
+from vdc.libvirt.domain_xml import (
+    CpuConfig,
+    CpuMode,
+    CpuTuneConfig,
+    DomainConfig,
+    DomainType,
+    GraphicsConfig,
+    OsConfig,
+    OwnerMetadata,
+    SerialConsoleConfig,
+)
+
+CPU_MODES: dict[str, CpuMode] = {
+    "Default": "default",
+    "HostPassthrough": "host-passthrough",
+    "HostModel": "host-model",
+    "Custom": "custom",
+}
+CPU_PERIOD_US = 100_000
+CONSOLE_LOG_DIR = "/var/log/libvirt/qemu"
+
+
+def domain_name(namespace: str, name: str) -> str:
+    """``<namespace>_<name>``: unique, since neither part may contain an underscore."""
+    return f"{namespace}_{name}"
+
+
+class UnsupportedSpec(ValueError):
+    """The spec asks for something this version cannot build yet (says what, for a Stalled condition)."""
+
+
+def domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
+    """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart."""
+    meta = vm.metadata
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    spec = vm.spec
+    if spec.disks:
+        raise UnsupportedSpec("disks are not supported yet (StoragePool issue); remove spec.disks to run this VM")
+    if spec.interfaces:
+        raise UnsupportedSpec("interfaces are not supported yet (VirtualSwitch issue); remove spec.interfaces")
+    if spec.boot.kernel is None:
+        raise UnsupportedSpec("a VM without disks needs spec.boot.kernel (direct kernel boot)")
+    size = to_bytes(spec.memory.size) // 1024
+    maximum = to_bytes(spec.memory.max) // 1024 if spec.memory.max else size
+    topology = spec.cpu.topology
+    kernel = spec.boot.kernel
+    dname = domain_name(namespace, name)
+    cputune = None
+    if spec.qos is not None and (spec.qos.cpu_shares is not None or spec.qos.cpu_limit is not None):
+        quota = None
+        if spec.qos.cpu_limit is not None:
+            # libvirt's quota is per vCPU; the spec's limit is for the whole VM.
+            quota = max(1000, spec.qos.cpu_limit * CPU_PERIOD_US // 1000 // spec.cpu.count)
+        cputune = CpuTuneConfig(
+            shares=spec.qos.cpu_shares,
+            period=CPU_PERIOD_US if quota is not None else None,
+            quota=quota,
+        )
+    return DomainConfig(
+        name=dname,
+        uuid=uid,
+        owner=OwnerMetadata(namespace=namespace, name=name, uid=uid),
+        domain_type=cast(DomainType, domain_type),
+        memory_kib=max(size, maximum),
+        current_memory_kib=size,
+        vcpus=spec.cpu.count,
+        cpu=CpuConfig(
+            mode=CPU_MODES[spec.cpu.mode],
+            model=spec.cpu.model,
+            sockets=topology.sockets if topology else None,
+            cores=topology.cores if topology else None,
+            threads=topology.threads if topology else None,
+        ),
+        os=OsConfig(
+            firmware="efi" if spec.firmware == "UEFI" else "bios",
+            kernel=kernel.kernel,
+            initrd=kernel.initrd,
+            cmdline=kernel.cmdline,
+        ),
+        serial=SerialConsoleConfig(log_file=f"{CONSOLE_LOG_DIR}/{dname}.console.log" if spec.console.log else None)
+        if spec.console.serial
+        else None,
+        graphics=GraphicsConfig(type="vnc", listen=spec.graphics.listen) if spec.graphics.type == "VNC" else None,
+        cputune=cputune,
+        on_poweroff="destroy",
+        on_reboot="restart",
+        on_crash="destroy",
+    )
+
+
+Wanted = Literal["running", "stopped", "any"]

@@ -1,0 +1,128 @@
+"""The VM plan: from (run strategy, desired domain, observed domain) to actions and a phase. Pure."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from vdc.api.virtualmachine import Phase, RunStrategy
+from vdc.libvirt.domain_xml import DomainConfig
+from vdc.libvirt.domains import DomainObservation
+
+Action = Literal["define", "start", "shutdown", "destroy", "set-memory"]
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    actions: tuple[Action, ...]
+    phase: Phase
+    ready: bool
+    reason: str
+    message: str
+    restart_required: tuple[str, ...] = ()
+
+
+def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
+    """``config`` with what libvirt fills in on its own (machine version, emulator, generation) taken
+    from ``desired``, so that only real differences remain."""
+    os = config.os
+    # libvirt expands "q35" to the versioned "pc-q35-7.2".
+    wanted = desired.os.machine
+    if wanted and os.machine and os.machine.startswith((f"pc-{wanted}-", f"{wanted}-")):
+        os = dataclasses.replace(os, machine=wanted)
+    # A running domain shows the CPU model libvirt/QEMU chose; only topology and named models are ours.
+    if desired.cpu.mode in ("default", "host-model") and config.cpu != desired.cpu:
+        config = dataclasses.replace(
+            config,
+            cpu=dataclasses.replace(
+                desired.cpu, sockets=config.cpu.sockets, cores=config.cpu.cores, threads=config.cpu.threads
+            ),
+        )
+    # Without any boot device or disk boot order libvirt adds <boot dev='hd'/>.
+    if not desired.os.boot_devices and os.boot_devices == ("hd",):
+        os = dataclasses.replace(os, boot_devices=())
+    return dataclasses.replace(
+        config,
+        os=os,
+        emulator=desired.emulator if desired.emulator is None else config.emulator,
+        owner=dataclasses.replace(config.owner, generation=desired.owner.generation),
+    )
+
+
+def differing_fields(current: DomainConfig, desired: DomainConfig) -> tuple[str, ...]:
+    current = comparable(current, desired)
+    return tuple(
+        f.name for f in dataclasses.fields(DomainConfig) if getattr(current, f.name) != getattr(desired, f.name)
+    )
+
+
+LIVE_FIELDS = {"current_memory_kib"}
+"""Fields changed on the running domain without a restart."""
+
+
+def plan_vm(
+    strategy: RunStrategy,
+    desired: DomainConfig,
+    observed: DomainObservation | None,
+    *,
+    booted_before: bool,
+    shutdown_elapsed: float | None,
+    grace_seconds: int,
+) -> VmPlan:
+    """What to do next. ``shutdown_elapsed``: seconds since we asked the guest to shut down (None: not asked)."""
+    if observed is None:
+        if strategy in ("Halted", "Manual") or (strategy == "Once" and booted_before):
+            return VmPlan(("define",), "Stopped", True, "Defined", "domain defined; the run strategy keeps it off")
+        return VmPlan(("define", "start"), "Starting", False, "Starting", "defining and starting the domain")
+
+    actions: list[Action] = []
+    if observed.defined is None or differing_fields(observed.defined, desired):
+        actions.append("define")
+    restart_required: tuple[str, ...] = ()
+    if observed.state in ("running", "paused") and observed.live is not None:
+        live_diff = differing_fields(observed.live, desired)
+        if set(live_diff) & LIVE_FIELDS and desired.current_memory_kib <= observed.live.memory_kib:
+            actions.append("set-memory")
+        restart_required = tuple(
+            f for f in live_diff if f not in LIVE_FIELDS or desired.current_memory_kib > observed.live.memory_kib
+        )
+
+    on = observed.state in ("running", "paused")
+    if strategy == "Halted":
+        if not on and observed.state != "crashed":
+            return VmPlan(tuple(actions), "Stopped", True, "Stopped", "stopped, as runStrategy Halted asks")
+        if observed.state == "crashed" or (shutdown_elapsed is not None and shutdown_elapsed >= grace_seconds):
+            return VmPlan((*actions, "destroy"), "Stopping", False, "Stopping", "forcing the domain off")
+        if shutdown_elapsed is None:
+            return VmPlan((*actions, "shutdown"), "Stopping", False, "Stopping", "asking the guest to shut down")
+        return VmPlan(
+            tuple(actions),
+            "Stopping",
+            False,
+            "Stopping",
+            f"waiting for the guest to shut down ({int(shutdown_elapsed)}s of {grace_seconds}s)",
+        )
+
+    if strategy == "Manual":
+        phase: Phase = "Running" if on else "Stopped"
+        return VmPlan(
+            tuple(actions),
+            phase,
+            True,
+            phase,
+            "runStrategy Manual: the operator neither starts nor stops it",
+            restart_required,
+        )
+
+    stays_off = (strategy == "RerunOnFailure" and observed.state == "shutoff" and observed.cause == "guest") or (
+        strategy == "Once" and booted_before
+    )
+    if on:
+        return VmPlan(tuple(actions), "Running", True, "Running", "the domain is running", restart_required)
+    if stays_off and observed.state == "shutoff":
+        return VmPlan(
+            tuple(actions), "Stopped", True, "Stopped", f"the guest stopped and runStrategy {strategy} keeps it off"
+        )
+    prefix: tuple[Action, ...] = ("destroy",) if observed.state == "crashed" else ()
+    return VmPlan((*actions, *prefix, "start"), "Starting", False, "Starting", "starting the domain")

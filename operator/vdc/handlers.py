@@ -1,0 +1,141 @@
+"""kopf handlers: thin. They keep the object caches current and put keys on the work queues;
+deletion waits for the controller to clean up. All decisions live in vdc.controllers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import libvirt
+
+from vdc.api.meta import GROUP, VERSION
+from vdc.controllers.host import HostController
+from vdc.controllers.vm import DeletionBlocked, VmController
+from vdc.kube.cache import Key, ObjectCache, key_of
+from vdc.kube.client import KubeWriter
+from vdc.libvirt.connection import ConnectionManager, DomainEvent
+from vdc.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 120.0
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share, created at start-up."""
+
+    hosts: ObjectCache
+    vms: ObjectCache
+    connections: ConnectionManager
+    host_controller: HostController
+    vm_controller: VmController
+    host_queue: WorkQueue[Key]
+    vm_queue: WorkQueue[Key]
+    resync: asyncio.Task[None] | None = None
+
+    def vms_on(self, host: str) -> list[Key]:
+        return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) in (host, None)]
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the operator has not started")
+    return _runtime
+
+
+def _on_domain_event(event: DomainEvent) -> None:
+    if event.event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
+        return  # our own defines; a definition changed behind our back is corrected at resync
+    rt = runtime()
+    rt.host_queue.add(("", event.host))  # domain counts
+    key = rt.vms.key_for_uid(event.uuid)
+    if key is not None:
+        rt.vm_queue.add(key)
+
+
+def _on_connection_change(host: str) -> None:
+    rt = runtime()
+    rt.host_queue.add(("", host))
+    for key in rt.vms_on(host):
+        rt.vm_queue.add(key)
+
+
+async def _resync(rt: Runtime) -> None:
+    """A slow, jittered safety net; events do the real work."""
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS * random.uniform(0.9, 1.1))
+        for body in rt.hosts:
+            rt.host_queue.add(key_of(body))
+        for body in rt.vms:
+            rt.vm_queue.add(key_of(body))
+
+
+@kopf.on.startup()
+async def start(**_: Any) -> None:
+    global _runtime
+    hosts, vms = ObjectCache(), ObjectCache()
+    writer = KubeWriter()
+    connections = ConnectionManager(on_domain_event=_on_domain_event, on_change=_on_connection_change)
+    host_controller = HostController(hosts, vms, connections, writer)
+    vm_controller = VmController(vms, hosts, connections, writer, host_controller)
+    _runtime = Runtime(
+        hosts=hosts,
+        vms=vms,
+        connections=connections,
+        host_controller=host_controller,
+        vm_controller=vm_controller,
+        host_queue=WorkQueue("hosts", host_controller.reconcile, workers=4),
+        vm_queue=WorkQueue("vms", vm_controller.reconcile, workers=16),
+    )
+    _runtime.host_queue.start()
+    _runtime.vm_queue.start()
+    _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    rt = runtime()
+    if rt.resync is not None:
+        rt.resync.cancel()
+    await rt.vm_queue.stop()
+    await rt.host_queue.stop()
+    await rt.connections.close_all()
+
+
+@kopf.on.event(GROUP, VERSION, "hosts")
+def host_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body = dict(event["object"])
+    key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
+    rt.host_queue.add(key)
+    # A host that changed may now fit VMs that did not fit anywhere, or hold VMs that need a look.
+    for vm_key in rt.vms_on(key[1]):
+        rt.vm_queue.add(vm_key)
+
+
+@kopf.on.event(GROUP, VERSION, "virtualmachines")
+def vm_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body = dict(event["object"])
+    if event["type"] == "DELETED":
+        rt.vms.remove(body)
+        return
+    rt.vm_queue.add(rt.vms.upsert(body))
+
+
+@kopf.on.delete(GROUP, VERSION, "virtualmachines")
+async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    rt = runtime()
+    try:
+        outcome = await rt.vm_controller.delete(dict(body))
+    except DeletionBlocked as exc:
+        raise kopf.TemporaryError(str(exc), delay=15) from exc
+    logger.info(outcome)

@@ -1,0 +1,157 @@
+"""Domain operations on a live connection (blocking: call them through HostConnection.call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import libvirt
+
+from vdc.libvirt.domain_xml import DomainConfig, DomainXmlError, owner_from_domain_xml
+from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, NotFound, translated
+
+DomainState = Literal["running", "paused", "shutoff", "crashed", "other"]
+ShutoffCause = Literal["guest", "destroyed", "crashed", "failed", "other"]
+
+
+@dataclass(frozen=True)
+class DomainObservation:
+    """A domain as libvirt reports it."""
+
+    state: DomainState
+    cause: ShutoffCause = "other"
+    """Why a shut-off domain is off (libvirt's VIR_DOMAIN_SHUTOFF_* reason)."""
+    defined: DomainConfig | None = None
+    """The persistent definition (what the next boot uses)."""
+    live: DomainConfig | None = None
+    """The running configuration, when running."""
+
+
+_STATES: dict[int, DomainState] = {
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+}
+_SHUTOFF_CAUSES: dict[int, ShutoffCause] = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "guest",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+}
+
+
+def _parse(xml: str) -> DomainConfig | None:
+    try:
+        return DomainConfig.from_string(xml)
+    except DomainXmlError:
+        return None  # not something we can read back: treated as differing, so it is redefined
+
+
+def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
+    with translated():
+        return conn.lookupByUUIDString(uuid)
+
+
+def observe_domain(conn: libvirt.virConnect, uuid: str) -> DomainObservation | None:
+    """The domain with this UUID, or None when the host has none."""
+    try:
+        dom = _lookup(conn, uuid)
+        with translated():
+            state, reason = dom.state()
+            kind = _STATES.get(state, "other")
+            defined = _parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            live = _parse(dom.XMLDesc(0)) if kind in ("running", "paused") else None
+    except DomainNotFound:
+        return None
+    cause = _SHUTOFF_CAUSES.get(reason, "other") if kind == "shutoff" else "other"
+    return DomainObservation(state=kind, cause=cause, defined=defined, live=live)
+
+
+def domain_exists(conn: libvirt.virConnect, uuid: str) -> bool:
+    try:
+        _lookup(conn, uuid)
+    except DomainNotFound:
+        return False
+    return True
+
+
+class NameTaken(LibvirtFailure):
+    """Another domain, not one we made for this object, already has the name."""
+
+
+def define(conn: libvirt.virConnect, config: DomainConfig) -> None:
+    """Define (or redefine) the domain. A domain of the same name left by an earlier object of the
+    same namespace/name (another uid: deleted while its host was away) is removed first."""
+    try:
+        with translated():
+            conn.defineXML(config.to_string())
+        return
+    except LibvirtFailure as failure:
+        try:
+            with translated():
+                existing = conn.lookupByName(config.name)
+                existing_uuid = existing.UUIDString()
+                existing_xml = existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except NotFound:
+            raise failure from None
+        if existing_uuid == config.uuid:
+            raise
+        owner = owner_from_domain_xml(existing_xml)
+        if owner is None or (owner.namespace, owner.name) != (config.owner.namespace, config.owner.name):
+            raise NameTaken(
+                f"a domain named {config.name} that vdc-operator did not create for this VM exists "
+                f"(uuid {existing_uuid}); rename or remove it"
+            ) from failure
+    remove(conn, existing_uuid)
+    with translated():
+        conn.defineXML(config.to_string())
+
+
+def start(conn: libvirt.virConnect, uuid: str) -> None:
+    dom = _lookup(conn, uuid)
+    with translated():
+        dom.create()
+
+
+def shutdown(conn: libvirt.virConnect, uuid: str) -> None:
+    dom = _lookup(conn, uuid)
+    with translated():
+        dom.shutdown()
+
+
+def destroy(conn: libvirt.virConnect, uuid: str) -> None:
+    dom = _lookup(conn, uuid)
+    with translated():
+        if dom.isActive():
+            dom.destroy()
+
+
+def set_memory(conn: libvirt.virConnect, uuid: str, kib: int) -> None:
+    dom = _lookup(conn, uuid)
+    with translated():
+        dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def remove(conn: libvirt.virConnect, uuid: str) -> bool:
+    """Stop and undefine the domain; False when it was already gone."""
+    try:
+        dom = _lookup(conn, uuid)
+    except DomainNotFound:
+        return False
+    with translated():
+        if dom.isActive():
+            dom.destroy()
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        )
+        try:
+            dom.undefineFlags(flags)
+        except libvirt.libvirtError:
+            dom.undefine()
+    return True
