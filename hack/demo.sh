@@ -41,7 +41,8 @@ for i, line in enumerate(open(sys.argv[1]).read().split("\n")):
         continue
     docs.append({"apiVersion": "vdc.dev/v1alpha1", "kind": "Host",
                  "metadata": {"name": parts[0], "labels": {"topology.kubernetes.io/zone": f"zone-{i % 2 + 1}"}},
-                 "spec": {"uri": parts[1]}})
+                 # The rig's hosts emulate (TCG): nested KVM is not dependable on build machines.
+                 "spec": {"uri": parts[1], "virtualization": "Emulated", "cpuOvercommit": 4}})
 print(yaml.safe_dump_all(docs))
 PY
   log "Host objects applied"

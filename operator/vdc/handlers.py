@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +79,18 @@ async def _resync(rt: Runtime) -> None:
             rt.vm_queue.add(key_of(body))
 
 
+def _dump_tasks() -> None:
+    """`kill -USR2 <pid>`: log every asyncio task's stack (what is everyone waiting for?)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where)
+
+
 @kopf.on.startup()
 async def start(**_: Any) -> None:
     global _runtime
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
     hosts, vms = ObjectCache(), ObjectCache()
     writer = KubeWriter()
     connections = ConnectionManager(on_domain_event=_on_domain_event, on_change=_on_connection_change)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import signal
 from typing import Any
 
 import kopf
@@ -31,7 +33,13 @@ def run(*, namespace: list[str], liveness: str, verbose: bool) -> None:
     """Run the operator until interrupted."""
     import vdc.handlers  # noqa: F401  (registers the kopf handlers)
 
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck operator.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
     kopf.configure(verbose=verbose)
+    if not verbose:
+        # kopf logs every handled watch event at INFO ("Handler 'vm_event' succeeded."): noise at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespace,

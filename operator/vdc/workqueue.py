@@ -71,6 +71,13 @@ class WorkQueue(Generic[K]):
                 await task
         self._tasks.clear()
 
+    def _retry(self, key: K) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
+        log.info("%s: retrying %s in %.1fs (attempt %d)", self.name, key, delay, failures)
+        self.add_after(key, delay)
+
     async def _work(self) -> None:
         while True:
             key = await self._queue.get()
@@ -79,7 +86,11 @@ class WorkQueue(Generic[K]):
             try:
                 again = await self._reconcile(key)
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the worker itself is being stopped
+                # An await inside the reconcile was cancelled (e.g. a host connection closing): a failure.
+                self._retry(key)
             except Exception:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures

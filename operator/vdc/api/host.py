@@ -53,6 +53,13 @@ class HostSpec(ApiModel):
         default=None,
         update="live",
     )
+    virtualization: Literal["Auto", "KVM", "Emulated"] = field(
+        "How guests run: KVM (hardware virtualisation), Emulated (QEMU's TCG: slow, works everywhere), or "
+        "Auto (KVM when the host offers it). Use Emulated where /dev/kvm exists but does not work (some "
+        "nested setups).",
+        default="Auto",
+        update="restart",
+    )
     maintenance: bool = field(
         "Cordons the host: no new VMs are placed on it. Running VMs stay (evacuation comes with migration).",
         default=False,

@@ -63,6 +63,9 @@ class Cpu(ApiModel):
                 field_path=".topology",
             ),
             cel("self.mode != 'Custom' || has(self.model)", "mode Custom needs model", field_path=".model"),
+            cel(
+                "self.mode == 'Custom' || !has(self.model)", "model is only used with mode Custom", field_path=".model"
+            ),
         )
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
@@ -43,8 +44,9 @@ def _rfc3339(when: datetime | None) -> str | None:
 
 def allocatable(spec: HostSpec, facts: HostFacts) -> tuple[int, int]:
     """(vCPUs, memory bytes) offered to VMs: capacity less reservations, times overcommit."""
-    cpus = int(max(0, facts.cpus - spec.reserved.cpus) * spec.cpu_overcommit)
-    memory = int(max(0, facts.memory_bytes - to_bytes(spec.reserved.memory)) * spec.memory_overcommit)
+    # Decimal of the written ratio: 100 CPUs x 1.15 is 115, not float's 114.99999.
+    cpus = int(max(0, facts.cpus - spec.reserved.cpus) * Decimal(str(spec.cpu_overcommit)))
+    memory = int(max(0, facts.memory_bytes - to_bytes(spec.reserved.memory)) * Decimal(str(spec.memory_overcommit)))
     return cpus, memory
 
 

@@ -149,7 +149,8 @@ class VmController:
             facts = self.host_controller.facts(host)
             if facts is None:
                 facts = await conn.call(read_host_facts)
-            desired = domain_for(vm, domain_type=facts.preferred_domain_type)
+            host_spec = (self.hosts.get(("", host)) or {}).get("spec", {})
+            desired = domain_for(vm, domain_type=facts.domain_type(host_spec.get("virtualization", "Auto")))
         except UnsupportedSpec as exc:
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("UnsupportedSpec", str(exc)))  # fmt: skip

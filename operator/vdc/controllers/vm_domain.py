@@ -12,6 +12,7 @@ from vdc.libvirt.domain_xml import (
     CpuTuneConfig,
     DomainConfig,
     DomainType,
+    DomainXmlError,
     GraphicsConfig,
     OsConfig,
     OwnerMetadata,
@@ -38,7 +39,18 @@ class UnsupportedSpec(ValueError):
 
 
 def domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
-    """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart."""
+    """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart.
+
+    Raises UnsupportedSpec for anything admission let through that libvirt XML cannot express."""
+    try:
+        config = _domain_for(vm, domain_type=domain_type)
+        config.to_string()  # text XML cannot carry (control characters) fails here, not in the define
+    except DomainXmlError as exc:
+        raise UnsupportedSpec(f"the spec cannot be expressed as a libvirt domain: {exc}") from exc
+    return config
+
+
+def _domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
     meta = vm.metadata
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
     spec = vm.spec
@@ -74,7 +86,7 @@ def domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
         vcpus=spec.cpu.count,
         cpu=CpuConfig(
             mode=CPU_MODES[spec.cpu.mode],
-            model=spec.cpu.model,
+            model=spec.cpu.model if spec.cpu.mode == "Custom" else None,
             sockets=topology.sockets if topology else None,
             cores=topology.cores if topology else None,
             threads=topology.threads if topology else None,

@@ -23,13 +23,16 @@ class VmPlan:
     restart_required: tuple[str, ...] = ()
 
 
+MACHINE_EXPANSIONS = {"q35": "pc-q35-", "pc": "pc-i440fx-"}
+
+
 def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
     """``config`` with what libvirt fills in on its own (machine version, emulator, generation) taken
     from ``desired``, so that only real differences remain."""
     os = config.os
-    # libvirt expands "q35" to the versioned "pc-q35-7.2".
+    # libvirt expands "q35" to the versioned "pc-q35-7.2" and "pc" to "pc-i440fx-7.2".
     wanted = desired.os.machine
-    if wanted and os.machine and os.machine.startswith((f"pc-{wanted}-", f"{wanted}-")):
+    if wanted and os.machine and os.machine.startswith(MACHINE_EXPANSIONS.get(wanted, f"{wanted}-")):
         os = dataclasses.replace(os, machine=wanted)
     # A running domain shows the CPU model libvirt/QEMU chose; only topology and named models are ours.
     if desired.cpu.mode in ("default", "host-model") and config.cpu != desired.cpu:
@@ -115,6 +118,10 @@ def plan_vm(
             restart_required,
         )
 
+    if strategy == "Once" and booted_before and observed.state == "crashed":
+        return VmPlan(
+            (*actions, "destroy"), "Stopping", False, "Stopping", "the guest crashed; runStrategy Once keeps it off"
+        )
     stays_off = (strategy == "RerunOnFailure" and observed.state == "shutoff" and observed.cause == "guest") or (
         strategy == "Once" and booted_before
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -19,12 +20,18 @@ def merge_patch(old: Any, new: Any) -> Any:
     for key, value in new.items():
         if key not in old:
             patch[key] = value
-        elif old[key] != value:
-            if isinstance(old[key], dict) and isinstance(value, dict):
-                patch[key] = merge_patch(old[key], value)
-            else:
-                patch[key] = value
+        elif isinstance(old[key], dict) and isinstance(value, dict):
+            nested = merge_patch(old[key], value)
+            if nested:
+                patch[key] = nested
+        elif _differs(old[key], value):
+            patch[key] = value
     return patch
+
+
+def _differs(a: Any, b: Any) -> bool:
+    """JSON inequality: unlike Python's, 1 and true differ (also inside lists)."""
+    return a != b or json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True)
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -40,7 +40,8 @@ OWNER_TAG = f"{{{OWNER_NS}}}owner"
 
 ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 
-DomainType = Literal["qemu", "kvm"]
+DomainType = Literal["qemu", "kvm", "test"]
+"""test: libvirt's test driver (fake domains, for scale tests)."""
 CpuMode = Literal["default", "host-passthrough", "host-model", "custom"]
 Firmware = Literal["bios", "efi"]
 BootDevice = Literal["hd", "cdrom", "network", "fd"]

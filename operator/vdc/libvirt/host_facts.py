@@ -24,11 +24,12 @@ class HostFacts:
     domain_types: frozenset[str]
     """Domain types the host can run for x86_64 (``kvm`` only with hardware virtualisation)."""
 
-    @property
-    def preferred_domain_type(self) -> str:
-        for kind in ("kvm", "qemu", "test"):
-            if kind in self.domain_types:
-                return kind
+    def domain_type(self, virtualization: str = "Auto") -> str:
+        """The domain type for guests: ``virtualization`` is Host.spec.virtualization (Auto/KVM/Emulated)."""
+        if "test" in self.domain_types and not self.domain_types & {"kvm", "qemu"}:
+            return "test"  # libvirt's test driver
+        if virtualization == "KVM" or (virtualization == "Auto" and "kvm" in self.domain_types):
+            return "kvm"
         return "qemu"
 
 

@@ -1,0 +1,110 @@
+"""The object cache (``kube.cache.ObjectCache``): latest body per (namespace, name), lookup by uid,
+and our own status patches applied locally so the next reconcile does not write them again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vdc.kube.cache import ObjectCache, key_of
+from vdc.kube.patch import merge_patch
+
+
+def body(name: str, uid: str, *, namespace: str | None = "ns", **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "uid": uid}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return {"metadata": meta, **extra}
+
+
+def test_key_of_namespaced_and_cluster_scoped_objects() -> None:
+    assert key_of(body("vm", "u1")) == ("ns", "vm")
+    assert key_of(body("host-1", "u2", namespace=None)) == ("", "host-1")
+    assert key_of({"metadata": {"name": "h", "namespace": ""}}) == ("", "h")
+
+
+def test_upsert_get_and_lookup_by_uid() -> None:
+    cache = ObjectCache()
+    assert cache.upsert(body("vm", "u1", spec={"a": 1})) == ("ns", "vm")
+    assert cache.get(("ns", "vm")) == body("vm", "u1", spec={"a": 1})
+    assert cache.key_for_uid("u1") == ("ns", "vm")
+    assert cache.get(("other", "vm")) is None
+    assert cache.key_for_uid("nope") is None
+    assert len(cache) == 1
+
+
+def test_the_latest_body_wins() -> None:
+    cache = ObjectCache()
+    cache.upsert(body("vm", "u1", spec={"a": 1}))
+    cache.upsert(body("vm", "u1", spec={"a": 2}))
+    assert cache.get(("ns", "vm")) == body("vm", "u1", spec={"a": 2})
+    assert len(cache) == 1
+
+
+def test_an_object_recreated_under_the_same_name_forgets_the_old_uid() -> None:
+    cache = ObjectCache()
+    cache.upsert(body("vm", "old-uid"))
+    cache.upsert(body("vm", "new-uid"))
+    assert cache.key_for_uid("old-uid") is None
+    assert cache.key_for_uid("new-uid") == ("ns", "vm")
+
+
+def test_remove() -> None:
+    cache = ObjectCache()
+    cache.upsert(body("vm", "u1"))
+    cache.upsert(body("vm", "u2", namespace="other"))
+    assert cache.remove(body("vm", "u1")) == ("ns", "vm")
+    assert cache.get(("ns", "vm")) is None
+    assert cache.key_for_uid("u1") is None
+    assert cache.key_for_uid("u2") == ("other", "vm")
+    # Removing what is not there is harmless.
+    assert cache.remove(body("vm", "u1")) == ("ns", "vm")
+    assert len(cache) == 1
+
+
+def test_iteration_is_over_a_snapshot() -> None:
+    cache = ObjectCache()
+    for i in range(3):
+        cache.upsert(body(f"vm-{i}", f"u{i}"))
+    seen = []
+    for obj in cache:
+        seen.append(obj["metadata"]["name"])
+        cache.remove(obj)  # mutating while iterating must not raise
+    assert sorted(seen) == ["vm-0", "vm-1", "vm-2"]
+    assert len(cache) == 0
+
+
+def test_note_status_applies_our_patch_locally() -> None:
+    cache = ObjectCache()
+    old_status = {"phase": "Starting", "host": "h1", "conditions": [{"type": "Ready", "status": "False"}]}
+    cache.upsert(body("vm", "u1", spec={"x": 1}, status=old_status))
+    new_status = {"phase": "Running", "host": "h1", "conditions": [{"type": "Ready", "status": "True"}]}
+    cache.note_status(("ns", "vm"), merge_patch(old_status, new_status))
+    got = cache.get(("ns", "vm"))
+    assert got is not None
+    assert got["status"] == new_status
+    assert got["spec"] == {"x": 1}
+    # A whole status given as the patch (what the controllers pass) also lands.
+    cache.note_status(("ns", "vm"), {"phase": "Stopped"})
+    got = cache.get(("ns", "vm"))
+    assert got is not None
+    assert got["status"]["phase"] == "Stopped"
+    assert got["status"]["host"] == "h1"
+
+
+def test_note_status_on_an_object_without_status_or_not_cached() -> None:
+    cache = ObjectCache()
+    cache.upsert(body("vm", "u1"))
+    cache.note_status(("ns", "vm"), {"phase": "Running"})
+    got = cache.get(("ns", "vm"))
+    assert got is not None
+    assert got["status"] == {"phase": "Running"}
+    cache.note_status(("ns", "missing"), {"phase": "Running"})
+    assert cache.get(("ns", "missing")) is None
+
+
+def test_note_status_does_not_mutate_the_body_the_watch_delivered() -> None:
+    cache = ObjectCache()
+    delivered = body("vm", "u1", status={"phase": "Starting"})
+    cache.upsert(delivered)
+    cache.note_status(("ns", "vm"), {"phase": "Running"})
+    assert delivered["status"] == {"phase": "Starting"}
