@@ -33,6 +33,9 @@ lint:                 ## ruff and mypy
 	.venv/bin/ruff format --check operator tests bench
 	.venv/bin/mypy
 
+bench:                ## VM scale benchmark: prints figures next to raw libvirt's (root, after make bootstrap)
+	$(PY) bench/vm_scale.py
+
 crds:                 ## regenerate crds/ and the chart's copy from the models
 	$(PY) -m vdc.cli.main crds
 

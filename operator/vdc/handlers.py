@@ -7,13 +7,14 @@ import asyncio
 import logging
 import random
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 import libvirt
 
 from vdc.api.meta import GROUP, VERSION
+from vdc.api.virtualmachine import VirtualMachine
 from vdc.controllers.host import HostController
 from vdc.controllers.vm import DeletionBlocked, VmController
 from vdc.kube.cache import Key, ObjectCache, key_of
@@ -24,6 +25,7 @@ from vdc.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 120.0
+HOST_COUNTS_DELAY = 2.0
 
 
 @dataclass
@@ -38,9 +40,14 @@ class Runtime:
     host_queue: WorkQueue[Key]
     vm_queue: WorkQueue[Key]
     resync: asyncio.Task[None] | None = None
+    blocked_deletions: set[str] = field(default_factory=set)
 
     def vms_on(self, host: str) -> list[Key]:
-        return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) in (host, None)]
+        """VMs placed on ``host``."""
+        return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) == host]
+
+    def unplaced_vms(self) -> list[Key]:
+        return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) is None]
 
 
 _runtime: Runtime | None = None
@@ -56,7 +63,7 @@ def _on_domain_event(event: DomainEvent) -> None:
     if event.event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
         return  # our own defines; a definition changed behind our back is corrected at resync
     rt = runtime()
-    rt.host_queue.add(("", event.host))  # domain counts
+    rt.host_queue.add_after(("", event.host), HOST_COUNTS_DELAY)  # domain counts: many events, one write
     key = rt.vms.key_for_uid(event.uuid)
     if key is not None:
         rt.vm_queue.add(key)
@@ -65,7 +72,7 @@ def _on_domain_event(event: DomainEvent) -> None:
 def _on_connection_change(host: str) -> None:
     rt = runtime()
     rt.host_queue.add(("", host))
-    for key in rt.vms_on(host):
+    for key in rt.vms_on(host) + rt.unplaced_vms():
         rt.vm_queue.add(key)
 
 
@@ -126,8 +133,9 @@ def host_event(event: kopf.RawEvent, **_: Any) -> None:
     body = dict(event["object"])
     key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
     rt.host_queue.add(key)
-    # A host that changed may now fit VMs that did not fit anywhere, or hold VMs that need a look.
-    for vm_key in rt.vms_on(key[1]):
+    # A host that changed may now fit VMs that did not fit anywhere. (Its own VMs need a look only when
+    # its connection changes: the connection reports that.)
+    for vm_key in rt.unplaced_vms():
         rt.vm_queue.add(vm_key)
 
 
@@ -147,5 +155,12 @@ async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     try:
         outcome = await rt.vm_controller.delete(dict(body))
     except DeletionBlocked as exc:
+        uid = str(body.get("metadata", {}).get("uid"))
+        if uid not in rt.blocked_deletions:  # one Event, not one per retry
+            rt.blocked_deletions.add(uid)
+            await rt.vm_controller.writer.event(
+                VirtualMachine.KIND, dict(body), "DeletionBlocked", str(exc), warning=True
+            )
         raise kopf.TemporaryError(str(exc), delay=15) from exc
+    rt.blocked_deletions.discard(str(body.get("metadata", {}).get("uid")))
     logger.info(outcome)

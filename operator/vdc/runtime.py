@@ -18,11 +18,22 @@ FINALIZER = f"{GROUP}/finalizer"
 """The finalizer every kind's deletion handler uses."""
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No last-handled-configuration annotation: our controllers are level-triggered (they never ask
+    kopf what changed), so storing a copy of every spec would only cost an API write per change."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Kubernetes Events only for what a user cares about; kopf's own chatter stays in the log.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from typing import Annotated
@@ -55,6 +56,7 @@ def to_decimal(quantity: str | int) -> Decimal:
     return Decimal(parse_quantity(quantity))  # type: ignore[no-untyped-call]
 
 
+@functools.lru_cache(maxsize=4096)
 def to_bytes(quantity: str | int) -> int:
     """A byte count, rounded up (``1.5Ki`` is 1536; ``100m`` of a byte is 1)."""
     value = to_decimal(quantity)
