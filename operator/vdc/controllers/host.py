@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+
+import kubernetes
 
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
 from vdc.api.host import Host, HostDomainCounts, HostResources, HostSpec, HostStatus
@@ -17,6 +20,7 @@ from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager
+from vdc.libvirt.credentials import CredentialsError, files_for, uri_with_files, write_files
 from vdc.libvirt.errors import LibvirtFailure
 from vdc.libvirt.host_facts import HostFacts, read_host_facts
 
@@ -123,6 +127,17 @@ class HostController:
         self.writer = writer
         self._facts: dict[str, HostFacts] = {}
 
+    async def _effective_uri(self, name: str, host: Host) -> str:
+        """The URI with credential files from the Secret written out (none needed for unix sockets)."""
+        ref = host.spec.credentials_secret_ref
+        if ref is None:
+            return host.spec.uri
+        files = files_for(host.spec.uri, await self.writer.secret_data(ref.namespace, ref.name))
+        if not files:
+            return host.spec.uri
+        directory = await asyncio.to_thread(write_files, name, files)
+        return uri_with_files(host.spec.uri, directory, set(files))
+
     def facts(self, host: str) -> HostFacts | None:
         return self._facts.get(host)
 
@@ -143,7 +158,20 @@ class HostController:
             return None
         host = Host.model_validate(body)
         name = key[1]
-        conn = await self.connections.ensure(name, host.spec.uri)
+        try:
+            uri = await self._effective_uri(name, host)
+        except (CredentialsError, kubernetes.client.ApiException) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            message = f"host credentials: {reason}; fix spec.credentialsSecretRef or the Secret"
+            status = host_status(host.spec, body["metadata"].get("generation"),
+                                 HostObservation(connected=False, error=message), host.status)  # fmt: skip
+            conds = set_condition(status.conditions, STALLED, "True", "CredentialsInvalid", message)
+            wire = status.model_copy(update={"conditions": conds}).to_wire()
+            if _worth_writing(body.get("status") or {}, wire) and await self.writer.patch_status(Host.KIND, body, wire):
+                self.hosts.note_status(key, wire)
+                await self.writer.event(Host.KIND, body, "CredentialsInvalid", message, warning=True)
+            return RESYNC_SECONDS
+        conn = await self.connections.ensure(name, uri)
         observation = HostObservation(connected=False, error=conn.last_error)
         if conn.connected:
             try:

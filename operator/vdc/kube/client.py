@@ -59,6 +59,11 @@ class KubeWriter:
         API_WRITES.labels(info.kind, "patch-status").inc()
         return True
 
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's base64 ``data`` (raises kubernetes ApiException, e.g. 404)."""
+        secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        return {k: str(v) for k, v in (secret.data or {}).items()}
+
     async def event(
         self, info: KindInfo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
