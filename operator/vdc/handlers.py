@@ -127,14 +127,23 @@ async def stop(**_: Any) -> None:
     await rt.connections.close_all()
 
 
+def _only_our_status_changed(event: kopf.RawEvent, body: dict[str, Any]) -> bool:
+    """A MODIFIED event whose spec generation we already acted on: our own status write coming back."""
+    if event["type"] != "MODIFIED" or body["metadata"].get("deletionTimestamp"):
+        return False
+    observed = (body.get("status") or {}).get("observedGeneration")
+    return observed is not None and observed == body["metadata"].get("generation")
+
+
 @kopf.on.event(GROUP, VERSION, "hosts")
 def host_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body = dict(event["object"])
     key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
-    rt.host_queue.add(key)
-    # A host that changed may now fit VMs that did not fit anywhere. (Its own VMs need a look only when
-    # its connection changes: the connection reports that.)
+    if not _only_our_status_changed(event, body):
+        rt.host_queue.add(key)
+    # A host that changed (its status too: Ready, allocatable) may now fit VMs that fit nowhere before.
+    # Its own VMs need a look only when its connection changes, which the connection reports.
     for vm_key in rt.unplaced_vms():
         rt.vm_queue.add(vm_key)
 
@@ -145,8 +154,12 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
     body = dict(event["object"])
     if event["type"] == "DELETED":
         rt.vms.remove(body)
+        for vm_key in rt.unplaced_vms():  # its room is free now
+            rt.vm_queue.add(vm_key)
         return
-    rt.vm_queue.add(rt.vms.upsert(body))
+    key = rt.vms.upsert(body)
+    if not _only_our_status_changed(event, body):
+        rt.vm_queue.add(key)
 
 
 @kopf.on.delete(GROUP, VERSION, "virtualmachines")

@@ -201,6 +201,8 @@ class ExistingVolume(ApiModel):
 class CloudInitSource(ApiModel):
     """This disk is the NoCloud seed (CD-ROM) built from spec.cloudInit."""
 
+    pool: Name = field("StoragePool the seed ISO volume is created in.", update="immutable")
+
 
 class DiskSource(ApiModel):
     """Where a disk's data comes from: exactly one of blank, clone, volume, cloudInit."""
@@ -253,10 +255,10 @@ class Disk(ApiModel):
         "Serial number the guest sees.", default=None, update="restart"
     )
     iotune: IoTune | None = field("I/O limits.", default=None, update="live")
-    deletion_policy: Literal["Delete", "Retain"] = field(
-        "Whether deleting the VM deletes this disk's volume. Existing volumes default to Retain in effect "
-        "unless Delete is set explicitly.",
-        default="Delete",
+    deletion_policy: Literal["Delete", "Retain"] | None = field(
+        "Whether deleting the VM deletes this disk's volume. Default: Delete for volumes the operator "
+        "created (blank, clone, cloudInit), Retain for an existing volume it adopted.",
+        default=None,
         update="live",
     )
 
