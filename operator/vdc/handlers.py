@@ -14,12 +14,14 @@ import kopf
 import libvirt
 
 from vdc.api.meta import GROUP, VERSION
+from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.controllers.host import HostController
+from vdc.controllers.storagepool import POOL_PREFIX, PoolController, PoolDeletionBlocked
 from vdc.controllers.vm import DeletionBlocked, VmController
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
-from vdc.libvirt.connection import ConnectionManager, DomainEvent
+from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
 from vdc.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,13 @@ class Runtime:
 
     hosts: ObjectCache
     vms: ObjectCache
+    pools: ObjectCache
     connections: ConnectionManager
     host_controller: HostController
     vm_controller: VmController
+    pool_controller: PoolController
     host_queue: WorkQueue[Key]
+    pool_queue: WorkQueue[Key]
     vm_queue: WorkQueue[Key]
     resync: asyncio.Task[None] | None = None
     blocked_deletions: set[str] = field(default_factory=set)
@@ -69,9 +74,21 @@ def _on_domain_event(event: DomainEvent) -> None:
         rt.vm_queue.add(key)
 
 
+def _on_pool_event(event: PoolEvent) -> None:
+    rt = runtime()
+    if event.name.startswith(POOL_PREFIX):
+        rt.pool_queue.add(("", event.name.removeprefix(POOL_PREFIX)))
+
+
+def _queue_all_pools(rt: Runtime) -> None:
+    for body in rt.pools:
+        rt.pool_queue.add(key_of(body))
+
+
 def _on_connection_change(host: str) -> None:
     rt = runtime()
     rt.host_queue.add(("", host))
+    _queue_all_pools(rt)
     for key in rt.vms_on(host) + rt.unplaced_vms():
         rt.vm_queue.add(key)
 
@@ -84,6 +101,7 @@ async def _resync(rt: Runtime) -> None:
             rt.host_queue.add(key_of(body))
         for body in rt.vms:
             rt.vm_queue.add(key_of(body))
+        _queue_all_pools(rt)
 
 
 def _dump_tasks() -> None:
@@ -98,21 +116,28 @@ def _dump_tasks() -> None:
 async def start(**_: Any) -> None:
     global _runtime
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
-    hosts, vms = ObjectCache(), ObjectCache()
+    hosts, vms, pools = ObjectCache(), ObjectCache(), ObjectCache()
     writer = KubeWriter()
-    connections = ConnectionManager(on_domain_event=_on_domain_event, on_change=_on_connection_change)
+    connections = ConnectionManager(
+        on_domain_event=_on_domain_event, on_change=_on_connection_change, on_pool_event=_on_pool_event
+    )
     host_controller = HostController(hosts, vms, connections, writer)
-    vm_controller = VmController(vms, hosts, connections, writer, host_controller)
+    pool_controller = PoolController(pools, hosts, connections, writer)
+    vm_controller = VmController(vms, hosts, connections, writer, host_controller, pools)
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
+        pools=pools,
         connections=connections,
         host_controller=host_controller,
         vm_controller=vm_controller,
+        pool_controller=pool_controller,
         host_queue=WorkQueue("hosts", host_controller.reconcile, workers=4),
+        pool_queue=WorkQueue("pools", pool_controller.reconcile, workers=2),
         vm_queue=WorkQueue("vms", vm_controller.reconcile, workers=16),
     )
     _runtime.host_queue.start()
+    _runtime.pool_queue.start()
     _runtime.vm_queue.start()
     _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
 
@@ -123,6 +148,7 @@ async def stop(**_: Any) -> None:
     if rt.resync is not None:
         rt.resync.cancel()
     await rt.vm_queue.stop()
+    await rt.pool_queue.stop()
     await rt.host_queue.stop()
     await rt.connections.close_all()
 
@@ -142,6 +168,7 @@ def host_event(event: kopf.RawEvent, **_: Any) -> None:
     key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
     if not _only_our_status_changed(event, body):
         rt.host_queue.add(key)
+    _queue_all_pools(rt)  # a host that turned Ready (or changed labels) may need pools
     # A host that changed (its status too: Ready, allocatable) may now fit VMs that fit nowhere before.
     # Its own VMs need a look only when its connection changes, which the connection reports.
     for vm_key in rt.unplaced_vms():
@@ -176,4 +203,29 @@ async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             )
         raise kopf.TemporaryError(str(exc), delay=15) from exc
     rt.blocked_deletions.discard(str(body.get("metadata", {}).get("uid")))
+    logger.info(outcome)
+
+
+@kopf.on.event(GROUP, VERSION, "storagepools")
+def pool_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body = dict(event["object"])
+    key = rt.pools.remove(body) if event["type"] == "DELETED" else rt.pools.upsert(body)
+    if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
+        rt.pool_queue.add(key)
+    for vm_key in rt.unplaced_vms():  # pool availability decides placement too
+        rt.vm_queue.add(vm_key)
+
+
+@kopf.on.delete(GROUP, VERSION, "storagepools")
+async def pool_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    rt = runtime()
+    try:
+        outcome = await rt.pool_controller.delete(dict(body))
+    except PoolDeletionBlocked as exc:
+        uid = str(body.get("metadata", {}).get("uid"))
+        if uid not in rt.blocked_deletions:
+            rt.blocked_deletions.add(uid)
+            await rt.vm_controller.writer.event(StoragePool.KIND, dict(body), "DeletionBlocked", str(exc), warning=True)
+        raise kopf.TemporaryError(str(exc), delay=15) from exc
     logger.info(outcome)

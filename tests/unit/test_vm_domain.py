@@ -22,7 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vdc.api.virtualmachine import VirtualMachine
-from vdc.controllers.vm_domain import CONSOLE_LOG_DIR, CPU_PERIOD_US, UnsupportedSpec, domain_for, domain_name
+from vdc.controllers.vm_domain import (
+    CONSOLE_LOG_DIR,
+    CPU_PERIOD_US,
+    AttachedVolume,
+    UnsupportedSpec,
+    domain_for,
+    domain_name,
+)
 from vdc.controllers.vm_plan import differing_fields, plan_vm
 from vdc.libvirt.domain_xml import (
     CpuConfig,
@@ -261,7 +268,7 @@ def test_cpu_limit_never_exceeds_the_vms_share_and_respects_libvirts_minimum(cou
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"disks": [{"name": "root", "source": {"blank": {"pool": "default", "size": "1Gi"}}}]}, "disks"),
+        ({"disks": [{"name": "root", "source": {"blank": {"pool": "default", "size": "1Gi"}}}]}, "no volume yet"),
         ({"interfaces": [{"name": "eth0", "switch": "lan"}]}, "interfaces"),
         ({"boot": {}}, "kernel"),
     ],
@@ -269,6 +276,37 @@ def test_cpu_limit_never_exceeds_the_vms_share_and_respects_libvirts_minimum(cou
 def test_what_is_not_built_yet_is_unsupported_with_a_message(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(UnsupportedSpec, match=message):
         build(spec)
+
+
+def test_disks_become_devices_in_spec_order_with_their_volumes() -> None:
+    vm = make_vm(
+        {
+            "disks": [
+                {"name": "root", "source": {"blank": {"pool": "p", "size": "1Gi"}}, "bootOrder": 1},
+                {"name": "seed", "source": {"cloudInit": {"pool": "p"}}},
+                {"name": "data", "source": {"volume": {"pool": "p", "name": "d.raw"}}, "bus": "sata", "readOnly": True},
+            ],
+            "boot": {},
+            "cloudInit": {"userData": "#cloud-config"},
+        }
+    )
+    config = domain_for(
+        vm,
+        domain_type="qemu",
+        volumes={
+            "root": AttachedVolume("/p/root.qcow2", "qcow2"),
+            "seed": AttachedVolume("/p/seed.iso", "iso"),
+            "data": AttachedVolume("/p/d.raw", "raw"),
+        },
+    )
+    by_path = {d.source_file: d for d in config.disks}
+    assert (by_path["/p/root.qcow2"].target_dev, by_path["/p/root.qcow2"].driver_type) == ("vda", "qcow2")
+    assert by_path["/p/root.qcow2"].boot_order == 1 and config.os.boot_devices == ()
+    seed = by_path["/p/seed.iso"]
+    assert (seed.device, seed.bus, seed.readonly, seed.target_dev) == ("cdrom", "sata", True, "sda")
+    data = by_path["/p/d.raw"]
+    assert (data.bus, data.target_dev, data.readonly) == ("sata", "sdb", True)
+    config.to_string()
 
 
 def test_unsupported_spec_is_a_value_error() -> None:

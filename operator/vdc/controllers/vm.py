@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
+import kubernetes
 from pydantic import ValidationError
 
+from vdc.api.common import SecretKeyRef
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, ConditionStatus, now_rfc3339, set_condition
-from vdc.api.quantity import to_bytes
-from vdc.api.virtualmachine import Phase, VirtualMachine, VirtualMachineStatus
+from vdc.api.quantity import format_bytes_mi, to_bytes
+from vdc.api.virtualmachine import DiskStatus, Phase, VirtualMachine, VirtualMachineStatus
+from vdc.cloudinit import CloudInitError, build_seed_iso, seed_meta_data
 from vdc.controllers.host import HostController, host_is_schedulable
-from vdc.controllers.vm_domain import UnsupportedSpec, domain_for, domain_name
+from vdc.controllers.storagepool import pools_on
+from vdc.controllers.vm_disks import DiskSpecError, PoolMissing, VolumePlan, plan_volumes, pool_bytes, target_devices
+from vdc.controllers.vm_domain import AttachedVolume, UnsupportedSpec, domain_for, domain_name
 from vdc.controllers.vm_plan import VmPlan, plan_vm
+from vdc.controllers.vm_volumes import delete_volumes, ensure_volumes, grow
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
-from vdc.libvirt import domains
+from vdc.libvirt import domains, storage
 from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.domain_xml import DomainConfig
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
+from vdc.libvirt.storage import VolumeObservation
 from vdc.scheduler.placement import HostCandidate, PlacementRequest, place
 
 log = logging.getLogger(__name__)
@@ -50,7 +60,9 @@ class VmController:
         connections: ConnectionManager,
         writer: KubeWriter,
         host_controller: HostController,
+        pools: ObjectCache | None = None,
     ) -> None:
+        self.pools = pools if pools is not None else ObjectCache()
         self.vms = vms
         self.hosts = hosts
         self.connections = connections
@@ -59,6 +71,7 @@ class VmController:
         self._assumed: dict[str, str] = {}
         """uid -> host chosen but not yet visible in the cached status (kube-scheduler's assume cache)."""
         self._shutdown_since: dict[str, float] = {}
+        self._disk_status: dict[str, list[DiskStatus]] = {}
 
     # --- placement -------------------------------------------------------------------------
     def host_of(self, vm: dict[str, Any]) -> str | None:
@@ -91,6 +104,7 @@ class VmController:
                     allocatable_memory=to_bytes(alloc.get("memory", "0")),
                     allocated_cpus=cpus,
                     allocated_memory=memory,
+                    pools=pools_on(self.pools, name),
                 )
             )
         return candidates
@@ -108,6 +122,58 @@ class VmController:
                 continue
         return None
 
+    # --- disks -----------------------------------------------------------------------------
+    async def _seed(self, vm: VirtualMachine) -> bytes:
+        """The cloud-init seed ISO for the VM (user data from the spec or a Secret in its namespace)."""
+        ci = vm.spec.cloud_init
+        if ci is None:
+            raise DiskSpecError("a disk has source.cloudInit but spec.cloudInit is missing")
+        ns = str(vm.metadata["namespace"])
+
+        async def from_secret(ref: SecretKeyRef | None, inline: str | None) -> str | None:
+            if ref is None:
+                return inline
+            try:
+                data = await self.writer.secret_data(ns, ref.name)
+            except kubernetes.client.ApiException as exc:
+                raise DiskSpecError(f"cloud-init Secret {ns}/{ref.name}: {exc.reason}") from exc
+            if ref.key not in data:
+                raise DiskSpecError(f"cloud-init Secret {ns}/{ref.name} has no key {ref.key}")
+            return base64.b64decode(data[ref.key]).decode()
+
+        user_data = await from_secret(ci.user_data_secret_ref, ci.user_data)
+        network_data = await from_secret(ci.network_data_secret_ref, ci.network_data)
+        meta = seed_meta_data(ns, str(vm.metadata["name"]), str(vm.metadata["uid"]), ci.meta_data)
+        return await asyncio.to_thread(build_seed_iso, user_data, meta, network_data)
+
+    async def _grow(
+        self,
+        conn: HostConnection,
+        vm: VirtualMachine,
+        plans: list[VolumePlan],
+        volumes: dict[str, VolumeObservation],
+        desired: DomainConfig,
+    ) -> dict[str, VolumeObservation]:
+        """Volumes smaller than the spec grow: live through QEMU when running, else on the host."""
+        uid = desired.uuid
+        devices = target_devices(vm.spec.disks)
+        for plan in plans:
+            current = volumes[plan.disk]
+            if plan.capacity is None or plan.kind not in ("blank", "clone") or current.capacity_bytes >= plan.capacity:
+                continue
+            observed = await conn.call(functools.partial(domains.observe_domain, uuid=uid))
+            if observed is not None and observed.state in ("running", "paused"):
+                await conn.call(
+                    functools.partial(
+                        domains.block_resize, uuid=uid, target_dev=devices[plan.disk], capacity_bytes=plan.capacity
+                    )
+                )
+            else:
+                await conn.call(functools.partial(grow, plan=plan, current=current))
+            refreshed = await conn.call(functools.partial(storage.list_volumes, pool=plan.libvirt_pool, refresh=True))
+            volumes[plan.disk] = next((v for v in refreshed if v.name == plan.volume), current)
+        return volumes
+
     # --- reconcile -------------------------------------------------------------------------
     async def reconcile(self, key: Key) -> float | None:
         body = self.vms.get(key)
@@ -121,12 +187,23 @@ class VmController:
             return None
         uid = str(vm.metadata["uid"])
         old = vm.status or VirtualMachineStatus()
+        try:
+            plans = plan_volumes(vm)
+        except DiskSpecError as exc:
+            await self._report(body, old, "Failed", generation, stalled=("UnsupportedSpec", str(exc)))
+            return None
 
         host = self.host_of(body) or await self._find_existing(uid)
         if host is None:
             cpus, memory = _requested(body)
             decision = place(
-                PlacementRequest(cpus=cpus, memory=memory, pinned_host=vm.spec.host, selector=vm.spec.host_selector),
+                PlacementRequest(
+                    cpus=cpus,
+                    memory=memory,
+                    pinned_host=vm.spec.host,
+                    selector=vm.spec.host_selector,
+                    pool_bytes=pool_bytes(plans),
+                ),
                 self._candidates(uid),
             )
             if decision.host is None:
@@ -149,13 +226,30 @@ class VmController:
             facts = self.host_controller.facts(host)
             if facts is None:
                 facts = await conn.call(read_host_facts)
+            seed = await self._seed(vm) if any(p.kind == "cloudInit" for p in plans) else None
+            volumes = await conn.call(lambda c: ensure_volumes(c, plans, seed))
             host_spec = (self.hosts.get(("", host)) or {}).get("spec", {})
-            desired = domain_for(vm, domain_type=facts.domain_type(host_spec.get("virtualization", "Auto")))
-        except UnsupportedSpec as exc:
+            desired = domain_for(
+                vm,
+                domain_type=facts.domain_type(host_spec.get("virtualization", "Auto")),
+                volumes={d: AttachedVolume(v.path, _format(v)) for d, v in volumes.items()},
+            )
+            volumes = await self._grow(conn, vm, plans, volumes, desired)
+        except PoolMissing as exc:
+            await self._report(body, old, "Provisioning", generation, host=host, scheduled=scheduled,
+                               waiting=("WaitingForPool", str(exc)))  # fmt: skip
+            return UNREACHABLE_POLL_SECONDS
+        except (UnsupportedSpec, DiskSpecError, CloudInitError, LookupError) as exc:
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("UnsupportedSpec", str(exc)))  # fmt: skip
             return None
         desired = _with_generation(desired, generation)
+        self._disk_status[uid] = [
+            DiskStatus(name=p.disk, host=host, pool=p.pool, volume=p.volume, path=volumes[p.disk].path,
+                       capacity=format_bytes_mi(volumes[p.disk].capacity_bytes),
+                       allocation=format_bytes_mi(volumes[p.disk].allocation_bytes))
+            for p in plans
+        ]  # fmt: skip
         try:
             return await self._converge(body, vm, old, conn, host, desired, generation, scheduled)
         except domains.NameTaken as exc:
@@ -261,6 +355,7 @@ class VmController:
         domain: DomainConfig | None = None,
         stalled: tuple[str, str] | None = None,
         unknown: str | None = None,
+        waiting: tuple[str, str] | None = None,
     ) -> None:
         old = old or VirtualMachineStatus()
         conds: list[Condition] = list(old.conditions)
@@ -270,6 +365,10 @@ class VmController:
             conds = set_condition(conds, READY, "False", stalled[0], stalled[1], observed_generation=generation)
             conds = set_condition(conds, STALLED, "True", stalled[0], stalled[1], observed_generation=generation)
             conds = set_condition(conds, RECONCILING, "False", stalled[0], observed_generation=generation)
+        elif waiting is not None:
+            conds = set_condition(conds, READY, "False", waiting[0], waiting[1], observed_generation=generation)
+            conds = set_condition(conds, STALLED, "False", waiting[0], observed_generation=generation)
+            conds = set_condition(conds, RECONCILING, "True", waiting[0], waiting[1], observed_generation=generation)
         elif unknown is not None:
             conds = set_condition(conds, READY, "Unknown", "HostUnreachable", unknown, observed_generation=generation)
             conds = set_condition(conds, STALLED, "False", "HostUnreachable", observed_generation=generation)
@@ -305,6 +404,7 @@ class VmController:
                 "domain_name": domain_name(meta["namespace"], meta["name"]) if host else old.domain_name,
                 "boot_time": boot_time if plan is not None else old.boot_time,
                 "restart_required_fields": list(plan.restart_required) if plan else old.restart_required_fields,
+                "disks": self._disk_status.get(str(meta.get("uid")), old.disks),
             }
         )
         wire = status.to_wire()
@@ -341,7 +441,19 @@ class VmController:
                 f"{ORPHAN_ANNOTATION}=true to finish deletion and leave the domain behind."
             )
         removed = await conn.call(lambda c: domains.remove(c, uid))
-        return f"domain removed from host {host}" if removed else f"no domain was left on host {host}"
+        self._disk_status.pop(uid, None)
+        try:
+            plans = plan_volumes(VirtualMachine.model_validate(body))
+        except (ValidationError, DiskSpecError):
+            plans = []
+        deleted = await conn.call(lambda c: delete_volumes(c, plans))
+        kept = [p.volume for p in plans if p.volume not in deleted]
+        outcome = f"domain removed from host {host}" if removed else f"no domain was left on host {host}"
+        if deleted:
+            outcome += f"; deleted volumes {', '.join(deleted)}"
+        if kept:
+            outcome += f"; kept volumes {', '.join(kept)}"
+        return outcome
 
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
@@ -350,6 +462,10 @@ ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
 
 def _condition_message(status: VirtualMachineStatus, type_: str) -> str | None:
     return next((c.message for c in status.conditions if c.type == type_), None)
+
+
+def _format(volume: VolumeObservation) -> Literal["qcow2", "raw", "iso"]:
+    return volume.format if volume.format in ("qcow2", "raw", "iso") else "raw"
 
 
 def _with_generation(config: DomainConfig, generation: int | None) -> DomainConfig:

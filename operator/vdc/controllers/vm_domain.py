@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal, cast
 
 from vdc.api.quantity import to_bytes
-from vdc.api.virtualmachine import VirtualMachine
+from vdc.api.virtualmachine import IoTune, VirtualMachine
+from vdc.controllers.vm_disks import target_devices
 from vdc.libvirt.domain_xml import (
     CpuConfig,
     CpuMode,
     CpuTuneConfig,
+    DiskConfig,
     DomainConfig,
     DomainType,
     DomainXmlError,
     GraphicsConfig,
+    IoTuneConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -38,28 +43,72 @@ class UnsupportedSpec(ValueError):
     """The spec asks for something this version cannot build yet (says what, for a Stalled condition)."""
 
 
-def domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
+@dataclass(frozen=True)
+class AttachedVolume:
+    """Where a disk's volume is on the host."""
+
+    path: str
+    format: Literal["qcow2", "raw", "iso"]
+
+
+def domain_for(
+    vm: VirtualMachine, *, domain_type: str, volumes: Mapping[str, AttachedVolume] | None = None
+) -> DomainConfig:
     """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart.
 
     Raises UnsupportedSpec for anything admission let through that libvirt XML cannot express."""
     try:
-        config = _domain_for(vm, domain_type=domain_type)
+        config = _domain_for(vm, domain_type=domain_type, volumes=volumes or {})
         config.to_string()  # text XML cannot carry (control characters) fails here, not in the define
     except DomainXmlError as exc:
         raise UnsupportedSpec(f"the spec cannot be expressed as a libvirt domain: {exc}") from exc
     return config
 
 
-def _domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
+def _disks(vm: VirtualMachine, volumes: Mapping[str, AttachedVolume]) -> tuple[DiskConfig, ...]:
+    devices = target_devices(vm.spec.disks)
+    configs = []
+    for disk in vm.spec.disks:
+        volume = volumes.get(disk.name)
+        if volume is None:
+            raise UnsupportedSpec(f"disk {disk.name} has no volume yet")
+        cdrom = volume.format == "iso"
+        configs.append(
+            DiskConfig(
+                target_dev=devices[disk.name],
+                bus="sata" if cdrom and disk.bus == "virtio" else disk.bus,
+                source_file=volume.path,
+                driver_type="raw" if cdrom else volume.format,  # type: ignore[arg-type]
+                device="cdrom" if cdrom else "disk",
+                readonly=disk.read_only or cdrom,
+                serial=disk.serial,
+                boot_order=disk.boot_order,
+                cache=disk.cache,
+                io=disk.io,
+                iotune=_iotune(disk.iotune),
+            )
+        )
+    return tuple(configs)
+
+
+def _iotune(tune: IoTune | None) -> IoTuneConfig | None:
+    if tune is None:
+        return None
+    values = tune.model_dump()
+    if not any(v for v in values.values()):
+        return None
+    return IoTuneConfig(**{k: (v or None) for k, v in values.items()})
+
+
+def _domain_for(vm: VirtualMachine, *, domain_type: str, volumes: Mapping[str, AttachedVolume]) -> DomainConfig:
     meta = vm.metadata
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
     spec = vm.spec
-    if spec.disks:
-        raise UnsupportedSpec("disks are not supported yet (StoragePool issue); remove spec.disks to run this VM")
     if spec.interfaces:
         raise UnsupportedSpec("interfaces are not supported yet (VirtualSwitch issue); remove spec.interfaces")
-    if spec.boot.kernel is None:
+    if spec.boot.kernel is None and not spec.disks:
         raise UnsupportedSpec("a VM without disks needs spec.boot.kernel (direct kernel boot)")
+    disks = _disks(vm, volumes)
     size = to_bytes(spec.memory.size) // 1024
     maximum = to_bytes(spec.memory.max) // 1024 if spec.memory.max else size
     topology = spec.cpu.topology
@@ -93,10 +142,13 @@ def _domain_for(vm: VirtualMachine, *, domain_type: str) -> DomainConfig:
         ),
         os=OsConfig(
             firmware="efi" if spec.firmware == "UEFI" else "bios",
-            kernel=kernel.kernel,
-            initrd=kernel.initrd,
-            cmdline=kernel.cmdline,
+            kernel=kernel.kernel if kernel else None,
+            initrd=kernel.initrd if kernel else None,
+            cmdline=kernel.cmdline if kernel else None,
+            # Without a kernel and without per-disk boot orders: the first hard disk.
+            boot_devices=("hd",) if kernel is None and not any(d.boot_order for d in disks) else (),
         ),
+        disks=disks,
         serial=SerialConsoleConfig(log_file=f"{CONSOLE_LOG_DIR}/{dname}.console.log" if spec.console.log else None)
         if spec.console.serial
         else None,

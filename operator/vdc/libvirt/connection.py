@@ -59,7 +59,17 @@ class DomainEvent:
     detail: int
 
 
+@dataclass(frozen=True)
+class PoolEvent:
+    """A lifecycle event of one storage pool on one host (VIR_STORAGE_POOL_EVENT_*)."""
+
+    host: str
+    name: str
+    event: int
+
+
 DomainEventHandler = Callable[[DomainEvent], None]
+PoolEventHandler = Callable[[PoolEvent], None]
 ChangeHandler = Callable[[str], None]
 
 
@@ -73,16 +83,19 @@ class HostConnection:
         *,
         on_domain_event: DomainEventHandler | None = None,
         on_change: ChangeHandler | None = None,
+        on_pool_event: PoolEventHandler | None = None,
     ) -> None:
         self.name = name
         self.uri = uri
         self._on_domain_event = on_domain_event
+        self._on_pool_event = on_pool_event
         self._on_change = on_change
         self._conn: libvirt.virConnect | None = None
         self._executor = ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix=f"libvirt-{name}")
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._callback_ids: list[int] = []
+        self._pool_callback_ids: list[int] = []
         self.last_error: str | None = None
         self.connected_since: datetime | None = None
         self.last_seen: datetime | None = None
@@ -165,6 +178,13 @@ class HostConnection:
             self._callback_ids.append(
                 conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None)
             )
+        if self._on_pool_event is not None:
+            with contextlib.suppress(libvirt.libvirtError):  # not every driver has pool events
+                self._pool_callback_ids.append(
+                    conn.storagePoolEventRegisterAny(
+                        None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, self._pool_lifecycle, None
+                    )
+                )
         self._conn = conn
         self.last_error = None
         self.connected_since = self.last_seen = datetime.now(UTC)
@@ -175,11 +195,15 @@ class HostConnection:
         if conn is None:
             return
         callback_ids, self._callback_ids = self._callback_ids, []
+        pool_callback_ids, self._pool_callback_ids = self._pool_callback_ids, []
 
         def close() -> None:
             for cid in callback_ids:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.domainEventDeregisterAny(cid)
+            for cid in pool_callback_ids:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.storagePoolEventDeregisterAny(cid)
             with contextlib.suppress(libvirt.libvirtError):
                 conn.unregisterCloseCallback()
             with contextlib.suppress(libvirt.libvirtError):
@@ -198,6 +222,14 @@ class HostConnection:
         except Exception:  # a failing subscriber must not break libvirt's dispatch
             log.exception("host %s: domain event handler failed", self.name)
 
+    def _pool_lifecycle(self, _conn: Any, pool: Any, event: int, _detail: int, _opaque: Any) -> None:
+        if self._on_pool_event is None:
+            return
+        try:
+            self._on_pool_event(PoolEvent(self.name, pool.name(), event))
+        except Exception:
+            log.exception("host %s: pool event handler failed", self.name)
+
     def _notify_change(self) -> None:
         if self._on_change is not None:
             self._on_change(self.name)
@@ -207,11 +239,16 @@ class ConnectionManager:
     """All host connections of the operator, by Host name."""
 
     def __init__(
-        self, *, on_domain_event: DomainEventHandler | None = None, on_change: ChangeHandler | None = None
+        self,
+        *,
+        on_domain_event: DomainEventHandler | None = None,
+        on_change: ChangeHandler | None = None,
+        on_pool_event: PoolEventHandler | None = None,
     ) -> None:
         self._hosts: dict[str, HostConnection] = {}
         self._on_domain_event = on_domain_event
         self._on_change = on_change
+        self._on_pool_event = on_pool_event
 
     def get(self, name: str) -> HostConnection | None:
         return self._hosts.get(name)
@@ -227,7 +264,13 @@ class ConnectionManager:
         if current is not None:
             await current.stop()
         register_event_loop()
-        conn = HostConnection(name, uri, on_domain_event=self._on_domain_event, on_change=self._on_change)
+        conn = HostConnection(
+            name,
+            uri,
+            on_domain_event=self._on_domain_event,
+            on_change=self._on_change,
+            on_pool_event=self._on_pool_event,
+        )
         self._hosts[name] = conn
         conn.start()
         return conn

@@ -155,3 +155,10 @@ def remove(conn: libvirt.virConnect, uuid: str) -> bool:
         except libvirt.libvirtError:
             dom.undefine()
     return True
+
+
+def block_resize(conn: libvirt.virConnect, uuid: str, target_dev: str, capacity_bytes: int) -> None:
+    """Grow a disk of a running domain (QEMU resizes the image; the guest sees the new size)."""
+    dom = _lookup(conn, uuid)
+    with translated():
+        dom.blockResize(target_dev, capacity_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)

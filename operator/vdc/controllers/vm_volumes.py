@@ -1,0 +1,72 @@
+"""Realise a VM's volumes on its host (blocking: run through HostConnection.call)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import libvirt
+
+from vdc.controllers.vm_disks import DiskSpecError, PoolMissing, VolumePlan
+from vdc.libvirt import storage
+from vdc.libvirt.storage import VolumeObservation
+from vdc.libvirt.storage_xml import BackingStoreConfig, VolumeConfig
+
+
+def ensure_volumes(
+    conn: libvirt.virConnect, plans: Sequence[VolumePlan], seed: bytes | None
+) -> dict[str, VolumeObservation]:
+    """Every planned volume exists (created when missing); disk name -> volume. Growth is separate."""
+    listed: dict[str, dict[str, VolumeObservation]] = {}
+
+    def existing(pool: str) -> dict[str, VolumeObservation]:
+        if pool not in listed:
+            listed[pool] = {v.name: v for v in storage.list_volumes(conn, pool, refresh=True)}
+        return listed[pool]
+
+    out: dict[str, VolumeObservation] = {}
+    for plan in plans:
+        pool = plan.libvirt_pool
+        if storage.observe_pool(conn, pool) is None:
+            raise PoolMissing(f"disk {plan.disk}: pool {plan.pool} is not running on this host")
+        vol = existing(pool).get(plan.volume)
+        if plan.kind == "volume":
+            if vol is None:
+                raise DiskSpecError(f"disk {plan.disk}: volume {plan.volume} not found in pool {plan.pool}")
+        elif plan.kind == "blank" and vol is None:
+            vol = storage.create_volume(conn, pool, VolumeConfig(plan.volume, plan.capacity or 0, format="qcow2"))
+        elif plan.kind == "clone" and vol is None:
+            base = existing(pool).get(plan.base_volume or "")
+            if base is None:
+                raise DiskSpecError(f"disk {plan.disk}: base volume {plan.base_volume} not found in pool {plan.pool}")
+            backing_format: Literal["qcow2", "raw"] = "qcow2" if base.format == "qcow2" else "raw"
+            capacity = max(plan.capacity or 0, base.capacity_bytes)
+            vol = storage.create_volume(
+                conn,
+                pool,
+                VolumeConfig(
+                    plan.volume, capacity, format="qcow2", backing=BackingStoreConfig(base.path, backing_format)
+                ),
+            )
+        elif plan.kind == "cloudInit" and vol is None:
+            if seed is None:
+                raise DiskSpecError(f"disk {plan.disk}: spec.cloudInit is missing")
+            vol = storage.upload_volume(conn, pool, plan.volume, seed, "iso")
+        assert vol is not None
+        out[plan.disk] = vol
+    return out
+
+
+def grow(conn: libvirt.virConnect, plan: VolumePlan, current: VolumeObservation) -> VolumeObservation:
+    """Grow a stopped VM's volume to the planned size."""
+    return storage.resize_volume(conn, plan.libvirt_pool, plan.volume, plan.capacity or current.capacity_bytes)
+
+
+def delete_volumes(conn: libvirt.virConnect, plans: Sequence[VolumePlan]) -> list[str]:
+    """Delete the volumes whose policy says so; the names deleted."""
+    deleted = []
+    for plan in plans:
+        pool_here = plan.delete_with_vm and storage.observe_pool(conn, plan.libvirt_pool) is not None
+        if pool_here and storage.delete_volume(conn, plan.libvirt_pool, plan.volume):
+            deleted.append(plan.volume)
+    return deleted
