@@ -33,6 +33,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Literal, Self, TypeVar, get_args
 
+from vdc.libvirt.xmlutil import XmlHelpers
+
 OWNER_NS = "https://vdc.dev/xmlns/owner/v1"
 """XML namespace of our ownership metadata inside a domain's ``<metadata>``."""
 OWNER_PREFIX = "vdc"
@@ -101,80 +103,20 @@ class DomainXmlError(ValueError):
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _xml_safe(value: str, what: str) -> str:
-    bad = _ILLEGAL_XML_CHARS.search(value)
-    if bad:
-        raise DomainXmlError(f"{what}: character {bad.group()!r} cannot be represented in XML")
-    return value
-
-
-def _sub(
-    parent: ET.Element,
-    tag: str,
-    attrs: dict[str, str | int | None] | None = None,
-    text: str | int | None = None,
-) -> ET.Element:
-    """Append ``<tag>`` to ``parent``; attributes whose value is None are left out."""
-    el = ET.SubElement(parent, tag)
-    for key, value in (attrs or {}).items():
-        if value is not None:
-            el.set(key, _xml_safe(str(value), f"<{tag} {key}>"))
-    if text is not None:
-        el.text = _xml_safe(str(text), f"<{tag}>")
-    return el
-
-
-def _new(tag: str, attrs: dict[str, str | int | None] | None = None) -> ET.Element:
-    el = ET.Element(tag)
-    for key, value in (attrs or {}).items():
-        if value is not None:
-            el.set(key, _xml_safe(str(value), f"<{tag} {key}>"))
-    return el
-
-
-def _pick(value: str | None, options: tuple[_S, ...], what: str) -> _S:
-    for option in options:
-        if option == value:
-            return option
-    raise DomainXmlError(f"{what}: {value!r} is not one of {', '.join(options)}")
-
-
-def _int(value: str | None, what: str) -> int:
-    if value is None:
-        raise DomainXmlError(f"{what} is missing")
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise DomainXmlError(f"{what}: {value!r} is not an integer") from None
+_xml = XmlHelpers(DomainXmlError)
+_xml_safe = _xml.safe
+_new = _xml.new
+_sub = _xml.sub
+_pick = _xml.pick
+_int = _xml.integer
+_attr = _xml.attr
+_child = _xml.child
+_text = _xml.text
+_expect_tag = _xml.expect_tag
 
 
 def _opt_int(value: str | None, what: str) -> int | None:
     return None if value is None else _int(value, what)
-
-
-def _attr(el: ET.Element, name: str) -> str:
-    value = el.get(name)
-    if value is None:
-        raise DomainXmlError(f"<{el.tag}> has no {name} attribute")
-    return value
-
-
-def _child(el: ET.Element, tag: str) -> ET.Element:
-    found = el.find(tag)
-    if found is None:
-        raise DomainXmlError(f"<{el.tag}> has no <{tag}>")
-    return found
-
-
-def _text(el: ET.Element | None) -> str | None:
-    if el is None:
-        return None
-    return el.text or ""
-
-
-def _expect_tag(el: ET.Element, tag: str) -> None:
-    if el.tag != tag:
-        raise DomainXmlError(f"expected <{tag}>, got <{el.tag}>")
 
 
 def _kib(el: ET.Element) -> int:
