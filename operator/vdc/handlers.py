@@ -7,18 +7,20 @@ import asyncio
 import logging
 import random
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 import libvirt
 
-from vdc.api.meta import GROUP, VERSION
+from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController
-from vdc.controllers.storagepool import POOL_PREFIX, PoolController, PoolDeletionBlocked
-from vdc.controllers.vm import DeletionBlocked, VmController
+from vdc.controllers.storagepool import POOL_PREFIX, PoolController
+from vdc.controllers.vm import VmController
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
@@ -189,21 +191,26 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
         rt.vm_queue.add(key)
 
 
-@kopf.on.delete(GROUP, VERSION, "virtualmachines")
-async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+async def _delete_or_wait(
+    info: KindInfo, body: kopf.Body, delete: Callable[[dict[str, Any]], Awaitable[str]], logger: kopf.Logger
+) -> None:
+    """Run a controller's deletion; while it must wait, say why once (an Event) and retry."""
     rt = runtime()
+    uid = str(body.get("metadata", {}).get("uid"))
     try:
-        outcome = await rt.vm_controller.delete(dict(body))
-    except DeletionBlocked as exc:
-        uid = str(body.get("metadata", {}).get("uid"))
+        outcome = await delete(dict(body))
+    except DeletionWaits as exc:
         if uid not in rt.blocked_deletions:  # one Event, not one per retry
             rt.blocked_deletions.add(uid)
-            await rt.vm_controller.writer.event(
-                VirtualMachine.KIND, dict(body), "DeletionBlocked", str(exc), warning=True
-            )
+            await rt.vm_controller.writer.event(info, dict(body), "DeletionBlocked", str(exc), warning=True)
         raise kopf.TemporaryError(str(exc), delay=15) from exc
-    rt.blocked_deletions.discard(str(body.get("metadata", {}).get("uid")))
+    rt.blocked_deletions.discard(uid)
     logger.info(outcome)
+
+
+@kopf.on.delete(GROUP, VERSION, "virtualmachines")
+async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    await _delete_or_wait(VirtualMachine.KIND, body, runtime().vm_controller.delete, logger)
 
 
 @kopf.on.event(GROUP, VERSION, "storagepools")
@@ -219,13 +226,4 @@ def pool_event(event: kopf.RawEvent, **_: Any) -> None:
 
 @kopf.on.delete(GROUP, VERSION, "storagepools")
 async def pool_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    rt = runtime()
-    try:
-        outcome = await rt.pool_controller.delete(dict(body))
-    except PoolDeletionBlocked as exc:
-        uid = str(body.get("metadata", {}).get("uid"))
-        if uid not in rt.blocked_deletions:
-            rt.blocked_deletions.add(uid)
-            await rt.vm_controller.writer.event(StoragePool.KIND, dict(body), "DeletionBlocked", str(exc), warning=True)
-        raise kopf.TemporaryError(str(exc), delay=15) from exc
-    logger.info(outcome)
+    await _delete_or_wait(StoragePool.KIND, body, runtime().pool_controller.delete, logger)

@@ -13,6 +13,7 @@ from typing import Any
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.storagepool import PoolHostStatus, StoragePool, StoragePoolStatus
+from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import host_is_schedulable
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
@@ -143,7 +144,7 @@ def pools_on(pools: ObjectCache, host: str) -> dict[str, int]:
     return free
 
 
-class PoolDeletionBlocked(Exception):
+class PoolDeletionBlocked(DeletionWaits):
     """Our volumes are still in the pool."""
 
 

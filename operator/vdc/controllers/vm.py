@@ -17,6 +17,7 @@ from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, Condition
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.virtualmachine import DiskStatus, Phase, VirtualMachine, VirtualMachineStatus
 from vdc.cloudinit import CloudInitError, build_seed_iso, seed_meta_data
+from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController, host_is_schedulable
 from vdc.controllers.storagepool import pools_on
 from vdc.controllers.vm_disks import DiskSpecError, PoolMissing, VolumePlan, plan_volumes, pool_bytes, target_devices
@@ -43,7 +44,7 @@ UNREACHABLE_POLL_SECONDS = 15.0
 PRINTABLE = {"Stopped": "Stopped", "Running": "Running"}
 
 
-class DeletionBlocked(Exception):
+class DeletionBlocked(DeletionWaits):
     """The VM's domain cannot be removed now (its host is unreachable); says how to get out."""
 
 
