@@ -17,9 +17,11 @@ import libvirt
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
+from vdc.api.virtualswitch import VirtualSwitch
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
+from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import VmController
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
@@ -39,12 +41,15 @@ class Runtime:
     hosts: ObjectCache
     vms: ObjectCache
     pools: ObjectCache
+    switches: ObjectCache
     connections: ConnectionManager
     host_controller: HostController
     vm_controller: VmController
     pool_controller: PoolController
+    switch_controller: SwitchController
     host_queue: WorkQueue[Key]
     pool_queue: WorkQueue[Key]
+    switch_queue: WorkQueue[Key]
     vm_queue: WorkQueue[Key]
     resync: asyncio.Task[None] | None = None
     blocked_deletions: set[str] = field(default_factory=set)
@@ -77,14 +82,23 @@ def _on_domain_event(event: DomainEvent) -> None:
 
 
 def _on_pool_event(event: PoolEvent) -> None:
+    """A pool or network of ours changed on a host (destroyed behind our back, say): look again."""
     rt = runtime()
-    if event.name.startswith(POOL_PREFIX):
-        rt.pool_queue.add(("", event.name.removeprefix(POOL_PREFIX)))
+    queue = rt.pool_queue if event.kind == "pool" else rt.switch_queue
+    if event.name.startswith(POOL_PREFIX):  # the same "vdc-" prefix for pools and networks
+        queue.add(("", event.name.removeprefix(POOL_PREFIX)))
 
 
 def _queue_all_pools(rt: Runtime) -> None:
+    """Pools and switches: what hosts realise for everyone."""
     for body in rt.pools:
         rt.pool_queue.add(key_of(body))
+    for body in rt.switches:
+        rt.switch_queue.add(key_of(body))
+
+
+def _switches_of(vm: dict[str, Any]) -> set[str]:
+    return {nic.get("switch") for nic in vm.get("spec", {}).get("interfaces", []) if nic.get("switch")}
 
 
 def _on_connection_change(host: str) -> None:
@@ -118,28 +132,33 @@ def _dump_tasks() -> None:
 async def start(**_: Any) -> None:
     global _runtime
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
-    hosts, vms, pools = ObjectCache(), ObjectCache(), ObjectCache()
+    hosts, vms, pools, switches = ObjectCache(), ObjectCache(), ObjectCache(), ObjectCache()
     writer = KubeWriter()
     connections = ConnectionManager(
         on_domain_event=_on_domain_event, on_change=_on_connection_change, on_pool_event=_on_pool_event
     )
     host_controller = HostController(hosts, vms, connections, writer)
     pool_controller = PoolController(pools, hosts, connections, writer)
-    vm_controller = VmController(vms, hosts, connections, writer, host_controller, pools)
+    switch_controller = SwitchController(switches, hosts, vms, connections, writer)
+    vm_controller = VmController(vms, hosts, connections, writer, host_controller, pools, switches, switch_controller)
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
         pools=pools,
+        switches=switches,
         connections=connections,
         host_controller=host_controller,
         vm_controller=vm_controller,
         pool_controller=pool_controller,
+        switch_controller=switch_controller,
         host_queue=WorkQueue("hosts", host_controller.reconcile, workers=4),
         pool_queue=WorkQueue("pools", pool_controller.reconcile, workers=2),
+        switch_queue=WorkQueue("switches", switch_controller.reconcile, workers=2),
         vm_queue=WorkQueue("vms", vm_controller.reconcile, workers=16),
     )
     _runtime.host_queue.start()
     _runtime.pool_queue.start()
+    _runtime.switch_queue.start()
     _runtime.vm_queue.start()
     _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
 
@@ -151,6 +170,7 @@ async def stop(**_: Any) -> None:
         rt.resync.cancel()
     await rt.vm_queue.stop()
     await rt.pool_queue.stop()
+    await rt.switch_queue.stop()
     await rt.host_queue.stop()
     await rt.connections.close_all()
 
@@ -185,10 +205,14 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
         rt.vms.remove(body)
         for vm_key in rt.unplaced_vms():  # its room is free now
             rt.vm_queue.add(vm_key)
+        for switch in _switches_of(body):  # its addresses are free now
+            rt.switch_queue.add(("", switch))
         return
     key = rt.vms.upsert(body)
     if not _only_our_status_changed(event, body):
         rt.vm_queue.add(key)
+        for switch in _switches_of(body):  # the switch's IPAM serves its NICs
+            rt.switch_queue.add(("", switch))
 
 
 async def _delete_or_wait(
@@ -222,6 +246,24 @@ def pool_event(event: kopf.RawEvent, **_: Any) -> None:
         rt.pool_queue.add(key)
     for vm_key in rt.unplaced_vms():  # pool availability decides placement too
         rt.vm_queue.add(vm_key)
+
+
+@kopf.on.event(GROUP, VERSION, "virtualswitches")
+def switch_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body = dict(event["object"])
+    key = rt.switches.remove(body) if event["type"] == "DELETED" else rt.switches.upsert(body)
+    if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
+        rt.switch_queue.add(key)
+    # New addresses or hosts on the switch: its VMs may be waiting for them, unplaced VMs for hosts.
+    for vm in rt.vms:
+        if key[1] in _switches_of(vm) or rt.vm_controller.host_of(vm) is None:
+            rt.vm_queue.add(key_of(vm))
+
+
+@kopf.on.delete(GROUP, VERSION, "virtualswitches")
+async def switch_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    await _delete_or_wait(VirtualSwitch.KIND, body, runtime().switch_controller.delete, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, "storagepools")

@@ -213,7 +213,7 @@ def datacenter(
         for doc in (
             # Two real CPUs per rig host: tiny guests share them (8 vCPUs per CPU).
             host_object(h.name, h.qemu_uri, "qemu", virtualization="Emulated", cpuOvercommit=8),
-            host_object(f"{h.name}-test", h.test_uri, "test"),
+            host_object(f"{h.name}-test", h.test_uri, "test", cpuOvercommit=4),  # 16 fake CPUs each
         ):
             dc.apply(doc)
             dc.host_objects[doc["metadata"]["name"]] = doc

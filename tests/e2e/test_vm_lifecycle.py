@@ -103,7 +103,7 @@ def test_deleting_the_vm_removes_its_domain(datacenter: Datacenter) -> None:
 
 def test_vm_too_large_for_every_host_is_unschedulable_until_a_big_host_appears(datacenter: Datacenter) -> None:
     dc = datacenter
-    manifest = dc.vm_manifest("huge", cpu={"count": 48}, hostSelector={})
+    manifest = dc.vm_manifest("huge", cpu={"count": 100}, hostSelector={})
     dc.apply(manifest)
     body = dc.wait_vm(
         "huge", lambda b: (dc.condition(b, "Scheduled") or {}).get("status") == "False", "Scheduled=False", 60
@@ -112,8 +112,8 @@ def test_vm_too_large_for_every_host_is_unschedulable_until_a_big_host_appears(d
     assert "too few CPUs" in message or "CPU" in message, message
     assert _phase(body) == "Scheduling"
     assert (dc.condition(body, "Ready") or {}).get("status") == "False"
-    # A bigger host: host 1's test driver (16 CPUs) offered with 4x CPU overcommit.
-    big = host_object("big", dc.hosts.hosts[0].test_uri, "test", cpuOvercommit=4)
+    # A bigger host: host 1's test driver (16 CPUs) offered with 8x CPU overcommit.
+    big = host_object("big", dc.hosts.hosts[0].test_uri, "test", cpuOvercommit=8)
     big["metadata"]["labels"]["size"] = "big"
     dc.apply(big)
     try:

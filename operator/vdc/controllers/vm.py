@@ -12,23 +12,25 @@ from typing import Any, Literal
 import kubernetes
 from pydantic import ValidationError
 
-from vdc.api.common import SecretKeyRef
+from vdc.api.common import Bandwidth, SecretKeyRef
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, ConditionStatus, now_rfc3339, set_condition
 from vdc.api.quantity import format_bytes_mi, to_bytes
-from vdc.api.virtualmachine import DiskStatus, Phase, VirtualMachine, VirtualMachineStatus
+from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachine, VirtualMachineStatus
 from vdc.cloudinit import CloudInitError, build_seed_iso, seed_meta_data
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController, host_is_schedulable
 from vdc.controllers.storagepool import pools_on
+from vdc.controllers.virtualswitch import SwitchController, allocation_for, libvirt_network_name, switches_on
 from vdc.controllers.vm_disks import DiskSpecError, PoolMissing, VolumePlan, plan_volumes, pool_bytes, target_devices
 from vdc.controllers.vm_domain import AttachedVolume, UnsupportedSpec, domain_for, domain_name
 from vdc.controllers.vm_plan import VmPlan, plan_vm
 from vdc.controllers.vm_volumes import delete_volumes, ensure_volumes, grow
+from vdc.ipam import mac_for, owner_of
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import domains, storage
 from vdc.libvirt.connection import ConnectionManager, HostConnection
-from vdc.libvirt.domain_xml import DomainConfig
+from vdc.libvirt.domain_xml import BandwidthConfig, BandwidthLimitConfig, DomainConfig, InterfaceConfig
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
@@ -62,8 +64,12 @@ class VmController:
         writer: KubeWriter,
         host_controller: HostController,
         pools: ObjectCache | None = None,
+        switches: ObjectCache | None = None,
+        switch_controller: SwitchController | None = None,
     ) -> None:
         self.pools = pools if pools is not None else ObjectCache()
+        self.switches = switches if switches is not None else ObjectCache()
+        self.switch_controller = switch_controller
         self.vms = vms
         self.hosts = hosts
         self.connections = connections
@@ -73,6 +79,7 @@ class VmController:
         """uid -> host chosen but not yet visible in the cached status (kube-scheduler's assume cache)."""
         self._shutdown_since: dict[str, float] = {}
         self._disk_status: dict[str, list[DiskStatus]] = {}
+        self._nic_status: dict[str, list[InterfaceStatus]] = {}
 
     # --- placement -------------------------------------------------------------------------
     def host_of(self, vm: dict[str, Any]) -> str | None:
@@ -106,6 +113,7 @@ class VmController:
                     allocated_cpus=cpus,
                     allocated_memory=memory,
                     pools=pools_on(self.pools, name),
+                    switches=switches_on(self.switches, name),
                 )
             )
         return candidates
@@ -122,6 +130,33 @@ class VmController:
             except LibvirtFailure:
                 continue
         return None
+
+    # --- NICs ------------------------------------------------------------------------------
+    def _nics(self, vm: VirtualMachine) -> tuple[list[tuple[InterfaceConfig, InterfaceStatus]], str | None]:
+        """Each NIC's port on its switch, with the address the switch's IPAM gave it; or what to wait for.
+
+        Raises AddressRefused when the switch's IPAM refused the NIC (a taken or foreign address)."""
+        ns, name, uid = str(vm.metadata["namespace"]), str(vm.metadata["name"]), str(vm.metadata["uid"])
+        out = []
+        for nic in vm.spec.interfaces:
+            switch = self.switches.get(("", nic.switch))
+            if switch is None:
+                return [], f"switch {nic.switch} does not exist"
+            owner = owner_of(ns, name, nic.name)
+            refused = (self.switch_controller.errors.get(nic.switch, {}) if self.switch_controller else {}).get(owner)
+            if refused:
+                raise AddressRefused(f"interface {nic.name}: {refused}")
+            allocation = allocation_for(switch, owner)
+            mac = nic.mac_address or mac_for(uid, nic.name)
+            if allocation is None or allocation.mac != mac:
+                return [], f"interface {nic.name}: waiting for an address on switch {nic.switch}"
+            bandwidth = _bandwidth(switch.get("spec", {}).get("bandwidth"), nic.bandwidth)
+            out.append((
+                InterfaceConfig(network=libvirt_network_name(nic.switch), mac=mac, model=nic.model,
+                                bandwidth=bandwidth, link_state=nic.link_state),
+                InterfaceStatus(name=nic.name, mac_address=mac, ip_addresses=[allocation.ip], switch=nic.switch),
+            ))  # fmt: skip
+        return out, None
 
     # --- disks -----------------------------------------------------------------------------
     async def _seed(self, vm: VirtualMachine) -> bytes:
@@ -204,6 +239,7 @@ class VmController:
                     pinned_host=vm.spec.host,
                     selector=vm.spec.host_selector,
                     pool_bytes=pool_bytes(plans),
+                    switches=frozenset(nic.switch for nic in vm.spec.interfaces),
                 ),
                 self._candidates(uid),
             )
@@ -229,18 +265,25 @@ class VmController:
                 facts = await conn.call(read_host_facts)
             seed = await self._seed(vm) if any(p.kind == "cloudInit" for p in plans) else None
             volumes = await conn.call(lambda c: ensure_volumes(c, plans, seed))
+            nics, waiting_for = self._nics(vm)
+            if waiting_for is not None:
+                await self._report(body, old, "Provisioning", generation, host=host, scheduled=scheduled,
+                                   waiting=("WaitingForAddress", waiting_for))  # fmt: skip
+                return STOPPING_POLL_SECONDS
             host_spec = (self.hosts.get(("", host)) or {}).get("spec", {})
             desired = domain_for(
                 vm,
                 domain_type=facts.domain_type(host_spec.get("virtualization", "Auto")),
                 volumes={d: AttachedVolume(v.path, _format(v)) for d, v in volumes.items()},
+                interfaces=[config for config, _ in nics],
             )
+            self._nic_status[uid] = [status for _, status in nics]
             volumes = await self._grow(conn, vm, plans, volumes, desired)
         except PoolMissing as exc:
             await self._report(body, old, "Provisioning", generation, host=host, scheduled=scheduled,
                                waiting=("WaitingForPool", str(exc)))  # fmt: skip
             return UNREACHABLE_POLL_SECONDS
-        except (UnsupportedSpec, DiskSpecError, CloudInitError, LookupError) as exc:
+        except (UnsupportedSpec, DiskSpecError, CloudInitError, LookupError, AddressRefused) as exc:
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("UnsupportedSpec", str(exc)))  # fmt: skip
             return None
@@ -406,6 +449,7 @@ class VmController:
                 "boot_time": boot_time if plan is not None else old.boot_time,
                 "restart_required_fields": list(plan.restart_required) if plan else old.restart_required_fields,
                 "disks": self._disk_status.get(str(meta.get("uid")), old.disks),
+                "interfaces": self._nic_status.get(str(meta.get("uid")), old.interfaces),
             }
         )
         wire = status.to_wire()
@@ -463,6 +507,32 @@ ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
 
 def _condition_message(status: VirtualMachineStatus, type_: str) -> str | None:
     return next((c.message for c in status.conditions if c.type == type_), None)
+
+
+class AddressRefused(ValueError):
+    """The switch's IPAM refused a NIC's address (the message names it)."""
+
+
+def _bandwidth(switch_default: dict[str, Any] | None, nic: Bandwidth | None) -> BandwidthConfig | None:
+    """The NIC's limits, never above the switch's (a port group's policy, lowered per port)."""
+
+    def pick(direction: str) -> BandwidthLimitConfig | None:
+        base: dict[str, int] | None = (switch_default or {}).get(direction)
+        own = getattr(nic, direction) if nic is not None else None
+        if base is None:
+            return None if own is None else BandwidthLimitConfig(own.average, own.peak, own.burst)
+        if own is None:
+            return BandwidthLimitConfig(base["average"], base.get("peak"), base.get("burst"))
+
+        def lower(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else min(a, b)
+
+        return BandwidthLimitConfig(
+            min(own.average, base["average"]), lower(own.peak, base.get("peak")), lower(own.burst, base.get("burst"))
+        )
+
+    inbound, outbound = pick("inbound"), pick("outbound")
+    return BandwidthConfig(inbound, outbound) if inbound or outbound else None
 
 
 def _format(volume: VolumeObservation) -> Literal["qcow2", "raw", "iso"]:

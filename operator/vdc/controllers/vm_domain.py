@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -18,6 +18,7 @@ from vdc.libvirt.domain_xml import (
     DomainType,
     DomainXmlError,
     GraphicsConfig,
+    InterfaceConfig,
     IoTuneConfig,
     OsConfig,
     OwnerMetadata,
@@ -52,13 +53,17 @@ class AttachedVolume:
 
 
 def domain_for(
-    vm: VirtualMachine, *, domain_type: str, volumes: Mapping[str, AttachedVolume] | None = None
+    vm: VirtualMachine,
+    *,
+    domain_type: str,
+    volumes: Mapping[str, AttachedVolume] | None = None,
+    interfaces: Sequence[InterfaceConfig] = (),
 ) -> DomainConfig:
     """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart.
 
     Raises UnsupportedSpec for anything admission let through that libvirt XML cannot express."""
     try:
-        config = _domain_for(vm, domain_type=domain_type, volumes=volumes or {})
+        config = _domain_for(vm, domain_type=domain_type, volumes=volumes or {}, interfaces=tuple(interfaces))
         config.to_string()  # text XML cannot carry (control characters) fails here, not in the define
     except DomainXmlError as exc:
         raise UnsupportedSpec(f"the spec cannot be expressed as a libvirt domain: {exc}") from exc
@@ -100,12 +105,18 @@ def _iotune(tune: IoTune | None) -> IoTuneConfig | None:
     return IoTuneConfig(**{k: (v or None) for k, v in values.items()})
 
 
-def _domain_for(vm: VirtualMachine, *, domain_type: str, volumes: Mapping[str, AttachedVolume]) -> DomainConfig:
+def _domain_for(
+    vm: VirtualMachine,
+    *,
+    domain_type: str,
+    volumes: Mapping[str, AttachedVolume],
+    interfaces: tuple[InterfaceConfig, ...],
+) -> DomainConfig:
     meta = vm.metadata
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
     spec = vm.spec
-    if spec.interfaces:
-        raise UnsupportedSpec("interfaces are not supported yet (VirtualSwitch issue); remove spec.interfaces")
+    if len(interfaces) != len(spec.interfaces):
+        raise UnsupportedSpec("the VM's interfaces have no switch ports yet")
     if spec.boot.kernel is None and not spec.disks:
         raise UnsupportedSpec("a VM without disks needs spec.boot.kernel (direct kernel boot)")
     disks = _disks(vm, volumes)
@@ -149,6 +160,7 @@ def _domain_for(vm: VirtualMachine, *, domain_type: str, volumes: Mapping[str, A
             boot_devices=("hd",) if kernel is None and not any(d.boot_order for d in disks) else (),
         ),
         disks=disks,
+        interfaces=interfaces,
         serial=SerialConsoleConfig(log_file=f"{CONSOLE_LOG_DIR}/{dname}.console.log" if spec.console.log else None)
         if spec.console.serial
         else None,

@@ -61,11 +61,13 @@ class DomainEvent:
 
 @dataclass(frozen=True)
 class PoolEvent:
-    """A lifecycle event of one storage pool on one host (VIR_STORAGE_POOL_EVENT_*)."""
+    """A lifecycle event of a storage pool or a network on one host (VIR_*_EVENT_*)."""
 
     host: str
     name: str
     event: int
+    kind: str = "pool"
+    """"pool" or "network"."""
 
 
 DomainEventHandler = Callable[[DomainEvent], None]
@@ -96,6 +98,7 @@ class HostConnection:
         self._task: asyncio.Task[None] | None = None
         self._callback_ids: list[int] = []
         self._pool_callback_ids: list[int] = []
+        self._network_callback_ids: list[int] = []
         self.last_error: str | None = None
         self.connected_since: datetime | None = None
         self.last_seen: datetime | None = None
@@ -185,6 +188,12 @@ class HostConnection:
                         None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, self._pool_lifecycle, None
                     )
                 )
+            with contextlib.suppress(libvirt.libvirtError):
+                self._network_callback_ids.append(
+                    conn.networkEventRegisterAny(
+                        None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, self._network_lifecycle, None
+                    )
+                )
         self._conn = conn
         self.last_error = None
         self.connected_since = self.last_seen = datetime.now(UTC)
@@ -196,6 +205,7 @@ class HostConnection:
             return
         callback_ids, self._callback_ids = self._callback_ids, []
         pool_callback_ids, self._pool_callback_ids = self._pool_callback_ids, []
+        network_callback_ids, self._network_callback_ids = self._network_callback_ids, []
 
         def close() -> None:
             for cid in callback_ids:
@@ -204,6 +214,9 @@ class HostConnection:
             for cid in pool_callback_ids:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.storagePoolEventDeregisterAny(cid)
+            for cid in network_callback_ids:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.networkEventDeregisterAny(cid)
             with contextlib.suppress(libvirt.libvirtError):
                 conn.unregisterCloseCallback()
             with contextlib.suppress(libvirt.libvirtError):
@@ -223,12 +236,18 @@ class HostConnection:
             log.exception("host %s: domain event handler failed", self.name)
 
     def _pool_lifecycle(self, _conn: Any, pool: Any, event: int, _detail: int, _opaque: Any) -> None:
+        self._object_event(PoolEvent(self.name, pool.name(), event, "pool"))
+
+    def _network_lifecycle(self, _conn: Any, net: Any, event: int, _detail: int, _opaque: Any) -> None:
+        self._object_event(PoolEvent(self.name, net.name(), event, "network"))
+
+    def _object_event(self, event: PoolEvent) -> None:
         if self._on_pool_event is None:
             return
         try:
-            self._on_pool_event(PoolEvent(self.name, pool.name(), event))
+            self._on_pool_event(event)
         except Exception:
-            log.exception("host %s: pool event handler failed", self.name)
+            log.exception("host %s: %s event handler failed", self.name, event.kind)
 
     def _notify_change(self) -> None:
         if self._on_change is not None:

@@ -1,0 +1,271 @@
+"""VirtualSwitch: the same libvirt network on every matching host, one IPAM across them all.
+
+Networks we create are named ``vdc-<switch>`` with a bridge ``vdcbr-<hash>``. Addresses are
+allocated here (pure: ``vdc.ipam``), kept in the switch's status (so they survive restarts) and
+handed out by static DHCP entries on every host of the switch, so a VM keeps its address wherever
+it runs. ``network_config`` and ``switch_status`` are pure; ``SwitchController`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.virtualswitch import AddressAllocation, SwitchHostStatus, VirtualSwitch, VirtualSwitchStatus
+from vdc.controllers.errors import DeletionWaits
+from vdc.controllers.host import host_is_schedulable
+from vdc.ipam import Allocation, Pool, Request, Result, allocate, mac_for, owner_of
+from vdc.kube.cache import Key, ObjectCache
+from vdc.kube.client import KubeWriter
+from vdc.libvirt import networks
+from vdc.libvirt.connection import ConnectionManager
+from vdc.libvirt.errors import LibvirtFailure
+from vdc.libvirt.network_xml import (
+    DhcpHostConfig,
+    DnsConfig,
+    Ipv4Config,
+    Ipv6Config,
+    NetworkBandwidthConfig,
+    NetworkBandwidthLimitConfig,
+    NetworkConfig,
+)
+from vdc.scheduler.selectors import matches
+
+log = logging.getLogger(__name__)
+
+NETWORK_PREFIX = "vdc-"
+RESYNC_SECONDS = 60.0
+
+
+class SwitchUnsupported(ValueError):
+    """The switch asks for a mode this version cannot build yet."""
+
+
+def libvirt_network_name(switch: str) -> str:
+    return f"{NETWORK_PREFIX}{switch}"
+
+
+def bridge_name(switch: str) -> str:
+    """``vdcbr-`` and 8 hex digits: unique per switch and within Linux's 15 characters."""
+    return "vdcbr-" + hashlib.sha256(switch.encode()).hexdigest()[:8]
+
+
+def ip_pool(switch: VirtualSwitch) -> Pool | None:
+    subnet = switch.spec.subnet
+    if subnet is None:
+        return None
+    rng = subnet.dhcp_range
+    return Pool.parse(subnet.cidr, subnet.gateway, rng.start if rng else None, rng.end if rng else None)
+
+
+def network_config(switch: VirtualSwitch, hosts: tuple[DhcpHostConfig, ...] = ()) -> NetworkConfig:
+    """The libvirt network of a switch (the same on every host); ``hosts`` are its static DHCP entries."""
+    spec = switch.spec
+    name = str(switch.metadata["name"])
+    if spec.mode in ("overlay",):
+        raise SwitchUnsupported("overlay (VXLAN) switches are not built yet; use nat or isolated")
+    if spec.mode == "bridge":
+        raise SwitchUnsupported("bridge-mode switches are not built yet; use nat or isolated")
+    pool = ip_pool(switch)
+    assert pool is not None  # admission requires a subnet for nat and isolated
+    ipv4 = Ipv4Config(address=str(pool.gateway), prefix=pool.network.prefixlen, hosts=hosts)
+    ipv6 = None
+    if spec.ipv6 is not None:
+        net6 = ipaddress.IPv6Network(spec.ipv6.cidr, strict=False)
+        ipv6 = Ipv6Config(address=str(next(net6.hosts())), prefix=net6.prefixlen)
+    dns = None
+    if spec.dns is not None and (spec.dns.servers or spec.dns.domain):
+        dns = DnsConfig(forwarders=tuple(spec.dns.servers), domain=spec.dns.domain)
+    bandwidth = None
+    if spec.bandwidth is not None and (spec.bandwidth.inbound or spec.bandwidth.outbound):
+
+        def limit(value: Any) -> NetworkBandwidthLimitConfig | None:
+            return None if value is None else NetworkBandwidthLimitConfig(value.average, value.peak, value.burst)
+
+        bandwidth = NetworkBandwidthConfig(limit(spec.bandwidth.inbound), limit(spec.bandwidth.outbound))
+    return NetworkConfig(
+        name=libvirt_network_name(name),
+        bridge=bridge_name(name),
+        forward="nat" if spec.mode == "nat" else "none",
+        mtu=spec.mtu,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        dns=dns,
+        bandwidth=bandwidth,
+    )
+
+
+def address_requests(switch_name: str, vms: ObjectCache) -> list[Request]:
+    """One request per NIC of a live VM on this switch."""
+    requests = []
+    for vm in vms:
+        meta = vm["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        for nic in vm.get("spec", {}).get("interfaces", []):
+            if nic.get("switch") != switch_name:
+                continue
+            mac = nic.get("macAddress") or mac_for(meta["uid"], nic["name"])
+            requests.append(Request(owner_of(meta["namespace"], meta["name"], nic["name"]), mac, nic.get("ipAddress")))
+    return requests
+
+
+@dataclass(frozen=True)
+class SwitchOnHost:
+    host: str
+    state: str | None  # "Active", "Inactive", "Failed"; None: unreachable
+    message: str = ""
+
+
+def switch_status(
+    switch: VirtualSwitch, results: list[SwitchOnHost], ipam: Result | None, generation: int | None,
+    old: VirtualSwitchStatus | None, problem: str | None = None,
+) -> VirtualSwitchStatus:  # fmt: skip
+    name = str(switch.metadata["name"])
+    hosts = [
+        SwitchHostStatus(host=r.host, state=r.state or "Unknown", bridge=bridge_name(name), message=r.message)
+        for r in sorted(results, key=lambda r: r.host)
+    ]
+    conds: list[Condition] = list(old.conditions) if old else []
+    failing = [h for h in hosts if h.state != "Active"]
+    if problem:
+        conds = set_condition(conds, READY, "False", "Unsupported", problem, observed_generation=generation)
+        conds = set_condition(conds, STALLED, "True", "Unsupported", problem, observed_generation=generation)
+    elif not hosts:
+        conds = set_condition(conds, READY, "False", "NoHosts", "no Ready host matches hostSelector",
+                              observed_generation=generation)  # fmt: skip
+        conds = set_condition(conds, STALLED, "False", "NoHosts", observed_generation=generation)
+    elif failing:
+        message = "; ".join(f"{h.host}: {h.state}{' - ' + h.message if h.message else ''}" for h in failing)
+        conds = set_condition(conds, READY, "False", "NotActiveEverywhere", message, observed_generation=generation)
+        conds = set_condition(conds, STALLED, "False", "NotActiveEverywhere", observed_generation=generation)
+    else:
+        conds = set_condition(conds, READY, "True", "Active", f"active on {len(hosts)} host(s)",
+                              observed_generation=generation)  # fmt: skip
+        conds = set_condition(conds, STALLED, "False", "Active", observed_generation=generation)
+    busy = bool(failing) and not problem
+    conds = set_condition(conds, RECONCILING, "True" if busy else "False", "Realising" if busy else "Observed",
+                          observed_generation=generation)  # fmt: skip
+    allocations = [a.to_api() for a in ipam.allocations] if ipam else list(old.allocations if old else [])
+    return VirtualSwitchStatus(
+        observed_generation=generation,
+        conditions=conds,
+        hosts=hosts,
+        ready_hosts=sum(1 for h in hosts if h.state == "Active"),
+        allocations=allocations,
+        free_addresses=ipam.free if ipam else (old.free_addresses if old else None),
+    )
+
+
+def switches_on(switches: ObjectCache, host: str) -> frozenset[str]:
+    """Switches active on ``host``: what the scheduler sees."""
+    return frozenset(
+        body["metadata"]["name"]
+        for body in switches
+        for entry in (body.get("status") or {}).get("hosts", [])
+        if entry.get("host") == host and entry.get("state") == "Active"
+    )
+
+
+def _realise(conn: Any, config: NetworkConfig, dhcp: tuple[DhcpHostConfig, ...]) -> None:
+    """Define/start the network (keeping the DHCP entries it has, so that alone is no reason to
+    redefine and restart it), then make its static DHCP entries exactly ``dhcp``, live."""
+    observed = networks.observe_network(conn, config.name)
+    present = tuple(observed.dhcp_hosts) if observed is not None else dhcp
+    ipv4 = dataclasses.replace(config.ipv4, hosts=present) if config.ipv4 else None
+    networks.ensure_network(conn, dataclasses.replace(config, ipv4=ipv4))
+    networks.set_dhcp_hosts(conn, config.name, dhcp)
+
+
+class SwitchDeletionBlocked(DeletionWaits):
+    """VMs still have NICs on the switch."""
+
+
+class SwitchController:
+    def __init__(
+        self, switches: ObjectCache, hosts: ObjectCache, vms: ObjectCache, connections: ConnectionManager,
+        writer: KubeWriter,
+    ) -> None:  # fmt: skip
+        self.switches = switches
+        self.hosts = hosts
+        self.vms = vms
+        self.connections = connections
+        self.writer = writer
+        self.errors: dict[str, dict[str, str]] = {}
+        """switch -> owner -> why it got no address (read by the VM controller)."""
+
+    def matching_hosts(self, switch: VirtualSwitch) -> list[str]:
+        return sorted(
+            body["metadata"]["name"]
+            for body in self.hosts
+            if not body["metadata"].get("deletionTimestamp")
+            and matches(switch.spec.host_selector, body["metadata"].get("labels") or {})
+            and host_is_schedulable(body)
+        )
+
+    async def reconcile(self, key: Key) -> float | None:
+        body = self.switches.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        switch = VirtualSwitch.model_validate(body)
+        name = key[1]
+        generation = body["metadata"].get("generation")
+        current = [Allocation.from_api(a) for a in (switch.status.allocations if switch.status else [])]
+        try:
+            pool = ip_pool(switch)
+            config = network_config(switch)
+        except (SwitchUnsupported, ValueError) as exc:
+            status = switch_status(switch, [], None, generation, switch.status, problem=str(exc))
+            await self._write(key, body, status)
+            return None
+        ipam = allocate(pool, current, address_requests(name, self.vms)) if pool else None
+        self.errors[name] = dict(ipam.errors) if ipam else {}
+        dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam else ()
+        results: list[SwitchOnHost] = []
+        for host in self.matching_hosts(switch):
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                results.append(SwitchOnHost(host, None, "host unreachable"))
+                continue
+            try:
+                await conn.call(functools.partial(_realise, config=config, dhcp=dhcp))
+                results.append(SwitchOnHost(host, "Active"))
+            except LibvirtFailure as exc:
+                results.append(SwitchOnHost(host, "Failed", str(exc)))
+        status = switch_status(switch, results, ipam, generation, switch.status)
+        await self._write(key, body, status)
+        return RESYNC_SECONDS
+
+    async def _write(self, key: Key, body: dict[str, Any], status: VirtualSwitchStatus) -> None:
+        wire = status.to_wire()
+        if wire != (body.get("status") or {}) and await self.writer.patch_status(VirtualSwitch.KIND, body, wire):
+            self.switches.note_status(key, wire)
+
+    async def delete(self, body: dict[str, Any]) -> str:
+        name = body["metadata"]["name"]
+        users = sorted({r.owner.rsplit("/", 1)[0] for r in address_requests(name, self.vms)})
+        if users:
+            raise SwitchDeletionBlocked(
+                f"VMs still have interfaces on switch {name}: {', '.join(users[:5])}{' …' if len(users) > 5 else ''}"
+            )
+        for host in self.connections.names():
+            conn = self.connections.get(host)
+            if conn is not None and conn.connected:
+                try:
+                    await conn.call(functools.partial(networks.remove_network, name=libvirt_network_name(name)))
+                except LibvirtFailure as exc:
+                    log.info("switch %s on %s: %s", name, host, exc)
+        return f"network {libvirt_network_name(name)} removed from its hosts"
+
+
+def allocation_for(switch_body: dict[str, Any] | None, owner: str) -> AddressAllocation | None:
+    for entry in ((switch_body or {}).get("status") or {}).get("allocations", []):
+        if entry.get("owner") == owner:
+            return AddressAllocation.model_validate(entry)
+    return None

@@ -1,0 +1,106 @@
+"""VirtualSwitches on real hosts: one network everywhere, repaired, one IPAM across hosts, NICs."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+
+import pytest
+
+from conftest import Datacenter, wait_until
+
+SWITCH = "e2e-lan"
+SUBNET = "10.123.0.0/24"
+
+
+def _switch(name: str, cidr: str, driver: str) -> dict:
+    return {
+        "apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualSwitch", "metadata": {"name": name},
+        "spec": {"mode": "nat", "subnet": {"cidr": cidr}, "hostSelector": {"matchLabels": {"vdc.dev/driver": driver}}},
+    }  # fmt: skip
+
+
+def _ready(dc: Datacenter, name: str) -> dict | None:
+    body = dc.get("virtualswitch", name)
+    return body if (dc.condition(body, "Ready") or {}).get("status") == "True" else None
+
+
+@pytest.fixture(scope="module")
+def lan(datacenter: Datacenter) -> dict:
+    datacenter.apply(_switch(SWITCH, SUBNET, "qemu"))
+    return wait_until("the switch Ready", lambda: _ready(datacenter, SWITCH), timeout=60)
+
+
+def test_switch_is_the_same_network_on_every_host_and_is_repaired(datacenter: Datacenter, lan: dict) -> None:
+    dc = datacenter
+    hosts = {h["host"]: h for h in lan["status"]["hosts"]}
+    assert set(hosts) == {h.name for h in dc.hosts.hosts} and all(h["state"] == "Active" for h in hosts.values())
+    bridge = hosts[dc.hosts.hosts[0].name]["bridge"]
+    for h in dc.hosts.hosts:
+        xml = dc.virsh(h.name, "net-dumpxml", f"vdc-{SWITCH}")
+        assert f"name='{bridge}'" in xml and "address='10.123.0.1'" in xml
+        link = subprocess.run(["ip", "-n", h.name, "link", "show", bridge], capture_output=True, text=True)
+        assert link.returncode == 0, link.stderr  # the bridge exists inside the host's network namespace
+    victim = dc.hosts.hosts[1].name
+    dc.virsh(victim, "net-destroy", f"vdc-{SWITCH}")
+    wait_until("the network active again",
+               lambda: "Active:         yes" in dc.virsh(victim, "net-info", f"vdc-{SWITCH}"), timeout=60)  # fmt: skip
+
+
+def test_vms_on_different_hosts_get_distinct_addresses_served_by_every_host(datacenter: Datacenter, lan: dict) -> None:
+    dc = datacenter
+    names = ["nic-a", "nic-b"]
+    for name, host in zip(names, dc.hosts.hosts, strict=True):
+        dc.apply(dc.vm_manifest(name, host=host.name, interfaces=[{"name": "eth0", "switch": SWITCH}]))
+    bodies = [dc.wait_ready(n) for n in names]
+    assert {b["status"]["host"] for b in bodies} == {h.name for h in dc.hosts.hosts}
+    nics = [b["status"]["interfaces"][0] for b in bodies]
+    ips = [n["ipAddresses"][0] for n in nics]
+    assert len(set(ips)) == 2 and all(ipaddress.ip_address(ip) in ipaddress.ip_network(SUBNET) for ip in ips)
+    for body, nic in zip(bodies, nics, strict=True):
+        xml = dc.virsh(body["status"]["host"], "dumpxml", body["status"]["domainName"])
+        assert f"network='vdc-{SWITCH}'" in xml and nic["macAddress"] in xml
+    # Every host of the switch hands out every VM's address, so a VM keeps it wherever it runs.
+    for h in dc.hosts.hosts:
+        xml = dc.virsh(h.name, "net-dumpxml", f"vdc-{SWITCH}")
+        for nic in nics:
+            assert f"mac='{nic['macAddress']}'" in xml and f"ip='{nic['ipAddresses'][0]}'" in xml
+    for name in names:
+        dc.cp.kubectl("delete", "vm", name, "-n", dc.namespace, "--timeout=60s")
+    wait_until("addresses released", lambda: not (dc.get("virtualswitch", SWITCH) or {})["status"].get("allocations"),
+               timeout=60)  # fmt: skip
+
+
+def test_a_fixed_address_outside_the_subnet_or_taken_is_stalled_naming_it(datacenter: Datacenter, lan: dict) -> None:
+    dc = datacenter
+    dc.apply(dc.vm_manifest("fixed-ok", interfaces=[{"name": "eth0", "switch": SWITCH, "ipAddress": "10.123.0.50"}]))
+    ok = dc.wait_ready("fixed-ok")
+    assert ok["status"]["interfaces"][0]["ipAddresses"] == ["10.123.0.50"]
+    for name, ip in (("fixed-outside", "192.0.2.7"), ("fixed-taken", "10.123.0.50")):
+        dc.apply(dc.vm_manifest(name, interfaces=[{"name": "eth0", "switch": SWITCH, "ipAddress": ip}]))
+        body = dc.wait_vm(name, lambda b: (dc.condition(b, "Stalled") or {}).get("status") == "True", "Stalled")
+        assert ip in dc.condition(body, "Stalled")["message"]
+    for name in ("fixed-ok", "fixed-outside", "fixed-taken"):
+        dc.cp.kubectl("delete", "vm", name, "-n", dc.namespace, "--timeout=60s")
+
+
+def test_fifty_vms_get_fifty_distinct_addresses_that_survive_an_operator_restart(datacenter: Datacenter) -> None:
+    dc = datacenter
+    dc.apply(_switch("e2e-many", "10.124.0.0/24", "test"))
+    wait_until("switch Ready", lambda: _ready(dc, "e2e-many"), timeout=60)
+    names = [f"many-{i:02d}" for i in range(50)]
+    docs = [dc.vm_manifest(n, memory={"size": "32Mi"}, hostSelector={"matchLabels": {"vdc.dev/driver": "test"}},
+                           interfaces=[{"name": "eth0", "switch": "e2e-many"}]) for n in names]  # fmt: skip
+    dc.cp.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                  input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))  # fmt: skip
+    before = {n: dc.wait_ready(n, timeout=180)["status"]["interfaces"][0]["ipAddresses"][0] for n in names}
+    assert len(set(before.values())) == 50
+    dc.operator.kill()
+    dc.operator.start()
+    dc.cp.kubectl("annotate", "vm", "-n", dc.namespace, "--all", "--overwrite", "e2e/poke=1")
+    after = {n: dc.wait_ready(n, timeout=180)["status"]["interfaces"][0]["ipAddresses"][0] for n in names}
+    assert after == before
+    allocations = dc.get("virtualswitch", "e2e-many")["status"]["allocations"]
+    assert sorted(a["ip"] for a in allocations) == sorted(before.values())
+    dc.cp.kubectl("delete", "vm", *names, "-n", dc.namespace, "--timeout=120s")
