@@ -8,7 +8,7 @@ export VDC_STATE=${VDC_STATE:-$top/.vdc}
 export VDC_HOST_PREFIX=${VDC_HOST_PREFIX:-vdc-host}
 HOSTS=${VDC_DEMO_HOSTS:-2}
 # Kinds whose controllers exist: the demo waits for their examples to be Ready.
-RECONCILED_KINDS=${VDC_RECONCILED_KINDS:-host storagepool virtualmachine}
+RECONCILED_KINDS=${VDC_RECONCILED_KINDS:-host storagepool virtualswitch virtualmachine}
 log() { printf '[demo] %s\n' "$*" >&2; }
 
 operator_pid() {

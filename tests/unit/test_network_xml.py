@@ -17,9 +17,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import shutil
-import subprocess
-import types
 import typing
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -41,6 +38,7 @@ from vdc.libvirt.network_xml import (
     NetworkConfig,
     NetworkXmlError,
 )
+from xmlconfigs import config_classes, unexercised_fields, virt_xml_validate
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "network"
 UPDATE_GOLDEN = os.environ.get("VDC_UPDATE_GOLDEN") == "1"
@@ -162,15 +160,9 @@ def test_a_dhcp_host_on_its_own_is_what_network_update_takes() -> None:
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_generated_xml_validates_against_libvirt_schema(name: str, tmp_path: Path) -> None:
-    validator = shutil.which("virt-xml-validate")
-    if validator is None:
-        pytest.skip("virt-xml-validate not installed (Debian: libvirt-clients; it needs xmllint from libxml2-utils)")
-    if shutil.which("xmllint") is None:
-        pytest.skip("xmllint not installed (Debian: libxml2-utils); virt-xml-validate needs it")
     path = tmp_path / f"{name}.xml"
     path.write_text(render(GOLDEN[name]))
-    result = subprocess.run([validator, str(path), "network"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"libvirt's network schema refuses {name}:\n{result.stdout}{result.stderr}"
+    virt_xml_validate(path, "network")
 
 
 # --- 3. libvirt's test driver ---------------------------------------------------------------------
@@ -329,61 +321,8 @@ def test_any_dhcp_host_round_trips_through_xml(host: DhcpHostConfig) -> None:
 # --- 5. every field is exercised by the golden configs --------------------------------------------
 
 
-def config_classes(cls: type) -> set[type]:
-    """``cls`` and every dataclass reachable through its fields' types."""
-    found = {cls}
-    for field in dataclasses.fields(cls):
-        for arg in _type_leaves(typing.get_type_hints(cls)[field.name]):
-            if dataclasses.is_dataclass(arg) and isinstance(arg, type) and arg not in found:
-                found |= config_classes(arg)
-    return found
-
-
-def _type_leaves(hint: typing.Any) -> Iterator[typing.Any]:
-    args = typing.get_args(hint)
-    if args and (typing.get_origin(hint) in (typing.Union, types.UnionType, tuple)):
-        for arg in args:
-            yield from _type_leaves(arg)
-    else:
-        yield hint
-
-
-def instances(obj: object) -> Iterator[object]:
-    """Every dataclass instance inside ``obj``, ``obj`` included."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        yield obj
-        for field in dataclasses.fields(obj):
-            yield from instances(getattr(obj, field.name))
-    elif isinstance(obj, tuple):
-        for item in obj:
-            yield from instances(item)
-
-
-def _default(field: dataclasses.Field[typing.Any]) -> object:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return dataclasses.MISSING
-
-
 def test_every_field_has_a_non_default_value_in_some_golden_config() -> None:
-    seen: dict[type, list[object]] = {}
-    for config in GOLDEN.values():
-        for obj in instances(config):
-            seen.setdefault(type(obj), []).append(obj)
-    missing = []
-    for cls in sorted(config_classes(NetworkConfig), key=lambda c: c.__name__):
-        objs = seen.get(cls, [])
-        if not objs:
-            missing.append(f"{cls.__name__} (never used)")
-            continue
-        for field in dataclasses.fields(cls):
-            default = _default(field)
-            if default is dataclasses.MISSING:
-                continue  # required: every instance gives it a value
-            if all(getattr(o, field.name) == default for o in objs):
-                missing.append(f"{cls.__name__}.{field.name}")
+    missing = unexercised_fields((NetworkConfig,), GOLDEN.values())
     assert not missing, f"fields no golden config sets to a non-default value: {missing}"
 
 

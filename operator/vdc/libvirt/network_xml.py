@@ -438,7 +438,11 @@ class NetworkBandwidthLimitConfig:
 @dataclass(frozen=True)
 class NetworkBandwidthConfig:
     """``<bandwidth>`` of the whole network, shaped on its bridge: ``inbound`` is traffic into the
-    network (towards the guests), ``outbound`` traffic out of it. At least one direction."""
+    network (towards the guests), ``outbound`` traffic out of it. At least one direction.
+
+    libvirt shapes with ``tc`` (htb classes with sfq leaves, an ingress policer): on a host whose
+    kernel lacks one of those queueing disciplines the network fails to start.
+    """
 
     inbound: NetworkBandwidthLimitConfig | None = None
     outbound: NetworkBandwidthLimitConfig | None = None
