@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, translate
+from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, connection_alive, translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,19 +130,12 @@ class HostConnection:
             result = await loop.run_in_executor(self._executor, fn, conn)
         except libvirt.libvirtError as exc:
             failure = translate(exc)
-            if isinstance(failure, HostUnreachable) or not self._alive(conn):
+            if isinstance(failure, HostUnreachable) or not connection_alive(conn):
                 self._mark_lost(str(failure))
                 raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from exc
             raise failure from exc
         self.last_seen = datetime.now(UTC)
         return result
-
-    @staticmethod
-    def _alive(conn: libvirt.virConnect) -> bool:
-        try:
-            return bool(conn.isAlive())
-        except libvirt.libvirtError:
-            return False
 
     def _mark_lost(self, reason: str) -> None:
         if self._conn is not None:

@@ -81,3 +81,23 @@ def translated() -> Iterator[None]:
         yield
     except libvirt.libvirtError as exc:
         raise translate(exc) from exc
+
+
+def connection_alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+@contextmanager
+def translated_on(conn: libvirt.virConnect, local: type[LibvirtFailure]) -> Iterator[None]:
+    """:func:`translated`, keeping libvirt's "system error" on a connection that is still alive (a
+    storage I/O or host networking failure) apart from a lost host: raised as ``local``."""
+    try:
+        with translated():
+            yield
+    except HostUnreachable as failure:
+        if failure.code == libvirt.VIR_ERR_SYSTEM_ERROR and connection_alive(conn):
+            raise local(str(failure), code=failure.code) from failure
+        raise

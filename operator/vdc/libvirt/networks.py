@@ -17,13 +17,19 @@ are refused with :class:`~vdc.libvirt.network_xml.NetworkXmlError` before libvir
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 
 import libvirt
 
-from vdc.libvirt.errors import ConfigRejected, HostUnreachable, InvalidState, LibvirtFailure, NotFound, translated
+from vdc.libvirt.errors import (
+    ConfigRejected,
+    InvalidState,
+    LibvirtFailure,
+    NotFound,
+    translated_on,
+)
 from vdc.libvirt.network_xml import DhcpHostConfig, NetworkConfig, NetworkXmlError
 
 
@@ -53,23 +59,9 @@ class NetworkObservation:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _alive(conn: libvirt.virConnect) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except libvirt.libvirtError:
-        return False
-
-
-@contextmanager
-def _translated(conn: libvirt.virConnect) -> Iterator[None]:
+def _translated(conn: libvirt.virConnect) -> AbstractContextManager[None]:
     """:func:`translated`, with libvirt's "system error" from the host's networking kept apart from a lost host."""
-    try:
-        with translated():
-            yield
-    except HostUnreachable as failure:
-        if failure.code == libvirt.VIR_ERR_SYSTEM_ERROR and _alive(conn):
-            raise NetworkFailure(str(failure), code=failure.code) from failure
-        raise
+    return translated_on(conn, NetworkFailure)
 
 
 def _network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork:

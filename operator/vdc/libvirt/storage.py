@@ -13,14 +13,19 @@ takes for a lost connection; here it becomes a :class:`StorageFailure` when the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from typing import Literal
 
 import libvirt
 
-from vdc.libvirt.errors import ConfigRejected, HostUnreachable, InvalidState, LibvirtFailure, NotFound, translated
+from vdc.libvirt.errors import (
+    ConfigRejected,
+    InvalidState,
+    LibvirtFailure,
+    NotFound,
+    translated_on,
+)
 from vdc.libvirt.storage_xml import (
     BackingFormat,
     PoolConfig,
@@ -90,23 +95,9 @@ class VolumeObservation:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _alive(conn: libvirt.virConnect) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except libvirt.libvirtError:
-        return False
-
-
-@contextmanager
-def _translated(conn: libvirt.virConnect) -> Iterator[None]:
+def _translated(conn: libvirt.virConnect) -> AbstractContextManager[None]:
     """:func:`translated`, with libvirt's "system error" from storage I/O kept apart from a lost host."""
-    try:
-        with translated():
-            yield
-    except HostUnreachable as failure:
-        if failure.code == libvirt.VIR_ERR_SYSTEM_ERROR and _alive(conn):
-            raise StorageFailure(str(failure), code=failure.code) from failure
-        raise
+    return translated_on(conn, StorageFailure)
 
 
 def _pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool:
