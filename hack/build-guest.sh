@@ -10,13 +10,16 @@
 # Environment:
 #   VDC_CACHE          cache root (default: $HOME/.cache/vdc)
 #   VDC_GUEST_MODULES  space-separated kernel modules to put into the initramfs
-#                      and load at boot (default: none), e.g. "virtio_pci virtio_net virtio_blk"
+#                      and load at boot (default: "virtio_pci virtio_net": a NIC)
 #   VDC_GUEST_KERNEL_PKG  kernel meta package (default: linux-image-cloud-amd64)
 #
 # Guest kernel command line understood by /init:
 #   vdc.hostname=NAME   hostname of the guest     -> prints VDC-GUEST-HOSTNAME=NAME
 #   vdc.marker=XYZ      anything                  -> prints VDC-MARKER=XYZ
-# and then, last, the line VDC-GUEST-READY. Use console=ttyS0.
+# With a NIC (eth0) the guest asks DHCP for an address first -> prints VDC-IP=A.B.C.D
+# and then, last, the line VDC-GUEST-READY. Use console=ttyS0. After that:
+#   vdc.ping=IP         ping IP for up to vdc.pingwait seconds (default 60)
+#                       -> prints VDC-PING-OK=IP or VDC-PING-FAIL=IP
 set -euo pipefail
 
 help() {
@@ -44,7 +47,7 @@ esac
 CACHE_ROOT=${VDC_CACHE:-$HOME/.cache/vdc}
 OUT=$CACHE_ROOT/guest
 KERNEL_META=${VDC_GUEST_KERNEL_PKG:-linux-image-cloud-amd64}
-MODULES=${VDC_GUEST_MODULES:-}
+MODULES=${VDC_GUEST_MODULES-virtio_pci virtio_net}
 BUSYBOX=/bin/busybox
 
 # The stamp ties the cache to this recipe: the script's own content and the
@@ -167,6 +170,21 @@ if [ -n "$MODULES" ]; then
     add_modules $MODULES
 fi
 
+mkdir -p "$ROOT/etc"
+cat >"$ROOT/etc/udhcpc.script" <<'EOF'
+#!/bin/sh
+# busybox udhcpc hook: apply the lease.
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        echo "VDC-IP=$ip" >/dev/console
+        ;;
+esac
+EOF
+chmod 755 "$ROOT/etc/udhcpc.script"
+
 cat >"$ROOT/init" <<'EOF'
 #!/bin/busybox sh
 # vdc test guest: PID 1. Must never exit (that panics the kernel).
@@ -185,10 +203,14 @@ echo 1 >/proc/sys/kernel/printk
 
 host=vdc-guest
 marker=
+ping_ip=
+ping_wait=60
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdc.hostname=*) host=${arg#vdc.hostname=} ;;
         vdc.marker=*) marker=${arg#vdc.marker=} ;;
+        vdc.ping=*) ping_ip=${arg#vdc.ping=} ;;
+        vdc.pingwait=*) ping_wait=${arg#vdc.pingwait=} ;;
     esac
 done
 hostname "$host"
@@ -200,9 +222,25 @@ if [ -f /etc/vdc-modules ]; then
     done
 fi
 
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    udhcpc -i eth0 -n -q -t 10 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1 || echo "VDC-IP-NONE"
+fi
+
 echo "VDC-GUEST-HOSTNAME=$host"
 [ -n "$marker" ] && echo "VDC-MARKER=$marker"
 echo "VDC-GUEST-READY"
+
+if [ -n "$ping_ip" ]; then
+    (
+        i=0
+        while [ "$i" -lt "$ping_wait" ]; do
+            if ping -c 1 -W 1 "$ping_ip" >/dev/null 2>&1; then echo "VDC-PING-OK=$ping_ip"; exit 0; fi
+            i=$((i + 1))
+        done
+        echo "VDC-PING-FAIL=$ping_ip"
+    ) &
+fi
 
 # An interactive shell on the console (virsh console / -nographic), forever.
 while :; do

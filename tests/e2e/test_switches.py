@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 
 import pytest
@@ -104,3 +105,51 @@ def test_fifty_vms_get_fifty_distinct_addresses_that_survive_an_operator_restart
     allocations = dc.get("virtualswitch", "e2e-many")["status"]["allocations"]
     assert sorted(a["ip"] for a in allocations) == sorted(before.values())
     dc.cp.kubectl("delete", "vm", *names, "-n", dc.namespace, "--timeout=120s")
+
+
+def test_guests_on_one_switch_reach_each_other_and_other_switches_are_isolated(
+    datacenter: Datacenter, lan: dict
+) -> None:
+    dc = datacenter
+    host = dc.hosts.hosts[0].name
+    dc.apply(_switch("e2e-other", "10.125.0.0/24", "qemu"))
+    wait_until("the second switch Ready", lambda: _ready(dc, "e2e-other"), timeout=60)
+    target = "10.123.0.77"
+
+    def guest(name: str, switch: str, cmdline: str = "") -> dict:
+        kernel = {
+            "kernel": "/var/lib/libvirt/boot/vdc-tiny/vmlinuz",
+            "initrd": "/var/lib/libvirt/boot/vdc-tiny/initrd.img",
+            "cmdline": f"console=ttyS0 vdc.marker={name} {cmdline}".strip(),
+        }
+        nic: dict[str, str] = {"name": "eth0", "switch": switch}
+        if name == "ping-target":
+            nic["ipAddress"] = target
+        return dc.vm_manifest(name, host=host, boot={"kernel": kernel}, interfaces=[nic])
+
+    dc.apply(guest("ping-target", SWITCH))
+    dc.apply(guest("ping-same", SWITCH, f"vdc.ping={target} vdc.pingwait=90"))
+    dc.apply(guest("ping-other", "e2e-other", f"vdc.ping={target} vdc.pingwait=20"))
+    consoles = {}
+    for name in ("ping-target", "ping-same", "ping-other"):
+        body = dc.wait_ready(name)
+        ip = body["status"]["interfaces"][0]["ipAddresses"][0]
+
+        def leased(b: dict = body, address: str = ip) -> str | None:
+            text = dc.console_log(b["status"]["host"], b["status"]["domainName"])
+            return text if f"VDC-IP={address}" in text else None
+
+        consoles[name] = wait_until(f"{name} leases {ip} by DHCP", leased, timeout=120)
+    same = dc.vm("ping-same")
+    other = dc.vm("ping-other")
+    assert same and other
+
+    def result(body: dict) -> str | None:
+        text = dc.console_log(body["status"]["host"], body["status"]["domainName"])
+        found = re.search(r"VDC-PING-(OK|FAIL)=[0-9.]+", text)  # the shell's prompt may share its line
+        return found.group(0) if found else None
+
+    assert wait_until("ping-same's ping result", lambda: result(same), timeout=150) == f"VDC-PING-OK={target}"
+    assert wait_until("ping-other's ping result", lambda: result(other), timeout=150) == f"VDC-PING-FAIL={target}"
+    for name in ("ping-target", "ping-same", "ping-other"):
+        dc.cp.kubectl("delete", "vm", name, "-n", dc.namespace, "--timeout=60s")
