@@ -4,6 +4,7 @@ libvirt's own RNG schemas, and find config fields that no golden config ever set
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import types
@@ -12,6 +13,24 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+
+UPDATE_GOLDEN = os.environ.get("VDC_UPDATE_GOLDEN") == "1"
+
+
+def check_golden(golden_dir: Path, name: str, text: str) -> None:
+    """``text`` equals ``golden_dir/name.xml`` (``VDC_UPDATE_GOLDEN=1`` rewrites the file first)."""
+    path = golden_dir / f"{name}.xml"
+    if UPDATE_GOLDEN:
+        golden_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} is missing: run with VDC_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(), f"{path} differs from the generated XML (VDC_UPDATE_GOLDEN=1 rewrites it)"
+
+
+def stale_golden_files(golden_dir: Path, names: Iterable[str]) -> list[str]:
+    """Golden files that no config produces any more."""
+    known = set(names)
+    return sorted(p.stem for p in golden_dir.glob("*.xml") if p.stem not in known)
 
 
 def virt_xml_validate(path: Path, schema: str) -> None:

@@ -14,7 +14,6 @@ no ``test`` domain type in the dataclasses.
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -42,10 +41,9 @@ from vdc.libvirt.domain_xml import (
     SerialConsoleConfig,
     owner_from_domain_xml,
 )
-from xmlconfigs import config_classes, unexercised_fields, virt_xml_validate
+from xmlconfigs import check_golden, config_classes, stale_golden_files, unexercised_fields, virt_xml_validate
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "domain"
-UPDATE_GOLDEN = os.environ.get("VDC_UPDATE_GOLDEN") == "1"
 
 GOLDEN: dict[str, DomainConfig] = {
     # Direct kernel boot, no disks: the smallest VM the e2e tests boot under TCG.
@@ -190,17 +188,11 @@ def render(config: DomainConfig) -> str:
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_generated_xml_matches_golden_file(name: str) -> None:
-    path = GOLDEN_DIR / f"{name}.xml"
-    text = render(GOLDEN[name])
-    if UPDATE_GOLDEN:
-        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing: run with VDC_UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(), f"{path} differs from the generated XML (VDC_UPDATE_GOLDEN=1 rewrites it)"
+    check_golden(GOLDEN_DIR, name, render(GOLDEN[name]))
 
 
 def test_every_golden_file_has_a_config() -> None:
-    stale = sorted(p.stem for p in GOLDEN_DIR.glob("*.xml") if p.stem not in GOLDEN)
+    stale = stale_golden_files(GOLDEN_DIR, GOLDEN)
     assert not stale, f"golden files without a config in GOLDEN: {stale}"
 
 

@@ -13,7 +13,6 @@ and keeps volumes of its dir pools in memory, so both round trips run for every 
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 import uuid
 import xml.etree.ElementTree as ET
@@ -35,10 +34,9 @@ from vdc.libvirt.storage_xml import (
     VolumeConfig,
     VolumeFormat,
 )
-from xmlconfigs import config_classes, unexercised_fields, virt_xml_validate
+from xmlconfigs import check_golden, config_classes, stale_golden_files, unexercised_fields, virt_xml_validate
 
 GOLDEN_DIR = Path(__file__).parent / "golden" / "storage"
-UPDATE_GOLDEN = os.environ.get("VDC_UPDATE_GOLDEN") == "1"
 GiB = 1024**3
 IMAGES = "/var/lib/vdc/pools/images"
 """Where the golden volumes live: the target of the dir pool the test-driver round trip creates."""
@@ -130,17 +128,11 @@ def parse(name: str, text: str) -> PoolConfig | VolumeConfig:
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_generated_xml_matches_golden_file(name: str) -> None:
-    path = GOLDEN_DIR / f"{name}.xml"
-    text = render(GOLDEN[name])
-    if UPDATE_GOLDEN:
-        GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing: run with VDC_UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(), f"{path} differs from the generated XML (VDC_UPDATE_GOLDEN=1 rewrites it)"
+    check_golden(GOLDEN_DIR, name, render(GOLDEN[name]))
 
 
 def test_every_golden_file_has_a_config() -> None:
-    stale = sorted(p.stem for p in GOLDEN_DIR.glob("*.xml") if p.stem not in GOLDEN)
+    stale = stale_golden_files(GOLDEN_DIR, GOLDEN)
     assert not stale, f"golden files without a config in GOLDEN: {stale}"
 
 

@@ -206,8 +206,10 @@ class VmController:
                 )
             else:
                 await conn.call(functools.partial(grow, plan=plan, current=current))
-            refreshed = await conn.call(functools.partial(storage.list_volumes, pool=plan.libvirt_pool, refresh=True))
-            volumes[plan.disk] = next((v for v in refreshed if v.name == plan.volume), current)
+            grown = await conn.call(
+                functools.partial(storage.observe_volume, pool=plan.libvirt_pool, name=plan.volume, refresh=True)
+            )
+            volumes[plan.disk] = grown or current
         return volumes
 
     # --- reconcile -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import libvirt
 
 from vdc.controllers.vm_disks import DiskSpecError, PoolMissing, VolumePlan
 from vdc.libvirt import storage
+from vdc.libvirt.errors import InvalidState, NotFound
 from vdc.libvirt.storage import VolumeObservation
 from vdc.libvirt.storage_xml import BackingStoreConfig, VolumeConfig
 
@@ -17,26 +18,30 @@ def ensure_volumes(
     conn: libvirt.virConnect, plans: Sequence[VolumePlan], seed: bytes | None
 ) -> dict[str, VolumeObservation]:
     """Every planned volume exists (created when missing); disk name -> volume. Growth is separate."""
-    listed: dict[str, dict[str, VolumeObservation]] = {}
 
-    def existing(pool: str) -> dict[str, VolumeObservation]:
-        if pool not in listed:
-            listed[pool] = {v.name: v for v in storage.list_volumes(conn, pool, refresh=True)}
-        return listed[pool]
+    # Per-disk lookups, not a listing of the whole pool (which may hold thousands of volumes). Only a
+    # volume we did not make (an existing volume, a clone's base) may need a pool refresh to be seen.
+    def lookup(plan: VolumePlan, name: str, *, refresh: bool = False) -> VolumeObservation | None:
+        try:
+            return storage.observe_volume(conn, plan.libvirt_pool, name, refresh=refresh)
+        except (NotFound, InvalidState):
+            raise PoolMissing(f"disk {plan.disk}: pool {plan.pool} is not running on this host") from None
+
+    def find(plan: VolumePlan, name: str) -> VolumeObservation | None:
+        return lookup(plan, name) or lookup(plan, name, refresh=True)
 
     out: dict[str, VolumeObservation] = {}
     for plan in plans:
         pool = plan.libvirt_pool
-        if storage.observe_pool(conn, pool) is None:
-            raise PoolMissing(f"disk {plan.disk}: pool {plan.pool} is not running on this host")
-        vol = existing(pool).get(plan.volume)
+        vol = lookup(plan, plan.volume)
         if plan.kind == "volume":
+            vol = vol or lookup(plan, plan.volume, refresh=True)
             if vol is None:
                 raise DiskSpecError(f"disk {plan.disk}: volume {plan.volume} not found in pool {plan.pool}")
         elif plan.kind == "blank" and vol is None:
             vol = storage.create_volume(conn, pool, VolumeConfig(plan.volume, plan.capacity or 0, format="qcow2"))
         elif plan.kind == "clone" and vol is None:
-            base = existing(pool).get(plan.base_volume or "")
+            base = find(plan, plan.base_volume or "")
             if base is None:
                 raise DiskSpecError(f"disk {plan.disk}: base volume {plan.base_volume} not found in pool {plan.pool}")
             backing_format: Literal["qcow2", "raw"] = "qcow2" if base.format == "qcow2" else "raw"

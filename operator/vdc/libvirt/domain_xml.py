@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid as uuid_module
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Literal, Self, TypeVar, get_args
@@ -636,12 +635,7 @@ class DomainConfig:
     rng: bool = True
 
     def __post_init__(self) -> None:
-        try:
-            canonical = str(uuid_module.UUID(self.uuid))
-        except ValueError:
-            raise DomainXmlError(f"domain uuid {self.uuid!r} is not a UUID") from None
-        if canonical != self.uuid:
-            raise DomainXmlError(f"domain uuid {self.uuid!r} must be in canonical form {canonical!r}")
+        _xml.check_uuid(self.uuid, "domain uuid")
         if not self.name or "/" in self.name:
             raise DomainXmlError(f"domain name {self.name!r} must be non-empty and contain no '/'")
         _positive(self.vcpus, "vcpus")
@@ -707,9 +701,7 @@ class DomainConfig:
 
     def to_string(self) -> str:
         """The domain XML, indented two spaces, without a trailing newline."""
-        root = self.to_xml()
-        ET.indent(root, space="  ")
-        return ET.tostring(root, encoding="unicode")
+        return _xml.to_string(self.to_xml())
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
@@ -766,11 +758,7 @@ class DomainConfig:
 
     @classmethod
     def from_string(cls, text: str) -> Self:
-        try:
-            root = ET.fromstring(text)
-        except ET.ParseError as e:
-            raise DomainXmlError(f"not well-formed XML: {e}") from None
-        return cls.from_xml(root)
+        return cls.from_xml(_xml.parse(text))
 
 
 __all__ = [

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid as uuid_module
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,21 +88,13 @@ _attr = _xml.attr
 _child = _xml.child
 _text = _xml.text
 _expect_tag = _xml.expect_tag
+_parse = _xml.parse
+_to_string = _xml.to_string
+_check_uuid = _xml.check_uuid
 
 
 def _opt_int(value: str | None, what: str) -> int | None:
     return None if value is None else _int(value, what)
-
-
-def _check_uuid(value: str | None, what: str) -> None:
-    if value is None:
-        return
-    try:
-        canonical = str(uuid_module.UUID(value))
-    except ValueError:
-        raise NetworkXmlError(f"{what} {value!r} is not a UUID") from None
-    if canonical != value:
-        raise NetworkXmlError(f"{what} {value!r} must be in canonical form {canonical!r}")
 
 
 def _ipv4(value: str, what: str) -> ipaddress.IPv4Address:
@@ -148,18 +139,6 @@ def _unique(values: Iterable[object], what: str) -> None:
 
 def _yes_no(value: str | None, what: str) -> bool:
     return _pick(value or "no", ("yes", "no"), what) == "yes"
-
-
-def _parse(text: str) -> ET.Element:
-    try:
-        return ET.fromstring(text)
-    except ET.ParseError as e:
-        raise NetworkXmlError(f"not well-formed XML: {e}") from None
-
-
-def _to_string(root: ET.Element) -> str:
-    ET.indent(root, space="  ")
-    return ET.tostring(root, encoding="unicode")
 
 
 # --- DHCP ----------------------------------------------------------------------------------------

@@ -402,6 +402,24 @@ def upload_volume(
     return _observe_volume(conn, vol)
 
 
+def observe_volume(
+    conn: libvirt.virConnect, pool: str, name: str, *, refresh: bool = False
+) -> VolumeObservation | None:
+    """One volume by name, or None (``NotFound`` when the pool itself is missing). ``refresh``
+    rescans the pool first, so a file placed there behind libvirt's back is found."""
+    p = _pool(conn, pool)
+    if refresh:
+        with _translated(conn):
+            p.refresh(0)
+    vol = _volume_or_none(conn, p, name)
+    if vol is None:
+        return None
+    try:
+        return _observe_volume(conn, vol)
+    except NotFound:
+        return None  # deleted meanwhile
+
+
 def volume_path(conn: libvirt.virConnect, pool: str, name: str) -> str:
     """Where the volume is on the host (what a domain's ``<disk><source file=…>`` names)."""
     vol = _volume(conn, pool, name)
@@ -420,6 +438,7 @@ __all__ = [
     "ensure_pool",
     "list_volumes",
     "observe_pool",
+    "observe_volume",
     "remove_pool",
     "resize_volume",
     "upload_volume",

@@ -32,7 +32,6 @@ a backing store on a raw volume), so that a round trip through libvirt is exact.
 from __future__ import annotations
 
 import re
-import uuid as uuid_module
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Literal, Self, TypeVar, get_args
@@ -95,6 +94,9 @@ _attr = _xml.attr
 _child = _xml.child
 _text = _xml.text
 _expect_tag = _xml.expect_tag
+_parse = _xml.parse
+_to_string = _xml.to_string
+_check_uuid = _xml.check_uuid
 
 
 def _bytes(el: ET.Element) -> int:
@@ -105,32 +107,9 @@ def _bytes(el: ET.Element) -> int:
     return _int(el.text, f"<{el.tag}>") * _SIZE_UNITS[unit]
 
 
-def _check_uuid(value: str | None, what: str) -> None:
-    if value is None:
-        return
-    try:
-        canonical = str(uuid_module.UUID(value))
-    except ValueError:
-        raise StorageXmlError(f"{what} {value!r} is not a UUID") from None
-    if canonical != value:
-        raise StorageXmlError(f"{what} {value!r} must be in canonical form {canonical!r}")
-
-
 def _check_name(value: str, what: str) -> None:
     if not value or "/" in value:
         raise StorageXmlError(f"{what} {value!r} must be non-empty and contain no '/'")
-
-
-def _parse(text: str) -> ET.Element:
-    try:
-        return ET.fromstring(text)
-    except ET.ParseError as e:
-        raise StorageXmlError(f"not well-formed XML: {e}") from None
-
-
-def _to_string(root: ET.Element) -> str:
-    ET.indent(root, space="  ")
-    return ET.tostring(root, encoding="unicode")
 
 
 # --- pools ---------------------------------------------------------------------------------------

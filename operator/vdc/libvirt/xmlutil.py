@@ -8,6 +8,7 @@ keep catching the error of the module they use.
 from __future__ import annotations
 
 import re
+import uuid
 import xml.etree.ElementTree as ET
 from typing import TypeVar
 
@@ -82,3 +83,26 @@ class XmlHelpers:
     def expect_tag(self, el: ET.Element, tag: str) -> None:
         if el.tag != tag:
             raise self.error(f"expected <{tag}>, got <{el.tag}>")
+
+    def parse(self, text: str) -> ET.Element:
+        try:
+            return ET.fromstring(text)
+        except ET.ParseError as e:
+            raise self.error(f"not well-formed XML: {e}") from None
+
+    @staticmethod
+    def to_string(root: ET.Element) -> str:
+        """The element, indented two spaces, without a trailing newline."""
+        ET.indent(root, space="  ")
+        return ET.tostring(root, encoding="unicode")
+
+    def check_uuid(self, value: str | None, what: str) -> None:
+        """None, or a UUID in the canonical lowercase form libvirt writes back."""
+        if value is None:
+            return
+        try:
+            canonical = str(uuid.UUID(value))
+        except ValueError:
+            raise self.error(f"{what} {value!r} is not a UUID") from None
+        if canonical != value:
+            raise self.error(f"{what} {value!r} must be in canonical form {canonical!r}")
