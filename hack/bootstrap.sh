@@ -11,6 +11,7 @@ DEB_PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu libvirt-dev pkg-config gcc
   qemu-system-x86 qemu-utils dnsmasq-base iproute2 iptables bridge-utils libxml2-utils
   busybox-static cpio util-linux procps psmisc curl ca-certificates ovmf
+  prometheus
 )
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
