@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,7 @@ from vdc.libvirt.network_xml import (
     DhcpHostConfig,
     DhcpRangeConfig,
     DnsConfig,
+    DnsTxtConfig,
     Ipv4Config,
     NetworkBandwidthConfig,
     NetworkBandwidthLimitConfig,
@@ -111,7 +113,12 @@ class Recorder:
                 def call(*args: typing.Any) -> typing.Any:
                     if name == "update":
                         command = "add" if args[0] == libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST else "delete"
-                        recorder.calls.append(f"update:{command}:{DhcpHostConfig.from_string(args[3]).mac}")
+                        if args[1] == libvirt.VIR_NETWORK_SECTION_DNS_TXT:
+                            recorder.calls.append(
+                                f"update:{command}:txt:{DnsTxtConfig.from_xml(ET.fromstring(args[3])).name}"
+                            )
+                        else:
+                            recorder.calls.append(f"update:{command}:{DhcpHostConfig.from_string(args[3]).mac}")
                     else:
                         recorder.calls.append(name)
                     return attr(*args)
@@ -364,6 +371,39 @@ def test_set_dhcp_hosts_sends_only_the_differences(conn: typing.Any, network: Ne
     final = networks.observe_network(conn, network.name)
     assert final is not None and final.active
     assert final.config == dataclasses.replace(network, uuid=final.uuid)
+
+
+PEER_B = DnsTxtConfig("host-b.vdc-peer", "192.168.77.12")
+PEER_C = DnsTxtConfig("host-c.vdc-peer", "192.168.77.13")
+
+
+def test_set_dns_txt_sends_only_the_differences_without_a_restart(conn: typing.Any, network: NetworkConfig) -> None:
+    recorder = Recorder(conn)
+    obs = networks.set_dns_txt(recorder, network.name, [PEER_B, PEER_C])
+    assert recorder.changes == ["update:add:txt:host-b.vdc-peer", "update:add:txt:host-c.vdc-peer"]
+    assert obs.config is not None and obs.config.dns_txt == (PEER_B, PEER_C)
+
+    # A peer whose address changed is deleted and added again (libvirt cannot modify a TXT record).
+    moved = dataclasses.replace(PEER_B, value="192.168.77.22")
+    recorder = Recorder(conn)
+    networks.set_dns_txt(recorder, network.name, [moved, PEER_C])
+    assert recorder.changes == ["update:delete:txt:host-b.vdc-peer", "update:add:txt:host-b.vdc-peer"]
+
+    recorder = Recorder(conn)
+    networks.set_dns_txt(recorder, network.name, [PEER_C, moved])
+    assert recorder.changes == []
+    with pytest.raises(NetworkXmlError, match="DNS TXT record name"):
+        networks.set_dns_txt(conn, network.name, [PEER_C, dataclasses.replace(PEER_C, value="192.168.77.99")])
+    assert networks.set_dns_txt(conn, network.name, []).config == dataclasses.replace(network, uuid=obs.uuid)
+
+
+def test_ensure_network_changes_only_the_txt_records_of_a_running_network_without_a_restart(
+    conn: typing.Any, network: NetworkConfig
+) -> None:
+    recorder = Recorder(conn)
+    obs = networks.ensure_network(recorder, dataclasses.replace(network, dns_txt=(PEER_B,)))
+    assert recorder.changes == ["defineXML", "update:add:txt:host-b.vdc-peer"]
+    assert obs.active and obs.config is not None and obs.config.dns_txt == (PEER_B,)
 
 
 def test_set_dhcp_hosts_on_a_stopped_network_changes_its_definition(conn: typing.Any, network: NetworkConfig) -> None:

@@ -29,6 +29,7 @@ from vdc.libvirt.network_xml import (
     DhcpHostConfig,
     DhcpRangeConfig,
     DnsConfig,
+    DnsTxtConfig,
     ForwardMode,
     Ipv4Config,
     Ipv6Config,
@@ -36,6 +37,7 @@ from vdc.libvirt.network_xml import (
     NetworkBandwidthLimitConfig,
     NetworkConfig,
     NetworkXmlError,
+    OverlayConfig,
 )
 from xmlconfigs import check_golden, config_classes, stale_golden_files, unexercised_fields, virt_xml_validate
 
@@ -81,6 +83,19 @@ GOLDEN: dict[str, NetworkConfig] = {
             dhcp_range=DhcpRangeConfig("10.30.0.128", "10.30.0.200"),
             hosts=(WEB_0, WEB_1, DB_0),
         ),
+    ),
+    # One host's side of an overlay (VXLAN) segment: the hook's settings in <metadata>, the other
+    # hosts' underlay addresses as TXT records, an MTU that leaves room for the VXLAN header.
+    "overlay": NetworkConfig(
+        name="vdc-tenant-a",
+        bridge="vdcbr-5be0a913",
+        forward="none",
+        mtu=1450,
+        ipv4=Ipv4Config(
+            address="10.50.0.1", prefix=24, hosts=(DhcpHostConfig(mac="52:54:00:6b:3c:04", ip="10.50.0.2"),)
+        ),
+        dns_txt=(DnsTxtConfig("host-b.vdc-peer", "192.168.77.12"), DnsTxtConfig("host-c.vdc-peer", "192.168.77.13")),
+        overlay=OverlayConfig(vni=5001, port=4790, local="192.168.77.11", device="vdcvx-5be0a913", underlay="eth1"),
     ),
     # Dual stack, jumbo frames, DNS forwarders and a local domain, shaped both ways.
     "ipv6-dns-mtu-bandwidth": NetworkConfig(
@@ -332,6 +347,8 @@ def test_coverage_walk_reaches_every_config_class() -> None:
         DnsConfig,
         NetworkBandwidthConfig,
         NetworkBandwidthLimitConfig,
+        DnsTxtConfig,
+        OverlayConfig,
     }
 
 
@@ -385,6 +402,40 @@ def test_libvirt_shorthands_are_read_as_what_they_mean() -> None:
     config = NetworkConfig.from_string(text)
     assert config.bandwidth is None
     assert config.dns == DnsConfig(domain="lab")
+
+
+def test_overlay_settings_and_peers_libvirt_cannot_carry_are_refused() -> None:
+    overlay = OverlayConfig(vni=7, local="192.168.77.11", device="vdcvx-1")
+    with pytest.raises(NetworkXmlError, match="VNI must be 1-16777215"):
+        OverlayConfig(vni=2**24, local="192.168.77.11", device="vdcvx-1")
+    with pytest.raises(NetworkXmlError, match="overlay local address"):
+        OverlayConfig(vni=7, local="not-an-ip", device="vdcvx-1")
+    with pytest.raises(NetworkXmlError, match="DNS TXT record name"):
+        DnsTxtConfig("has space", "192.168.77.12")
+    with pytest.raises(NetworkXmlError, match="DNS TXT record name"):
+        NetworkConfig(
+            name="n", bridge="b", forward="none",
+            dns_txt=(DnsTxtConfig("a.vdc-peer", "192.168.77.12"), DnsTxtConfig("a.vdc-peer", "192.168.77.13")),
+        )  # fmt: skip
+    with pytest.raises(NetworkXmlError, match="does not take dns_txt, overlay"):
+        NetworkConfig(name="n", bridge="br0", forward="bridge", dns_txt=(DnsTxtConfig("a", "b"),), overlay=overlay)
+
+
+def test_a_txt_record_on_its_own_is_what_network_update_takes(test_driver: typing.Any) -> None:
+    import libvirt
+
+    config = dataclasses.replace(GOLDEN["overlay"], name="vdc-txt-updates")
+    net = test_driver.networkDefineXML(dataclasses.replace(config, dns_txt=()).to_string())
+    net.create()
+    both = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    section = libvirt.VIR_NETWORK_SECTION_DNS_TXT
+    for txt in config.dns_txt:
+        net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, txt.to_string(), both)
+    assert NetworkConfig.from_string(net.XMLDesc(0)).dns_txt == config.dns_txt
+    net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1, config.dns_txt[0].to_string(), both)
+    assert NetworkConfig.from_string(net.XMLDesc(0)).dns_txt == config.dns_txt[1:]
+    net.destroy()
+    net.undefine()
 
 
 def test_user_input_cannot_inject_xml() -> None:

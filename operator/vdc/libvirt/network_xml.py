@@ -25,6 +25,13 @@ construction, so a config that builds is one libvirt takes and does not silently
 DHCP ranges and static hosts must lie in the subnet, and not on its network or broadcast address
 (libvirt refuses the range; it accepts such a host, which dnsmasq then never serves).
 
+An overlay (VXLAN) segment is a nat or isolated network plus what libvirt cannot make itself: a VXLAN
+device on the bridge with a forwarding entry per other host. libvirt carries the settings for a
+network hook script on the host (``vdc.hooks.libvirt_network``) that makes them: the static ones
+(:class:`OverlayConfig`: VNI, port, local address, device) in the network's ``<metadata>``, fixed
+while it runs; the other hosts' addresses as DNS TXT records (:class:`DnsTxtConfig`), which
+``virNetworkUpdate`` changes on the running network, and each change runs the hook again.
+
 Parsing reads back every field :meth:`to_xml` writes and ignores what we do not model, so the XML
 libvirt returns (``virNetworkGetXMLDesc``: ``connections``, the generated ``<mac>``, ``stp``/``delay``
 on the bridge, ``<nat><port …/></nat>`` of a running nat network, ``<lease>`` …) parses. What would be
@@ -64,6 +71,13 @@ _MAC = re.compile(r"^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _DNS_NAME = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 """libvirt's ``dnsName`` (the ``<domain name=…>`` attribute)."""
+_TXT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
+"""A TXT record name libvirt and dnsmasq take (no spaces or commas)."""
+OVERLAY_NS = "https://vdc.dev/xmlns/overlay/v1"
+"""XML namespace of our overlay settings inside a network's ``<metadata>``."""
+OVERLAY_TAG = f"{{{OVERLAY_NS}}}overlay"
+ET.register_namespace("vdcnet", OVERLAY_NS)
+VNI_MAX = 2**24 - 1
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
 """A DHCP host name dnsmasq takes (it lands in dnsmasq's hosts file, comma separated)."""
 VLAN_TAG_MAX = 4095
@@ -383,6 +397,81 @@ class DnsConfig:
         )
 
 
+@dataclass(frozen=True)
+class DnsTxtConfig:
+    """``<txt name=… value=…/>`` in ``<dns>``: a TXT record dnsmasq serves. Its :meth:`to_string` is
+    what ``virNetworkUpdate`` takes for the ``DNS_TXT`` section (add and delete; libvirt cannot
+    modify one in place)."""
+
+    name: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if not _TXT_NAME.match(self.name):
+            raise NetworkXmlError(f"DNS TXT record name {self.name!r} is not a DNS name (letters, digits, _ . -)")
+        if not self.value or len(self.value) > 255:
+            raise NetworkXmlError(f"DNS TXT record {self.name} needs a value of 1-255 characters")
+        _xml.safe(self.value, f"DNS TXT record {self.name} value")
+
+    def to_xml(self) -> ET.Element:
+        return _new("txt", {"name": self.name, "value": self.value})
+
+    def to_string(self) -> str:
+        """The ``<txt/>`` element on one line (for ``virNetworkUpdate``)."""
+        return ET.tostring(self.to_xml(), encoding="unicode")
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, "txt")
+        return cls(name=_attr(el, "name"), value=_attr(el, "value"))
+
+
+# --- overlay -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """``<vdcnet:overlay vni=… port=… local=… device=… underlay=…/>`` in the network's ``<metadata>``:
+    the VXLAN device the network hook makes on the host and enslaves to the network's bridge.
+
+    ``local`` is this host's underlay address (the VXLAN source); ``underlay`` the host interface to
+    send from (None: wherever the route to each peer goes); ``device`` the VXLAN device's name.
+    """
+
+    vni: int
+    local: str
+    device: str
+    port: int = 4789
+    underlay: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.vni <= VNI_MAX:
+            raise NetworkXmlError(f"VXLAN VNI must be 1-{VNI_MAX}, got {self.vni}")
+        if not 1 <= self.port <= 65535:
+            raise NetworkXmlError(f"VXLAN port must be 1-65535, got {self.port}")
+        _ipv4(self.local, "overlay local address")
+        _check_ifname(self.device, "overlay device name")
+        if self.underlay is not None:
+            _check_ifname(self.underlay, "overlay underlay interface")
+
+    def to_xml(self) -> ET.Element:
+        return _new(
+            OVERLAY_TAG,
+            {"vni": self.vni, "port": self.port, "local": self.local, "device": self.device, "underlay": self.underlay},
+        )
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _expect_tag(el, OVERLAY_TAG)
+        return cls(
+            vni=_int(_attr(el, "vni"), "overlay vni"),
+            port=_int(_attr(el, "port"), "overlay port"),
+            local=_attr(el, "local"),
+            device=_attr(el, "device"),
+            underlay=el.get("underlay"),
+        )
+
+
 # --- bandwidth -----------------------------------------------------------------------------------
 
 
@@ -488,6 +577,8 @@ class NetworkConfig:
     bandwidth: NetworkBandwidthConfig | None = None
     openvswitch: bool = False
     vlan: int | None = None
+    dns_txt: tuple[DnsTxtConfig, ...] = ()
+    overlay: OverlayConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "\n" in self.name:
@@ -513,7 +604,14 @@ class NetworkConfig:
         else:
             given = [
                 field
-                for field, value in (("ipv4", self.ipv4), ("ipv6", self.ipv6), ("dns", self.dns), ("mtu", self.mtu))
+                for field, value in (
+                    ("ipv4", self.ipv4),
+                    ("ipv6", self.ipv6),
+                    ("dns", self.dns),
+                    ("mtu", self.mtu),
+                    ("dns_txt", self.dns_txt or None),
+                    ("overlay", self.overlay),
+                )
                 if value is not None
             ]
             if given:
@@ -526,6 +624,8 @@ class NetworkConfig:
                     "a vlan tag needs an openvswitch bridge (libvirt refuses vlan on a Linux bridge network)"
                 )
 
+        _unique((txt.name for txt in self.dns_txt), "DNS TXT record name")
+
     @property
     def dhcp_hosts(self) -> tuple[DhcpHostConfig, ...]:
         """The static DHCP hosts (none without IPv4)."""
@@ -537,15 +637,24 @@ class NetworkConfig:
         _sub(root, "name", text=self.name)
         if self.uuid is not None:
             _sub(root, "uuid", text=self.uuid)
+        if self.overlay is not None:
+            _sub(root, "metadata").append(self.overlay.to_xml())
         if self.forward != "none":
             _sub(root, "forward", {"mode": self.forward})
         _sub(root, "bridge", {"name": self.bridge})
         if self.mtu is not None:
             _sub(root, "mtu", {"size": self.mtu})
+        dns = None
         if self.dns is not None:
             for el in (self.dns.domain_xml(), self.dns.to_xml()):
                 if el is not None:
                     root.append(el)
+            dns = root.find("dns")
+        if self.dns_txt:
+            if dns is None:
+                dns = _sub(root, "dns")
+            for txt in self.dns_txt:
+                dns.append(txt.to_xml())
         if self.vlan is not None:
             _sub(_sub(root, "vlan"), "tag", {"id": self.vlan})
         if self.bandwidth is not None:
@@ -586,6 +695,7 @@ class NetworkConfig:
         if virtualport is not None:
             _pick(virtualport.get("type"), ("openvswitch",), "virtualport type")
         uuid = _text(el.find("uuid"))
+        overlay = el.find(f"metadata/{OVERLAY_TAG}")
         return cls(
             name=_text(_child(el, "name")) or "",
             bridge=_attr(bridge, "name"),
@@ -598,6 +708,8 @@ class NetworkConfig:
             bandwidth=None if bandwidth is None else NetworkBandwidthConfig.from_xml(bandwidth),
             openvswitch=virtualport is not None,
             vlan=_int(_attr(tags[0], "id"), "vlan tag id") if tags else None,
+            dns_txt=tuple(DnsTxtConfig.from_xml(txt) for txt in el.findall("dns/txt")),
+            overlay=None if overlay is None else OverlayConfig.from_xml(overlay),
         )
 
     @classmethod
@@ -609,10 +721,13 @@ __all__ = [
     "BANDWIDTH_MAX",
     "MTU_MAX",
     "MTU_MIN",
+    "OVERLAY_NS",
     "VLAN_TAG_MAX",
+    "VNI_MAX",
     "DhcpHostConfig",
     "DhcpRangeConfig",
     "DnsConfig",
+    "DnsTxtConfig",
     "ForwardMode",
     "Ipv4Config",
     "Ipv6Config",
@@ -620,4 +735,5 @@ __all__ = [
     "NetworkBandwidthLimitConfig",
     "NetworkConfig",
     "NetworkXmlError",
+    "OverlayConfig",
 ]

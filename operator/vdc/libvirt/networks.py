@@ -2,9 +2,10 @@
 
 Networks are found by name (which names are ours is decided by the caller). :func:`ensure_network`
 makes a network match a :class:`~vdc.libvirt.network_xml.NetworkConfig`, restarting it only when its
-running definition differs in more than its static DHCP hosts; :func:`set_dhcp_hosts` changes only
-those hosts, on the running network and its persistent definition, through ``virNetworkUpdate``:
-dnsmasq is told, the network and the guests on it are not disturbed.
+running definition differs in more than its *live parts*: its static DHCP hosts and its DNS TXT
+records (an overlay's peers). :func:`set_dhcp_hosts` and :func:`set_dns_txt` change only those, on the
+running network and its persistent definition, through ``virNetworkUpdate``: dnsmasq is told (and the
+network hook run), the network and the guests on it are not disturbed.
 
 Errors come out as :mod:`vdc.libvirt.errors` exceptions; a network that does not exist is
 :class:`~vdc.libvirt.errors.NotFound`. libvirt reports a network that fails to start for host reasons
@@ -17,9 +18,10 @@ are refused with :class:`~vdc.libvirt.network_xml.NetworkXmlError` before libvir
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
+from typing import Protocol
 
 import libvirt
 
@@ -30,7 +32,7 @@ from vdc.libvirt.errors import (
     NotFound,
     translated_on,
 )
-from vdc.libvirt.network_xml import DhcpHostConfig, NetworkConfig, NetworkXmlError
+from vdc.libvirt.network_xml import DhcpHostConfig, DnsTxtConfig, NetworkConfig, NetworkXmlError
 
 
 class NetworkFailure(LibvirtFailure):
@@ -93,16 +95,38 @@ def _persistent_xml(net: libvirt.virNetwork) -> str:
         return str(net.XMLDesc(0))
 
 
-def _without_hosts(config: NetworkConfig | None) -> NetworkConfig | None:
-    """``config`` less its static DHCP hosts: what only a restart can change."""
-    if config is None or config.ipv4 is None:
+class _LiveItem(Protocol):
+    def to_string(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class _LivePart:
+    """A section of a network that ``virNetworkUpdate`` changes on the running network."""
+
+    section: int
+    items: Callable[[NetworkConfig], tuple[_LiveItem, ...]]
+
+
+_DHCP_HOSTS = _LivePart(libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, lambda c: c.dhcp_hosts)
+_DNS_TXT = _LivePart(libvirt.VIR_NETWORK_SECTION_DNS_TXT, lambda c: c.dns_txt)
+_LIVE_PARTS = (_DHCP_HOSTS, _DNS_TXT)
+
+
+def _without_live_parts(config: NetworkConfig | None) -> NetworkConfig | None:
+    """``config`` less its static DHCP hosts and TXT records: what only a restart can change."""
+    if config is None:
         return config
-    return dataclasses.replace(config, ipv4=dataclasses.replace(config.ipv4, hosts=()))
+    ipv4 = None if config.ipv4 is None else dataclasses.replace(config.ipv4, hosts=())
+    return dataclasses.replace(config, ipv4=ipv4, dns_txt=())
 
 
 def _same(a: NetworkConfig | None, b: NetworkConfig) -> bool:
-    """The same network: equal but for the order of the static DHCP hosts (which means nothing)."""
-    return a is not None and _without_hosts(a) == _without_hosts(b) and set(a.dhcp_hosts) == set(b.dhcp_hosts)
+    """The same network: equal but for the order of its live parts' items (which means nothing)."""
+    return (
+        a is not None
+        and _without_live_parts(a) == _without_live_parts(b)
+        and all(set(part.items(a)) == set(part.items(b)) for part in _LIVE_PARTS)
+    )
 
 
 def _observe(conn: libvirt.virConnect, net: libvirt.virNetwork) -> NetworkObservation:
@@ -127,23 +151,24 @@ def _observe(conn: libvirt.virConnect, net: libvirt.virNetwork) -> NetworkObserv
         )
 
 
-def _update_hosts(
+def _update_items(
     conn: libvirt.virConnect,
     net: libvirt.virNetwork,
-    current: Sequence[DhcpHostConfig],
-    wanted: Sequence[DhcpHostConfig],
+    part: _LivePart,
+    current: Sequence[_LiveItem],
+    wanted: Sequence[_LiveItem],
     flags: int,
 ) -> None:
-    """Delete the hosts of ``current`` that are not in ``wanted``, then add those missing (libvirt
-    refuses to add a host sharing its MAC, address or name with one still there)."""
-    section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
+    """Delete the items of ``current`` that are not in ``wanted``, then add those missing (libvirt
+    refuses to add a host sharing its MAC, address or name with one still there, or a TXT record
+    sharing its name)."""
     with _translated(conn):
-        for host in current:
-            if host not in wanted:
-                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1, host.to_string(), flags)
-        for host in wanted:
-            if host not in current:
-                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, host.to_string(), flags)
+        for item in current:
+            if item not in wanted:
+                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, part.section, -1, item.to_string(), flags)
+        for item in wanted:
+            if item not in current:
+                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, part.section, -1, item.to_string(), flags)
 
 
 def _start(conn: libvirt.virConnect, net: libvirt.virNetwork) -> None:
@@ -174,13 +199,13 @@ def observe_network(conn: libvirt.virConnect, name: str) -> NetworkObservation |
 def ensure_network(conn: libvirt.virConnect, config: NetworkConfig) -> NetworkObservation:
     """Make the network exist as ``config`` says, running and autostarted; return it.
 
-    ``config``'s static DHCP hosts are the complete list (pass them all, as for :func:`set_dhcp_hosts`;
-    their order does not matter). A missing network is defined. A persistent definition that differs is
-    replaced (keeping the UUID when ``config`` has none); a transient network is made persistent. A
-    running network is stopped, redefined and started again only when its running definition differs in
-    more than its static DHCP hosts (its bridge is then recreated: guests plugged into it lose their
-    link until they are plugged in again); differing hosts alone are changed on the running network with
-    ``virNetworkUpdate``, no restart. A network that is not running is started.
+    ``config``'s static DHCP hosts and TXT records are the complete lists (pass them all, as for
+    :func:`set_dhcp_hosts`; their order does not matter). A missing network is defined. A persistent
+    definition that differs is replaced (keeping the UUID when ``config`` has none); a transient network
+    is made persistent. A running network is stopped, redefined and started again only when its running
+    definition differs in more than those live parts (its bridge is then recreated: guests plugged into
+    it lose their link until they are plugged in again); differing live parts alone are changed on the
+    running network with ``virNetworkUpdate``, no restart. A network that is not running is started.
     """
     net = _network_or_none(conn, config.name)
     if net is None:
@@ -198,7 +223,7 @@ def ensure_network(conn: libvirt.virConnect, config: NetworkConfig) -> NetworkOb
             persistent = bool(net.isPersistent())
             running = _parse(net.XMLDesc(0)) if active else None
             stored = _parse(_persistent_xml(net)) if persistent else None
-        if active and (running is None or _without_hosts(running) != _without_hosts(wanted)):
+        if active and (running is None or _without_live_parts(running) != _without_live_parts(wanted)):
             # Stopped before it is redefined, so that the new definition is the one it starts with
             # (rather than one libvirt keeps aside until the network next stops). A transient network
             # is gone once stopped, and defined again below.
@@ -207,11 +232,12 @@ def ensure_network(conn: libvirt.virConnect, config: NetworkConfig) -> NetworkOb
             active = False
         if not persistent or not _same(stored, wanted):
             with _translated(conn):
-                # Of a running network (only its hosts differ): kept for its next start, no restart.
+                # Of a running network (only its live parts differ): kept for its next start, no restart.
                 net = conn.networkDefineXML(wanted.to_string())
         if active and running is not None and not _same(running, wanted):
-            live = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-            _update_hosts(conn, net, running.dhcp_hosts, wanted.dhcp_hosts, live)
+            for part in _LIVE_PARTS:
+                live = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+                _update_items(conn, net, part, part.items(running), part.items(wanted), live)
     with _translated(conn):
         active = bool(net.isActive())
     if not active:
@@ -219,6 +245,32 @@ def ensure_network(conn: libvirt.virConnect, config: NetworkConfig) -> NetworkOb
     with _translated(conn):
         if not net.autostart():
             net.setAutostart(1)
+    return _observe(conn, net)
+
+
+def _views(conn: libvirt.virConnect, net: libvirt.virNetwork) -> list[tuple[NetworkConfig, int]]:
+    """The running definition and the persistent one, each with the update flag that reaches it."""
+    with _translated(conn):
+        active = bool(net.isActive())
+        persistent = bool(net.isPersistent())
+        views: list[tuple[NetworkConfig, int]] = []
+        if active:
+            views.append((NetworkConfig.from_string(net.XMLDesc(0)), libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE))
+        if persistent:
+            views.append((NetworkConfig.from_string(_persistent_xml(net)), libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG))
+    return views
+
+
+def _set_items(
+    conn: libvirt.virConnect, net: libvirt.virNetwork, part: _LivePart, views: list[tuple[NetworkConfig, int]],
+    wanted: Sequence[_LiveItem],
+) -> NetworkObservation:  # fmt: skip
+    if len(views) == 2 and set(part.items(views[0][0])) == set(part.items(views[1][0])):
+        # The usual case: one update of both.
+        views = [(views[0][0], views[0][1] | views[1][1])]
+    for view, flags in views:
+        if set(part.items(view)) != set(wanted):
+            _update_items(conn, net, part, part.items(view), wanted, flags)
     return _observe(conn, net)
 
 
@@ -234,26 +286,25 @@ def set_dhcp_hosts(conn: libvirt.virConnect, name: str, hosts: Sequence[DhcpHost
     """
     wanted = tuple(hosts)
     net = _network(conn, name)
-    with _translated(conn):
-        active = bool(net.isActive())
-        persistent = bool(net.isPersistent())
-        views: list[tuple[NetworkConfig, int]] = []
-        if active:
-            views.append((NetworkConfig.from_string(net.XMLDesc(0)), libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE))
-        if persistent:
-            views.append((NetworkConfig.from_string(_persistent_xml(net)), libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG))
+    views = _views(conn, net)
     for view, _flag in views:
         if view.ipv4 is not None:
             dataclasses.replace(view.ipv4, hosts=wanted)  # checks them against the subnet
         elif wanted:
             raise NetworkXmlError(f"network {name} has no IPv4 address: it cannot have static DHCP hosts")
-    if len(views) == 2 and set(views[0][0].dhcp_hosts) == set(views[1][0].dhcp_hosts):
-        # The usual case: one update of both.
-        views = [(views[0][0], views[0][1] | views[1][1])]
-    for view, flags in views:
-        if set(view.dhcp_hosts) != set(wanted):
-            _update_hosts(conn, net, view.dhcp_hosts, wanted, flags)
-    return _observe(conn, net)
+    return _set_items(conn, net, _DHCP_HOSTS, views, wanted)
+
+
+def set_dns_txt(conn: libvirt.virConnect, name: str, records: Sequence[DnsTxtConfig]) -> NetworkObservation:
+    """Make the network's DNS TXT records exactly ``records``, without a restart (as :func:`set_dhcp_hosts`:
+    a record whose value changed is deleted and added again). Each update runs the host's network hook,
+    which is how an overlay learns its peers. Names must be unique (else :class:`NetworkXmlError`)."""
+    wanted = tuple(records)
+    net = _network(conn, name)
+    views = _views(conn, net)
+    for view, _flag in views:
+        dataclasses.replace(view, dns_txt=wanted)  # checks them against the network
+    return _set_items(conn, net, _DNS_TXT, views, wanted)
 
 
 def remove_network(conn: libvirt.virConnect, name: str) -> bool:
@@ -284,4 +335,5 @@ __all__ = [
     "observe_network",
     "remove_network",
     "set_dhcp_hosts",
+    "set_dns_txt",
 ]
