@@ -33,6 +33,25 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+HOOK_DIR = Path("/etc/libvirt/hooks/network.d")
+HOOK_NAME = "vdc-overlay"
+
+
+def _cmd_host_hook(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    text = resources.files("vdc.hooks").joinpath("libvirt_network.py").read_text()
+    if args.action == "print":
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.dir) / HOOK_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    target.chmod(0o755)
+    print(f"{target} installed; restart libvirtd (it looks for hooks when it starts)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vdc", description="vdc-operator: a virtual datacenter on Kubernetes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--check", action="store_true", help="only check the files are up to date")
     gen.set_defaults(func=_cmd_crds)
+
+    hook = sub.add_parser(
+        "host-hook",
+        help="the libvirt network hook overlay switches need on each host",
+        description="Print or install the libvirt network hook that makes overlay (VXLAN) switches' devices. "
+        "Run `vdc host-hook install` as root on every libvirt host (it needs python3 and iproute2), then "
+        "restart libvirtd.",
+    )
+    hook.add_argument("action", choices=("print", "install"))
+    hook.add_argument("--dir", default=str(HOOK_DIR), help="hook directory (default: %(default)s)")
+    hook.set_defaults(func=_cmd_host_hook)
     return parser
 
 
