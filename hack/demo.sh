@@ -42,7 +42,8 @@ for i, line in enumerate(open(sys.argv[1]).read().split("\n")):
     docs.append({"apiVersion": "vdc.dev/v1alpha1", "kind": "Host",
                  "metadata": {"name": parts[0], "labels": {"topology.kubernetes.io/zone": f"zone-{i % 2 + 1}"}},
                  # The rig's hosts emulate (TCG): nested KVM is not dependable on build machines.
-                 "spec": {"uri": parts[1], "virtualization": "Emulated", "cpuOvercommit": 4}})
+                 "spec": {"uri": parts[1], "virtualization": "Emulated", "cpuOvercommit": 4,
+                          **({"underlayAddress": parts[3]} if parts[3] != "-" else {})}})
 print(yaml.safe_dump_all(docs))
 PY
   log "Host objects applied"

@@ -212,7 +212,14 @@ def datacenter(
     for h in libvirt_hosts.hosts:
         for doc in (
             # Two real CPUs per rig host: tiny guests share them (8 vCPUs per CPU).
-            host_object(h.name, h.qemu_uri, "qemu", virtualization="Emulated", cpuOvercommit=8),
+            host_object(
+                h.name,
+                h.qemu_uri,
+                "qemu",
+                virtualization="Emulated",
+                cpuOvercommit=8,
+                **({"underlayAddress": h.address} if h.address else {}),
+            ),
             host_object(f"{h.name}-test", h.test_uri, "test", cpuOvercommit=4),  # 16 fake CPUs each
         ):
             dc.apply(doc)

@@ -153,3 +153,78 @@ def test_guests_on_one_switch_reach_each_other_and_other_switches_are_isolated(
     assert wait_until("ping-other's ping result", lambda: result(other), timeout=150) == f"VDC-PING-FAIL={target}"
     for name in ("ping-target", "ping-same", "ping-other"):
         dc.cp.kubectl("delete", "vm", name, "-n", dc.namespace, "--timeout=60s")
+
+
+def _ping_result(dc: Datacenter, body: dict) -> str | None:
+    text = dc.console_log(body["status"]["host"], body["status"]["domainName"])
+    found = re.search(r"VDC-PING-(OK|FAIL)=[0-9.]+", text)  # the shell's prompt may share its line
+    return found.group(0) if found else None
+
+
+def _vxlan_packets(host: str, device: str) -> tuple[int, int]:
+    out = subprocess.run(["ip", "-n", host, "-j", "-s", "link", "show", "dev", device],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    stats = json.loads(out)[0]["stats64"]
+    return stats["rx"]["packets"], stats["tx"]["packets"]
+
+
+def _flood_list(host: str, device: str) -> set[str]:
+    out = subprocess.run(["bridge", "-n", host, "-j", "fdb", "show", "dev", device],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return {e["dst"] for e in json.loads(out) if e.get("mac") == "00:00:00:00:00:00" and e.get("dst")}
+
+
+def test_guests_on_different_hosts_reach_each_other_over_an_overlay_switch(datacenter: Datacenter) -> None:
+    dc = datacenter
+    one, two = dc.hosts.hosts[0], dc.hosts.hosts[1]
+    assert one.address and two.address, "the rig's hosts need network namespaces for an overlay"
+    dc.apply({
+        "apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualSwitch", "metadata": {"name": "e2e-overlay"},
+        "spec": {"mode": "overlay", "overlay": {"vni": 4242}, "subnet": {"cidr": "10.126.0.0/24"},
+                 "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}}},
+    })  # fmt: skip
+    switch = wait_until("the overlay switch Ready", lambda: _ready(dc, "e2e-overlay"), timeout=60)
+    device = "vdcvx-" + switch["status"]["hosts"][0]["bridge"].removeprefix("vdcbr-")
+    # Each host's side: the VXLAN device on the switch's bridge, flooding to the other host.
+    assert _flood_list(one.name, device) == {two.address} and _flood_list(two.name, device) == {one.address}
+    before = {h.name: _vxlan_packets(h.name, device) for h in (one, two)}
+
+    target = "10.126.0.77"
+
+    def guest(name: str, host: str, cmdline: str = "", **nic: str) -> dict:
+        kernel = {
+            "kernel": "/var/lib/libvirt/boot/vdc-tiny/vmlinuz",
+            "initrd": "/var/lib/libvirt/boot/vdc-tiny/initrd.img",
+            "cmdline": f"console=ttyS0 vdc.marker={name} {cmdline}".strip(),
+        }
+        return dc.vm_manifest(name, host=host, boot={"kernel": kernel},
+                              interfaces=[{"name": "eth0", "switch": "e2e-overlay", **nic}])  # fmt: skip
+
+    dc.apply(guest("vx-target", one.name, ipAddress=target))
+    dc.apply(guest("vx-pinger", two.name, f"vdc.ping={target} vdc.pingwait=120"))
+    pinger = dc.wait_ready("vx-pinger")
+    assert dc.wait_ready("vx-target")["status"]["host"] == one.name and pinger["status"]["host"] == two.name
+    assert (
+        wait_until("vx-pinger's ping result", lambda: _ping_result(dc, pinger), timeout=180) == f"VDC-PING-OK={target}"
+    )
+    # The traffic crossed the VXLAN segment: both hosts' devices sent and received.
+    after = {h.name: _vxlan_packets(h.name, device) for h in (one, two)}
+    for h in (one, two):
+        assert after[h.name][0] > before[h.name][0] and after[h.name][1] > before[h.name][1], (h.name, before, after)
+
+    # A host that moves (a new underlay address) is a new peer for the others, live.
+    dc.cp.kubectl("patch", "host", two.name, "--type=merge", "-p", '{"spec":{"underlayAddress":"192.0.2.99"}}')
+    wait_until("the moved host in the other's flood list", lambda: _flood_list(one.name, device) == {"192.0.2.99"},
+               timeout=60)  # fmt: skip
+    dc.cp.kubectl(
+        "patch", "host", two.name, "--type=merge", "-p", json.dumps({"spec": {"underlayAddress": two.address}})
+    )
+    wait_until("the flood list restored", lambda: _flood_list(one.name, device) == {two.address}, timeout=60)
+
+    for name in ("vx-target", "vx-pinger"):
+        dc.cp.kubectl("delete", "vm", name, "-n", dc.namespace, "--timeout=60s")
+    dc.cp.kubectl("delete", "virtualswitch", "e2e-overlay", "--timeout=60s")
+    # The hook takes the VXLAN device away with the network.
+    for h in (one, two):
+        gone = subprocess.run(["ip", "-n", h.name, "link", "show", "dev", device], capture_output=True)
+        assert gone.returncode != 0, f"{device} still on {h.name}"

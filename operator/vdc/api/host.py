@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
 
-from vdc.api.common import SecretRef, ShortText, cel, field, validations
+from vdc.api.common import IPV4, SecretRef, ShortText, cel, field, validations
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import (
     ApiModel,
@@ -50,6 +50,12 @@ class HostSpec(ApiModel):
     credentials_secret_ref: SecretRef | None = field(
         "Secret with credentials: keys ssh-privatekey and known_hosts for qemu+ssh; "
         "tls.crt, tls.key and ca.crt for qemu+tls. Never logged.",
+        default=None,
+        update="live",
+    )
+    underlay_address: Annotated[str, StringConstraints(max_length=15, pattern=IPV4)] | None = field(
+        "The host's address on the network between hosts, which overlay (VXLAN) switches tunnel over. "
+        "Needed on every host of an overlay switch.",
         default=None,
         update="live",
     )

@@ -1,6 +1,11 @@
 """VirtualSwitch: the same libvirt network on every matching host, one IPAM across them all.
 
-Networks we create are named ``vdc-<switch>`` with a bridge ``vdcbr-<hash>``. Addresses are
+Networks we create are named ``vdc-<switch>`` with a bridge ``vdcbr-<hash>``. An overlay switch is an
+isolated network on every host whose bridge the host's network hook (:mod:`vdc.hooks.libvirt_network`)
+joins to one VXLAN segment through a device ``vdcvx-<hash>``: the network carries the hook's settings
+(this host's underlay address, the VNI) and the other hosts' underlay addresses as its peers, which are
+changed live as hosts come and go. Every host has the gateway address on its bridge, so DHCP and DNS
+are answered by whichever host a guest is on (they all hold the same static entries). Addresses are
 allocated here (pure: ``vdc.ipam``), kept in the switch's status (so they survive restarts) and
 handed out by static DHCP entries on every host of the switch, so a VM keeps its address wherever
 it runs. ``network_config`` and ``switch_status`` are pure; ``SwitchController`` does the I/O.
@@ -29,11 +34,13 @@ from vdc.libvirt.errors import LibvirtFailure
 from vdc.libvirt.network_xml import (
     DhcpHostConfig,
     DnsConfig,
+    DnsTxtConfig,
     Ipv4Config,
     Ipv6Config,
     NetworkBandwidthConfig,
     NetworkBandwidthLimitConfig,
     NetworkConfig,
+    OverlayConfig,
 )
 from vdc.scheduler.selectors import matches
 
@@ -41,6 +48,10 @@ log = logging.getLogger(__name__)
 
 NETWORK_PREFIX = "vdc-"
 RESYNC_SECONDS = 60.0
+OVERLAY_MTU = 1450
+"""Default MTU of an overlay switch: a 1500-byte underlay less the 50 bytes of VXLAN encapsulation."""
+PEER_SUFFIX = ".vdc-peer"
+HOOK_HINT = "install the network hook on the host (`vdc host-hook install`, then restart libvirtd)"
 
 
 class SwitchUnsupported(ValueError):
@@ -56,6 +67,37 @@ def bridge_name(switch: str) -> str:
     return "vdcbr-" + hashlib.sha256(switch.encode()).hexdigest()[:8]
 
 
+def vxlan_device_name(switch: str) -> str:
+    """``vdcvx-`` and the bridge's 8 hex digits."""
+    return "vdcvx-" + bridge_name(switch).removeprefix("vdcbr-")
+
+
+@dataclass(frozen=True)
+class OverlayPeer:
+    """A host of an overlay switch, as the other hosts tunnel to it."""
+
+    host: str
+    address: str
+
+
+def overlay_side(
+    switch: VirtualSwitch, local: str, peers: list[OverlayPeer]
+) -> tuple[OverlayConfig, tuple[DnsTxtConfig, ...]]:
+    """One host's side of an overlay switch: the hook's settings, and the other hosts as TXT records."""
+    spec = switch.spec.overlay
+    assert spec is not None  # admission requires overlay settings in overlay mode
+    name = str(switch.metadata["name"])
+    overlay = OverlayConfig(
+        vni=spec.vni, local=local, device=vxlan_device_name(name), port=spec.port, underlay=spec.underlay_interface
+    )
+    records = tuple(
+        DnsTxtConfig(f"{peer.host}{PEER_SUFFIX}", peer.address)
+        for peer in sorted(peers, key=lambda p: p.host)
+        if peer.address != local
+    )
+    return overlay, records
+
+
 def ip_pool(switch: VirtualSwitch) -> Pool | None:
     subnet = switch.spec.subnet
     if subnet is None:
@@ -64,14 +106,18 @@ def ip_pool(switch: VirtualSwitch) -> Pool | None:
     return Pool.parse(subnet.cidr, subnet.gateway, rng.start if rng else None, rng.end if rng else None)
 
 
-def network_config(switch: VirtualSwitch, hosts: tuple[DhcpHostConfig, ...] = ()) -> NetworkConfig:
-    """The libvirt network of a switch (the same on every host); ``hosts`` are its static DHCP entries."""
+def network_config(
+    switch: VirtualSwitch, hosts: tuple[DhcpHostConfig, ...] = (),
+    overlay: tuple[OverlayConfig, tuple[DnsTxtConfig, ...]] | None = None,
+) -> NetworkConfig:  # fmt: skip
+    """The libvirt network of a switch; ``hosts`` are its static DHCP entries. The same on every host but
+    for an overlay switch's ``overlay`` side (:func:`overlay_side`), which that mode needs."""
     spec = switch.spec
     name = str(switch.metadata["name"])
-    if spec.mode in ("overlay",):
-        raise SwitchUnsupported("overlay (VXLAN) switches are not built yet; use nat or isolated")
     if spec.mode == "bridge":
-        raise SwitchUnsupported("bridge-mode switches are not built yet; use nat or isolated")
+        raise SwitchUnsupported("bridge-mode switches are not built yet; use nat, isolated or overlay")
+    if spec.mode == "overlay" and spec.vlan is not None:
+        raise SwitchUnsupported("a VLAN tag on an overlay switch is not built yet; the VNI already separates segments")
     pool = ip_pool(switch)
     assert pool is not None  # admission requires a subnet for nat and isolated
     ipv4 = Ipv4Config(address=str(pool.gateway), prefix=pool.network.prefixlen, hosts=hosts)
@@ -89,15 +135,19 @@ def network_config(switch: VirtualSwitch, hosts: tuple[DhcpHostConfig, ...] = ()
             return None if value is None else NetworkBandwidthLimitConfig(value.average, value.peak, value.burst)
 
         bandwidth = NetworkBandwidthConfig(limit(spec.bandwidth.inbound), limit(spec.bandwidth.outbound))
+    overlay_config, peers = overlay if overlay is not None and spec.mode == "overlay" else (None, ())
+    mtu = spec.mtu if spec.mtu is not None or spec.mode != "overlay" else OVERLAY_MTU
     return NetworkConfig(
         name=libvirt_network_name(name),
         bridge=bridge_name(name),
         forward="nat" if spec.mode == "nat" else "none",
-        mtu=spec.mtu,
+        mtu=mtu,
         ipv4=ipv4,
         ipv6=ipv6,
         dns=dns,
         bandwidth=bandwidth,
+        dns_txt=peers,
+        overlay=overlay_config,
     )
 
 
@@ -173,14 +223,20 @@ def switches_on(switches: ObjectCache, host: str) -> frozenset[str]:
     )
 
 
-def _realise(conn: Any, config: NetworkConfig, dhcp: tuple[DhcpHostConfig, ...]) -> None:
+def _realise(conn: Any, config: NetworkConfig, dhcp: tuple[DhcpHostConfig, ...]) -> str | None:
     """Define/start the network (keeping the DHCP entries it has, so that alone is no reason to
-    redefine and restart it), then make its static DHCP entries exactly ``dhcp``, live."""
+    redefine and restart it), then make its static DHCP entries exactly ``dhcp``, live. Returns what
+    is wrong on the host that libvirt did not report (an overlay's VXLAN device missing), if anything."""
     observed = networks.observe_network(conn, config.name)
     present = tuple(observed.dhcp_hosts) if observed is not None else dhcp
     ipv4 = dataclasses.replace(config.ipv4, hosts=present) if config.ipv4 else None
     networks.ensure_network(conn, dataclasses.replace(config, ipv4=ipv4))
     networks.set_dhcp_hosts(conn, config.name, dhcp)
+    if config.overlay is None:
+        return None
+    if networks.host_interface_exists(conn, config.overlay.device) is False:
+        return f"VXLAN device {config.overlay.device} is missing: {HOOK_HINT}"
+    return None
 
 
 class SwitchDeletionBlocked(DeletionWaits):
@@ -209,6 +265,16 @@ class SwitchController:
             and host_is_schedulable(body)
         )
 
+    def overlay_peers(self, hosts: list[str]) -> list[OverlayPeer]:
+        """The hosts among ``hosts`` with an underlay address: each one's peers are the others."""
+        peers = []
+        for host in hosts:
+            body = self.hosts.get(("", host))
+            address = ((body or {}).get("spec") or {}).get("underlayAddress")
+            if address:
+                peers.append(OverlayPeer(host, str(address)))
+        return peers
+
     async def reconcile(self, key: Key) -> float | None:
         body = self.switches.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -228,14 +294,25 @@ class SwitchController:
         self.errors[name] = dict(ipam.errors) if ipam else {}
         dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam else ()
         results: list[SwitchOnHost] = []
-        for host in self.matching_hosts(switch):
+        hosts = self.matching_hosts(switch)
+        peers = self.overlay_peers(hosts) if switch.spec.mode == "overlay" else []
+        for host in hosts:
+            if switch.spec.mode == "overlay":
+                local = next((p.address for p in peers if p.host == host), None)
+                if local is None:
+                    message = (
+                        "spec.underlayAddress is not set: an overlay switch tunnels between hosts' underlay addresses"
+                    )
+                    results.append(SwitchOnHost(host, "Failed", message))
+                    continue
+                config = network_config(switch, overlay=overlay_side(switch, local, peers))
             conn = self.connections.get(host)
             if conn is None or not conn.connected:
                 results.append(SwitchOnHost(host, None, "host unreachable"))
                 continue
             try:
-                await conn.call(functools.partial(_realise, config=config, dhcp=dhcp))
-                results.append(SwitchOnHost(host, "Active"))
+                problem = await conn.call(functools.partial(_realise, config=config, dhcp=dhcp))
+                results.append(SwitchOnHost(host, "Failed", problem) if problem else SwitchOnHost(host, "Active"))
             except LibvirtFailure as exc:
                 results.append(SwitchOnHost(host, "Failed", str(exc)))
         status = switch_status(switch, results, ipam, generation, switch.status)

@@ -47,6 +47,7 @@ _UNREACHABLE = {
 _NOT_FOUND = {
     libvirt.VIR_ERR_NO_DOMAIN: DomainNotFound,
     libvirt.VIR_ERR_NO_NETWORK: NotFound,
+    libvirt.VIR_ERR_NO_INTERFACE: NotFound,
     libvirt.VIR_ERR_NO_STORAGE_POOL: NotFound,
     libvirt.VIR_ERR_NO_STORAGE_VOL: NotFound,
 }

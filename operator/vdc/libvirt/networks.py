@@ -307,6 +307,21 @@ def set_dns_txt(conn: libvirt.virConnect, name: str, records: Sequence[DnsTxtCon
     return _set_items(conn, net, _DNS_TXT, views, wanted)
 
 
+def host_interface_exists(conn: libvirt.virConnect, name: str) -> bool | None:
+    """Whether the host has a network interface of this name (a device libvirt did not make, such as an
+    overlay's VXLAN device); None when the host's libvirt cannot tell (no interface driver)."""
+    try:
+        with _translated(conn):
+            conn.interfaceLookupByName(name)
+    except NotFound:
+        return False
+    except LibvirtFailure as exc:
+        if exc.code == libvirt.VIR_ERR_NO_SUPPORT:
+            return None
+        raise
+    return True
+
+
 def remove_network(conn: libvirt.virConnect, name: str) -> bool:
     """Stop and undefine the network (its bridge goes with it); False when it was already gone."""
     net = _network_or_none(conn, name)
@@ -332,6 +347,7 @@ __all__ = [
     "NetworkFailure",
     "NetworkObservation",
     "ensure_network",
+    "host_interface_exists",
     "observe_network",
     "remove_network",
     "set_dhcp_hosts",
