@@ -212,6 +212,21 @@ def test_guests_on_different_hosts_reach_each_other_over_an_overlay_switch(datac
     for h in (one, two):
         assert after[h.name][0] > before[h.name][0] and after[h.name][1] > before[h.name][1], (h.name, before, after)
 
+    # Each NIC shows its host-side device; its link goes down and up live, without a restart.
+    body = dc.vm("vx-pinger")
+    assert body
+    device_of_nic = body["status"]["interfaces"][0]["hostDevice"]
+    domain = body["status"]["domainName"]
+    assert device_of_nic in dc.virsh(two.name, "domiflist", domain)
+    dc.cp.kubectl("patch", "vm", "vx-pinger", "-n", dc.namespace, "--type=json",
+                  "-p", '[{"op": "add", "path": "/spec/interfaces/0/linkState", "value": "down"}]')  # fmt: skip
+    wait_until(
+        "the link down", lambda: "down" in dc.virsh(two.name, "domif-getlink", domain, device_of_nic), timeout=60
+    )
+    body = dc.wait_ready("vx-pinger")
+    assert (dc.condition(body, "RestartRequired") or {}).get("status") != "True", body["status"]["conditions"]
+    assert body["status"]["interfaces"][0]["hostDevice"] == device_of_nic  # the same tap: no restart
+
     # A host that moves (a new underlay address) is a new peer for the others, live.
     dc.cp.kubectl("patch", "host", two.name, "--type=merge", "-p", '{"spec":{"underlayAddress":"192.0.2.99"}}')
     wait_until("the moved host in the other's flood list", lambda: _flood_list(one.name, device) == {"192.0.2.99"},

@@ -27,6 +27,7 @@ from vdc.libvirt.domain_xml import (
     CpuTuneConfig,
     DomainConfig,
     GraphicsConfig,
+    InterfaceConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -352,6 +353,36 @@ def test_current_memory_beyond_the_running_max_needs_a_restart() -> None:
     assert "set-memory" not in result.actions
     assert result.actions == ("define",)
     assert set(result.restart_required) == {"memory_kib", "current_memory_kib"}
+
+
+NIC = InterfaceConfig(network="vdc-lan", mac="52:54:00:aa:bb:01")
+WITH_NIC = dataclasses.replace(DESIRED, interfaces=(NIC,))
+
+
+def running_with(*interfaces: InterfaceConfig) -> DomainObservation:
+    """Running, defined as WITH_NIC, live with these NICs (as libvirt names their host devices)."""
+    live = as_libvirt_returns_it(dataclasses.replace(WITH_NIC, interfaces=interfaces))
+    return dataclasses.replace(observation("running"), defined=as_libvirt_returns_it(WITH_NIC), live=live)
+
+
+def test_the_host_devices_libvirt_names_are_not_differences() -> None:
+    result = plan("Always", running_with(dataclasses.replace(NIC, target_dev="vnet3")), desired=WITH_NIC)
+    assert (result.actions, result.restart_required) == ((), ())
+
+
+def test_a_link_state_is_changed_live() -> None:
+    down = dataclasses.replace(WITH_NIC, interfaces=(dataclasses.replace(NIC, link_state="down"),))
+    result = plan("Always", running_with(dataclasses.replace(NIC, target_dev="vnet3")), desired=down)
+    assert result.actions == ("define", "set-link-state") and result.restart_required == ()
+
+
+def test_another_nic_change_with_a_link_state_needs_a_restart() -> None:
+    changed = dataclasses.replace(NIC, link_state="down", model="e1000")
+    result = plan("Always", running_with(NIC), desired=dataclasses.replace(WITH_NIC, interfaces=(changed,)))
+    assert "set-link-state" not in result.actions and result.restart_required == ("interfaces",)
+    added = dataclasses.replace(WITH_NIC, interfaces=(NIC, dataclasses.replace(NIC, mac="52:54:00:aa:bb:02")))
+    result = plan("Always", running_with(NIC), desired=added)
+    assert "set-link-state" not in result.actions and result.restart_required == ("interfaces",)
 
 
 def test_live_fields_are_only_current_memory() -> None:

@@ -343,6 +343,9 @@ class VmController:
             )
         if (observed is None or observed.state != "running") and plan.phase != "Stopping":
             self._shutdown_since.pop(uid, None)
+        if self._nic_status.get(uid):
+            leases = await conn.call(lambda c: domains.lease_addresses(c, uid)) if observed and observed.live else {}
+            self._nic_status[uid] = nic_status_observed(self._nic_status[uid], observed, leases)
         boot_time = old.boot_time
         if plan.phase == "Running" and (old.phase != "Running" or boot_time is None):
             boot_time = now_rfc3339()
@@ -374,6 +377,8 @@ class VmController:
                 await conn.call(lambda c: domains.destroy(c, uid))
             elif action == "set-memory":
                 await conn.call(lambda c: domains.set_memory(c, uid, desired.current_memory_kib))
+            elif action == "set-link-state":
+                await conn.call(lambda c: domains.set_link_states(c, uid, desired.interfaces))
         if "start" in plan.actions and old.phase == "Running":
             what = "undefined" if missing else "shut off"
             await self.writer.event(
@@ -513,6 +518,22 @@ def _condition_message(status: VirtualMachineStatus, type_: str) -> str | None:
 
 class AddressRefused(ValueError):
     """The switch's IPAM refused a NIC's address (the message names it)."""
+
+
+def nic_status_observed(
+    nics: list[InterfaceStatus], observed: domains.DomainObservation | None, leases: dict[str, tuple[str, ...]]
+) -> list[InterfaceStatus]:
+    """NIC status with what the host shows: each NIC's host device (tap) while the domain runs, and the
+    addresses the guest leased besides the IPAM's (the IPAM's first)."""
+    devices = {i.mac: i.target_dev for i in (observed.live.interfaces if observed and observed.live else ())}
+    out = []
+    for nic in nics:
+        ipam = nic.ip_addresses[:1]
+        leased = [ip for ip in leases.get(nic.mac_address or "", ()) if ip not in ipam]
+        out.append(
+            nic.model_copy(update={"host_device": devices.get(nic.mac_address or ""), "ip_addresses": ipam + leased})
+        )
+    return out
 
 
 def _bandwidth(switch_default: dict[str, Any] | None, nic: Bandwidth | None) -> BandwidthConfig | None:

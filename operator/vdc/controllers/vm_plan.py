@@ -10,7 +10,7 @@ from vdc.api.virtualmachine import Phase, RunStrategy
 from vdc.libvirt.domain_xml import DomainConfig
 from vdc.libvirt.domains import DomainObservation
 
-Action = Literal["define", "start", "shutdown", "destroy", "set-memory"]
+Action = Literal["define", "start", "shutdown", "destroy", "set-memory", "set-link-state"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
                 desired.cpu, sockets=config.cpu.sockets, cores=config.cpu.cores, threads=config.cpu.threads
             ),
         )
+    # A running domain names its NICs' host devices (vnetN) unless we did.
+    interfaces = (
+        tuple(
+            dataclasses.replace(have, target_dev=want.target_dev) if want.target_dev is None else have
+            for have, want in zip(config.interfaces, desired.interfaces, strict=False)
+        )
+        + config.interfaces[len(desired.interfaces) :]
+    )
+    config = dataclasses.replace(config, interfaces=interfaces)
     # Without any boot device or disk boot order libvirt adds <boot dev='hd'/>.
     if not desired.os.boot_devices and os.boot_devices == ("hd",):
         os = dataclasses.replace(os, boot_devices=())
@@ -62,6 +71,16 @@ def differing_fields(current: DomainConfig, desired: DomainConfig) -> tuple[str,
 
 LIVE_FIELDS = {"current_memory_kib"}
 """Fields changed on the running domain without a restart."""
+
+
+def only_link_states_differ(current: DomainConfig, desired: DomainConfig) -> bool:
+    """The NICs are the same but for some link states (set on the running domain, no restart)."""
+    have = comparable(current, desired).interfaces
+    if len(have) != len(desired.interfaces) or have == desired.interfaces:
+        return False
+    return all(
+        dataclasses.replace(h, link_state=w.link_state) == w for h, w in zip(have, desired.interfaces, strict=True)
+    )
 
 
 def plan_vm(
@@ -87,6 +106,9 @@ def plan_vm(
         live_diff = differing_fields(observed.live, desired)
         if set(live_diff) & LIVE_FIELDS and desired.current_memory_kib <= observed.live.memory_kib:
             actions.append("set-memory")
+        if "interfaces" in live_diff and only_link_states_differ(observed.live, desired):
+            actions.append("set-link-state")
+            live_diff = tuple(f for f in live_diff if f != "interfaces")
         restart_required = tuple(
             f for f in live_diff if f not in LIVE_FIELDS or desired.current_memory_kib > observed.live.memory_kib
         )

@@ -527,6 +527,10 @@ class InterfaceConfig:
         _sub(el, "link", {"state": self.link_state})
         return el
 
+    def to_string(self) -> str:
+        """The ``<interface>`` element on one line (for ``virDomainUpdateDeviceFlags``)."""
+        return ET.tostring(self.to_xml(), encoding="unicode")
+
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
         _expect_tag(el, "interface")

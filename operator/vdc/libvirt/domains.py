@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import libvirt
 
-from vdc.libvirt.domain_xml import DomainConfig, DomainXmlError, owner_from_domain_xml
+from vdc.libvirt.domain_xml import DomainConfig, DomainXmlError, InterfaceConfig, owner_from_domain_xml
 from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, NotFound, translated
 
 DomainState = Literal["running", "paused", "shutoff", "crashed", "other"]
@@ -155,6 +156,33 @@ def remove(conn: libvirt.virConnect, uuid: str) -> bool:
         except libvirt.libvirtError:
             dom.undefine()
     return True
+
+
+def set_link_states(conn: libvirt.virConnect, uuid: str, interfaces: Sequence[InterfaceConfig]) -> None:
+    """Set each NIC's link state on the running domain (found by MAC; the definition is not touched)."""
+    dom = _lookup(conn, uuid)
+    with translated():
+        for interface in interfaces:
+            dom.updateDeviceFlags(interface.to_string(), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def lease_addresses(conn: libvirt.virConnect, uuid: str) -> dict[str, tuple[str, ...]]:
+    """MAC -> the addresses the guest leased by DHCP on its libvirt networks (read from the host's
+    dnsmasq leases: no guest agent needed); empty when the host's libvirt cannot tell."""
+    dom = _lookup(conn, uuid)
+    try:
+        with translated():
+            found = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+    except LibvirtFailure as exc:
+        if exc.code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_INVALID):
+            return {}
+        raise
+    out: dict[str, tuple[str, ...]] = {}
+    for entry in (found or {}).values():
+        mac = str(entry.get("hwaddr") or "").lower()
+        if mac:
+            out[mac] = out.get(mac, ()) + tuple(str(a["addr"]) for a in entry.get("addrs") or [] if a.get("addr"))
+    return out
 
 
 def block_resize(conn: libvirt.virConnect, uuid: str, target_dev: str, capacity_bytes: int) -> None:
