@@ -60,10 +60,10 @@ class Operator:
         out = self.log.open("ab")
         out.write(f"\n===== operator start #{self.starts} =====\n".encode())
         out.flush()
+        liveness = ["--liveness", f"http://127.0.0.1:{self.port}/healthz"]
         metrics = ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
         self.proc = subprocess.Popen(
-            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", "--liveness", f"http://127.0.0.1:{self.port}/healthz",
-             *metrics, *args],  # fmt: skip
+            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", *liveness, *metrics, *args],
             env=self.cp.env,
             stdout=out,
             stderr=subprocess.STDOUT,

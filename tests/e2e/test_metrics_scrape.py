@@ -70,7 +70,8 @@ def test_scrape_vm_stats_and_metering(fast_stats: Datacenter) -> None:
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is needed"
-    result = subprocess.run([promtool, "check", "metrics"], input=scrape(dc), capture_output=True, text=True, timeout=60)
+    check = [promtool, "check", "metrics"]
+    result = subprocess.run(check, input=scrape(dc), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
     dc.cp.kubectl("delete", "virtualmachine", name, "-n", ns, "--wait=true", "--timeout=120s")
