@@ -23,10 +23,10 @@ def scrape(dc: Datacenter) -> str:
         return text
 
 
-def sample(text: str, name: str, **labels: str) -> float | None:
+def sample(text: str, metric: str, /, **labels: str) -> float | None:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     return None
 
@@ -51,10 +51,10 @@ def test_scrape_vm_stats_and_metering(fast_stats: Datacenter) -> None:
     host = body["status"]["host"]
     vm = {"namespace": ns, "name": name, "host": host}
 
-    def now(metric: str, **labels: str) -> float | None:
+    def now(metric: str, /, **labels: str) -> float | None:
         return sample(scrape(dc), metric, **labels)
 
-    def grows(what: str, metric: str, **labels: str) -> None:
+    def grows(what: str, metric: str, /, **labels: str) -> None:
         before = wait_until(f"{what} on /metrics", lambda: now(metric, **labels), timeout=60)
         wait_until(f"{what} growing", lambda: (now(metric, **labels) or 0) > before, timeout=60)
 
