@@ -60,7 +60,7 @@ def run(
     if not verbose:
         # kopf logs every handled watch event at INFO ("Handler 'vm_event' succeeded."): noise at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    prometheus_client.disable_created_metrics()  # no `_created` series beside every counter
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
     # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
     memo = kopf.Memo(stats_interval=stats_interval if metrics_port else None)
     asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address))
