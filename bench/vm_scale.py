@@ -280,7 +280,9 @@ class Rig:
         self.liveness_port = free_port()
         self.operator_log = self.state / "operator.log"
         env = {**self.cp.env, "PYTHONUNBUFFERED": "1"}
-        cmd = [str(REPO / ".venv/bin/vdc"), "run", "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
+        # /healthz is served with /metrics: a free port, so the benchmark never collides with a demo's operator
+        metrics = ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.liveness_port)]
+        cmd = [str(REPO / ".venv/bin/vdc"), "run", *metrics]
         if profile is not None:  # cProfile of the event-loop thread, written when the operator exits
             cmd = [str(REPO / ".venv/bin/python"), "-m", "cProfile", "-o", str(profile.resolve()), *cmd]
         log(f"operator up (log {self.operator_log}{', profiled' if profile else ''})")

@@ -50,7 +50,7 @@ PY
 
   if [ -z "$(operator_pid)" ]; then
     port=$("$top/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    setsid nohup "$top/.venv/bin/vdc" run --liveness "http://127.0.0.1:$port/healthz" \
+    setsid nohup "$top/.venv/bin/vdc" run --metrics-address 127.0.0.1 --metrics-port "$port" \
       >"$VDC_STATE/operator.log" 2>&1 < /dev/null &
     echo $! > "$VDC_STATE/operator.pid"
     for _ in $(seq 1 60); do
@@ -58,7 +58,7 @@ PY
       kill -0 "$(cat "$VDC_STATE/operator.pid")" 2>/dev/null || { tail -30 "$VDC_STATE/operator.log" >&2; exit 1; }
       sleep 0.5
     done
-    log "operator running (pid $(cat "$VDC_STATE/operator.pid"), log $VDC_STATE/operator.log)"
+    log "operator running (pid $(cat "$VDC_STATE/operator.pid"), log $VDC_STATE/operator.log, metrics http://127.0.0.1:$port/metrics)"
   else
     log "operator already running (pid $(operator_pid))"
   fi

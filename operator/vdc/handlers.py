@@ -26,6 +26,9 @@ from vdc.controllers.vm import VmController
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
+from vdc.metrics import REGISTRY
+from vdc.metrics.collectors import DatacenterCollector
+from vdc.metrics.refresher import StatsRefresher
 from vdc.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ class Runtime:
     switch_queue: WorkQueue[Key]
     vm_queue: WorkQueue[Key]
     resync: asyncio.Task[None] | None = None
+    stats: StatsRefresher | None = None
+    collector: DatacenterCollector | None = None
     blocked_deletions: set[str] = field(default_factory=set)
 
     def vms_on(self, host: str) -> list[Key]:
@@ -129,7 +134,7 @@ def _dump_tasks() -> None:
 
 
 @kopf.on.startup()
-async def start(**_: Any) -> None:
+async def start(memo: kopf.Memo, **_: Any) -> None:
     global _runtime
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
     hosts, vms, pools, switches = ObjectCache(), ObjectCache(), ObjectCache(), ObjectCache()
@@ -161,6 +166,12 @@ async def start(**_: Any) -> None:
     _runtime.switch_queue.start()
     _runtime.vm_queue.start()
     _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
+    stats_interval = getattr(memo, "stats_interval", None)
+    if stats_interval:  # metrics are served: datacenter and VM metrics, metering
+        _runtime.stats = StatsRefresher(connections, vms, stats_interval)
+        _runtime.collector = DatacenterCollector(hosts, pools, switches, vms, _runtime.stats.current)
+        REGISTRY.register(_runtime.collector)
+        _runtime.stats.start()
 
 
 @kopf.on.cleanup()
@@ -168,6 +179,10 @@ async def stop(**_: Any) -> None:
     rt = runtime()
     if rt.resync is not None:
         rt.resync.cancel()
+    if rt.stats is not None:
+        await rt.stats.stop()
+    if rt.collector is not None:
+        REGISTRY.unregister(rt.collector)
     await rt.vm_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()

@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from vdc.api.meta import GROUP
 
@@ -40,8 +41,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
 
 
-def run(*, namespace: list[str], liveness: str, verbose: bool) -> None:
-    """Run the operator until interrupted."""
+def run(
+    *,
+    namespace: list[str],
+    liveness: str | None,
+    verbose: bool,
+    metrics_port: int = 0,
+    metrics_address: str = "0.0.0.0",
+    stats_interval: float = 15.0,
+) -> None:
+    """Run the operator until interrupted; ``metrics_port`` 0 serves no metrics (and refreshes no stats)."""
     import vdc.handlers  # noqa: F401  (registers the kopf handlers)
 
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck operator.
@@ -51,11 +60,26 @@ def run(*, namespace: list[str], liveness: str, verbose: bool) -> None:
     if not verbose:
         # kopf logs every handled watch event at INFO ("Handler 'vm_event' succeeded."): noise at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    asyncio.run(
-        kopf.operator(
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
+    # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
+    memo = kopf.Memo(stats_interval=stats_interval if metrics_port else None)
+    asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address))
+
+
+async def _serve(namespace: list[str], liveness: str | None, memo: kopf.Memo, port: int, address: str) -> None:
+    from vdc.metrics import REGISTRY, server
+
+    runner = await server.start(REGISTRY, address, port) if port else None
+    if runner is not None:
+        log.info("serving /metrics and /healthz on %s:%d", address, port)
+    try:
+        await kopf.operator(
             clusterwide=not namespace,
             namespaces=namespace,
             liveness_endpoint=liveness,
             standalone=True,
+            memo=memo,
         )
-    )
+    finally:
+        if runner is not None:
+            await runner.cleanup()

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
+
+from vdc.metrics import RECONCILE_ERRORS, RECONCILE_TIME, RECONCILE_TOTAL, WORKQUEUE_ADDS, WORKQUEUE_DEPTH
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
@@ -29,6 +32,8 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._depth, self._adds = WORKQUEUE_DEPTH.labels(name), WORKQUEUE_ADDS.labels(name)
+        self._depth.set(0)
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -41,6 +46,8 @@ class WorkQueue(Generic[K]):
             return
         self._queued.add(key)
         self._queue.put_nowait(key)
+        self._adds.inc()
+        self._depth.set(len(self._queued))
 
     def add_after(self, key: K, delay: float) -> None:
         """Add ``key`` after ``delay`` seconds (an earlier pending timer for the key wins)."""
@@ -78,11 +85,19 @@ class WorkQueue(Generic[K]):
         log.info("%s: retrying %s in %.1fs (attempt %d)", self.name, key, delay, failures)
         self.add_after(key, delay)
 
+    def _observe(self, started: float, result: str) -> None:
+        RECONCILE_TIME.labels(self.name).observe(time.perf_counter() - started)
+        RECONCILE_TOTAL.labels(self.name, result).inc()
+        if result == "error":
+            RECONCILE_ERRORS.labels(self.name).inc()
+
     async def _work(self) -> None:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
+            self._depth.set(len(self._queued))
             self._processing.add(key)
+            started = time.perf_counter()
             try:
                 again = await self._reconcile(key)
             except asyncio.CancelledError:
@@ -90,8 +105,10 @@ class WorkQueue(Generic[K]):
                 if task is not None and task.cancelling():
                     raise  # the worker itself is being stopped
                 # An await inside the reconcile was cancelled (e.g. a host connection closing): a failure.
+                self._observe(started, "error")
                 self._retry(key)
             except Exception:
+                self._observe(started, "error")
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
@@ -100,6 +117,7 @@ class WorkQueue(Generic[K]):
                 )
                 self.add_after(key, delay)
             else:
+                self._observe(started, "success" if again is None else "requeue")
                 self._failures.pop(key, None)
                 if again is not None:
                     self.add_after(key, again)

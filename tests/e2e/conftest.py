@@ -48,16 +48,22 @@ class Operator:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    metrics_port: int = 0
     starts: int = 0
 
-    def start(self) -> None:
-        self.port = _free_port()
+    def start(self, *args: str) -> None:
+        """Start `vdc run` (``args``: extra flags, e.g. ``--stats-interval 2``); metrics on a free port."""
+        self.port, self.metrics_port = _free_port(), _free_port()
+        while self.metrics_port == self.port:
+            self.metrics_port = _free_port()
         self.starts += 1
         out = self.log.open("ab")
         out.write(f"\n===== operator start #{self.starts} =====\n".encode())
         out.flush()
+        liveness = ["--liveness", f"http://127.0.0.1:{self.port}/healthz"]
+        metrics = ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
         self.proc = subprocess.Popen(
-            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", *liveness, *metrics, *args],
             env=self.cp.env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -13,7 +13,14 @@ DEFAULT_CRD_DIRS = [Path("crds"), Path("charts/vdc-operator/crds")]
 def _cmd_run(args: argparse.Namespace) -> int:
     from vdc.runtime import run
 
-    run(namespace=args.namespace, liveness=args.liveness, verbose=args.verbose)
+    run(
+        namespace=args.namespace,
+        liveness=args.liveness,
+        verbose=args.verbose,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        stats_interval=args.stats_interval,
+    )
     return 0
 
 
@@ -52,6 +59,20 @@ def _cmd_host_hook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return port
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vdc", description="vdc-operator: a virtual datacenter on Kubernetes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,8 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--liveness",
-        default="http://0.0.0.0:8080/healthz",
-        help="liveness endpoint URL (default: %(default)s)",
+        default=None,
+        help="kopf's own liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz (default: none; "
+        "/healthz is served on the metrics port)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=8080,
+        help="serve /metrics and /healthz on this port; 0 disables both and the VM stats refresh "
+        "(default: %(default)s)",
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on (default: %(default)s)")
+    run.add_argument(
+        "--stats-interval",
+        type=_positive_seconds,
+        default=15.0,
+        help="seconds between VM stats refreshes (one getAllDomainStats per host; default: %(default)s)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_cmd_run)

@@ -12,14 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
-from prometheus_client import Counter
 
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.kube.patch import merge_patch
+from vdc.metrics import API_WRITES
 
 log = logging.getLogger(__name__)
 
-API_WRITES = Counter("vdc_api_writes_total", "Writes to the Kubernetes API", ["kind", "verb"])
 COMPONENT = "vdc-operator"
 
 

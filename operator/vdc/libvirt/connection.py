@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, connection_alive, translate
+from vdc.metrics import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,14 +128,18 @@ class HostConnection:
         if conn is None:
             raise HostUnreachable(f"host {self.name} is not connected: {self.last_error or 'connecting'}")
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             result = await loop.run_in_executor(self._executor, fn, conn)
         except libvirt.libvirtError as exc:
+            LIBVIRT_CALL_ERRORS.labels(self.name).inc()
             failure = translate(exc)
             if isinstance(failure, HostUnreachable) or not connection_alive(conn):
                 self._mark_lost(str(failure))
                 raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from exc
             raise failure from exc
+        finally:
+            LIBVIRT_CALL_DURATION.labels(self.name).observe(time.perf_counter() - started)
         self.last_seen = datetime.now(UTC)
         return result
 

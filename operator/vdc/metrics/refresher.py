@@ -1,0 +1,122 @@
+"""The background stats refresh: every ``interval`` seconds, ONE ``getAllDomainStats`` per connected
+host (through ``HostConnection.call``, so off the event loop), kept as an immutable snapshot for
+scrapes, and metered into the per-namespace counters. Scrapes never call libvirt."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from vdc.api.quantity import to_bytes
+from vdc.kube.cache import ObjectCache
+from vdc.libvirt.connection import ConnectionManager, HostConnection
+from vdc.libvirt.errors import LibvirtFailure
+from vdc.metrics import METERING_DISK, METERING_MEMORY, METERING_VCPU
+from vdc.metrics.metering import Reading, Requested, Usage, integrate, reading
+from vdc.metrics.vmstats import VmStats, read_domain_stats, vm_stats
+
+log = logging.getLogger(__name__)
+
+MAX_GAP_INTERVALS = 4
+"""An interval longer than this many refresh intervals (a host unreadable meanwhile) is not metered."""
+
+
+def requested(vm: Mapping[str, Any]) -> Requested:
+    """What a VirtualMachine body asks for (spec CPUs and memory, disk capacities from its status)."""
+    spec, status = vm.get("spec") or {}, vm.get("status") or {}
+    try:
+        memory = to_bytes(str((spec.get("memory") or {}).get("size", "0")))
+        disks = sum(to_bytes(str(d["capacity"])) for d in status.get("disks") or [] if d.get("capacity"))
+    except (ValueError, TypeError, ArithmeticError):
+        memory = disks = 0
+    return Requested(int((spec.get("cpu") or {}).get("count", 1)), memory, disks)
+
+
+class StatsRefresher:
+    def __init__(
+        self,
+        connections: ConnectionManager,
+        vms: ObjectCache,
+        interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connections = connections
+        self._vms = vms
+        self.interval = interval
+        self._clock = clock
+        self._snapshot: dict[str, tuple[VmStats, ...]] = {}
+        self._readings: dict[str, Reading] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def current(self) -> list[VmStats]:
+        """The latest stats of VMs that still exist (any thread: the snapshot is replaced, never changed)."""
+        snapshot = self._snapshot
+        return [vm for stats in snapshot.values() for vm in stats if self._vms.key_for_uid(vm.uid) is not None]
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="stats-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh()
+            except Exception:  # the refresh must outlive any surprise; the next one tries again
+                log.exception("stats refresh failed")
+
+    async def refresh(self) -> None:
+        """One round: every connected host at once, one bulk call each."""
+        names = [n for n in self._connections.names() if (c := self._connections.get(n)) and c.connected]
+        results = await asyncio.gather(*(self._refresh_host(n) for n in names), return_exceptions=True)
+        snapshot = {}
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, LibvirtFailure):
+                    log.warning("stats of host %s: %r", name, result)
+                continue
+            snapshot[name] = result
+        self._snapshot = snapshot  # hosts that could not be read report no VM series (no stale figures)
+        for gone in self._readings.keys() - set(self._connections.names()):
+            del self._readings[gone]
+
+    async def _refresh_host(self, name: str) -> tuple[VmStats, ...]:
+        conn: HostConnection | None = self._connections.get(name)
+        if conn is None:
+            return ()
+        records = await conn.call(read_domain_stats)
+        at = self._clock()
+
+        def owner(uid: str) -> tuple[str, str] | None:
+            key = self._vms.key_for_uid(uid)
+            return key if key is not None and key[0] else None
+
+        stats = tuple(vm_stats(name, records, owner))
+        asked = {}
+        for vm in stats:
+            body = self._vms.get((vm.namespace, vm.name))
+            if body is not None:
+                asked[vm.uid] = requested(body)
+        now = reading(at, stats, asked)
+        record_usage(integrate(self._readings.get(name), now, max_gap=MAX_GAP_INTERVALS * self.interval))
+        self._readings[name] = now
+        return stats
+
+
+def record_usage(usage: Mapping[str, Usage]) -> None:
+    for namespace, used in usage.items():
+        METERING_VCPU.labels(namespace).inc(used.vcpu_seconds)
+        METERING_MEMORY.labels(namespace).inc(used.memory_byte_seconds)
+        METERING_DISK.labels(namespace).inc(used.disk_byte_seconds)
