@@ -44,3 +44,7 @@ crds-check:
 
 clean: down
 	rm -rf .venv .vdc
+
+.PHONY: argocd-health
+argocd-health:        ## regenerate charts/vdc-operator/argocd/argocd-cm-health.yaml from the Lua health checks
+	$(PY) -m vdc.gitops

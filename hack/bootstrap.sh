@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything vdc-operator needs on a fresh Debian 12 machine (as root), idempotently:
 # Debian packages (libvirt, QEMU, tools), the Python environment (uv, from the lock file),
-# the control-plane binaries (built once per version, cached) and the tiny guest.
+# the control-plane binaries and the kstatus checker (built once per version, cached) and the tiny guest.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -39,6 +39,9 @@ export UV_PYTHON_DOWNLOADS=never
 
 # Control-plane binaries (kube-apiserver, kubectl, etcd, helm).
 "$here/build-controlplane.sh" >/dev/null
+
+# kstatus checker (Flux's health library; the GitOps tests run it). Seconds, cached per version.
+"$here/build-kstatus.sh" >/dev/null
 
 # Tiny guest (kernel + busybox initramfs).
 "$here/build-guest.sh" >/dev/null

@@ -114,3 +114,16 @@ def start_libvirt_hosts(state: Path, count: int, prefix: str) -> LibvirtHosts:
 
 def stop_libvirt_hosts(state: Path, prefix: str) -> None:
     run_script("libvirt-hosts.sh", "down", state=state, env={"VDC_HOST_PREFIX": prefix}, timeout=300)
+
+
+GITOPS_DATACENTER = REPO / "examples" / "gitops" / "datacenter"
+
+
+def example_manifests() -> list[Path]:
+    """Every example a user applies: examples/*.yaml, then the resources listed by
+    examples/gitops/datacenter/kustomization.yaml (what Argo CD or Flux would apply). Not the Argo CD
+    Application and Flux objects in examples/gitops/ themselves: their CRDs are not installed here."""
+    import yaml
+
+    kustomization = yaml.safe_load((GITOPS_DATACENTER / "kustomization.yaml").read_text())
+    return sorted((REPO / "examples").glob("*.yaml")) + [GITOPS_DATACENTER / r for r in kustomization["resources"]]

@@ -11,7 +11,7 @@ import yaml
 import rig
 from conftest import Datacenter, wait_until
 
-EXAMPLES = sorted((rig.REPO / "examples").glob("*.yaml"))
+EXAMPLES = rig.example_manifests()  # examples/*.yaml and examples/gitops/datacenter (not Argo CD/Flux objects)
 
 
 def _objects() -> list[tuple[Path, dict]]:

@@ -1,0 +1,336 @@
+"""Sample objects of every vdc.dev kind in each of its states, with what Argo CD and kstatus must say.
+
+The statuses come from the operator's own code wherever it exists, so the samples cannot drift from
+what the operator writes: ``host_status``, ``pool_status`` and ``switch_status`` (pure), the VM
+controller's ``_report`` (the one place VM status is written, fed by the pure ``plan_vm``) with a
+fake writer, and the pydantic models for everything. The Appliance has no controller yet: its
+samples follow the conventions (DESIGN.md) with the models and ``set_condition``.
+
+Every kind also gets three derived samples: being deleted, its generation not yet observed, and no
+status at all (just created, the operator has not seen it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from vdc.api import Appliance, Host, StoragePool, VirtualMachine, VirtualSwitch
+from vdc.api.appliance import ApplianceProgress, ApplianceStatus
+from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.virtualmachine import RunStrategy
+from vdc.controllers.host import HostObservation, host_status
+from vdc.controllers.storagepool import PoolOnHost, pool_status
+from vdc.controllers.virtualswitch import SwitchOnHost, switch_status
+from vdc.controllers.vm import VmController
+from vdc.controllers.vm_plan import plan_vm
+from vdc.kube.cache import ObjectCache
+from vdc.libvirt.domain_xml import DomainConfig, OsConfig, OwnerMetadata
+from vdc.libvirt.domains import DomainObservation
+from vdc.libvirt.host_facts import HostFacts
+
+GENERATION = 3
+NOW = "2026-01-02T03:04:05Z"
+UID = "0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11"
+GIB = 1024**3
+
+# What each category of state must look like to Argo CD (our Lua) and to kstatus (Flux).
+EXPECTED: dict[str, tuple[str, str]] = {
+    "ready": ("Healthy", "Current"),
+    "stopped": ("Healthy", "Current"),  # stopped because the spec says so: Ready=True
+    "working": ("Progressing", "InProgress"),  # Reconciling=True, or Ready=False/Unknown without Stalled
+    "stalled": ("Degraded", "Failed"),
+    "deleting": ("Progressing", "Terminating"),
+    "not-observed": ("Progressing", "InProgress"),
+    # kstatus cannot tell a custom resource that has no status yet from one that never gets one: it
+    # says Current ("Resource is current"). Flux therefore counts a just-created object as healthy
+    # until the operator's first status write. Argo CD (our Lua) waits.
+    "no-status": ("Progressing", "Current"),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    kind: str
+    state: str
+    category: str
+    body: dict[str, Any]
+    message: str = ""
+    """Text both tools must pass on (the Stalled condition's message, say); empty: not checked."""
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}-{self.state}"
+
+    @property
+    def argo(self) -> str:
+        return EXPECTED[self.category][0]
+
+    @property
+    def kstatus(self) -> str:
+        return EXPECTED[self.category][1]
+
+
+def _meta(name: str, namespace: str | None = None) -> dict[str, object]:
+    meta: dict[str, object] = {"name": name, "uid": UID, "generation": GENERATION, "creationTimestamp": NOW}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def _condition(status: Any, type_: str) -> Condition:
+    return next(c for c in status.conditions if c.type == type_)
+
+
+# --- Host -------------------------------------------------------------------------------------
+FACTS = HostFacts(
+    hostname="hv1",
+    host_uuid="5d1f3c9e-0000-4000-8000-000000000001",
+    cpus=8,
+    memory_bytes=16 * GIB,
+    libvirt_version="9.0.0",
+    hypervisor="QEMU",
+    hypervisor_version="7.2.0",
+    domain_types=frozenset({"qemu"}),
+)
+
+
+def _host_samples() -> list[Sample]:
+    host = Host.model_validate({"metadata": _meta("hv1"), "spec": {"uri": "qemu+unix:///system?socket=/run/x.sock"}})
+
+    def body(status: Any) -> dict[str, Any]:
+        return host.model_copy(update={"status": status}).to_wire()
+
+    connected = HostObservation(connected=True, facts=FACTS, last_seen=datetime(2026, 1, 2, tzinfo=UTC))
+    ready = host_status(host.spec, GENERATION, connected, None)
+    connecting = host_status(host.spec, GENERATION, HostObservation(connected=False), None)
+    lost = host_status(host.spec, GENERATION, HostObservation(connected=False, error="connection reset"), ready)
+    # HostController.reconcile on a missing Secret: the status of an unreachable host, then Stalled.
+    message = "host credentials: secret vdc-system/hv1-ssh not found; fix spec.credentialsSecretRef or the Secret"
+    creds = host_status(host.spec, GENERATION, HostObservation(connected=False, error=message), None)
+    creds = creds.model_copy(
+        update={"conditions": set_condition(creds.conditions, STALLED, "True", "CredentialsInvalid", message)}
+    )
+    return [
+        Sample("Host", "connected", "ready", body(ready)),
+        Sample("Host", "connecting", "working", body(connecting)),
+        Sample("Host", "disconnected", "working", body(lost), _condition(lost, READY).message),
+        Sample("Host", "credentials-invalid", "stalled", body(creds), message),
+    ]
+
+
+# --- StoragePool ------------------------------------------------------------------------------
+def _pool_samples() -> list[Sample]:
+    pool = StoragePool.model_validate(
+        {"metadata": _meta("gitops-pool"), "spec": {"type": "dir", "target": {"path": "/var/lib/vdc/p"}}}
+    )
+
+    def body(results: list[PoolOnHost]) -> tuple[dict[str, Any], Any]:
+        status = pool_status(pool, results, GENERATION, None)
+        return pool.model_copy(update={"status": status}).to_wire(), status
+
+    running = PoolOnHost("hv1", "running", capacity=100 * GIB, available=60 * GIB, volumes=2)
+    ready, _ = body([running, PoolOnHost("hv2", "running", capacity=100 * GIB, available=50 * GIB)])
+    building, _ = body([running, PoolOnHost("hv2", "building")])
+    unreachable, _ = body([running, PoolOnHost("hv2", None, message="host hv2 is unreachable")])
+    failed, failed_status = body([running, PoolOnHost("hv2", "failed", message="cannot create /var/lib/vdc/p")])
+    no_hosts, _ = body([])
+    return [
+        Sample("StoragePool", "running", "ready", ready),
+        Sample("StoragePool", "building", "working", building),
+        Sample("StoragePool", "host-unreachable", "working", unreachable),
+        Sample("StoragePool", "failed", "stalled", failed, _condition(failed_status, STALLED).message),
+        Sample("StoragePool", "no-hosts", "working", no_hosts),
+    ]
+
+
+# --- VirtualSwitch ----------------------------------------------------------------------------
+def _switch_samples() -> list[Sample]:
+    spec = {"mode": "nat", "subnet": {"cidr": "10.78.0.0/24", "gateway": "10.78.0.1"}}
+    switch = VirtualSwitch.model_validate({"metadata": _meta("gitops-lan"), "spec": spec})
+
+    def body(results: list[SwitchOnHost], problem: str | None = None) -> tuple[dict[str, Any], Any]:
+        status = switch_status(switch, results, None, GENERATION, None, problem)
+        return switch.model_copy(update={"status": status}).to_wire(), status
+
+    active = SwitchOnHost("hv1", "Active")
+    ready, _ = body([active, SwitchOnHost("hv2", "Active")])
+    inactive, _ = body([active, SwitchOnHost("hv2", "Inactive")])
+    problem = "mode overlay needs a host agent that does not exist yet"
+    unsupported, _ = body([], problem)
+    no_hosts, _ = body([])
+    return [
+        Sample("VirtualSwitch", "active", "ready", ready),
+        Sample("VirtualSwitch", "inactive-on-a-host", "working", inactive),
+        Sample("VirtualSwitch", "unsupported", "stalled", unsupported, problem),
+        Sample("VirtualSwitch", "no-hosts", "working", no_hosts),
+    ]
+
+
+# --- Appliance (no controller yet: the conventions, by hand) ----------------------------------
+def _appliance_samples() -> list[Sample]:
+    appliance = Appliance.model_validate(
+        {
+            "metadata": _meta("gitops-appliance", "gitops-demo"),
+            "spec": {"source": {"url": "https://example.com/a.ova"}, "storagePool": "gitops-pool"},
+        }
+    )
+
+    def status(phase: str, ready: str, reconciling: str, stalled: str, reason: str, message: str) -> ApplianceStatus:
+        conds: list[Condition] = []
+        for type_, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled)):
+            conds = set_condition(conds, type_, value, reason, message, observed_generation=GENERATION, now=NOW)  # type: ignore[arg-type]
+        progress = ApplianceProgress(bytes_done=450, bytes_total=1000) if phase == "Downloading" else None
+        return ApplianceStatus(
+            observed_generation=GENERATION,
+            conditions=conds,
+            phase=phase,  # type: ignore[arg-type]
+            progress=progress,
+        )
+
+    def body(s: ApplianceStatus) -> dict[str, Any]:
+        return appliance.model_copy(update={"status": s}).to_wire()
+
+    failed = "manifest check failed: disk1.vmdk SHA256 differs"
+    samples = [
+        Sample("Appliance", phase.lower(), "working", body(status(phase, "False", "True", "False", phase, text)))
+        for phase, text in (
+            ("Pending", "waiting for the pool"),
+            ("Downloading", "downloading https://example.com/a.ova"),
+            ("Verifying", "checking the manifest"),
+            ("Converting", "converting disk1.vmdk to qcow2"),
+        )
+    ]
+    samples.append(
+        Sample("Appliance", "ready", "ready", body(status("Ready", "True", "False", "False", "Imported", "imported")))
+    )
+    samples.append(
+        Sample(
+            "Appliance",
+            "failed",
+            "stalled",
+            body(status("Failed", "False", "False", "True", "ChecksumMismatch", failed)),
+            failed,
+        )
+    )
+    return samples
+
+
+# --- VirtualMachine: the controller's own status writer ---------------------------------------
+class _Writer:
+    """The KubeWriter surface ``VmController._report`` uses; keeps the status patch."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] | None = None
+
+    async def patch_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> bool:
+        self.status = status
+        return True
+
+    async def event(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+DESIRED = DomainConfig(
+    name="gitops-demo_web",
+    uuid=UID,
+    owner=OwnerMetadata(namespace="gitops-demo", name="web", uid=UID, generation=GENERATION),
+    memory_kib=131072,
+    current_memory_kib=131072,
+    domain_type="qemu",
+    os=OsConfig(kernel="/var/lib/libvirt/boot/vdc-tiny/vmlinuz", initrd="/var/lib/libvirt/boot/vdc-tiny/initrd.img"),
+)
+
+
+def _vm_samples() -> list[Sample]:
+    def vm(strategy: RunStrategy) -> VirtualMachine:
+        return VirtualMachine.model_validate(
+            {
+                "metadata": _meta("web", "gitops-demo"),
+                "spec": {"runStrategy": strategy, "memory": {"size": "128Mi"}},
+            }
+        )
+
+    def report(strategy: RunStrategy, phase: Any, **kwargs: Any) -> dict[str, Any]:
+        writer = _Writer()
+        controller = VmController(ObjectCache(), ObjectCache(), None, writer, None)  # type: ignore[arg-type]
+        body = vm(strategy).to_wire()
+        asyncio.run(controller._report(body, None, phase, GENERATION, **kwargs))
+        assert writer.status is not None
+        return {**body, "status": writer.status}
+
+    def planned(strategy: RunStrategy, observed: DomainObservation | None) -> dict[str, Any]:
+        plan = plan_vm(strategy, DESIRED, observed, booted_before=True, shutdown_elapsed=None, grace_seconds=60)
+        scheduled = ("True", "Scheduled", "placed on hv1")
+        return report(strategy, plan.phase, host="hv1", scheduled=scheduled, plan=plan, boot_time=NOW, domain=DESIRED)
+
+    running = DomainObservation(state="running", defined=DESIRED, live=DESIRED)
+    off = DomainObservation(state="shutoff", cause="shutdown", defined=DESIRED)
+    scheduled = ("True", "Scheduled", "placed on hv1")
+    no_pool = "pool 'fast' is not running on host hv1"
+    bad_spec = "disk 'data': clone of an Appliance image is not built yet"
+    return [
+        Sample("VirtualMachine", "running", "ready", planned("Always", running)),
+        Sample("VirtualMachine", "halted-stopped", "stopped", planned("Halted", off)),
+        Sample("VirtualMachine", "halted-defined", "stopped", planned("Halted", None)),
+        Sample("VirtualMachine", "manual-stopped", "stopped", planned("Manual", off)),
+        Sample("VirtualMachine", "once-done", "stopped", planned("Once", off)),
+        Sample("VirtualMachine", "manual-running", "ready", planned("Manual", running)),
+        Sample("VirtualMachine", "starting", "working", planned("Always", None)),
+        Sample("VirtualMachine", "restarting", "working", planned("Always", off)),
+        Sample("VirtualMachine", "stopping", "working", planned("Halted", running)),
+        Sample(
+            "VirtualMachine",
+            "unschedulable",
+            "working",
+            report("Always", "Scheduling", scheduled=("False", "Unschedulable", "0/2 hosts fit: 2 have too few CPUs")),
+        ),
+        Sample(
+            "VirtualMachine",
+            "waiting-for-pool",
+            "working",
+            report("Always", "Provisioning", host="hv1", scheduled=scheduled, waiting=("WaitingForPool", no_pool)),
+        ),
+        Sample(
+            "VirtualMachine",
+            "host-unreachable",
+            "working",
+            report("Always", "Unknown", host="hv1", scheduled=scheduled, unknown="host hv1 is unreachable: timeout"),
+        ),
+        Sample(
+            "VirtualMachine",
+            "invalid-spec",
+            "stalled",
+            report("Always", "Failed", stalled=("UnsupportedSpec", bad_spec)),
+            bad_spec,
+        ),
+    ]
+
+
+# --- derived states, for every kind -----------------------------------------------------------
+def _derived(ready: Sample) -> list[Sample]:
+    deleting = copy.deepcopy(ready.body)
+    deleting["metadata"]["deletionTimestamp"] = NOW
+    deleting["metadata"]["finalizers"] = ["vdc.dev/finalizer"]
+    edited = copy.deepcopy(ready.body)
+    edited["metadata"]["generation"] = GENERATION + 1  # a spec edit the operator has not acted on yet
+    fresh = copy.deepcopy(ready.body)
+    del fresh["status"]
+    return [
+        Sample(ready.kind, "deleting", "deleting", deleting),
+        Sample(ready.kind, "generation-not-observed", "not-observed", edited, f"generation is {GENERATION + 1}"),
+        Sample(ready.kind, "no-status", "no-status", fresh),
+    ]
+
+
+@functools.cache
+def samples() -> tuple[Sample, ...]:
+    result: list[Sample] = []
+    for per_kind in (_host_samples(), _pool_samples(), _switch_samples(), _appliance_samples(), _vm_samples()):
+        result += per_kind
+        result += _derived(next(s for s in per_kind if s.category == "ready"))
+    return tuple(result)
