@@ -146,6 +146,8 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
     _sub(vssd, f"{{{VSSD_NS}}}VirtualSystemIdentifier", system.id)
     _sub(vssd, f"{{{VSSD_NS}}}VirtualSystemType", system.system_type)
 
+    if hw.cores_per_socket is not None and hw.cpus is None:
+        raise OvfError("cores per socket given without a CPU count")
     next_id = iter(range(1, 1 << 30))
     if hw.cpus is not None:
         cpu = _item(

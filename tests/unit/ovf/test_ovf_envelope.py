@@ -34,11 +34,11 @@ def test_vmware_export(samples: Path) -> None:
     assert section.system_types == ("vmx-19",)
     assert section.extra_config == {"nvram": "web01.nvram", "svga.present": "TRUE"}
     assert section.vmw_config["tools.syncTimeWithHost"] == "false"
-    assert section.item("8") is not None and section.item("8").vmw_config == {"wakeOnLanEnabled": "true"}  # type: ignore[union-attr]
+    assert section.item("8") is not None and section.item("8").vmw_config == {"wakeOnLanEnabled": "true"}
     assert system.operating_system is not None
     assert (system.operating_system.id, system.operating_system.vmw_os_type) == (96, "debian12_64Guest")
     assert system.annotation == "Front-end web server, built for tests."
-    assert envelope.disk("vmdisk1") is not None and envelope.disk("vmdisk1").populated_size == 2 * GiB  # type: ignore[union-attr]
+    assert envelope.disk("vmdisk1") is not None and envelope.disk("vmdisk1").populated_size == 2 * GiB
     assert [f.size for f in envelope.references] == [1089024, 68096]
 
 
@@ -88,7 +88,7 @@ def test_vapp_collection(samples: Path) -> None:
     assert shapes["app"].disks[0].format == DiskFormat("vmdk", "monolithicSparse")
     assert shapes["db"].disks[0].bus == "ide" and shapes["db"].floppies == 1
     assert shapes["db"].nics == (NetworkAdapter("internal", "pcnet32"),)
-    assert envelope.file("db-img") is not None and envelope.file("db-img").compression == "gzip"  # type: ignore[union-attr]
+    assert envelope.file("db-img") is not None and envelope.file("db-img").compression == "gzip"
 
     startup = {
         (i.id, i.order, i.start_delay, i.waiting_for_guest, i.stop_action, i.stop_delay) for i in envelope.startup()
