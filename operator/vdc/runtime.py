@@ -40,17 +40,34 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
 
 
-def run(*, namespace: list[str], liveness: str, verbose: bool) -> None:
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LOG_FORMATS = {"text": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+
+
+def run(
+    *,
+    namespace: list[str],
+    liveness: str,
+    verbose: bool = False,
+    log_level: str = "info",
+    log_format: str = "text",
+    resync_seconds: float | None = None,
+) -> None:
     """Run the operator until interrupted."""
-    import vdc.handlers  # noqa: F401  (registers the kopf handlers)
+    import vdc.handlers  # (registers the kopf handlers)
+
+    if resync_seconds is not None:
+        vdc.handlers.set_resync_interval(resync_seconds)
 
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck operator.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
-    kopf.configure(verbose=verbose)
-    if not verbose:
+    level = logging.DEBUG if verbose else LOG_LEVELS[log_level]
+    kopf.configure(verbose=level == logging.DEBUG, log_format=LOG_FORMATS[log_format])
+    logging.getLogger().setLevel(level)
+    if level > logging.DEBUG:
         # kopf logs every handled watch event at INFO ("Handler 'vm_event' succeeded."): noise at scale.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
     asyncio.run(
         kopf.operator(
             clusterwide=not namespace,

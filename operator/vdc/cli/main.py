@@ -13,8 +13,25 @@ DEFAULT_CRD_DIRS = [Path("crds"), Path("charts/vdc-operator/crds")]
 def _cmd_run(args: argparse.Namespace) -> int:
     from vdc.runtime import run
 
-    run(namespace=args.namespace, liveness=args.liveness, verbose=args.verbose)
+    run(
+        namespace=args.namespace,
+        liveness=args.liveness,
+        verbose=args.verbose,
+        log_level="debug" if args.verbose else args.log_level,
+        log_format=args.log_format,
+        resync_seconds=args.resync_interval,
+    )
     return 0
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -49,7 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://0.0.0.0:8080/healthz",
         help="liveness endpoint URL (default: %(default)s)",
     )
-    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging (same as --log-level debug)")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log level (default: %(default)s)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text or one JSON object per line (default: %(default)s)",
+    )
+    run.add_argument(
+        "--resync-interval",
+        type=_positive_seconds,
+        default=120.0,
+        help="seconds between the slow, jittered safety-net resyncs of every object (default: %(default)s)",
+    )
     run.set_defaults(func=_cmd_run)
 
     gen = sub.add_parser("crds", help="write the CRDs generated from the API models")
