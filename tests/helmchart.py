@@ -3,8 +3,10 @@ ServiceAccount may do according to the API server (`kubectl auth can-i --list`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import rig
 
 CHART = rig.REPO / "charts" / "vdc-operator"
 _HELM_HOME = Path(tempfile.mkdtemp(prefix="vdc-helm-"))
+atexit.register(shutil.rmtree, _HELM_HOME, True)
 
 
 def helm(
