@@ -34,7 +34,16 @@ from vdc.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 120.0
+"""Mean seconds between safety-net resyncs (`vdc run --resync-interval`)."""
 HOST_COUNTS_DELAY = 2.0
+
+
+def set_resync_interval(seconds: float) -> None:
+    """Set before the operator starts (the resync task reads it on every round)."""
+    global RESYNC_SECONDS
+    if not seconds > 0:
+        raise ValueError(f"resync interval must be more than 0 seconds, not {seconds!r}")
+    RESYNC_SECONDS = seconds
 
 
 @dataclass

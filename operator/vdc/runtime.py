@@ -41,25 +41,37 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
 
 
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LOG_FORMATS = {"text": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+
+
 def run(
     *,
     namespace: list[str],
     liveness: str | None,
-    verbose: bool,
+    verbose: bool = False,
+    log_level: str = "info",
+    log_format: str = "text",
+    resync_seconds: float | None = None,
     metrics_port: int = 0,
     metrics_address: str = "0.0.0.0",
     stats_interval: float = 15.0,
 ) -> None:
     """Run the operator until interrupted; ``metrics_port`` 0 serves no metrics (and refreshes no stats)."""
-    import vdc.handlers  # noqa: F401  (registers the kopf handlers)
+    import vdc.handlers  # (registers the kopf handlers)
+
+    if resync_seconds is not None:
+        vdc.handlers.set_resync_interval(resync_seconds)
 
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck operator.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
-    kopf.configure(verbose=verbose)
-    if not verbose:
+    level = logging.DEBUG if verbose else LOG_LEVELS[log_level]
+    kopf.configure(verbose=level == logging.DEBUG, log_format=LOG_FORMATS[log_format])
+    logging.getLogger().setLevel(level)
+    if level > logging.DEBUG:
         # kopf logs every handled watch event at INFO ("Handler 'vm_event' succeeded."): noise at scale.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
     # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
     memo = kopf.Memo(stats_interval=stats_interval if metrics_port else None)

@@ -20,8 +20,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         stats_interval=args.stats_interval,
+        log_level="debug" if args.verbose else args.log_level,
+        log_format=args.log_format,
+        resync_seconds=args.resync_interval,
     )
     return 0
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -66,13 +79,6 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive_seconds(text: str) -> float:
-    seconds = float(text)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return seconds
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vdc", description="vdc-operator: a virtual datacenter on Kubernetes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,7 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="seconds between VM stats refreshes (one getAllDomainStats per host; default: %(default)s)",
     )
-    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging (same as --log-level debug)")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log level (default: %(default)s)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text or one JSON object per line (default: %(default)s)",
+    )
+    run.add_argument(
+        "--resync-interval",
+        type=_positive_seconds,
+        default=120.0,
+        help="seconds between the slow, jittered safety-net resyncs of every object (default: %(default)s)",
+    )
     run.set_defaults(func=_cmd_run)
 
     gen = sub.add_parser("crds", help="write the CRDs generated from the API models")

@@ -1,0 +1,86 @@
+"""Every Kubernetes API access the operator makes, in one list: the chart's RBAC is checked against it.
+
+The Helm chart (charts/vdc-operator/templates/rbac.yaml) grants exactly these; a unit test ties the
+list to the kopf handlers registered in vdc.handlers, and an integration test installs the chart and
+compares what its ServiceAccount may do (`kubectl auth can-i --list`) with this list. A new API call
+in the code means a new line here, then the chart.
+
+Pure data: no I/O, no imports of kopf or the kubernetes client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vdc.api.meta import GROUP
+
+
+@dataclass(frozen=True)
+class Access:
+    """One API access: ``verbs`` on ``resource`` (``plural`` or ``plural/subresource``) in ``group``."""
+
+    group: str  # "" is the core group
+    resource: str
+    verbs: tuple[str, ...]
+    why: str
+
+
+WATCHED = ("hosts", "storagepools", "virtualswitches", "virtualmachines")
+"""Our kinds with kopf handlers (vdc.handlers). Appliances have no controller yet: no access."""
+
+WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines")
+"""Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
+
+CLUSTER_WIDE: tuple[Access, ...] = (
+    *(Access(GROUP, plural, ("list", "watch"), "kopf watches every object of the kind") for plural in WATCHED),
+    *(
+        Access(GROUP, plural, ("patch",), "kopf adds/removes the vdc.dev/finalizer and its progress annotations")
+        for plural in WITH_FINALIZER
+    ),
+    *(
+        Access(GROUP, f"{plural}/status", ("patch",), "KubeWriter.patch_status: a merge patch of what changed")
+        for plural in WATCHED
+    ),
+    Access(
+        "",
+        "events",
+        ("create",),
+        "KubeWriter.event and kopf's warnings, in the object's namespace (any tenant namespace; cluster-scoped"
+        " objects: `default` for ours, the operator's namespace for kopf's)",
+    ),
+    Access(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        ("list", "watch"),
+        "kopf notices CRDs installed or upgraded after it started (without it: warning, restart needed)",
+    ),
+)
+"""Granted cluster-wide (ClusterRole): cluster-scoped kinds, and namespaced ones in every tenant namespace."""
+
+SECRETS = Access(
+    "",
+    "secrets",
+    ("get",),
+    "Host spec.credentialsSecretRef (SSH key / TLS client certificate) and VM spec.cloudInit.*SecretRef,"
+    " read by KubeWriter.secret_data; granted only where the chart is told they live",
+)
+"""Granted per namespace (Role), restricted by resourceNames when the Secrets are named."""
+
+NOT_NEEDED = (
+    "peering (kopfpeerings): the operator runs kopf standalone, one replica",
+    "namespaces: the operator watches cluster-wide (kopf lists namespaces only for --namespace)",
+    "get on our kinds: kopf lists and watches, it never reads single objects",
+    "update/delete/create on our kinds: the operator never writes spec and never creates or deletes them",
+)
+"""What the operator does not need, and why (for reviewers of the chart)."""
+
+
+def cluster_rules() -> list[dict[str, list[str]]]:
+    """CLUSTER_WIDE as RBAC PolicyRules, one per (group, resource), verbs sorted."""
+    merged: dict[tuple[str, str], set[str]] = {}
+    for access in CLUSTER_WIDE:
+        merged.setdefault((access.group, access.resource), set()).update(access.verbs)
+    return [
+        {"apiGroups": [group], "resources": [resource], "verbs": sorted(verbs)}
+        for (group, resource), verbs in sorted(merged.items())
+    ]

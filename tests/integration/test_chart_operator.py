@@ -1,0 +1,239 @@
+"""The operator runs with nothing but the chart's ServiceAccount: `helm install` into a private API
+server (CRDs from the chart's crds/), a token for the ServiceAccount, and `vdc run` with the flags
+the chart's Deployment passes. It must reconcile every kind it handles (status, finalizers, Events,
+Secrets) without a single 403. No libvirt host is needed: the Hosts point at sockets that do not
+exist and must turn Ready=False."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+import helmchart
+import rig
+
+T = TypeVar("T")
+RELEASE, NAMESPACE, TENANT = "vdc", "vdc-system", "tenant-a"
+SA = f"{RELEASE}-vdc-operator"
+VALUES: dict[str, Any] = {
+    "hostCredentialsSecrets": [{"name": "hv-creds"}],
+    "tenantSecrets": {"namespaces": [TENANT]},
+    "logFormat": "json",
+    "resyncInterval": 30,
+}
+# Flags of `vdc run` the chart passes that this checkout's CLI may not have yet (added in parallel
+# work): dropped, with their value, only while `vdc run --help` does not list them.
+PENDING_FLAGS = ("--metrics-port",)
+
+
+def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rig.ControlPlane]:
+    """A private control plane: the operator here must not touch other tests' objects."""
+    state = tmp_path_factory.mktemp("vdc-chart-operator")
+    try:
+        yield rig.start_controlplane(state)
+    finally:
+        rig.stop_controlplane(state)
+
+
+def sa_kubeconfig(cp: rig.ControlPlane, path: Path) -> Path:
+    """A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token) and
+    nothing else: no client certificate of the admin."""
+    token = cp.kubectl("create", "token", SA, "-n", NAMESPACE, "--duration=1h").strip()
+    admin = yaml.safe_load(cp.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa", "namespace": NAMESPACE}}],
+                "current-context": "c",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def chart_args(cp: rig.ControlPlane, liveness_port: int, metrics_port: int) -> list[str]:
+    """The Deployment's container args, rendered by the chart for these ports, on loopback."""
+    values = {**VALUES, "liveness": {"port": liveness_port}, "metrics": {"port": metrics_port}}
+    [deploy] = helmchart.find(helmchart.render(cp, values, release=RELEASE, namespace=NAMESPACE), "Deployment")
+    args: list[str] = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    vdc = str(rig.REPO / ".venv" / "bin" / "vdc")
+    known = subprocess.run([vdc, "run", "--help"], capture_output=True, text=True, check=True).stdout
+    pending = [f for f in PENDING_FLAGS if f not in known]
+    return [a.replace("0.0.0.0", "127.0.0.1") for a in args if a.split("=", 1)[0] not in pending]
+
+
+def apply(cp: rig.ControlPlane, *docs: dict[str, Any]) -> None:
+    cp.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+
+def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    conditions = ((body or {}).get("status") or {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == type_), None)
+
+
+def get(cp: rig.ControlPlane, *args: str) -> dict[str, Any] | None:
+    out = cp.kubectl("get", "-o", "json", "--ignore-not-found", *args)
+    return json.loads(out) if out.strip() else None
+
+
+def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane, tmp_path: Path) -> None:
+    helmchart.ensure_namespace(cp, TENANT)
+    helmchart.install(cp, RELEASE, NAMESPACE, VALUES)
+    cp.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=vdc-operator"
+    )
+    secret = base64.b64encode(b"unused by unix sockets").decode()
+    apply(
+        cp,
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hv-creds", "namespace": NAMESPACE},
+         "data": {"ssh-privatekey": secret}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-granted", "namespace": NAMESPACE},
+         "data": {"ssh-privatekey": secret}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "Host", "metadata": {"name": "gone"},
+         "spec": {"uri": "test+unix:///default?socket=/nonexistent/vdc-chart-test.sock"}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "Host", "metadata": {"name": "gone-with-creds"},
+         "spec": {"uri": "test+unix:///default?socket=/nonexistent/vdc-chart-test-2.sock",
+                  "credentialsSecretRef": {"name": "hv-creds", "namespace": NAMESPACE}}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "StoragePool", "metadata": {"name": "chart-pool"},
+         "spec": {"type": "dir", "target": {"path": "/var/lib/libvirt/vdc-pools/chart"}}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualSwitch", "metadata": {"name": "chart-lan"},
+         "spec": {"mode": "nat", "subnet": {"cidr": "10.78.0.0/24", "gateway": "10.78.0.1"}}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualMachine", "metadata": {"name": "vm1", "namespace": TENANT},
+         "spec": {"runStrategy": "Always", "cpu": {"count": 1}, "memory": {"size": "128Mi"},
+                  "boot": {"kernel": {"kernel": "/nonexistent/vmlinuz"}}}},
+    )  # fmt: skip
+
+    env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"))}
+    env.pop("KUBERNETES_SERVICE_HOST", None)  # the kubeconfig, never an in-cluster config
+    liveness = _free_port()
+    args = chart_args(cp, liveness, _free_port())
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", *args],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _run_checks(cp, proc, log, liveness)
+        clean = log.read_text(errors="replace")
+        clean_lines = len(clean.splitlines())
+        # The grant is by name: a Host pointing at another Secret of the namespace is refused.
+        apply(cp, {"apiVersion": "vdc.dev/v1alpha1", "kind": "Host", "metadata": {"name": "not-granted"},
+                   "spec": {"uri": "test+unix:///default?socket=/nonexistent/vdc-chart-test-3.sock",
+                            "credentialsSecretRef": {"name": "not-granted", "namespace": NAMESPACE}}})  # fmt: skip
+
+        def stalled() -> dict[str, Any] | None:
+            cond = condition(get(cp, "host", "not-granted"), "Stalled")
+            return cond if cond and cond["status"] == "True" else None
+
+        cond = wait_until("Host not-granted Stalled", stalled)
+        assert cond["reason"] == "CredentialsInvalid" and "Forbidden" in cond["message"], cond
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    denied = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+    lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    assert lines and all(isinstance(line, dict) for line in lines)  # --log-format=json from the chart's values
+    assert len(lines) >= clean_lines > 0
+    assert not [line for line in lines[:clean_lines] if denied.search(line.get("message", ""))], clean
+
+
+def _run_checks(cp: rig.ControlPlane, proc: subprocess.Popen[bytes], log: Path, liveness: int) -> None:
+    import urllib.request
+
+    def alive() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"operator exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until("the operator's liveness endpoint", alive)
+
+    def host_not_ready(name: str) -> dict[str, Any] | None:
+        alive()
+        ready = condition(get(cp, "host", name), "Ready")
+        return ready if ready and ready["status"] == "False" and "cannot reach libvirt" in ready["message"] else None
+
+    # Host status (hosts/status patch); the credentials Secret was read (secrets get by name).
+    wait_until("Host gone Ready=False", lambda: host_not_ready("gone"))
+    wait_until("Host gone-with-creds Ready=False", lambda: host_not_ready("gone-with-creds"))
+    assert (condition(get(cp, "host", "gone-with-creds"), "Stalled") or {}).get("status") == "False"
+
+    # kopf's finalizer (patch) and status on the kinds with deletion handlers.
+    for args in (
+        ("storagepool", "chart-pool"),
+        ("virtualswitch", "chart-lan"),
+        ("virtualmachine", "vm1", "-n", TENANT),
+    ):
+
+        def finalized_with_status(args: tuple[str, ...] = args) -> dict[str, Any] | None:
+            alive()
+            body = get(cp, *args)
+            ok = body and "vdc.dev/finalizer" in body["metadata"].get("finalizers", []) and body.get("status")
+            return body if ok else None
+
+        wait_until(f"{args[0]} finalizer and status", finalized_with_status)
+    scheduled = condition(get(cp, "virtualmachine", "vm1", "-n", TENANT), "Scheduled")
+    assert scheduled and scheduled["status"] == "False", scheduled
+
+    # Events (create) in the tenant's namespace and for cluster-scoped objects.
+    def events(ns: str) -> list[dict[str, Any]]:
+        return [e for e in cp.get_json("events", "-n", ns)["items"] if e.get("reportingComponent") == "vdc-operator"]
+
+    wait_until("an Event about vm1 in the tenant namespace", lambda: events(TENANT))
+
+    # Deletion goes through: the operator removes its finalizers (patch).
+    cp.kubectl("delete", "--wait=false", "storagepool/chart-pool", "virtualswitch/chart-lan")
+    cp.kubectl("delete", "--wait=false", "-n", TENANT, "virtualmachine/vm1")
+    for args in (
+        ("storagepool", "chart-pool"),
+        ("virtualswitch", "chart-lan"),
+        ("virtualmachine", "vm1", "-n", TENANT),
+    ):
+        wait_until(f"{args[0]} deleted", lambda args=args: alive() and get(cp, *args) is None)
+    cp.kubectl("delete", "host", "gone", "gone-with-creds")
+    alive()

@@ -1,0 +1,43 @@
+"""`vdc run` flags the Helm chart passes: log level/format and the resync interval."""
+
+from __future__ import annotations
+
+import pytest
+
+from vdc import handlers
+from vdc.cli.main import build_parser
+
+
+def test_defaults() -> None:
+    args = build_parser().parse_args(["run"])
+    assert (args.log_level, args.log_format, args.resync_interval) == ("info", "text", 120.0)
+
+
+def test_values_are_parsed() -> None:
+    args = build_parser().parse_args(["run", "--log-level=warning", "--log-format=json", "--resync-interval=2.5"])
+    assert (args.log_level, args.log_format, args.resync_interval) == ("warning", "json", 2.5)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--log-level=verbose",
+        "--log-format=xml",
+        "--resync-interval=0",
+        "--resync-interval=-3",
+        "--resync-interval=soon",
+    ],
+)
+def test_bad_values_are_refused(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["run", flag])
+    assert exc.value.code == 2
+    assert flag.split("=")[0] in capsys.readouterr().err
+
+
+def test_resync_interval_reaches_the_resync_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "RESYNC_SECONDS", handlers.RESYNC_SECONDS)
+    handlers.set_resync_interval(7.0)
+    assert handlers.RESYNC_SECONDS == 7.0
+    with pytest.raises(ValueError):
+        handlers.set_resync_interval(0)
