@@ -14,10 +14,12 @@ from typing import Any
 import kopf
 import libvirt
 
+from vdc.api.appliance import Appliance
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
+from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
@@ -63,6 +65,9 @@ class Runtime:
     pool_queue: WorkQueue[Key]
     switch_queue: WorkQueue[Key]
     vm_queue: WorkQueue[Key]
+    appliances: ObjectCache
+    appliance_controller: ApplianceController
+    appliance_queue: WorkQueue[Key]
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
@@ -109,6 +114,8 @@ def _queue_all_pools(rt: Runtime) -> None:
         rt.pool_queue.add(key_of(body))
     for body in rt.switches:
         rt.switch_queue.add(key_of(body))
+    for body in rt.appliances:  # base images go wherever the pool runs
+        rt.appliance_queue.add(key_of(body))
 
 
 def _switches_of(vm: dict[str, Any]) -> set[str]:
@@ -154,7 +161,13 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     host_controller = HostController(hosts, vms, connections, writer)
     pool_controller = PoolController(pools, hosts, connections, writer)
     switch_controller = SwitchController(switches, hosts, vms, connections, writer)
-    vm_controller = VmController(vms, hosts, connections, writer, host_controller, pools, switches, switch_controller)
+    appliances = ObjectCache()
+    appliance_controller = ApplianceController(
+        appliances, pools, vms, connections, writer, work_dir=getattr(memo, "work_dir", None)
+    )
+    vm_controller = VmController(
+        vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances
+    )
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
@@ -169,11 +182,15 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         pool_queue=WorkQueue("pools", pool_controller.reconcile, workers=2),
         switch_queue=WorkQueue("switches", switch_controller.reconcile, workers=2),
         vm_queue=WorkQueue("vms", vm_controller.reconcile, workers=16),
+        appliances=appliances,
+        appliance_controller=appliance_controller,
+        appliance_queue=WorkQueue("appliances", appliance_controller.reconcile, workers=2),
     )
     _runtime.host_queue.start()
     _runtime.pool_queue.start()
     _runtime.switch_queue.start()
     _runtime.vm_queue.start()
+    _runtime.appliance_queue.start()
     _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
@@ -193,6 +210,7 @@ async def stop(**_: Any) -> None:
     if rt.collector is not None:
         REGISTRY.unregister(rt.collector)
     await rt.vm_queue.stop()
+    await rt.appliance_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
@@ -288,6 +306,25 @@ def switch_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, "virtualswitches")
 async def switch_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     await _delete_or_wait(VirtualSwitch.KIND, body, runtime().switch_controller.delete, logger)
+
+
+@kopf.on.event(GROUP, VERSION, "appliances")
+def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body = dict(event["object"])
+    key = rt.appliances.remove(body) if event["type"] == "DELETED" else rt.appliances.upsert(body)
+    if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
+        rt.appliance_queue.add(key)
+    # VMs made from it may be waiting for it (Ready, or a host with its images).
+    for vm in rt.vms:
+        spec = vm.get("spec") or {}
+        if vm["metadata"].get("namespace") == key[0] and (spec.get("fromAppliance") or {}).get("name") == key[1]:
+            rt.vm_queue.add(key_of(vm))
+
+
+@kopf.on.delete(GROUP, VERSION, "appliances")
+async def appliance_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    await _delete_or_wait(Appliance.KIND, body, runtime().appliance_controller.delete, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, "storagepools")

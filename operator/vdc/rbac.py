@@ -25,16 +25,24 @@ class Access:
     why: str
 
 
-WATCHED = ("hosts", "storagepools", "virtualswitches", "virtualmachines")
-"""Our kinds with kopf handlers (vdc.handlers). Appliances have no controller yet: no access."""
+WATCHED = ("hosts", "storagepools", "virtualswitches", "virtualmachines", "appliances")
+"""Our kinds with kopf handlers (vdc.handlers)."""
 
-WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines")
+WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances")
 """Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
 
 CLUSTER_WIDE: tuple[Access, ...] = (
     *(Access(GROUP, plural, ("list", "watch"), "kopf watches every object of the kind") for plural in WATCHED),
     *(
-        Access(GROUP, plural, ("patch",), "kopf adds/removes the vdc.dev/finalizer and its progress annotations")
+        Access(
+            GROUP,
+            plural,
+            ("patch",),
+            "kopf adds/removes the vdc.dev/finalizer and its progress annotations"
+            + (
+                "; KubeWriter.patch_spec fills in a VM's spec from its Appliance" if plural == "virtualmachines" else ""
+            ),
+        )
         for plural in WITH_FINALIZER
     ),
     *(

@@ -63,6 +63,7 @@ CLIENT_CALLS = {
     "patch_cluster_custom_object_status": "status patch",
     "read_namespaced_secret": ("", "secrets", "get"),
     "create_namespaced_event": ("", "events", "create"),
+    "patch_namespaced_custom_object": (GROUP, "virtualmachines", "patch"),  # a VM's spec from its Appliance
 }
 
 
@@ -76,7 +77,7 @@ def test_every_kubernetes_client_call_is_accounted_for() -> None:
         if isinstance(access, tuple):
             group, resource, verb = access
             found = [a for a in (*rbac.CLUSTER_WIDE, rbac.SECRETS) if (a.group, a.resource) == (group, resource)]
-            assert found and verb in found[0].verbs, access
+            assert any(verb in a.verbs for a in found), access
 
 
 def test_cluster_rules_merge_verbs_per_resource_without_wildcards() -> None:

@@ -172,6 +172,13 @@ def test_switches_must_be_present() -> None:
     assert result.reason == "0/1 hosts fit: 1 lacks switch 'backend'"
 
 
+def test_appliance_images_must_be_present() -> None:
+    req = request(images={"tiny": frozenset({"h1"})})
+    assert only(req, host("h1")).host == "h1"
+    result = only(req, host("h2"))
+    assert result.rejected == {"h2": "lacks the images of appliance 'tiny'"}
+
+
 def test_filters_are_a_named_extendable_list() -> None:
     names = [f.__name__ for f in FILTERS]
     assert names == [
@@ -183,6 +190,7 @@ def test_filters_are_a_named_extendable_list() -> None:
         "memory_fits",
         "pools_fit",
         "switches_present",
+        "images_present",
     ]
     assert check(request(), host("h1")) is None
     assert check(request(), host("h1", ready=False), filters=[placement.cpu_fits]) is None

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from vdc.api.virtualmachine import VirtualMachine
-from vdc.controllers.vm_disks import SEED_BYTES, DiskSpecError, plan_volumes, pool_bytes, target_devices
+from vdc.controllers.vm_disks import (
+    SEED_BYTES,
+    ApplianceImagesMissing,
+    DiskSpecError,
+    plan_volumes,
+    pool_bytes,
+    target_devices,
+)
 
 
 def vm(disks: list[dict[str, Any]], **spec: Any) -> VirtualMachine:
@@ -43,9 +50,21 @@ def test_volumes_are_named_from_namespace_vm_and_disk_with_deletion_defaults_by_
     assert pool_bytes(plans) == {"p": 2 * 2**30 + SEED_BYTES, "q": 2**30}
 
 
-def test_appliance_clones_are_not_built_yet() -> None:
-    with pytest.raises(DiskSpecError, match="Appliance"):
-        plan_volumes(vm([{"name": "r", "source": {"clone": {"pool": "p", "appliance": {"name": "a"}}}}]))
+def test_an_appliance_clone_is_an_overlay_on_the_appliance_base_image() -> None:
+    spec = vm([
+        {"name": "r", "source": {"clone": {"pool": "p", "appliance": {"name": "a"}}}},
+        {"name": "d", "source": {"clone": {"pool": "p", "appliance": {"name": "a", "disk": "vmdisk2"}}}},
+        {"name": "env", "source": {"ovfEnv": {"pool": "p"}}},
+    ])  # fmt: skip
+    images = {"a": {None: "appliance_a_1.qcow2", "vmdisk1": "appliance_a_1.qcow2", "vmdisk2": "appliance_a_2.qcow2"}}
+    by_disk = {p.disk: p for p in plan_volumes(spec, images)}
+    assert by_disk["r"].kind == "clone" and by_disk["r"].base_volume == "appliance_a_1.qcow2"
+    assert by_disk["d"].base_volume == "appliance_a_2.qcow2" and by_disk["d"].volume == "shop_web_d.qcow2"
+    assert (by_disk["env"].kind, by_disk["env"].device, by_disk["env"].format) == ("ovfEnv", "cdrom", "iso")
+    with pytest.raises(ApplianceImagesMissing, match="appliance a is not Ready"):
+        plan_volumes(spec)
+    with pytest.raises(DiskSpecError, match="no disk 'vmdisk2'"):
+        plan_volumes(spec, {"a": {None: "x.qcow2"}})
 
 
 def test_device_names_count_per_bus_family_and_the_seed_goes_on_sata() -> None:

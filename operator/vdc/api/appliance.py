@@ -69,6 +69,9 @@ class ApplianceDisk(ApiModel):
     format: ShortText | None = field("Source format (vmdk streamOptimized, raw, qcow2 …).", default=None)
     file: ShortText | None = field("The file in the package.", default=None)
     volume: ShortText | None = field("Base volume in the pool.", default=None)
+    bus: Literal["ide", "scsi", "sata", "virtio"] | None = field(
+        "Controller the descriptor attaches it to.", default=None
+    )
 
 
 class ApplianceNic(ApiModel):
@@ -150,6 +153,12 @@ class ApplianceStatus(ApiModel):
     networks: list[ApplianceNetwork] = field("NetworkSection networks.", default_factory=list, extra=list_map("name"))
     startup: list[StartupEntry] = field("StartupSection of a vApp.", default_factory=list, extra=list_map("id"))
     checksums: list[FileChecksum] = field("Verified manifest entries.", default_factory=list, extra=list_map("file"))
+    hosts: list[Name] = field(
+        "Hosts whose copy of the pool holds the base images (a VM from the appliance runs on one of them).",
+        default_factory=list,
+        max_length=1024,
+    )
+    message: Text | None = field("What the import is doing or what went wrong.", default=None)
 
 
 class Appliance(Resource):

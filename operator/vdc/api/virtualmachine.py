@@ -198,6 +198,12 @@ class ExistingVolume(ApiModel):
     name: VolumeName = field("The volume's name.", update="immutable")
 
 
+class OvfEnvSource(ApiModel):
+    """This disk is the OVF environment ISO (``ovf-env.xml``) carrying ``fromAppliance.properties``."""
+
+    pool: Name = field("StoragePool the ISO volume is created in.", update="immutable")
+
+
 class CloudInitSource(ApiModel):
     """This disk is the NoCloud seed (CD-ROM) built from spec.cloudInit."""
 
@@ -211,12 +217,13 @@ class DiskSource(ApiModel):
         "json_schema_extra": validations(
             cel(
                 "(has(self.blank) ? 1 : 0) + (has(self.clone) ? 1 : 0) + (has(self.volume) ? 1 : 0)"
-                " + (has(self.cloudInit) ? 1 : 0) == 1",
-                "set exactly one of blank, clone, volume, cloudInit",
+                " + (has(self.cloudInit) ? 1 : 0) + (has(self.ovfEnv) ? 1 : 0) == 1",
+                "set exactly one of blank, clone, volume, cloudInit, ovfEnv",
             ),
             cel(
                 "has(self.blank) == has(oldSelf.blank) && has(self.clone) == has(oldSelf.clone)"
-                " && has(self.volume) == has(oldSelf.volume) && has(self.cloudInit) == has(oldSelf.cloudInit)",
+                " && has(self.volume) == has(oldSelf.volume) && has(self.cloudInit) == has(oldSelf.cloudInit)"
+                " && has(self.ovfEnv) == has(oldSelf.ovfEnv)",
                 "the kind of a disk's source is immutable: add a disk with another name instead",
             ),
         )
@@ -226,6 +233,7 @@ class DiskSource(ApiModel):
     clone: CloneVolume | None = field("A copy-on-write overlay on a base image.", default=None)
     volume: ExistingVolume | None = field("An existing volume.", default=None)
     cloud_init: CloudInitSource | None = field("The cloud-init NoCloud seed ISO.", default=None)
+    ovf_env: OvfEnvSource | None = field("The OVF environment ISO of a VM made from an Appliance.", default=None)
 
 
 class IoTune(ApiModel):
@@ -350,6 +358,16 @@ class VirtualMachineSpec(ApiModel):
                 "at most one disk may carry the cloud-init seed",
                 field_path=".disks",
             ),
+            cel(
+                "has(self.memory) || has(self.fromAppliance)",
+                "memory is required (a VM from an Appliance gets the appliance's)",
+                field_path=".memory",
+            ),
+            cel(
+                "!has(self.disks) || self.disks.all(d, !has(d.source.ovfEnv)) || has(self.fromAppliance)",
+                "an ovfEnv disk carries fromAppliance.properties: it needs fromAppliance",
+                field_path=".disks",
+            ),
         )
     }
 
@@ -360,7 +378,11 @@ class VirtualMachineSpec(ApiModel):
         update="live",
     )
     cpu: Cpu = field("Virtual CPUs.", default_factory=Cpu, update="restart")
-    memory: Memory = field("Memory.", update="live")
+    memory: Memory | None = field(
+        "Memory. Required unless fromAppliance gives it (the operator then writes the appliance's here).",
+        default=None,
+        update="live",
+    )
     firmware: Literal["BIOS", "UEFI"] = field("Firmware.", default="BIOS", update="restart")
     boot: Boot = field("Boot method.", default_factory=Boot, update="restart")
     console: Console = field("Serial console.", default_factory=Console, update="restart")
@@ -378,7 +400,13 @@ class VirtualMachineSpec(ApiModel):
         extra=list_map("name"),
     )
     cloud_init: CloudInit | None = field("cloud-init data.", default=None, update="restart")
-    from_appliance: FromAppliance | None = field("Instantiate an Appliance.", default=None, update="immutable")
+    from_appliance: FromAppliance | None = field(
+        "Instantiate an Appliance: the operator fills in what the spec leaves out (cpu, memory, firmware, "
+        "disks as overlays on its base images, NICs through networkMapping, an ovfEnv disk with the "
+        "properties) once the appliance is Ready.",
+        default=None,
+        update="immutable",
+    )
     host: Name | None = field(
         "Pin the VM to this Host (skips scoring; the host must still fit).", default=None, update="restart"
     )

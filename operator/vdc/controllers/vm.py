@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import logging
 import time
@@ -12,6 +13,7 @@ from typing import Any, Literal
 import kubernetes
 from pydantic import ValidationError
 
+from vdc.api.appliance import ApplianceStatus
 from vdc.api.common import Bandwidth, SecretKeyRef
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, ConditionStatus, now_rfc3339, set_condition
 from vdc.api.quantity import format_bytes_mi, to_bytes
@@ -21,7 +23,26 @@ from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController, host_is_schedulable
 from vdc.controllers.storagepool import pools_on
 from vdc.controllers.virtualswitch import SwitchController, allocation_for, libvirt_network_name, switches_on
-from vdc.controllers.vm_disks import DiskSpecError, PoolMissing, VolumePlan, plan_volumes, pool_bytes, target_devices
+from vdc.controllers.vm_appliance import (
+    ApplianceMismatch,
+    ApplianceWait,
+    Sibling,
+    appliance_status,
+    base_volumes,
+    chosen_system,
+    property_values,
+    spec_defaults,
+    startup_wait,
+)
+from vdc.controllers.vm_disks import (
+    ApplianceImagesMissing,
+    DiskSpecError,
+    PoolMissing,
+    VolumePlan,
+    plan_volumes,
+    pool_bytes,
+    target_devices,
+)
 from vdc.controllers.vm_domain import AttachedVolume, UnsupportedSpec, domain_for, domain_name
 from vdc.controllers.vm_plan import VmPlan, plan_vm
 from vdc.controllers.vm_volumes import delete_volumes, ensure_volumes, grow
@@ -34,6 +55,7 @@ from vdc.libvirt.domain_xml import BandwidthConfig, BandwidthLimitConfig, Domain
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
+from vdc.ovf.environment import environment_iso, environment_xml
 from vdc.scheduler.placement import HostCandidate, PlacementRequest, place
 
 log = logging.getLogger(__name__)
@@ -66,8 +88,10 @@ class VmController:
         pools: ObjectCache | None = None,
         switches: ObjectCache | None = None,
         switch_controller: SwitchController | None = None,
+        appliances: ObjectCache | None = None,
     ) -> None:
         self.pools = pools if pools is not None else ObjectCache()
+        self.appliances = appliances if appliances is not None else ObjectCache()
         self.switches = switches if switches is not None else ObjectCache()
         self.switch_controller = switch_controller
         self.vms = vms
@@ -158,6 +182,55 @@ class VmController:
             ))  # fmt: skip
         return out, None
 
+    # --- appliances ------------------------------------------------------------------------
+    def _appliances_of(self, vm: VirtualMachine) -> dict[str, ApplianceStatus]:
+        """The Ready appliances the VM is made from (fromAppliance, clone disks); ApplianceWait when one
+        is not Ready yet, ApplianceMismatch when one failed."""
+        names = {d.source.clone.appliance.name for d in vm.spec.disks if d.source.clone and d.source.clone.appliance}
+        if vm.spec.from_appliance is not None:
+            names.add(vm.spec.from_appliance.name)
+        ns = str(vm.metadata["namespace"])
+        return {name: appliance_status(self.appliances.get((ns, name)), name) for name in sorted(names)}
+
+    def _ovf_env(self, vm: VirtualMachine, appliances: dict[str, ApplianceStatus]) -> bytes:
+        source = vm.spec.from_appliance
+        if source is None:
+            raise DiskSpecError("an ovfEnv disk needs spec.fromAppliance")
+        status = appliances[source.name]
+        system = chosen_system(status, source.virtual_system)
+        values = property_values(status, source.properties)
+        platform = {"Kind": "vdc-operator", "Vendor": "vdc.dev"}
+        return environment_iso(environment_xml(system.id, values, platform))
+
+    def _start_order_wait(self, vm: VirtualMachine) -> str | None:
+        """Why a vApp member may not start yet (StartupSection order of its appliance), or None."""
+        source = vm.spec.from_appliance
+        if source is None:
+            return None
+        ns = str(vm.metadata["namespace"])
+        body = self.appliances.get((ns, source.name))
+        if body is None:
+            return None
+        status = ApplianceStatus.model_validate(body.get("status") or {})
+        if not status.startup:
+            return None
+        mine = chosen_system(status, source.virtual_system).id
+        siblings = []
+        ages: dict[str, float] = {}
+        now = time.time()
+        for other in self.vms:
+            spec = other.get("spec") or {}
+            other_source = spec.get("fromAppliance") or {}
+            if other["metadata"].get("namespace") != ns or other_source.get("name") != source.name:
+                continue
+            other_status = other.get("status") or {}
+            system = other_source.get("virtualSystem") or status.virtual_systems[0].id
+            boot = other_status.get("bootTime")
+            siblings.append(Sibling(system, other_status.get("phase"), boot))
+            if boot:
+                ages[boot] = now - _parse_time(boot)
+        return startup_wait(status.startup, mine, siblings, ages)
+
     # --- disks -----------------------------------------------------------------------------
     async def _seed(self, vm: VirtualMachine) -> bytes:
         """The cloud-init seed ISO for the VM (user data from the spec or a Secret in its namespace)."""
@@ -226,10 +299,31 @@ class VmController:
         uid = str(vm.metadata["uid"])
         old = vm.status or VirtualMachineStatus()
         try:
-            plans = plan_volumes(vm)
+            appliances = self._appliances_of(vm)
+            source = vm.spec.from_appliance
+            if source is not None:
+                pool = str(
+                    (self.appliances.get((str(vm.metadata["namespace"]), source.name)) or {})["spec"]["storagePool"]
+                )
+                patch = spec_defaults(body["spec"], appliances[source.name], pool)
+                if patch:
+                    await self.writer.patch_spec(VirtualMachine.KIND, body, patch)
+                    log.info("vm %s/%s: spec filled in from appliance %s", *key, source.name)
+                    return None  # the watch brings the new spec
+            plans = plan_volumes(vm, {name: base_volumes(status) for name, status in appliances.items()})
+        except (ApplianceWait, ApplianceImagesMissing) as exc:
+            await self._report(body, old, "Provisioning", generation, waiting=("WaitingForAppliance", str(exc)))
+            return None  # appliance events bring it back
+        except ApplianceMismatch as exc:
+            await self._report(body, old, "Failed", generation, stalled=("ApplianceMismatch", str(exc)))
+            return None
         except DiskSpecError as exc:
             await self._report(body, old, "Failed", generation, stalled=("UnsupportedSpec", str(exc)))
             return None
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 409:  # changed meanwhile: its watch event brings it back
+                return None
+            raise
 
         host = self.host_of(body) or await self._find_existing(uid)
         if host is None:
@@ -242,6 +336,7 @@ class VmController:
                     selector=vm.spec.host_selector,
                     pool_bytes=pool_bytes(plans),
                     switches=frozenset(nic.switch for nic in vm.spec.interfaces),
+                    images={name: frozenset(status.hosts) for name, status in appliances.items()},
                 ),
                 self._candidates(uid),
             )
@@ -266,7 +361,8 @@ class VmController:
             if facts is None:
                 facts = await conn.call(read_host_facts)
             seed = await self._seed(vm) if any(p.kind == "cloudInit" for p in plans) else None
-            volumes = await conn.call(lambda c: ensure_volumes(c, plans, seed))
+            ovf_env = self._ovf_env(vm, appliances) if any(p.kind == "ovfEnv" for p in plans) else None
+            volumes = await conn.call(lambda c: ensure_volumes(c, plans, seed, ovf_env))
             nics, waiting_for = self._nics(vm)
             if waiting_for is not None:
                 await self._report(body, old, "Provisioning", generation, host=host, scheduled=scheduled,
@@ -329,6 +425,8 @@ class VmController:
             shutdown_elapsed=None if since is None else time.monotonic() - since,
             grace_seconds=vm.spec.termination_grace_period_seconds,
         )
+        start_wait = self._start_order_wait(vm) if "start" in plan.actions else None
+        plan = _held_back(plan, start_wait)
         if plan.actions:
             await self._act(body, conn, host, desired, plan, old, observed is None)
             observed = await conn.call(lambda c: domains.observe_domain(c, uid))
@@ -341,6 +439,7 @@ class VmController:
                 shutdown_elapsed=None if since is None else time.monotonic() - since,
                 grace_seconds=vm.spec.termination_grace_period_seconds,
             )
+            plan = _held_back(plan, start_wait)
         if (observed is None or observed.state != "running") and plan.phase != "Stopping":
             self._shutdown_since.pop(uid, None)
         if self._nic_status.get(uid):
@@ -518,6 +617,22 @@ def _condition_message(status: VirtualMachineStatus, type_: str) -> str | None:
 
 class AddressRefused(ValueError):
     """The switch's IPAM refused a NIC's address (the message names it)."""
+
+
+def _held_back(plan: VmPlan, start_wait: str | None) -> VmPlan:
+    """``plan`` without its start while a vApp member before it has not started (StartupSection order)."""
+    if start_wait is None or "start" not in plan.actions:
+        return plan
+    actions = tuple(a for a in plan.actions if a != "start")
+    return dataclasses.replace(
+        plan, actions=actions, phase="Starting", ready=False, reason="WaitingForStartOrder", message=start_wait
+    )
+
+
+def _parse_time(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def nic_status_observed(

@@ -120,6 +120,8 @@ def _domain_for(
     if spec.boot.kernel is None and not spec.disks:
         raise UnsupportedSpec("a VM without disks needs spec.boot.kernel (direct kernel boot)")
     disks = _disks(vm, volumes)
+    if spec.memory is None:
+        raise UnsupportedSpec("spec.memory is not set (a VM from an Appliance gets it once the appliance is Ready)")
     size = to_bytes(spec.memory.size) // 1024
     maximum = to_bytes(spec.memory.max) // 1024 if spec.memory.max else size
     topology = spec.cpu.topology

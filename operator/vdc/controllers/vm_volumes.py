@@ -15,7 +15,7 @@ from vdc.libvirt.storage_xml import BackingStoreConfig, VolumeConfig
 
 
 def ensure_volumes(
-    conn: libvirt.virConnect, plans: Sequence[VolumePlan], seed: bytes | None
+    conn: libvirt.virConnect, plans: Sequence[VolumePlan], seed: bytes | None, ovf_env: bytes | None = None
 ) -> dict[str, VolumeObservation]:
     """Every planned volume exists (created when missing); disk name -> volume. Growth is separate."""
 
@@ -57,6 +57,10 @@ def ensure_volumes(
             if seed is None:
                 raise DiskSpecError(f"disk {plan.disk}: spec.cloudInit is missing")
             vol = storage.upload_volume(conn, pool, plan.volume, seed, "iso")
+        elif plan.kind == "ovfEnv" and vol is None:
+            if ovf_env is None:
+                raise DiskSpecError(f"disk {plan.disk}: an ovfEnv disk needs spec.fromAppliance")
+            vol = storage.upload_volume(conn, pool, plan.volume, ovf_env, "iso")
         assert vol is not None
         out[plan.disk] = vol
     return out

@@ -58,6 +58,17 @@ class KubeWriter:
         API_WRITES.labels(info.kind, "patch-status").inc()
         return True
 
+    async def patch_spec(self, info: KindInfo, body: dict[str, Any], spec: dict[str, Any]) -> None:
+        """Merge-patch a namespaced object's ``spec`` (defaults the operator fills in), conditional on the
+        resourceVersion it was computed from: a concurrent change makes it fail (ApiException 409)."""
+        meta = body["metadata"]
+        payload = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": spec}
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object,
+            GROUP, VERSION, meta["namespace"], info.plural, meta["name"], payload,
+        )  # fmt: skip
+        API_WRITES.labels(info.kind, "patch").inc()
+
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's base64 ``data`` (raises kubernetes ApiException, e.g. 404)."""
         secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)

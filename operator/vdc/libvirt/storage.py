@@ -13,8 +13,11 @@ takes for a lost connection; here it becomes a :class:`StorageFailure` when the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import libvirt
@@ -402,6 +405,109 @@ def upload_volume(
     return _observe_volume(conn, vol)
 
 
+def upload_volume_file(
+    conn: libvirt.virConnect, pool: str, name: str, path: Path, progress: Callable[[int], None] | None = None
+) -> VolumeObservation:
+    """Make the volume hold exactly the file at ``path`` (e.g. a qcow2 base image), streamed; then
+    rescan the pool so that libvirt reads the image's format from its header (a raw volume holding a
+    qcow2 image is reported as qcow2). As :func:`upload_volume`: never a partial upload left behind."""
+    size = path.stat().st_size
+    if not size:
+        raise ValueError(f"nothing to upload: {path} is empty")
+    p = _pool(conn, pool)
+    vol = _volume_or_none(conn, p, name)
+    if vol is not None:
+        with _translated(conn):
+            vol.delete(0)
+    with _translated(conn):
+        vol = p.createXML(VolumeConfig(name=name, capacity_bytes=size, format="raw").to_string(), 0)
+    try:
+        with _translated(conn), path.open("rb") as data:
+            stream = conn.newStream(0)
+            try:
+                vol.upload(stream, 0, size, 0)
+                done = 0
+                while chunk := data.read(UPLOAD_CHUNK):
+                    offset = 0
+                    while offset < len(chunk):
+                        sent = stream.send(chunk[offset:])
+                        if sent <= 0:
+                            raise StorageFailure(f"the stream to volume {name} in pool {pool} accepted no data")
+                        offset += sent
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done)
+                stream.finish()
+            except BaseException:
+                with suppress(libvirt.libvirtError):
+                    stream.abort()
+                raise
+    except BaseException:
+        with suppress(libvirt.libvirtError):
+            vol.delete(0)
+        raise
+    with _translated(conn):
+        p.refresh(0)
+    return _observe_volume(conn, _volume(conn, pool, name))
+
+
+def download_volume(
+    conn: libvirt.virConnect, pool: str, name: str, dest: Path, progress: Callable[[int], None] | None = None
+) -> int:
+    """Copy the volume's bytes into the file ``dest`` through a libvirt stream; the bytes copied."""
+    vol = _volume(conn, pool, name)
+    return _download(conn, vol, dest, progress)
+
+
+def _download(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path, progress: Callable[[int], None] | None
+) -> int:
+    done = 0
+    with _translated(conn), dest.open("wb") as out:
+        size = int(vol.info()[1])
+        stream = conn.newStream(0)
+        try:
+            vol.download(stream, 0, size, 0)
+            while True:
+                chunk = stream.recv(UPLOAD_CHUNK)
+                if isinstance(chunk, int):
+                    if chunk == -2:
+                        continue  # would block: not on a blocking stream, but be safe
+                    raise StorageFailure(f"reading volume {vol.name()} failed ({chunk})")
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done)
+            stream.finish()
+        except BaseException:
+            with suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+    return done
+
+
+def download_host_file(
+    conn: libvirt.virConnect, path: str, dest: Path, progress: Callable[[int], None] | None = None
+) -> int:
+    """Copy a file on the host into ``dest``: through a transient dir pool on its directory (libvirt
+    reads files only as volumes), stopped again afterwards. NotFound when the file is not there."""
+    directory, _, filename = path.rpartition("/")
+    tag = hashlib.sha256(path.encode()).hexdigest()[:12]
+    config = PoolConfig(name=f"vdc-tmp-{tag}", type="dir", target_path=directory or "/")
+    with _translated(conn):
+        pool = conn.storagePoolCreateXML(config.to_string(), 0)
+    try:
+        vol = _volume_or_none(conn, pool, filename)
+        if vol is None:
+            raise NotFound(f"no file {path} on the host")
+        return _download(conn, vol, dest, progress)
+    finally:
+        with suppress(libvirt.libvirtError):
+            pool.destroy()
+
+
 def observe_volume(
     conn: libvirt.virConnect, pool: str, name: str, *, refresh: bool = False
 ) -> VolumeObservation | None:
@@ -435,6 +541,8 @@ __all__ = [
     "VolumeObservation",
     "create_volume",
     "delete_volume",
+    "download_host_file",
+    "download_volume",
     "ensure_pool",
     "list_volumes",
     "observe_pool",
@@ -442,5 +550,6 @@ __all__ = [
     "remove_pool",
     "resize_volume",
     "upload_volume",
+    "upload_volume_file",
     "volume_path",
 ]

@@ -83,6 +83,8 @@ class PlacementRequest:
     pool_bytes: Mapping[str, int] = field(default_factory=dict)
     """Pool name -> bytes the VM needs there (0: the pool must be present, nothing is allocated)."""
     switches: frozenset[str] = frozenset()
+    images: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Base images the VM's disks start from (an appliance's name) -> the hosts that hold them."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,18 @@ def switches_present(request: PlacementRequest, host: HostCandidate) -> Rejectio
     return None
 
 
+def images_present(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
+    """The base images the VM's disks are overlays on must be on the host."""
+    for image, hosts in sorted(request.images.items()):
+        if host.name not in hosts:
+            return Rejection(
+                f"lacks the images of appliance '{image}'",
+                f"lack the images of appliance '{image}'",
+                f"lacks the images of appliance '{image}'",
+            )
+    return None
+
+
 FILTERS: tuple[Filter, ...] = (
     pinned_host,
     host_selector,
@@ -257,6 +271,7 @@ FILTERS: tuple[Filter, ...] = (
     memory_fits,
     pools_fit,
     switches_present,
+    images_present,
 )
 """Run in this order; the first rejection is the host's reason. The VM's own constraints come first,
 then the host's state, then capacity."""

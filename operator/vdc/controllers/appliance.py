@@ -1,0 +1,483 @@
+"""Appliance: an OVF/OVA package imported into base images — fetched, verified, converted, uploaded.
+
+An import runs as a background task per Appliance (a work-queue worker only starts it), through the
+phases Downloading, Verifying, Converting and Ready, with progress in status:
+
+* **Downloading**: the package into the operator's work directory: an ``http(s)`` URL (resumed after
+  an interruption or an operator restart; an ``.ovf`` URL fetches the files it references from
+  beside it), a file on a host or a volume in a pool (both through libvirt streams).
+* **Verifying**: ``spec.source.sha256`` of the whole package, then every member checked (no ``..``,
+  links or devices; sizes as declared), extracted, and its digest compared with the manifest; the
+  descriptor parsed (no DTDs or entities).
+* **Converting**: each disk image converted to qcow2 by ``qemu-img`` here, after checking it is a
+  standalone image of the declared format (no backing file or extents pointing elsewhere), so no
+  hostile image reaches a host; no larger than ``spec.maxSize``.
+* **Uploading** (still Converting): each base image into the pool on every host where the pool runs,
+  as ``appliance_<ns>_<name>_<uid8>_<disk>.qcow2``. Hosts that get the pool later get the images then.
+
+Bad input (a digest that fails, a hostile archive or descriptor, a size over the limit, an unknown
+format) ends in phase Failed with Stalled=True naming the file or element, and an Event; nothing is
+retried until the spec changes. A lost connection or a host problem is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from vdc.api.appliance import Appliance, ApplianceProgress, ApplianceStatus, FileChecksum
+from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
+from vdc.api.quantity import to_bytes
+from vdc.controllers.appliance_plan import Description, base_volume_name, describe
+from vdc.controllers.errors import DeletionWaits
+from vdc.controllers.storagepool import libvirt_pool_name
+from vdc.fetch import FetchFailed, FetchInterrupted, fetch
+from vdc.kube.cache import Key, ObjectCache
+from vdc.kube.client import KubeWriter
+from vdc.libvirt import storage
+from vdc.libvirt.connection import ConnectionManager
+from vdc.libvirt.errors import LibvirtFailure, NotFound
+from vdc.ovf import convert
+from vdc.ovf.envelope import parse_envelope
+from vdc.ovf.errors import OvfError, UnsafeArchive
+from vdc.ovf.manifest import compare_digests, require_verified, verify
+from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory, package_paths, safe_member_name
+
+log = logging.getLogger(__name__)
+
+PROGRESS_WRITE_SECONDS = 2.0
+RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0, 120.0)
+
+
+class ImportFailed(Exception):
+    """The package cannot be imported as it is (the message says why): phase Failed, Stalled."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ImportWaiting(Exception):
+    """The import cannot go on yet (no host with the pool, a host unreachable): retried later."""
+
+
+def default_work_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "vdc-appliances"
+
+
+class ApplianceController:
+    def __init__(
+        self, appliances: ObjectCache, pools: ObjectCache, vms: ObjectCache, connections: ConnectionManager,
+        writer: KubeWriter, work_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        self.appliances = appliances
+        self.pools = pools
+        self.vms = vms
+        self.connections = connections
+        self.writer = writer
+        self.work_dir = work_dir or default_work_dir()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # --- reconcile: start (or not) an import ---------------------------------------------------
+    async def reconcile(self, key: Key) -> float | None:
+        body = self.appliances.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        uid = str(body["metadata"]["uid"])
+        running = self._tasks.get(uid)
+        if running is not None and not running.done():
+            return None
+        status = ApplianceStatus.model_validate(body.get("status") or {})
+        generation = body["metadata"].get("generation")
+        current = status.observed_generation == generation
+        if current and status.phase == "Failed":
+            return None  # bad input: only a new spec helps
+        if current and status.phase == "Ready" and not (self.pool_hosts(body) - set(status.hosts)):
+            return None
+        self._tasks[uid] = asyncio.create_task(self._import(key, uid), name=f"appliance-import-{key[0]}/{key[1]}")
+        return None
+
+    def pool_hosts(self, body: dict[str, Any]) -> set[str]:
+        """Hosts where the appliance's pool runs (where base images can go)."""
+        pool = self.pools.get(("", body["spec"]["storagePool"]))
+        return {h["host"] for h in ((pool or {}).get("status") or {}).get("hosts", []) if h.get("state") == "Running"}
+
+    def work_for(self, namespace: str, name: str, uid: str) -> Path:
+        return self.work_dir / namespace / f"{name}-{uid[:8]}"
+
+    # --- the import ----------------------------------------------------------------------------
+    async def _import(self, key: Key, uid: str) -> None:
+        attempt = 0
+        while True:
+            body = self.appliances.get(key)
+            if body is None or body["metadata"].get("deletionTimestamp") or str(body["metadata"]["uid"]) != uid:
+                return
+            report = _Reporter(self, key)
+            try:
+                await self._run(body, report)
+                return
+            except ImportFailed as exc:
+                await report.failed(exc.reason, str(exc))
+                return
+            except (FetchInterrupted, ImportWaiting, LibvirtFailure) as exc:
+                delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+                attempt += 1
+                await report.waiting(f"{exc}; trying again in {int(delay)}s")
+                await asyncio.sleep(delay)
+            except Exception as exc:  # a bug must not leave the appliance silently stuck
+                log.exception("appliance %s/%s: import failed", *key)
+                await report.failed("ImportError", f"unexpected error: {exc}")
+                return
+
+    async def _run(self, body: dict[str, Any], report: _Reporter) -> None:
+        appliance = Appliance.model_validate(body)
+        meta = appliance.metadata
+        namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+        work = self.work_for(namespace, name, uid)
+        work.mkdir(parents=True, exist_ok=True)
+        max_bytes = to_bytes(appliance.spec.max_size)
+        hosts = self.pool_hosts(body)
+        if not hosts:
+            raise ImportWaiting(f"StoragePool {appliance.spec.storage_pool} runs on no Ready host yet")
+
+        fetched = await self._fetch(appliance, work, max_bytes, report)
+        await report.phase("Verifying", "checking the package against its manifest")
+        extracted_dir = work / "extracted"
+        package, files, checksums = await asyncio.to_thread(
+            _verify, fetched, extracted_dir, max_bytes, appliance.spec.source.sha256, report.progress_sync
+        )
+        volumes = {
+            disk.disk_id: base_volume_name(namespace, name, uid, disk.disk_id) for disk in package.envelope.disks
+        }
+        description = describe(package.envelope, volumes)
+        await report.describe(description, checksums)
+
+        await report.phase("Converting", "converting disk images to qcow2")
+        images: dict[str, Path] = {}
+        for image in description.images:
+            source = files.get(image.file)
+            if source is None:
+                raise ImportFailed("MissingFile", f"disk {image.disk_id}: file {image.file} is not in the package")
+            target = work / "images" / f"{safe_name(image.disk_id)}.qcow2"
+            await asyncio.to_thread(_convert, source, image.format, target, max_bytes)
+            images[volumes[image.disk_id]] = target
+
+        done: set[str] = set(ApplianceStatus.model_validate(body.get("status") or {}).hosts) & hosts
+        total = sum(p.stat().st_size for p in images.values()) * len(hosts - done)
+        sent = 0
+        for host in sorted(hosts - done):
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                raise ImportWaiting(f"host {host} is unreachable")
+            for volume, path in images.items():
+                await report.phase("Converting", f"uploading {volume} to host {host}")
+                await conn.call(
+                    functools.partial(
+                        storage.upload_volume_file,
+                        pool=libvirt_pool_name(appliance.spec.storage_pool),
+                        name=volume,
+                        path=path,
+                        progress=functools.partial(_offset_progress, report.progress_sync, sent, total),
+                    )
+                )
+                sent += path.stat().st_size
+            done.add(host)
+            await report.hosts(sorted(done))
+        await report.ready(sorted(done))
+
+    async def _fetch(self, appliance: Appliance, work: Path, max_bytes: int, report: _Reporter) -> Path:
+        """The package in ``work``: an ``.ova`` file, or an ``.ovf`` with its files beside it."""
+        source = appliance.spec.source
+        await report.phase("Downloading", "fetching the package")
+        if source.url is not None:
+            path = urllib.parse.urlparse(source.url).path
+            if path.lower().endswith(".ovf"):
+                return await self._fetch_ovf(source.url, work / "package", max_bytes, report)
+            target = work / "package.ova"
+            await asyncio.to_thread(_fetch_file, source.url, target, max_bytes, report.progress_sync)
+            return target
+        target = work / "package.ova"
+        if source.host_path is not None:
+            hp = source.host_path
+            if not hp.path.lower().endswith(".ova"):
+                raise ImportFailed("UnsupportedSource", f"hostPath {hp.path}: only an .ova file can come from a host")
+            conn = self.connections.get(hp.host)
+            if conn is None or not conn.connected:
+                raise ImportWaiting(f"host {hp.host} is unreachable")
+            try:
+                await conn.call(functools.partial(storage.download_host_file, path=hp.path, dest=target,
+                                                  progress=lambda n: report.progress_sync(n, None)))  # fmt: skip
+            except NotFound as exc:
+                raise ImportFailed("SourceNotFound", f"host {hp.host}: {exc}") from None
+            return target
+        assert source.volume is not None  # admission: exactly one source
+        vol = source.volume
+        for host in sorted(self.pool_hosts({"spec": {"storagePool": vol.pool}})):
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                continue
+            try:
+                await conn.call(functools.partial(storage.download_volume, pool=libvirt_pool_name(vol.pool),
+                                                  name=vol.name, dest=target,
+                                                  progress=lambda n: report.progress_sync(n, None)))  # fmt: skip
+            except NotFound:
+                continue
+            return target
+        raise ImportWaiting(f"volume {vol.name} is in pool {vol.pool} on no reachable host")
+
+    async def _fetch_ovf(self, url: str, directory: Path, max_bytes: int, report: _Reporter) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor_name = safe_member_name(urllib.parse.unquote(urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]))
+        descriptor = directory / descriptor_name
+        await asyncio.to_thread(_fetch_file, url, descriptor, 16 << 20, report.progress_sync)
+        try:
+            envelope = parse_envelope(descriptor.read_bytes())
+        except OvfError as exc:
+            raise ImportFailed(type(exc).__name__, f"{descriptor_name}: {exc}") from None
+        names = [ref.href for ref in envelope.references if not ref.is_external]
+        stem = descriptor_name.rsplit(".", 1)[0]
+        for name in names:
+            safe = safe_member_name(name)
+            await asyncio.to_thread(_fetch_file, urllib.parse.urljoin(url, safe), directory / safe, max_bytes,
+                                    report.progress_sync)  # fmt: skip
+        for companion in (f"{stem}.mf", f"{stem}.cert"):
+            try:
+                await asyncio.to_thread(_fetch_file, urllib.parse.urljoin(url, companion), directory / companion,
+                                        1 << 20, report.progress_sync)  # fmt: skip
+            except ImportFailed:
+                (directory / companion).unlink(missing_ok=True)  # optional: none published
+        return descriptor
+
+    # --- deletion ------------------------------------------------------------------------------
+    def users(self, namespace: str, name: str) -> list[str]:
+        """VMs made from the appliance (their disks are overlays on its base images)."""
+        out = []
+        for vm in self.vms:
+            meta = vm["metadata"]
+            spec = vm.get("spec") or {}
+            from_appliance = (spec.get("fromAppliance") or {}).get("name")
+            clones = {((d.get("source") or {}).get("clone") or {}).get("appliance", {}).get("name")
+                      for d in spec.get("disks") or []}  # fmt: skip
+            if meta.get("namespace") == namespace and (from_appliance == name or name in clones):
+                out.append(meta["name"])
+        return sorted(out)
+
+    async def delete(self, body: dict[str, Any]) -> str:
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], str(meta["uid"])
+        users = self.users(namespace, name)
+        if users:
+            raise DeletionWaits(f"VMs made from appliance {name} still exist: {', '.join(users[:5])}")
+        task = self._tasks.pop(uid, None)
+        if task is not None and not task.done():
+            task.cancel()
+        status = ApplianceStatus.model_validate(body.get("status") or {})
+        volumes = {d.volume for s in status.virtual_systems for d in s.disks if d.volume}
+        pool = libvirt_pool_name(body["spec"]["storagePool"])
+        for host in status.hosts:
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                continue
+            for volume in volumes:
+                try:
+                    await conn.call(functools.partial(storage.delete_volume, pool=pool, name=volume))
+                except LibvirtFailure as exc:
+                    log.info("appliance %s/%s: base image %s on %s: %s", namespace, name, volume, host, exc)
+        shutil.rmtree(self.work_for(namespace, name, uid), ignore_errors=True)
+        return f"appliance {namespace}/{name}: {len(volumes)} base image(s) removed from {len(status.hosts)} host(s)"
+
+
+def _offset_progress(progress: Callable[[int, int | None], None], offset: int, total: int, done: int) -> None:
+    progress(offset + done, total)
+
+
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:64] or "disk"
+
+
+# --- blocking steps (run in threads) -------------------------------------------------------------
+
+
+def _fetch_file(url: str, target: Path, max_bytes: int, progress: Callable[[int, int | None], None]) -> None:
+    try:
+        fetch(url, target, max_bytes=max_bytes, progress=progress)
+    except FetchFailed as exc:
+        raise ImportFailed("DownloadFailed", str(exc)) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(
+    path: Path, extracted: Path, max_bytes: int, sha256: str | None, progress: Callable[[int, int | None], None]
+) -> tuple[OvfPackage, dict[str, Path], list[FileChecksum]]:
+    """Open and check the package; its payload files on disk, and the manifest entries verified."""
+    try:
+        if sha256 is not None and path.suffix == ".ova":
+            actual = _sha256(path)
+            if actual != sha256:
+                raise ImportFailed(
+                    "DigestMismatch", f"{path.name}: SHA-256 is {actual}, spec.source.sha256 says {sha256}"
+                )
+        if path.suffix == ".ova":
+            package = open_ova(path, max_member_bytes=max_bytes)
+            shutil.rmtree(extracted, ignore_errors=True)
+            extracted.mkdir(parents=True)
+            total = sum(f.size for f in package.files)
+            result = extract_ova(package, extracted, max_member_bytes=max_bytes,
+                                 progress=lambda n: progress(n, total))  # fmt: skip
+            files = {name: f.path for name, f in result.items()}
+            if package.manifest is not None:
+                require_verified(compare_digests(package.manifest, {n: f.digests for n, f in result.items()}))
+        else:
+            package = open_ovf_directory(path, max_member_bytes=max_bytes)
+            files = package_paths(package)
+            if package.manifest is not None:
+                require_verified(verify(package.manifest, files))
+    except OvfError as exc:
+        raise ImportFailed(type(exc).__name__, str(exc)) from None
+    checksums = [FileChecksum(file=e.file, algorithm=e.algorithm, digest=e.digest)
+                 for e in (package.manifest.entries if package.manifest else ())]  # fmt: skip
+    return package, files, checksums
+
+
+def _convert(source: Path, source_format: str, target: Path, max_bytes: int) -> None:
+    try:
+        info = convert.image_info(source, source_format)
+        convert.require_standalone(info, source)
+        if info.virtual_size > max_bytes:
+            raise UnsafeArchive(f"{source.name}: virtual size {info.virtual_size} is over spec.maxSize ({max_bytes})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        convert.to_qcow2(source, source_format, target)
+    except OvfError as exc:
+        raise ImportFailed(type(exc).__name__, str(exc)) from None
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Writes an import's status: phase changes at once, progress at most every few seconds."""
+
+    def __init__(self, controller: ApplianceController, key: Key) -> None:
+        self.controller = controller
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self._last_progress = 0.0
+        self._pending: Awaitable[None] | None = None
+
+    def _status(self) -> tuple[dict[str, Any], ApplianceStatus] | None:
+        body = self.controller.appliances.get(self.key)
+        if body is None:
+            return None
+        return body, ApplianceStatus.model_validate(body.get("status") or {})
+
+    async def _write(self, change: Callable[[ApplianceStatus, int | None], ApplianceStatus]) -> None:
+        found = self._status()
+        if found is None:
+            return
+        body, status = found
+        generation = body["metadata"].get("generation")
+        new = change(status, generation)
+        new.observed_generation = generation
+        wire = new.to_wire()
+        if wire != (body.get("status") or {}) and await self.controller.writer.patch_status(Appliance.KIND, body, wire):
+            self.controller.appliances.note_status(self.key, wire)
+
+    async def phase(self, phase: str, message: str) -> None:
+        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
+            s.phase = phase  # type: ignore[assignment]
+            s.message = message
+            s.progress = ApplianceProgress()
+            s.conditions = set_condition(s.conditions, READY, "False", phase, message, observed_generation=g)
+            s.conditions = set_condition(s.conditions, RECONCILING, "True", phase, message, observed_generation=g)
+            s.conditions = set_condition(s.conditions, STALLED, "False", phase, observed_generation=g)
+            return s
+
+        self._last_progress = time.monotonic()
+        await self._write(change)
+
+    def progress_sync(self, done: int, total: int | None) -> None:
+        """From a worker thread: progress, written now and then."""
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_WRITE_SECONDS:
+            return
+        self._last_progress = now
+
+        def change(s: ApplianceStatus, _g: int | None) -> ApplianceStatus:
+            s.progress = ApplianceProgress(bytes_done=done, bytes_total=total)
+            return s
+
+        asyncio.run_coroutine_threadsafe(self._write(change), self.loop)
+
+    async def describe(self, d: Description, checksums: list[FileChecksum]) -> None:
+        def change(s: ApplianceStatus, _g: int | None) -> ApplianceStatus:
+            s.ovf_version = d.ovf_version
+            s.virtual_systems = d.virtual_systems
+            s.properties = d.properties
+            s.networks = d.networks
+            s.startup = d.startup
+            s.checksums = checksums
+            return s
+
+        await self._write(change)
+
+    async def hosts(self, hosts: list[str]) -> None:
+        def change(s: ApplianceStatus, _g: int | None) -> ApplianceStatus:
+            s.hosts = hosts
+            return s
+
+        await self._write(change)
+
+    async def ready(self, hosts: list[str]) -> None:
+        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
+            message = f"base images on {len(hosts)} host(s)"
+            s.phase, s.message, s.hosts, s.progress = "Ready", message, hosts, None
+            s.conditions = set_condition(s.conditions, READY, "True", "Ready", message, observed_generation=g)
+            s.conditions = set_condition(s.conditions, RECONCILING, "False", "Ready", observed_generation=g)
+            s.conditions = set_condition(s.conditions, STALLED, "False", "Ready", observed_generation=g)
+            return s
+
+        await self._write(change)
+        body = self.controller.appliances.get(self.key)
+        if body is not None:
+            await self.controller.writer.event(Appliance.KIND, body, "Imported", f"base images on {', '.join(hosts)}")
+
+    async def waiting(self, message: str) -> None:
+        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
+            s.message = message
+            s.phase = s.phase if s.phase not in (None, "Ready", "Failed") else "Pending"
+            s.conditions = set_condition(s.conditions, READY, "False", "Waiting", message, observed_generation=g)
+            s.conditions = set_condition(s.conditions, RECONCILING, "True", "Waiting", message, observed_generation=g)
+            s.conditions = set_condition(s.conditions, STALLED, "False", "Waiting", observed_generation=g)
+            return s
+
+        await self._write(change)
+
+    async def failed(self, reason: str, message: str) -> None:
+        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
+            s.phase, s.message, s.progress = "Failed", message, None
+            s.conditions = set_condition(s.conditions, READY, "False", reason, message, observed_generation=g)
+            s.conditions = set_condition(s.conditions, RECONCILING, "False", reason, observed_generation=g)
+            s.conditions = set_condition(s.conditions, STALLED, "True", reason, message, observed_generation=g)
+            return s
+
+        await self._write(change)
+        body = self.controller.appliances.get(self.key)
+        if body is not None:
+            await self.controller.writer.event(Appliance.KIND, body, reason, message, warning=True)

@@ -1,0 +1,179 @@
+"""A VM made from an Appliance (``spec.fromAppliance``): what its spec gets from the appliance, the
+property values its guest sees, and when a vApp member may start. Pure.
+
+The appliance's hardware is written into the VM's spec once (only what the spec leaves out), so the
+VM then behaves like any other and ``kubectl get vm -o yaml`` shows what it has: cpu, memory and
+firmware; a disk per appliance disk, a copy-on-write overlay on the appliance's base image (or a
+blank disk where the descriptor has an empty one); a NIC per appliance NIC on the switch
+``networkMapping`` names for its OVF network; and, when the appliance has properties, an ``ovfEnv``
+disk: the ISO transport of the OVF environment document with their values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vdc.api.appliance import ApplianceStatus, StartupEntry, VirtualSystem
+
+OVF_ENV_DISK = "ovf-env"
+_NIC_MODELS = {"virtio": "virtio", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "pcnet": "rtl8139"}
+_INTEGER_TYPES = {"uint8", "sint8", "uint16", "sint16", "uint32", "sint32", "uint64", "sint64", "int"}
+
+
+class ApplianceWait(Exception):
+    """The appliance is not ready for this VM yet (the message says what it waits for)."""
+
+
+class ApplianceMismatch(ValueError):
+    """The VM asks for something the appliance does not have (the message says what to change)."""
+
+
+def _label(text: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:50].strip("-")
+    return label or "x"
+
+
+def chosen_system(status: ApplianceStatus, wanted: str | None) -> VirtualSystem:
+    if not status.virtual_systems:
+        raise ApplianceMismatch("the appliance has no virtual system")
+    if wanted is None:
+        return status.virtual_systems[0]
+    for system in status.virtual_systems:
+        if system.id == wanted:
+            return system
+    known = ", ".join(s.id for s in status.virtual_systems)
+    raise ApplianceMismatch(f"fromAppliance.virtualSystem {wanted!r} is not in the appliance (it has: {known})")
+
+
+def appliance_status(appliance: Mapping[str, Any] | None, name: str) -> ApplianceStatus:
+    """The status of a Ready appliance; else ApplianceWait (or ApplianceMismatch when it failed)."""
+    if appliance is None:
+        raise ApplianceWait(f"appliance {name} does not exist")
+    status = ApplianceStatus.model_validate(appliance.get("status") or {})
+    if status.phase == "Failed":
+        raise ApplianceMismatch(f"appliance {name} failed to import: {status.message or 'see its status'}")
+    if status.phase != "Ready":
+        raise ApplianceWait(f"appliance {name} is {status.phase or 'Pending'}: {status.message or 'not imported yet'}")
+    return status
+
+
+def property_values(status: ApplianceStatus, given: Mapping[str, str]) -> dict[str, str]:
+    """Every property's value: the VM's where given (only user-configurable ones may be), else the default."""
+    known = {p.key: p for p in status.properties}
+    for key, value in given.items():
+        prop = known.get(key)
+        if prop is None:
+            raise ApplianceMismatch(f"fromAppliance.properties: the appliance has no property {key!r}")
+        if not prop.user_configurable:
+            raise ApplianceMismatch(f"fromAppliance.properties: property {key!r} is not user-configurable")
+        if prop.type == "boolean" and value.lower() not in ("true", "false"):
+            raise ApplianceMismatch(f"fromAppliance.properties: {key!r} is a boolean, not {value!r}")
+        if prop.type in _INTEGER_TYPES and not re.fullmatch(r"-?[0-9]+", value):
+            raise ApplianceMismatch(f"fromAppliance.properties: {key!r} is an integer ({prop.type}), not {value!r}")
+        if prop.type.startswith("uint") and value.startswith("-"):
+            raise ApplianceMismatch(f"fromAppliance.properties: {key!r} is unsigned ({prop.type}), not {value!r}")
+    values = {p.key: p.default for p in status.properties if p.default is not None}
+    values.update(given)
+    return values
+
+
+def disk_name(disk_id: str) -> str:
+    return f"disk-{_label(disk_id)}"
+
+
+def spec_defaults(spec: Mapping[str, Any], status: ApplianceStatus, pool: str) -> dict[str, Any]:
+    """What to add to the VM's spec (a merge patch of ``spec``; empty: nothing is missing)."""
+    source = spec["fromAppliance"]
+    system = chosen_system(status, source.get("virtualSystem"))
+    property_values(status, source.get("properties") or {})  # refuse bad values before anything is made
+    patch: dict[str, Any] = {}
+    if "cpu" not in spec and system.cpus:
+        patch["cpu"] = {"count": system.cpus}
+    if "memory" not in spec:
+        if system.memory is None:
+            raise ApplianceMismatch(f"virtual system {system.id} says no memory: set spec.memory")
+        patch["memory"] = {"size": str(system.memory)}
+    if "firmware" not in spec and system.firmware:
+        patch["firmware"] = system.firmware
+    disks = list(spec.get("disks") or [])
+    names = {d.get("name") for d in disks}
+    added = []
+    for index, disk in enumerate(system.disks):
+        name = disk_name(disk.id)
+        if name in names:
+            continue
+        entry: dict[str, Any] = {"name": name, "bus": disk.bus or "virtio"}
+        if disk.volume:
+            entry["source"] = {"clone": {"pool": pool, "appliance": {"name": source["name"], "disk": disk.id}}}
+        elif disk.capacity is not None:
+            entry["source"] = {"blank": {"pool": pool, "size": str(disk.capacity)}}
+        else:
+            continue
+        if index == 0 and not (spec.get("boot") or {}).get("kernel") and not any(d.get("bootOrder") for d in disks):
+            entry["bootOrder"] = 1
+        added.append(entry)
+    if (
+        status.properties
+        and OVF_ENV_DISK not in names
+        and not any((d.get("source") or {}).get("ovfEnv") for d in disks)
+    ):
+        added.append({"name": OVF_ENV_DISK, "source": {"ovfEnv": {"pool": pool}}, "bus": "sata"})
+    if added:
+        patch["disks"] = disks + added
+    if not spec.get("interfaces") and system.nics:
+        mapping = source.get("networkMapping") or {}
+        nics = []
+        for index, nic in enumerate(system.nics):
+            switch = mapping.get(nic.network)
+            if switch is None:
+                raise ApplianceMismatch(
+                    f"map OVF network {nic.network!r} to a VirtualSwitch in fromAppliance.networkMapping"
+                )
+            nics.append({"name": f"nic{index}", "switch": switch, "model": _NIC_MODELS.get(nic.model or "", "virtio")})
+        patch["interfaces"] = nics
+    return patch
+
+
+def base_volumes(status: ApplianceStatus) -> dict[str | None, str]:
+    """Disk id -> base volume; None -> the first disk's (``clone.appliance.disk`` left out)."""
+    out: dict[str | None, str] = {}
+    for system in status.virtual_systems:
+        for disk in system.disks:
+            if disk.volume:
+                out.setdefault(None, disk.volume)
+                out.setdefault(disk.id, disk.volume)
+    return out
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """Another VM made from the same appliance."""
+
+    virtual_system: str | None
+    phase: str | None
+    boot_time: str | None
+    """RFC 3339, when it last started."""
+
+
+def startup_wait(
+    startup: Iterable[StartupEntry], system: str, siblings: Iterable[Sibling], seconds_since: Mapping[str, float]
+) -> str | None:
+    """Why this vApp member may not start yet (None: it may): every member of a lower StartupSection
+    order must run, and have run for its startDelay. ``seconds_since`` maps a boot time to its age."""
+    order = {e.id: e for e in startup}
+    mine = order.get(system)
+    if mine is None:
+        return None
+    for sibling in siblings:
+        entry = order.get(sibling.virtual_system or "")
+        if entry is None or entry.order >= mine.order:
+            continue
+        if sibling.phase != "Running" or sibling.boot_time is None:
+            return f"waiting for {entry.id} (start order {entry.order}) to run"
+        age = seconds_since.get(sibling.boot_time, 0.0)
+        if age < entry.start_delay:
+            return f"waiting {int(entry.start_delay - age)}s more after {entry.id} started (its startDelay)"
+    return None
