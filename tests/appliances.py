@@ -112,9 +112,10 @@ def _locked() -> Iterator[None]:
 
 
 @contextmanager
-def _workdir() -> Iterator[Path]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=CACHE))
+def _workdir(parent: Path = CACHE) -> Iterator[Path]:
+    """A scratch directory beside the result, so that the result is renamed into place atomically."""
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
     try:
         yield work
     finally:
@@ -174,16 +175,28 @@ def syslinux_cfg(marker: str, cmdline_extra: str = "") -> str:
 
 
 def build_boot_disk(
-    path: Path | None = None, marker: str = "vdc-appliance", cmdline_extra: str = "", *, size_mib: int = 48
+    path: Path | None = None,
+    marker: str = "vdc-appliance",
+    cmdline_extra: str = "",
+    *,
+    size_mib: int = 48,
+    cache: bool = True,
 ) -> Path:
     """A raw disk image that SeaBIOS boots into the tiny guest, printing ``VDC-MARKER=<marker>``.
 
     ``cmdline_extra`` is appended to the kernel command line (e.g. ``vdc.hostname=web``).
     Returns ``path`` (a private copy) or, with no ``path``, the cached image (do not modify it).
+    ``cache=False`` (needs ``path``) builds straight into ``path``: for one-off markers.
     """
     config = syslinux_cfg(marker, cmdline_extra)
     if not 32 <= size_mib <= 2048:
         raise ValueError("size_mib must be within 32..2048 (the guest takes ~16 MiB)")
+    if not cache:
+        if path is None:
+            raise ValueError("cache=False needs a path")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _build_boot_disk(path, config, size_mib)
+        return path
     cached = CACHE / f"boot-{_key('boot-disk', {'cfg': config, 'size_mib': size_mib})}.raw"
     if not cached.exists():
         prune_cache()
@@ -196,7 +209,7 @@ def build_boot_disk(
 def _build_boot_disk(out: Path, config: str, size_mib: int) -> None:
     guest = guest_dir()
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": "/dev/null"}
-    with _workdir() as work:
+    with _workdir(out.parent) as work:
         image = work / "disk.raw"
         with image.open("wb") as f:
             f.truncate(size_mib << 20)
