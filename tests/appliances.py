@@ -367,6 +367,8 @@ def build_ova_info(
     ids = [s.id for s in systems]
     if len(set(ids)) != len(ids) or collection_id in ids:
         raise ValueError(f"system ids must be unique and differ from the collection id: {ids}")
+    if startup and len(systems) == 1:
+        raise ValueError("a StartupSection needs a vApp: give two or more systems")
     if startup is None:
         startup = [StartupItem(s.id, order=i) for i, s in enumerate(systems, start=1)] if len(systems) > 1 else []
     params: dict[str, object] = {
