@@ -12,6 +12,7 @@ DEB_PACKAGES=(
   qemu-system-x86 qemu-utils dnsmasq-base iproute2 iptables bridge-utils libxml2-utils
   busybox-static cpio util-linux procps psmisc curl ca-certificates ovmf
   prometheus
+  dosfstools mtools syslinux syslinux-common
 )
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

@@ -7,6 +7,6 @@ controller builds on it:
 - ``hardware``  the friendly per-system hardware summary (CPUs, memory, disks, NICs, CD-ROMs)
 - ``manifest``  ``.mf`` parsing, streaming digests, verification, ``.cert`` structure check
 - ``ova``       safe OVA (tar) and OVF-directory reading and streaming extraction
-- ``writer``    OVF 1.x descriptor, SHA-256 manifest and OVA tar for export
+- ``writer``    OVF 1.x descriptor (a system or a vApp), SHA-256 manifest and OVA tar for export
 - ``convert``   ``qemu-img info`` / ``convert`` wrappers
 """

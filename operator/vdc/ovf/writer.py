@@ -1,9 +1,12 @@
 """Export: an OVF 1.x descriptor from a ``HardwareSummary``, a SHA-256 manifest, and the OVA tar.
 
-One VirtualSystem per descriptor (no collections). Controllers are made from the disks' and CD-ROMs'
-buses: one per (bus, model), a new one when a controller is full (2 devices on IDE, 15 on SCSI,
-30 on SATA). The VMware ``vmw:`` namespace is used for what DMTF has no element for (firmware,
-cores per socket), as ovftool does; other importers ignore it.
+One VirtualSystem per descriptor (``build_descriptor``), or a vApp: one flat VirtualSystemCollection
+of systems with a StartupSection (``build_collection_descriptor``). ProductSections (with their
+properties) are written for systems and collections. Disk ids are numbered across the package.
+Controllers are made from the disks' and CD-ROMs' buses: one per (bus, model), a new one when a
+controller is full (2 devices on IDE, 15 on SCSI, 30 on SATA). The VMware ``vmw:`` namespace is
+used for what DMTF has no element for (firmware, cores per socket), as ovftool does; other
+importers ignore it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vdc.ovf.envelope import OVF1_NS, RASD_NS, VMW_NS, VSSD_NS
+from vdc.ovf.envelope import OVF1_NS, RASD_NS, VMW_NS, VSSD_NS, ProductSection, StartupItem
 from vdc.ovf.errors import OvfError
 from vdc.ovf.hardware import Bus, HardwareSummary
 from vdc.ovf.manifest import Algorithm, Manifest, ManifestEntry, file_digest
@@ -53,6 +56,19 @@ class ExportSystem:
     vmw_os_type: str | None = None
     annotation: str | None = None
     system_type: str = "vmx-13"  # the oldest hardware version current ESXi and ovftool accept; others ignore it
+    products: tuple[ProductSection, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportCollection:
+    """A vApp: systems (not nested collections) and when each starts and stops."""
+
+    id: str
+    systems: tuple[ExportSystem, ...]
+    name: str | None = None
+    annotation: str | None = None
+    startup: tuple[StartupItem, ...] = ()
+    products: tuple[ProductSection, ...] = ()
 
 
 def _o(tag: str) -> str:
@@ -78,7 +94,26 @@ def _item(parent: ET.Element, fields: dict[str, str | int | None]) -> ET.Element
 
 def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> bytes:
     """The descriptor for ``system``; ``file_sizes`` gives each referenced file's size in bytes."""
-    hw = system.hardware
+    return _envelope(system, (system,), file_sizes)
+
+
+def build_collection_descriptor(collection: ExportCollection, file_sizes: Mapping[str, int]) -> bytes:
+    """The descriptor of a vApp: one VirtualSystemCollection holding ``collection.systems``."""
+    if not collection.systems:
+        raise OvfError(f"collection {collection.id!r} holds no system")
+    ids = [collection.id, *(s.id for s in collection.systems)]
+    for system_id in ids:
+        if ids.count(system_id) > 1:
+            raise OvfError(f"id {system_id!r} is used twice in collection {collection.id!r}")
+    for item in collection.startup:
+        if item.id not in ids[1:]:
+            raise OvfError(f"startup item {item.id!r} is not a system of collection {collection.id!r}")
+    return _envelope(collection, collection.systems, file_sizes)
+
+
+def _envelope(
+    content: ExportSystem | ExportCollection, systems: tuple[ExportSystem, ...], file_sizes: Mapping[str, int]
+) -> bytes:
     root = ET.Element(_o("Envelope"), {_o("version"): "1.0"})
     references = _sub(root, _o("References"))
     file_ids: dict[str, str] = {}
@@ -96,19 +131,24 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
             _sub(references, _o("File"), **attrs)
         return file_ids[href]
 
-    disk_ids: list[str | None] = []
-    if hw.disks:
-        section = _sub(root, _o("DiskSection"))
-        _sub(section, _o("Info"), "Virtual disks")
-        for number, disk in enumerate(hw.disks, start=1):
+    disk_ids: list[list[str | None]] = []  # per system, per disk
+    section: ET.Element | None = None
+    number = 0
+    for system in systems:
+        disk_ids.append([])
+        for disk in system.hardware.disks:
+            number += 1
             if disk.disk_id is None and disk.capacity_bytes is None and disk.file:
-                disk_ids.append(None)  # a disk item that points at a file directly
+                disk_ids[-1].append(None)  # a disk item that points at a file directly
                 continue
             if disk.capacity_bytes is None:
                 raise OvfError(f"disk {number}: a capacity is needed")
+            if section is None:
+                section = _sub(root, _o("DiskSection"))
+                _sub(section, _o("Info"), "Virtual disks")
             capacity, units = units_for(disk.capacity_bytes)
             disk_id = disk.disk_id or f"vmdisk{number}"
-            disk_ids.append(disk_id)
+            disk_ids[-1].append(disk_id)
             attrs: dict[str, str | int | None] = {
                 _o("capacity"): capacity,
                 _o("capacityAllocationUnits"): units,
@@ -117,14 +157,84 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
                 _o("format"): disk.format.uri if disk.format else None,
             }
             _sub(section, _o("Disk"), **attrs)
-    networks = list(dict.fromkeys(n.network for n in hw.nics if n.network))
+    networks = list(dict.fromkeys(n.network for s in systems for n in s.hardware.nics if n.network))
     if networks:
         section = _sub(root, _o("NetworkSection"))
         _sub(section, _o("Info"), "Logical networks")
         for network in networks:
             _sub(section, _o("Network"), **{_o("name"): network})
 
-    vs = _sub(root, _o("VirtualSystem"), **{_o("id"): system.id})
+    if isinstance(content, ExportCollection):
+        vsc = _sub(root, _o("VirtualSystemCollection"), **{_o("id"): content.id})
+        _sub(vsc, _o("Info"), "A virtual appliance (vApp)")
+        if content.name:
+            _sub(vsc, _o("Name"), content.name)
+        if content.annotation:
+            annotation = _sub(vsc, _o("AnnotationSection"))
+            _sub(annotation, _o("Info"), "Annotation")
+            _sub(annotation, _o("Annotation"), content.annotation)
+        if content.startup:
+            startup = _sub(vsc, _o("StartupSection"))
+            _sub(startup, _o("Info"), "Start and stop order of the virtual machines")
+            for item in content.startup:
+                attrs = {
+                    _o("id"): item.id,
+                    _o("order"): item.order,
+                    _o("startDelay"): item.start_delay,
+                    _o("waitingForGuest"): "true" if item.waiting_for_guest else "false",
+                    _o("startAction"): item.start_action,
+                    _o("stopDelay"): item.stop_delay,
+                    _o("stopAction"): item.stop_action,
+                }
+                _sub(startup, _o("Item"), **attrs)
+        for product in content.products:
+            _product_section(vsc, product)
+        for system, ids in zip(systems, disk_ids, strict=True):
+            _virtual_system(vsc, system, ids, file_id)
+    else:
+        _virtual_system(root, content, disk_ids[0], file_id)
+
+    ET.indent(root, space="  ")
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True)) + b"\n"
+
+
+def _product_section(parent: ET.Element, product: ProductSection) -> None:
+    """``<ProductSection>``; a property's class and instance are the section's (None: take the section's)."""
+    section = _sub(parent, _o("ProductSection"), **{_o("class"): product.class_id, _o("instance"): product.instance})
+    _sub(section, _o("Info"), product.info or "Information about the installed software")
+    for tag, value in (
+        ("Product", product.product),
+        ("Vendor", product.vendor),
+        ("Version", product.version),
+        ("FullVersion", product.full_version),
+        ("ProductUrl", product.product_url),
+        ("VendorUrl", product.vendor_url),
+    ):
+        if value is not None:
+            _sub(section, _o(tag), value)
+    for prop in product.properties:
+        if prop.class_id not in (None, product.class_id) or prop.instance not in (None, product.instance):
+            raise OvfError(f"property {prop.full_key!r}: its class or instance is not its ProductSection's")
+        attrs: dict[str, str | int | None] = {
+            _o("key"): prop.key,
+            _o("type"): prop.type,
+            _o("qualifiers"): prop.qualifiers,
+            _o("userConfigurable"): "true" if prop.user_configurable else None,
+            _o("value"): prop.default,
+            _o("password"): "true" if prop.password else None,
+        }
+        element = _sub(section, _o("Property"), **attrs)
+        if prop.label is not None:
+            _sub(element, _o("Label"), prop.label)
+        if prop.description is not None:
+            _sub(element, _o("Description"), prop.description)
+
+
+def _virtual_system(
+    parent: ET.Element, system: ExportSystem, disk_ids: list[str | None], file_id: Callable[[str], str]
+) -> None:
+    hw = system.hardware
+    vs = _sub(parent, _o("VirtualSystem"), **{_o("id"): system.id})
     _sub(vs, _o("Info"), "A virtual machine")
     if system.name:
         _sub(vs, _o("Name"), system.name)
@@ -197,7 +307,7 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
         return instance, used
 
     for number, (disk, written_id) in enumerate(zip(hw.disks, disk_ids, strict=True), start=1):
-        parent, address = attach(disk.bus, disk.controller_model)
+        controller, address = attach(disk.bus, disk.controller_model)
         resource = f"ovf:/disk/{written_id}" if written_id else f"ovf:/file/{file_id(disk.file or '')}"
         _item(
             section,
@@ -206,12 +316,12 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
                 "ElementName": f"Hard disk {number}",
                 "HostResource": resource,
                 "InstanceID": next(next_id),
-                "Parent": parent,
+                "Parent": controller,
                 "ResourceType": 17,
             },
         )
     for number, cdrom in enumerate(hw.cdroms, start=1):
-        parent, address = attach(cdrom.bus, None)
+        controller, address = attach(cdrom.bus, None)
         image = f"ovf:/file/{file_id(cdrom.file)}" if cdrom.file else None
         _item(
             section,
@@ -221,7 +331,7 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
                 "ElementName": f"CD/DVD drive {number}",
                 "HostResource": image,
                 "InstanceID": next(next_id),
-                "Parent": parent,
+                "Parent": controller,
                 "ResourceType": 15,
             },
         )
@@ -255,8 +365,8 @@ def build_descriptor(system: ExportSystem, file_sizes: Mapping[str, int]) -> byt
             **{_o("required"): "false", f"{{{VMW_NS}}}key": "firmware", f"{{{VMW_NS}}}value": hw.firmware},
         )
 
-    ET.indent(root, space="  ")
-    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True)) + b"\n"
+    for product in system.products:
+        _product_section(vs, product)
 
 
 def manifest_for(

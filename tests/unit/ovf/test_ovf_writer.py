@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,12 +9,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vdc.ovf.convert import image_info, require_standalone, to_qcow2, to_stream_optimized_vmdk
-from vdc.ovf.envelope import DiskFormat, parse_envelope
+from vdc.ovf.envelope import (
+    DiskFormat,
+    ProductSection,
+    Property,
+    StartupItem,
+    VirtualSystemCollection,
+    parse_envelope,
+)
 from vdc.ovf.errors import ConversionError, OvfError
 from vdc.ovf.hardware import CdDrive, DiskDrive, HardwareSummary, NetworkAdapter, summarize
 from vdc.ovf.manifest import compare_digests
 from vdc.ovf.ova import extract_ova, open_ova
-from vdc.ovf.writer import ExportSystem, build_descriptor, write_ova
+from vdc.ovf.writer import ExportCollection, ExportSystem, build_collection_descriptor, build_descriptor, write_ova
 
 names = st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=12)
 formats = st.sampled_from([DiskFormat("vmdk", "streamOptimized"), DiskFormat("qcow2"), DiskFormat("raw")])
@@ -163,3 +171,111 @@ def test_images_with_backing_files_are_refused(tiny_raw_disk: Path, tmp_path: Pa
     )
     with pytest.raises(ConversionError, match="has a backing file"):
         require_standalone(image_info(overlay, "qcow2"), overlay)
+
+
+# --- ProductSection properties and vApps (collections with a StartupSection) ----------------------
+
+properties = st.builds(
+    Property,
+    key=names,
+    type=st.sampled_from(["string", "boolean", "uint16", "int"]),
+    qualifiers=st.none() | st.just("MinLen(1)"),
+    default=st.none() | names,
+    user_configurable=st.booleans(),
+    password=st.booleans(),
+    label=st.none() | names,
+    description=st.none() | names,
+)
+
+
+@st.composite
+def products(draw: st.DrawFn) -> ProductSection:
+    class_id = draw(st.none() | st.just("com.example"))
+    instance = draw(st.none() | st.just("1"))
+    props = draw(st.lists(properties, max_size=4, unique_by=lambda p: p.key))
+    return ProductSection(
+        class_id=class_id,
+        instance=instance,
+        info="Product",
+        product=draw(st.none() | names),
+        vendor=draw(st.none() | names),
+        version=draw(st.none() | st.just("1.0")),
+        properties=tuple(replace(p, class_id=class_id, instance=instance) for p in props),
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hw=hardware(), product_sections=st.lists(products(), max_size=2))
+def test_product_sections_read_back(hw: HardwareSummary, product_sections: list[ProductSection]) -> None:
+    sizes = {d.file: 1000 for d in hw.disks if d.file}
+    system = ExportSystem(id="vm1", hardware=hw, products=tuple(product_sections))
+    envelope = parse_envelope(build_descriptor(system, sizes))
+    assert envelope.products() == tuple(product_sections)
+    assert envelope.properties() == tuple(p for s in product_sections for p in s.properties)
+
+
+def test_a_property_takes_its_sections_class_and_refuses_another() -> None:
+    section = ProductSection(class_id="vdc", properties=(Property("ip", default="10.0.0.1", user_configurable=True),))
+    envelope = parse_envelope(
+        build_descriptor(ExportSystem(id="vm", hardware=HardwareSummary(), products=(section,)), {})
+    )
+    (prop,) = envelope.properties()
+    assert (prop.full_key, prop.default, prop.user_configurable) == ("vdc.ip", "10.0.0.1", True)
+    other = ProductSection(class_id="vdc", properties=(Property("ip", class_id="other"),))
+    with pytest.raises(OvfError, match=r"'other\.ip'"):
+        build_descriptor(ExportSystem(id="vm", hardware=HardwareSummary(), products=(other,)), {})
+
+
+def _tiny_system(system_id: str, file: str) -> ExportSystem:
+    hw = HardwareSummary(
+        cpus=1,
+        memory_bytes=256 << 20,
+        disks=(DiskDrive(None, 64 << 20, file, DiskFormat("vmdk", "streamOptimized"), "ide"),),
+        nics=(NetworkAdapter("VM Network", "virtio"),),
+    )
+    return ExportSystem(id=system_id, name=system_id, hardware=hw)
+
+
+def test_collection_reads_back_with_startup_products_and_package_wide_disk_ids() -> None:
+    startup = (StartupItem("db", order=1), StartupItem("web", order=2, start_delay=5, waiting_for_guest=True))
+    product = ProductSection(properties=(Property("domain", default="example.org", user_configurable=True),))
+    collection = ExportCollection(
+        id="vapp",
+        name="Two tier",
+        annotation="a vApp",
+        systems=(_tiny_system("db", "db.vmdk"), _tiny_system("web", "web.vmdk")),
+        startup=startup,
+        products=(product,),
+    )
+    envelope = parse_envelope(build_collection_descriptor(collection, {"db.vmdk": 10, "web.vmdk": 20}))
+    assert isinstance(envelope.content, VirtualSystemCollection)
+    assert (envelope.content.id, envelope.content.name, envelope.content.annotation) == ("vapp", "Two tier", "a vApp")
+    assert envelope.startup() == startup
+    assert envelope.properties() == product.properties
+    assert [n.name for n in envelope.networks] == ["VM Network"]
+    assert [(f.href, f.size) for f in envelope.references] == [("db.vmdk", 10), ("web.vmdk", 20)]
+    db, web = envelope.virtual_systems()
+    assert (db.id, web.id) == ("db", "web")
+    assert summarize(envelope, db).disks[0] == replace(collection.systems[0].hardware.disks[0], disk_id="vmdisk1")
+    assert summarize(envelope, web).disks[0] == replace(collection.systems[1].hardware.disks[0], disk_id="vmdisk2")
+    assert summarize(envelope, web).nics == collection.systems[1].hardware.nics
+
+
+@pytest.mark.parametrize(
+    ("collection", "message"),
+    [
+        (ExportCollection(id="vapp", systems=()), "holds no system"),
+        (
+            ExportCollection(id="vapp", systems=(_tiny_system("a", "a.vmdk"), _tiny_system("a", "b.vmdk"))),
+            "'a' is used twice",
+        ),
+        (ExportCollection(id="a", systems=(_tiny_system("a", "a.vmdk"),)), "'a' is used twice"),
+        (
+            ExportCollection(id="vapp", systems=(_tiny_system("a", "a.vmdk"),), startup=(StartupItem("b", 1),)),
+            "startup item 'b'",
+        ),
+    ],
+)
+def test_bad_collections_are_refused(collection: ExportCollection, message: str) -> None:
+    with pytest.raises(OvfError, match=message):
+        build_collection_descriptor(collection, {"a.vmdk": 1, "b.vmdk": 1})
