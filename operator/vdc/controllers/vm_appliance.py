@@ -19,6 +19,8 @@ from typing import Any
 from vdc.api.appliance import ApplianceStatus, StartupEntry, VirtualSystem
 
 OVF_ENV_DISK = "ovf-env"
+_BUSES = {"ide": "sata", "sata": "sata", "scsi": "scsi", "virtio": "virtio"}
+"""OVF controller -> our disk bus: IDE becomes SATA (AHCI), which q35 machines have instead."""
 _NIC_MODELS = {"virtio": "virtio", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "pcnet": "rtl8139"}
 _INTEGER_TYPES = {"uint8", "sint8", "uint16", "sint16", "uint32", "sint32", "uint64", "sint64", "int"}
 
@@ -105,7 +107,7 @@ def spec_defaults(spec: Mapping[str, Any], status: ApplianceStatus, pool: str) -
         name = disk_name(disk.id)
         if name in names:
             continue
-        entry: dict[str, Any] = {"name": name, "bus": disk.bus or "virtio"}
+        entry: dict[str, Any] = {"name": name, "bus": _BUSES.get(disk.bus or "", "virtio")}
         if disk.volume:
             entry["source"] = {"clone": {"pool": pool, "appliance": {"name": source["name"], "disk": disk.id}}}
         elif disk.capacity is not None:
