@@ -13,9 +13,11 @@ takes for a lost connection; here it becomes a :class:`StorageFailure` when the 
 from __future__ import annotations
 
 import dataclasses
+import io
+from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import libvirt
 
@@ -39,6 +41,8 @@ PoolState = Literal["running", "inactive", "building", "degraded", "inaccessible
 
 UPLOAD_CHUNK = 256 * 1024
 """Bytes per stream message when uploading to a volume."""
+
+Progress = Callable[[int], None]
 
 _POOL_STATES: dict[int, PoolState] = {
     libvirt.VIR_STORAGE_POOL_INACTIVE: "inactive",
@@ -368,28 +372,54 @@ def upload_volume(
     """
     if not data:
         raise ValueError("nothing to upload: data is empty")
+    return upload_stream(conn, pool, name, io.BytesIO(data), len(data), format)
+
+
+def upload_stream(
+    conn: libvirt.virConnect,
+    pool: str,
+    name: str,
+    source: BinaryIO,
+    size: int,
+    format: VolumeFormat = "raw",
+    progress: Progress | None = None,
+) -> VolumeObservation:
+    """:func:`upload_volume` from a file object (read in chunks: a large file never sits in memory).
+    ``size`` bytes are read; ``progress`` is called with each chunk's length."""
+    if size <= 0:
+        raise ValueError("nothing to upload: size is 0")
     p = _pool(conn, pool)
     vol = _volume_or_none(conn, p, name)
     if vol is not None:
         with _translated(conn):
-            if vol.info()[1] != len(data):
+            if vol.info()[1] != size:
                 vol.delete(0)
                 vol = None
     if vol is None:
-        config = VolumeConfig(name=name, capacity_bytes=len(data), format=format)
+        config = VolumeConfig(name=name, capacity_bytes=size, format=format)
         with _translated(conn):
             vol = p.createXML(config.to_string(), 0)
     try:
         with _translated(conn):
             stream = conn.newStream(0)
             try:
-                vol.upload(stream, 0, len(data), 0)
+                vol.upload(stream, 0, size, 0)
                 offset = 0
-                while offset < len(data):
-                    sent = stream.send(data[offset : offset + UPLOAD_CHUNK])
-                    if sent <= 0:
-                        raise StorageFailure(f"the stream to volume {name} in pool {pool} accepted no data ({sent})")
-                    offset += sent
+                while offset < size:
+                    chunk = source.read(min(UPLOAD_CHUNK, size - offset))
+                    if not chunk:
+                        raise StorageFailure(f"the source ended after {offset} of {size} bytes")
+                    view = memoryview(chunk)
+                    while view:
+                        sent = stream.send(bytes(view))
+                        if sent <= 0:
+                            raise StorageFailure(
+                                f"the stream to volume {name} in pool {pool} accepted no data ({sent})"
+                            )
+                        view = view[sent:]
+                    offset += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 stream.finish()
             except BaseException:
                 with suppress(libvirt.libvirtError):
@@ -400,6 +430,35 @@ def upload_volume(
             vol.delete(0)
         raise
     return _observe_volume(conn, vol)
+
+
+def download_volume(
+    conn: libvirt.virConnect, path: str, sink: BinaryIO, progress: Progress | None = None
+) -> VolumeObservation:
+    """Copy the volume at ``path`` (as a domain's disk names it) into ``sink`` through a libvirt stream:
+    its bytes as the host holds them (a qcow2 volume comes as qcow2). Returns what the volume is."""
+    with _translated(conn):
+        vol = conn.storageVolLookupByPath(path)
+    observed = _observe_volume(conn, vol)
+    with _translated(conn):
+        stream = conn.newStream(0)
+        try:
+            vol.download(stream, 0, 0, 0)
+            while True:
+                data = stream.recv(UPLOAD_CHUNK)
+                if not data:
+                    break
+                if not isinstance(data, bytes):
+                    raise StorageFailure(f"the stream from volume {path} failed ({data})")
+                sink.write(data)
+                if progress is not None:
+                    progress(len(data))
+            stream.finish()
+        except BaseException:
+            with suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+    return observed
 
 
 def observe_volume(
@@ -435,12 +494,14 @@ __all__ = [
     "VolumeObservation",
     "create_volume",
     "delete_volume",
+    "download_volume",
     "ensure_pool",
     "list_volumes",
     "observe_pool",
     "observe_volume",
     "remove_pool",
     "resize_volume",
+    "upload_stream",
     "upload_volume",
     "volume_path",
 ]
