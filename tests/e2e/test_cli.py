@@ -80,7 +80,9 @@ def test_stop_start_and_restart_by_cli(datacenter: Datacenter) -> None:
     body = dc.vm("cli-power")
     assert body is not None and body["status"]["phase"] == "Stopped" and body["spec"]["runStrategy"] == "Halted"
     assert dc.virsh(host, "domstate", domain).strip() == "shut off"
-    managers = {m["manager"] for m in body["metadata"]["managedFields"]}
+    full = json.loads(dc.cp.kubectl("get", "vm", "cli-power", "-n", dc.namespace, "-o", "json",
+                                    "--show-managed-fields"))  # fmt: skip
+    managers = {m["manager"] for m in full["metadata"]["managedFields"]}
     assert "vdc-cli" in managers, managers
 
     refused = vdc(dc, "restart", "cli-power", check=False)
