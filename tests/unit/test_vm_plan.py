@@ -696,3 +696,15 @@ def test_restart_redefines_first_so_pending_changes_apply_at_the_new_boot() -> N
 
 def test_without_a_request_a_running_vm_is_left_alone() -> None:
     assert plan("Always", observation("running"), booted_before=True, restart_requested=False).actions == ()
+
+
+def test_a_restart_annotation_alone_makes_the_vm_event_count() -> None:
+    # Metadata changes keep the generation, so the event handler must notice a pending request itself.
+    from vdc.handlers import _restart_requested
+
+    body = {"metadata": {"annotations": {"vdc.dev/restart-requested-at": "2025-03-01T10:00:05.000Z"}},
+            "status": {"bootTime": "2025-03-01T10:00:00Z"}}  # fmt: skip
+    assert _restart_requested(body)
+    body["status"]["bootTime"] = "2025-03-01T10:00:09Z"
+    assert not _restart_requested(body)
+    assert not _restart_requested({"metadata": {}, "status": {"bootTime": "2025-03-01T10:00:00Z"}})
