@@ -215,8 +215,10 @@ def test_vnc_endpoint_and_forward(datacenter: Datacenter) -> None:
     dc = datacenter
     dc.apply(dc.vm_manifest("cli-vnc", graphics={"type": "VNC"}))
     body = dc.wait_ready("cli-vnc")
-    port = int(re.search(r"port='(\d+)'", dc.virsh(body["status"]["host"], "dumpxml", body["status"]["domainName"]))
-               .group(1))  # type: ignore[union-attr]  # fmt: skip
+    xml = dc.virsh(body["status"]["host"], "dumpxml", body["status"]["domainName"])
+    found = re.search(r"<graphics type='vnc' port='(\d+)'", xml)
+    assert found, xml
+    port = int(found.group(1))
     assert vdc(dc, "vnc", "cli-vnc").stdout.strip() == f"vnc://127.0.0.1:{port}"
     dc.apply(dc.vm_manifest("cli-novnc", runStrategy="Halted"))
     dc.wait_ready("cli-novnc")

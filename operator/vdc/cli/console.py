@@ -89,7 +89,7 @@ def vnc_endpoint(uri: str, hostname: str | None, listen: str | None, port: int) 
 def _raw_terminal(fd: int) -> Iterator[None]:
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead (TCSAFLUSH would drop it)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
@@ -191,10 +191,10 @@ def cmd_console(args: argparse.Namespace) -> int:
             None,
         )
         interactive = os.isatty(in_fd)
-        if interactive:
-            print(f"Connected to {label} on host {host}\r\nEscape character is ^] (Ctrl-])\r", file=sys.stderr)
         try:
             with _raw_terminal(in_fd) if interactive else contextlib.nullcontext():
+                if interactive:  # after raw mode is on: nothing typed from now on is echoed or lost locally
+                    print(f"Connected to {label} on host {host}\r\nEscape character is ^] (Ctrl-])\r", file=sys.stderr)
                 outcome = session.run(args.timeout)
         finally:
             with contextlib.suppress(libvirt.libvirtError):
