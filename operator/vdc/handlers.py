@@ -25,6 +25,7 @@ from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import VmController
+from vdc.controllers.vm_plan import RESTART_ANNOTATION, restart_pending
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
@@ -225,6 +226,12 @@ def _only_our_status_changed(event: kopf.RawEvent, body: dict[str, Any]) -> bool
     return observed is not None and observed == body["metadata"].get("generation")
 
 
+def _restart_requested(body: dict[str, Any]) -> bool:
+    """A restart annotation newer than the last boot (metadata changes leave the generation alone)."""
+    annotations = body["metadata"].get("annotations") or {}
+    return restart_pending(annotations.get(RESTART_ANNOTATION), (body.get("status") or {}).get("bootTime"))
+
+
 @kopf.on.event(GROUP, VERSION, "hosts")
 def host_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
@@ -251,7 +258,7 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
             rt.switch_queue.add(("", switch))
         return
     key = rt.vms.upsert(body)
-    if not _only_our_status_changed(event, body):
+    if not _only_our_status_changed(event, body) or _restart_requested(body):
         rt.vm_queue.add(key)
         for switch in _switches_of(body):  # the switch's IPAM serves its NICs
             rt.switch_queue.add(("", switch))

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdc.api.virtualmachine import RunStrategy
-from vdc.controllers.vm_plan import LIVE_FIELDS, VmPlan, comparable, differing_fields, plan_vm
+from vdc.controllers.vm_plan import LIVE_FIELDS, VmPlan, comparable, differing_fields, plan_vm, restart_pending
 from vdc.libvirt.domain_xml import (
     CpuConfig,
     CpuMode,
@@ -95,6 +95,7 @@ def plan(
     booted_before: bool = False,
     shutdown_elapsed: float | None = None,
     grace_seconds: int = GRACE,
+    restart_requested: bool = False,
 ) -> VmPlan:
     return plan_vm(
         strategy,
@@ -103,6 +104,7 @@ def plan(
         booted_before=booted_before,
         shutdown_elapsed=shutdown_elapsed,
         grace_seconds=grace_seconds,
+        restart_requested=restart_requested,
     )
 
 
@@ -600,3 +602,109 @@ def test_plan_invariants(strategy: RunStrategy, state: str, booted_before: bool,
         assert not {"start", "shutdown", "destroy"} & set(result.actions)
     if strategy == "Halted":
         assert "start" not in result.actions
+
+
+# --- restart requests (vdc.dev/restart-requested-at) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "boot_time", "pending"),
+    [
+        ("2025-03-01T10:00:05Z", "2025-03-01T10:00:00Z", True),
+        ("2025-03-01T10:00:00.250Z", "2025-03-01T10:00:00Z", True),  # sub-second requests count
+        ("2025-03-01T10:00:00Z", "2025-03-01T10:00:00Z", False),  # booted at the request: done
+        ("2025-03-01T09:59:59Z", "2025-03-01T10:00:00Z", False),  # booted since the request
+        ("2025-03-01T12:00:05+02:00", "2025-03-01T10:00:00Z", True),  # 10:00:05 UTC
+        ("2025-03-01T12:00:05+02:00", "2025-03-01T10:00:06Z", False),
+        ("2025-03-01T10:00:05Z", None, False),  # never booted: nothing to restart
+        (None, "2025-03-01T10:00:00Z", False),
+        ("", "2025-03-01T10:00:00Z", False),
+        ("yesterday", "2025-03-01T10:00:00Z", False),  # not a time: ignored
+        ("2025-03-01T10:00:05", "2025-03-01T10:00:00Z", False),  # no zone: ambiguous, ignored
+    ],
+)
+def test_restart_is_pending_only_for_a_request_newer_than_the_last_boot(
+    requested: str | None, boot_time: str | None, pending: bool
+) -> None:
+    assert restart_pending(requested, boot_time) is pending
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "Halted"])
+def test_restart_of_a_running_vm_asks_the_guest_to_shut_down_first(strategy: RunStrategy) -> None:
+    result = plan(strategy, observation("running"), booted_before=True, restart_requested=True)
+    assert (result.actions, result.phase, result.ready, result.reason) == (
+        ("shutdown",),
+        "Stopping",
+        False,
+        "Restarting",
+    )
+
+
+def test_restart_waits_for_the_guest_during_the_grace_period() -> None:
+    result = plan("Always", observation("running"), booted_before=True, restart_requested=True, shutdown_elapsed=10)
+    assert (result.actions, result.phase, result.ready) == ((), "Stopping", False)
+    assert "10s of 60s" in result.message
+
+
+@pytest.mark.parametrize("elapsed", [GRACE, GRACE + 30.5])
+def test_restart_forces_the_domain_off_after_the_grace_period_and_starts_it(elapsed: float) -> None:
+    result = plan(
+        "Always", observation("running"), booted_before=True, restart_requested=True, shutdown_elapsed=elapsed
+    )
+    assert (result.actions, result.phase, result.ready, result.reason) == (
+        ("destroy", "start"),
+        "Starting",
+        False,
+        "Restarting",
+    )
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "Halted"])
+@pytest.mark.parametrize("cause", CAUSES)
+def test_restart_starts_a_guest_that_has_shut_down_whatever_the_strategy_but_halted(
+    strategy: RunStrategy, cause: ShutoffCause
+) -> None:
+    # RerunOnFailure and Once would keep a guest-stopped domain off: a restart must bring it back.
+    result = plan(strategy, observation("shutoff", cause), booted_before=True, restart_requested=True)
+    assert (result.actions, result.phase, result.reason) == (("start",), "Starting", "Restarting")
+
+
+def test_restart_of_a_crashed_domain_destroys_then_starts() -> None:
+    result = plan("Manual", observation("crashed"), booted_before=True, restart_requested=True)
+    assert result.actions == ("destroy", "start")
+
+
+@pytest.mark.parametrize("state", ["running", "shutoff-guest", "crashed"])
+def test_a_halted_vm_ignores_restart_requests(state: str) -> None:
+    assert plan("Halted", OBSERVED[state], booted_before=True, restart_requested=True) == plan(
+        "Halted", OBSERVED[state], booted_before=True
+    )
+
+
+def test_restart_redefines_first_so_pending_changes_apply_at_the_new_boot() -> None:
+    bigger = dataclasses.replace(DESIRED, vcpus=4)
+    result = plan(
+        "Always",
+        observation("running"),
+        desired=bigger,
+        booted_before=True,
+        restart_requested=True,
+        shutdown_elapsed=GRACE,
+    )
+    assert result.actions == ("define", "destroy", "start")
+
+
+def test_without_a_request_a_running_vm_is_left_alone() -> None:
+    assert plan("Always", observation("running"), booted_before=True, restart_requested=False).actions == ()
+
+
+def test_a_restart_annotation_alone_makes_the_vm_event_count() -> None:
+    # Metadata changes keep the generation, so the event handler must notice a pending request itself.
+    from vdc.handlers import _restart_requested
+
+    body = {"metadata": {"annotations": {"vdc.dev/restart-requested-at": "2025-03-01T10:00:05.000Z"}},
+            "status": {"bootTime": "2025-03-01T10:00:00Z"}}  # fmt: skip
+    assert _restart_requested(body)
+    body["status"]["bootTime"] = "2025-03-01T10:00:09Z"
+    assert not _restart_requested(body)
+    assert not _restart_requested({"metadata": {}, "status": {"bootTime": "2025-03-01T10:00:00Z"}})

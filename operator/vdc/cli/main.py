@@ -80,7 +80,10 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vdc", description="vdc-operator: a virtual datacenter on Kubernetes.")
+    parser = argparse.ArgumentParser(
+        prog="vdc",
+        description="vdc-operator: a virtual datacenter on Kubernetes. Also a kubectl plugin: `kubectl vdc …`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig")
@@ -151,12 +154,37 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("action", choices=("print", "install"))
     hook.add_argument("--dir", default=str(HOOK_DIR), help="hook directory (default: %(default)s)")
     hook.set_defaults(func=_cmd_host_hook)
+
+    from vdc.cli import console, transfer, vmcommands
+
+    vmcommands.register(sub)
+    console.register(sub)
+    transfer.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    from vdc.cli.context import CliError, api_error
+
+    try:
+        result: int = args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        import kubernetes
+        import urllib3
+
+        if isinstance(exc, kubernetes.client.ApiException):
+            print(f"error: {api_error(exc, 'the API server')}", file=sys.stderr)
+        elif isinstance(exc, urllib3.exceptions.HTTPError):
+            print(f"error: cannot reach the API server: {exc}", file=sys.stderr)
+        else:
+            raise
+        return 1
     return result
 
 

@@ -226,7 +226,7 @@ class ApplianceController:
             if conn is None or not conn.connected:
                 continue
             try:
-                await conn.call(functools.partial(storage.download_volume, pool=libvirt_pool_name(vol.pool),
+                await conn.call(functools.partial(storage.download_pool_volume, pool=libvirt_pool_name(vol.pool),
                                                   name=vol.name, dest=target,
                                                   progress=lambda n: report.progress_sync(n, None)))  # fmt: skip
             except NotFound:

@@ -20,7 +20,7 @@ from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager
-from vdc.libvirt.credentials import CredentialsError, files_for, uri_with_files, write_files
+from vdc.libvirt.credentials import CredentialsError, effective_uri
 from vdc.libvirt.errors import LibvirtFailure
 from vdc.libvirt.host_facts import HostFacts, read_host_facts
 
@@ -132,11 +132,8 @@ class HostController:
         ref = host.spec.credentials_secret_ref
         if ref is None:
             return host.spec.uri
-        files = files_for(host.spec.uri, await self.writer.secret_data(ref.namespace, ref.name))
-        if not files:
-            return host.spec.uri
-        directory = await asyncio.to_thread(write_files, name, files)
-        return uri_with_files(host.spec.uri, directory, set(files))
+        data = await self.writer.secret_data(ref.namespace, ref.name)
+        return await asyncio.to_thread(effective_uri, name, host.spec.uri, data)
 
     def facts(self, host: str) -> HostFacts | None:
         return self._facts.get(host)

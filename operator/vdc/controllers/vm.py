@@ -44,7 +44,7 @@ from vdc.controllers.vm_disks import (
     target_devices,
 )
 from vdc.controllers.vm_domain import AttachedVolume, UnsupportedSpec, domain_for, domain_name
-from vdc.controllers.vm_plan import VmPlan, plan_vm
+from vdc.controllers.vm_plan import RESTART_ANNOTATION, VmPlan, plan_vm, restart_pending
 from vdc.controllers.vm_volumes import delete_volumes, ensure_volumes, grow
 from vdc.ipam import mac_for, owner_of
 from vdc.kube.cache import Key, ObjectCache
@@ -417,6 +417,8 @@ class VmController:
         strategy = vm.spec.run_strategy
         observed = await conn.call(lambda c: domains.observe_domain(c, uid))
         since = self._shutdown_since.get(uid)
+        annotations = body["metadata"].get("annotations") or {}
+        restart = restart_pending(annotations.get(RESTART_ANNOTATION), old.boot_time)
         plan = plan_vm(
             strategy,
             desired,
@@ -424,9 +426,11 @@ class VmController:
             booted_before=old.boot_time is not None,
             shutdown_elapsed=None if since is None else time.monotonic() - since,
             grace_seconds=vm.spec.termination_grace_period_seconds,
+            restart_requested=restart,
         )
         start_wait = self._start_order_wait(vm) if "start" in plan.actions else None
         plan = _held_back(plan, start_wait)
+        started = "start" in plan.actions
         if plan.actions:
             await self._act(body, conn, host, desired, plan, old, observed is None)
             observed = await conn.call(lambda c: domains.observe_domain(c, uid))
@@ -435,9 +439,10 @@ class VmController:
                 strategy,
                 desired,
                 observed,
-                booted_before=old.boot_time is not None or "start" in plan.actions,
+                booted_before=old.boot_time is not None or started,
                 shutdown_elapsed=None if since is None else time.monotonic() - since,
                 grace_seconds=vm.spec.termination_grace_period_seconds,
+                restart_requested=restart and not started,
             )
             plan = _held_back(plan, start_wait)
         if (observed is None or observed.state != "running") and plan.phase != "Stopping":
@@ -446,7 +451,7 @@ class VmController:
             leases = await conn.call(lambda c: domains.lease_addresses(c, uid)) if observed and observed.live else {}
             self._nic_status[uid] = nic_status_observed(self._nic_status[uid], observed, leases)
         boot_time = old.boot_time
-        if plan.phase == "Running" and (old.phase != "Running" or boot_time is None):
+        if plan.phase == "Running" and (old.phase != "Running" or boot_time is None or started):
             boot_time = now_rfc3339()
         await self._report(body, old, plan.phase, generation, host=host, scheduled=scheduled, plan=plan,
                            boot_time=boot_time, domain=desired)  # fmt: skip
@@ -469,6 +474,7 @@ class VmController:
                 await conn.call(lambda c: domains.define(c, desired))
             elif action == "start":
                 await conn.call(lambda c: domains.start(c, uid))
+                self._shutdown_since.pop(uid, None)  # a restart's shutdown is over
             elif action == "shutdown":
                 await conn.call(lambda c: domains.shutdown(c, uid))
                 self._shutdown_since[uid] = time.monotonic()
@@ -478,7 +484,9 @@ class VmController:
                 await conn.call(lambda c: domains.set_memory(c, uid, desired.current_memory_kib))
             elif action == "set-link-state":
                 await conn.call(lambda c: domains.set_link_states(c, uid, desired.interfaces))
-        if "start" in plan.actions and old.phase == "Running":
+        if plan.reason == "Restarting" and ("start" in plan.actions or "shutdown" in plan.actions):
+            await self.writer.event(VirtualMachine.KIND, body, "Restarting", plan.message)
+        elif "start" in plan.actions and old.phase == "Running":
             what = "undefined" if missing else "shut off"
             await self.writer.event(
                 VirtualMachine.KIND, body, "DriftRepaired",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from vdc.api.virtualmachine import Phase, RunStrategy
@@ -83,6 +84,27 @@ def only_link_states_differ(current: DomainConfig, desired: DomainConfig) -> boo
     )
 
 
+RESTART_ANNOTATION = "vdc.dev/restart-requested-at"
+"""An RFC 3339 time (``vdc restart`` sets it): the VM restarts once if it has not booted since."""
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def restart_pending(requested_at: str | None, boot_time: str | None) -> bool:
+    """A restart was requested after the guest last booted. A VM that never booted, or a request that is
+    not an RFC 3339 time with a zone, asks for nothing."""
+    if not requested_at or not boot_time:
+        return False
+    requested, booted = _parse_time(requested_at), _parse_time(boot_time)
+    return requested is not None and booted is not None and requested > booted
+
+
 def plan_vm(
     strategy: RunStrategy,
     desired: DomainConfig,
@@ -91,8 +113,13 @@ def plan_vm(
     booted_before: bool,
     shutdown_elapsed: float | None,
     grace_seconds: int,
+    restart_requested: bool = False,
 ) -> VmPlan:
-    """What to do next. ``shutdown_elapsed``: seconds since we asked the guest to shut down (None: not asked)."""
+    """What to do next. ``shutdown_elapsed``: seconds since we asked the guest to shut down (None: not asked).
+
+    ``restart_requested`` (see :func:`restart_pending`): a running guest is asked to shut down, forced off
+    after the grace period, then started; a guest that is off is started (whatever the run strategy but
+    Halted, which ignores the request)."""
     if observed is None:
         if strategy in ("Halted", "Manual") or (strategy == "Once" and booted_before):
             return VmPlan(("define",), "Stopped", True, "Defined", "domain defined; the run strategy keeps it off")
@@ -128,6 +155,27 @@ def plan_vm(
             "Stopping",
             f"waiting for the guest to shut down ({int(shutdown_elapsed)}s of {grace_seconds}s)",
         )
+
+    if restart_requested:
+        if on and shutdown_elapsed is None:
+            return VmPlan(
+                (*actions, "shutdown"),
+                "Stopping",
+                False,
+                "Restarting",
+                "restart requested: asking the guest to shut down",
+            )
+        if on and shutdown_elapsed is not None and shutdown_elapsed < grace_seconds:
+            return VmPlan(
+                tuple(actions),
+                "Stopping",
+                False,
+                "Restarting",
+                f"restart requested: waiting for the guest to shut down ({int(shutdown_elapsed)}s of {grace_seconds}s)",
+            )
+        off: tuple[Action, ...] = ("destroy",) if on or observed.state == "crashed" else ()
+        why = "forcing the domain off and starting it again" if on else "starting the domain again"
+        return VmPlan((*actions, *off, "start"), "Starting", False, "Restarting", f"restart requested: {why}")
 
     if strategy == "Manual":
         phase: Phase = "Running" if on else "Stopped"

@@ -64,3 +64,14 @@ def write_files(host: str, files: Mapping[str, bytes], base: Path | None = None)
         with os.fdopen(fd, "wb") as out:
             out.write(content)
     return directory
+
+
+def effective_uri(host: str, uri: str, secret_data: Mapping[str, str] | None, base: Path | None = None) -> str:
+    """The URI to open for a Host: with its credential files (from the Secret's ``data``) written under
+    ``base`` and named in the URI; the URI as it is when there is no Secret or its transport needs none."""
+    if secret_data is None:
+        return uri
+    files = files_for(uri, secret_data)
+    if not files:
+        return uri
+    return uri_with_files(uri, write_files(host, files, base), set(files))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import libvirt
 
@@ -42,6 +43,8 @@ PoolState = Literal["running", "inactive", "building", "degraded", "inaccessible
 
 UPLOAD_CHUNK = 256 * 1024
 """Bytes per stream message when uploading to a volume."""
+
+Progress = Callable[[int], None]
 
 _POOL_STATES: dict[int, PoolState] = {
     libvirt.VIR_STORAGE_POOL_INACTIVE: "inactive",
@@ -371,28 +374,54 @@ def upload_volume(
     """
     if not data:
         raise ValueError("nothing to upload: data is empty")
+    return upload_stream(conn, pool, name, io.BytesIO(data), len(data), format)
+
+
+def upload_stream(
+    conn: libvirt.virConnect,
+    pool: str,
+    name: str,
+    source: BinaryIO,
+    size: int,
+    format: VolumeFormat = "raw",
+    progress: Progress | None = None,
+) -> VolumeObservation:
+    """:func:`upload_volume` from a file object (read in chunks: a large file never sits in memory).
+    ``size`` bytes are read; ``progress`` is called with each chunk's length."""
+    if size <= 0:
+        raise ValueError("nothing to upload: size is 0")
     p = _pool(conn, pool)
     vol = _volume_or_none(conn, p, name)
     if vol is not None:
         with _translated(conn):
-            if vol.info()[1] != len(data):
+            if vol.info()[1] != size:
                 vol.delete(0)
                 vol = None
     if vol is None:
-        config = VolumeConfig(name=name, capacity_bytes=len(data), format=format)
+        config = VolumeConfig(name=name, capacity_bytes=size, format=format)
         with _translated(conn):
             vol = p.createXML(config.to_string(), 0)
     try:
         with _translated(conn):
             stream = conn.newStream(0)
             try:
-                vol.upload(stream, 0, len(data), 0)
+                vol.upload(stream, 0, size, 0)
                 offset = 0
-                while offset < len(data):
-                    sent = stream.send(data[offset : offset + UPLOAD_CHUNK])
-                    if sent <= 0:
-                        raise StorageFailure(f"the stream to volume {name} in pool {pool} accepted no data ({sent})")
-                    offset += sent
+                while offset < size:
+                    chunk = source.read(min(UPLOAD_CHUNK, size - offset))
+                    if not chunk:
+                        raise StorageFailure(f"the source ended after {offset} of {size} bytes")
+                    view = memoryview(chunk)
+                    while view:
+                        sent = stream.send(bytes(view))
+                        if sent <= 0:
+                            raise StorageFailure(
+                                f"the stream to volume {name} in pool {pool} accepted no data ({sent})"
+                            )
+                        view = view[sent:]
+                    offset += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 stream.finish()
             except BaseException:
                 with suppress(libvirt.libvirtError):
@@ -410,82 +439,75 @@ def upload_volume_file(
 ) -> VolumeObservation:
     """Make the volume hold exactly the file at ``path`` (e.g. a qcow2 base image), streamed; then
     rescan the pool so that libvirt reads the image's format from its header (a raw volume holding a
-    qcow2 image is reported as qcow2). As :func:`upload_volume`: never a partial upload left behind."""
+    qcow2 image is reported as qcow2). ``progress`` gets the bytes sent so far."""
     size = path.stat().st_size
-    if not size:
-        raise ValueError(f"nothing to upload: {path} is empty")
-    p = _pool(conn, pool)
-    vol = _volume_or_none(conn, p, name)
-    if vol is not None:
+    existing = _volume_or_none(conn, _pool(conn, pool), name)
+    if existing is not None:
         with _translated(conn):
-            vol.delete(0)
+            existing.delete(0)  # of another size or format: never reuse it
+    sent = 0
+
+    def count(n: int) -> None:
+        nonlocal sent
+        sent += n
+        if progress is not None:
+            progress(sent)
+
+    with path.open("rb") as source:
+        upload_stream(conn, pool, name, source, size, "raw", count)
     with _translated(conn):
-        vol = p.createXML(VolumeConfig(name=name, capacity_bytes=size, format="raw").to_string(), 0)
-    try:
-        with _translated(conn), path.open("rb") as data:
-            stream = conn.newStream(0)
-            try:
-                vol.upload(stream, 0, size, 0)
-                done = 0
-                while chunk := data.read(UPLOAD_CHUNK):
-                    offset = 0
-                    while offset < len(chunk):
-                        sent = stream.send(chunk[offset:])
-                        if sent <= 0:
-                            raise StorageFailure(f"the stream to volume {name} in pool {pool} accepted no data")
-                        offset += sent
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done)
-                stream.finish()
-            except BaseException:
-                with suppress(libvirt.libvirtError):
-                    stream.abort()
-                raise
-    except BaseException:
-        with suppress(libvirt.libvirtError):
-            vol.delete(0)
-        raise
-    with _translated(conn):
-        p.refresh(0)
+        _pool(conn, pool).refresh(0)
     return _observe_volume(conn, _volume(conn, pool, name))
 
 
-def download_volume(
+def download_pool_volume(
     conn: libvirt.virConnect, pool: str, name: str, dest: Path, progress: Callable[[int], None] | None = None
 ) -> int:
-    """Copy the volume's bytes into the file ``dest`` through a libvirt stream; the bytes copied."""
-    vol = _volume(conn, pool, name)
-    return _download(conn, vol, dest, progress)
+    """Copy a pool's volume into the file ``dest``; the bytes copied (``progress`` gets them so far)."""
+    return _download_to_file(conn, volume_path(conn, pool, name), dest, progress)
 
 
-def _download(
-    conn: libvirt.virConnect, vol: libvirt.virStorageVol, dest: Path, progress: Callable[[int], None] | None
-) -> int:
+def _download_to_file(conn: libvirt.virConnect, path: str, dest: Path, progress: Callable[[int], None] | None) -> int:
     done = 0
-    with _translated(conn), dest.open("wb") as out:
-        size = int(vol.info()[1])
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done)
+
+    with dest.open("wb") as sink:
+        download_volume(conn, path, sink, count)
+    return done
+
+
+def download_volume(
+    conn: libvirt.virConnect, path: str, sink: BinaryIO, progress: Progress | None = None
+) -> VolumeObservation:
+    """Copy the volume at ``path`` (as a domain's disk names it) into ``sink`` through a libvirt stream:
+    its bytes as the host holds them (a qcow2 volume comes as qcow2). Returns what the volume is."""
+    with _translated(conn):
+        vol = conn.storageVolLookupByPath(path)
+    observed = _observe_volume(conn, vol)
+    with _translated(conn):
         stream = conn.newStream(0)
         try:
-            vol.download(stream, 0, size, 0)
+            vol.download(stream, 0, 0, 0)
             while True:
-                chunk = stream.recv(UPLOAD_CHUNK)
-                if isinstance(chunk, int):
-                    if chunk == -2:
-                        continue  # would block: not on a blocking stream, but be safe
-                    raise StorageFailure(f"reading volume {vol.name()} failed ({chunk})")
-                if not chunk:
+                data = stream.recv(UPLOAD_CHUNK)
+                if not data:
                     break
-                out.write(chunk)
-                done += len(chunk)
+                if not isinstance(data, bytes):
+                    raise StorageFailure(f"the stream from volume {path} failed ({data})")
+                sink.write(data)
                 if progress is not None:
-                    progress(done)
+                    progress(len(data))
             stream.finish()
         except BaseException:
             with suppress(libvirt.libvirtError):
                 stream.abort()
             raise
-    return done
+    return observed
 
 
 def download_host_file(
@@ -502,7 +524,9 @@ def download_host_file(
         vol = _volume_or_none(conn, pool, filename)
         if vol is None:
             raise NotFound(f"no file {path} on the host")
-        return _download(conn, vol, dest, progress)
+        with _translated(conn):
+            vol_path = str(vol.path())
+        return _download_to_file(conn, vol_path, dest, progress)
     finally:
         with suppress(libvirt.libvirtError):
             pool.destroy()
@@ -542,6 +566,7 @@ __all__ = [
     "create_volume",
     "delete_volume",
     "download_host_file",
+    "download_pool_volume",
     "download_volume",
     "ensure_pool",
     "list_volumes",
@@ -549,6 +574,7 @@ __all__ = [
     "observe_volume",
     "remove_pool",
     "resize_volume",
+    "upload_stream",
     "upload_volume",
     "upload_volume_file",
     "volume_path",
