@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -178,6 +179,41 @@ def test_appliance_deletion_waits_for_its_vms(datacenter: Datacenter, site: File
     assert dc.get("appliance", "kept", dc.namespace) is not None
     dc.cp.kubectl("delete", "vm", "uses-kept", "-n", dc.namespace, "--timeout=60s")
     wait_until("the appliance gone", lambda: dc.get("appliance", "kept", dc.namespace) is None, timeout=90)
+
+
+def test_a_vm_exported_to_an_ova_imports_again_with_the_same_hardware_and_boots(
+    datacenter: Datacenter, site: FileServer, tmp_path: Path
+) -> None:
+    dc = datacenter
+    built = build_ova_info(systems=(ApplianceSystem("tiny", cpus=2, memory_mib=144, marker="vdc-roundtrip"),))
+    _appliance(dc, "original", _publish(site, built.path, "original.ova"))
+    wait_until("the appliance Ready", lambda: _ready(dc, "appliance", "original", dc.namespace), timeout=240)
+    _vm(dc, "to-export", "original", {"runStrategy": "Halted"})
+    exported = dc.wait_ready("to-export", timeout=180)
+    out = tmp_path / "exported.ova"
+    vdc = str(Path(sys.executable).parent / "vdc")
+    subprocess.run([vdc, "export", "to-export", "-n", dc.namespace, "-o", str(out)], env=dc.cp.env, check=True,
+                   capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    _appliance(dc, "reimported", _publish(site, out, "exported.ova"))
+    again = wait_until("the export Ready", lambda: _ready(dc, "appliance", "reimported", dc.namespace), timeout=240)
+    [system] = again["status"]["virtualSystems"]
+    assert (
+        (system["cpus"], system["memory"])
+        == (2, "144Mi")
+        == (exported["spec"]["cpu"]["count"], exported["spec"]["memory"]["size"])
+    )
+    data_disks = [d for d in exported["spec"]["disks"] if "ovfEnv" not in d["source"]]
+    assert len(system["disks"]) == len(data_disks)
+    networks = {n["name"]: SWITCH for n in again["status"]["networks"]}
+    _vm(dc, "reborn", "reimported", networkMapping=networks)
+    reborn = dc.wait_ready("reborn", timeout=240)
+    assert wait_until("the re-imported guest's marker", lambda: _marker(dc, dc.vm("reborn") or reborn),
+                      timeout=180) == "vdc-roundtrip"  # fmt: skip
+    for name in ("reborn", "to-export"):
+        dc.cp.kubectl("delete", "vm", name, "-n", dc.namespace, "--timeout=60s")
+    for name in ("reimported", "original"):
+        dc.cp.kubectl("delete", "appliance", name, "-n", dc.namespace, "--timeout=60s")
 
 
 def _kubectl(dc: Datacenter) -> list[str]:
