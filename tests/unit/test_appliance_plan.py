@@ -22,7 +22,10 @@ def test_a_vapp_becomes_systems_properties_networks_and_start_order() -> None:
                            "com.example.lb.ip.1"]  # fmt: skip
     assert props["com.example.shop.domain"].default == "shop.example.com"
     assert props["com.example.shop.domain"].user_configurable and not props["com.example.shop.build"].user_configurable
-    assert min(d.startup, key=lambda s: s.order).id in {"lb", "db"}
+    # The StartupSections of the collection and of its nested one, in document order.
+    assert [(s.id, s.order, s.start_delay) for s in d.startup] == [
+        ("backend", 1, 30), ("lb", 2, 0), ("db", 1, 10), ("app", 2, 0)
+    ]  # fmt: skip
     for system in d.virtual_systems:
         assert system.cpus and system.memory
         for disk in system.disks:
