@@ -8,7 +8,7 @@ export VDC_STATE=${VDC_STATE:-$top/.vdc}
 export VDC_HOST_PREFIX=${VDC_HOST_PREFIX:-vdc-host}
 HOSTS=${VDC_DEMO_HOSTS:-2}
 # Kinds whose controllers exist: the demo waits for their examples to be Ready.
-RECONCILED_KINDS=${VDC_RECONCILED_KINDS:-host storagepool virtualswitch virtualmachine}
+RECONCILED_KINDS=${VDC_RECONCILED_KINDS:-host storagepool virtualswitch appliance virtualmachine}
 log() { printf '[demo] %s\n' "$*" >&2; }
 
 operator_pid() {
@@ -63,6 +63,8 @@ PY
     log "operator already running (pid $(operator_pid))"
   fi
 
+  "$here/example-appliance.sh" serve
+  log "example appliance served ($("$here/example-appliance.sh" path))"
   for f in "$top"/examples/*.yaml; do
     kubectl apply --server-side -f "$f" >/dev/null
   done
@@ -89,6 +91,7 @@ down() {
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$VDC_STATE/operator.pid"
+  [ -x "$here/example-appliance.sh" ] && "$here/example-appliance.sh" stop || true
   [ -x "$here/libvirt-hosts.sh" ] && "$here/libvirt-hosts.sh" down >/dev/null || true
   [ -x "$here/controlplane.sh" ] && "$here/controlplane.sh" down >/dev/null || true
   log "stopped"

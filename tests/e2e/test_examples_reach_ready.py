@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,18 @@ def _objects() -> list[tuple[Path, dict]]:
 
 
 @pytest.fixture(scope="module")
-def applied(datacenter: Datacenter) -> list[tuple[Path, dict]]:
+def appliance_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The OVA examples/appliance-tiny.yaml downloads, on the loopback port it names (as `make demo` does)."""
+    state = tmp_path_factory.mktemp("appliance-www")
+    rig.run_script("example-appliance.sh", "serve", state=state, timeout=600)
+    try:
+        yield
+    finally:
+        rig.run_script("example-appliance.sh", "stop", state=state)
+
+
+@pytest.fixture(scope="module")
+def applied(datacenter: Datacenter, appliance_served: None) -> list[tuple[Path, dict]]:
     # Pools first: VMs need them to be placed (GitOps tools apply everything at once; so could we,
     # it would only take longer).
     objects = sorted(_objects(), key=lambda o: {"Namespace": 0, "StoragePool": 1}.get(o[1]["kind"], 2))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import libvirt
 
 from vdc.api.appliance import Appliance, ApplianceProgress, ApplianceStatus, FileChecksum
 from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
@@ -55,6 +58,8 @@ from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory, p
 log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_SECONDS = 2.0
+CONVERTED = "converted.json"
+"""In the work directory: the base images made, so adding hosts later needs no new download."""
 RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0, 120.0)
 
 
@@ -86,6 +91,8 @@ class ApplianceController:
         self.writer = writer
         self.work_dir = work_dir or default_work_dir()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._unsupported: dict[str, set[str]] = {}
+        """uid -> hosts whose libvirt cannot take uploads (e.g. the test driver): not retried."""
 
     # --- reconcile: start (or not) an import ---------------------------------------------------
     async def reconcile(self, key: Key) -> float | None:
@@ -101,7 +108,8 @@ class ApplianceController:
         current = status.observed_generation == generation
         if current and status.phase == "Failed":
             return None  # bad input: only a new spec helps
-        if current and status.phase == "Ready" and not (self.pool_hosts(body) - set(status.hosts)):
+        missing = self.pool_hosts(body) - set(status.hosts) - self._unsupported.get(uid, set())
+        if current and status.phase == "Ready" and not missing:
             return None
         self._tasks[uid] = asyncio.create_task(self._import(key, uid), name=f"appliance-import-{key[0]}/{key[1]}")
         return None
@@ -149,6 +157,51 @@ class ApplianceController:
         if not hosts:
             raise ImportWaiting(f"StoragePool {appliance.spec.storage_pool} runs on no Ready host yet")
 
+        status = ApplianceStatus.model_validate(body.get("status") or {})
+        images = _converted(work) if status.virtual_systems else None
+        if images is None:
+            images = await self._prepare(appliance, work, max_bytes, report)
+
+        done: set[str] = set(status.hosts) & hosts
+        missing = sorted(hosts - done - self._unsupported.get(uid, set()))
+        total = sum(p.stat().st_size for p in images.values()) * len(missing)
+        sent = 0
+        failures: dict[str, str] = {}
+        for host in missing:
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                failures[host] = "unreachable"
+                continue
+            try:
+                for volume, path in images.items():
+                    if status.phase != "Ready":  # a Ready appliance stays Ready while a new host gets its images
+                        await report.phase("Converting", f"uploading {volume} to host {host}")
+                    await conn.call(
+                        functools.partial(
+                            storage.upload_volume_file,
+                            pool=libvirt_pool_name(appliance.spec.storage_pool),
+                            name=volume,
+                            path=path,
+                            progress=functools.partial(_offset_progress, report.progress_sync, sent, total),
+                        )
+                    )
+                    sent += path.stat().st_size
+            except LibvirtFailure as exc:
+                if exc.code == libvirt.VIR_ERR_NO_SUPPORT:  # e.g. the test driver: never
+                    self._unsupported.setdefault(uid, set()).add(host)
+                failures[host] = str(exc)
+                continue
+            done.add(host)
+            await report.hosts(sorted(done))
+        problems = "; ".join(f"{h}: {m}" for h, m in sorted(failures.items()))
+        if not done:
+            raise ImportWaiting(f"no host took the base images ({problems or 'none has the pool'})")
+        await report.ready(sorted(done), problems)
+
+    async def _prepare(self, appliance: Appliance, work: Path, max_bytes: int, report: _Reporter) -> dict[str, Path]:
+        """Fetch, verify, describe (in status) and convert: base volume name -> its qcow2 image here."""
+        meta = appliance.metadata
+        namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         fetched = await self._fetch(appliance, work, max_bytes, report)
         await report.phase("Verifying", "checking the package against its manifest")
         extracted_dir = work / "extracted"
@@ -170,29 +223,10 @@ class ApplianceController:
             target = work / "images" / f"{safe_name(image.disk_id)}.qcow2"
             await asyncio.to_thread(_convert, source, image.format, target, max_bytes)
             images[volumes[image.disk_id]] = target
-
-        done: set[str] = set(ApplianceStatus.model_validate(body.get("status") or {}).hosts) & hosts
-        total = sum(p.stat().st_size for p in images.values()) * len(hosts - done)
-        sent = 0
-        for host in sorted(hosts - done):
-            conn = self.connections.get(host)
-            if conn is None or not conn.connected:
-                raise ImportWaiting(f"host {host} is unreachable")
-            for volume, path in images.items():
-                await report.phase("Converting", f"uploading {volume} to host {host}")
-                await conn.call(
-                    functools.partial(
-                        storage.upload_volume_file,
-                        pool=libvirt_pool_name(appliance.spec.storage_pool),
-                        name=volume,
-                        path=path,
-                        progress=functools.partial(_offset_progress, report.progress_sync, sent, total),
-                    )
-                )
-                sent += path.stat().st_size
-            done.add(host)
-            await report.hosts(sorted(done))
-        await report.ready(sorted(done))
+        (work / "images").mkdir(parents=True, exist_ok=True)
+        (work / "images" / CONVERTED).write_text(json.dumps({v: str(p) for v, p in images.items()}))
+        shutil.rmtree(extracted_dir, ignore_errors=True)  # the qcow2 images are what is kept
+        return images
 
     async def _fetch(self, appliance: Appliance, work: Path, max_bytes: int, report: _Reporter) -> Path:
         """The package in ``work``: an ``.ova`` file, or an ``.ovf`` with its files beside it."""
@@ -294,6 +328,15 @@ class ApplianceController:
                     log.info("appliance %s/%s: base image %s on %s: %s", namespace, name, volume, host, exc)
         shutil.rmtree(self.work_for(namespace, name, uid), ignore_errors=True)
         return f"appliance {namespace}/{name}: {len(volumes)} base image(s) removed from {len(status.hosts)} host(s)"
+
+
+def _converted(work: Path) -> dict[str, Path] | None:
+    """The base images an earlier import left in ``work`` (None: none, or some are gone)."""
+    try:
+        images = {v: Path(p) for v, p in json.loads((work / "images" / CONVERTED).read_text()).items()}
+    except (OSError, ValueError):
+        return None
+    return images if all(p.is_file() for p in images.values()) else None
 
 
 def _offset_progress(progress: Callable[[int, int | None], None], offset: int, total: int, done: int) -> None:
@@ -444,9 +487,9 @@ class _Reporter:
 
         await self._write(change)
 
-    async def ready(self, hosts: list[str]) -> None:
+    async def ready(self, hosts: list[str], problems: str = "") -> None:
         def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
-            message = f"base images on {len(hosts)} host(s)"
+            message = f"base images on {len(hosts)} host(s)" + (f"; not on {problems}" if problems else "")
             s.phase, s.message, s.hosts, s.progress = "Ready", message, hosts, None
             s.conditions = set_condition(s.conditions, READY, "True", "Ready", message, observed_generation=g)
             s.conditions = set_condition(s.conditions, RECONCILING, "False", "Ready", observed_generation=g)
