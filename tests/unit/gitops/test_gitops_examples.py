@@ -59,7 +59,7 @@ def test_gitops_kustomization_lists_every_file() -> None:
 
 def test_gitops_datacenter_builds_into_valid_objects(built: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in built)
-    assert kinds == ["Namespace", "StoragePool", "VirtualMachine", "VirtualMachine", "VirtualSwitch"]
+    assert kinds == ["Appliance", "Namespace", "StoragePool", "VirtualMachine", "VirtualMachine", "VirtualSwitch"]
     for doc in built:
         if doc["kind"] in MODELS:
             model = MODELS[doc["kind"]].model_validate(doc)
