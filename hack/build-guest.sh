@@ -10,7 +10,7 @@
 # Environment:
 #   VDC_CACHE          cache root (default: $HOME/.cache/vdc)
 #   VDC_GUEST_MODULES  space-separated kernel modules to put into the initramfs
-#                      and load at boot (default: "virtio_pci virtio_net": a NIC)
+#                      and load at boot (default: "virtio_pci virtio_net virtio_balloon": a NIC and a balloon)
 #   VDC_GUEST_KERNEL_PKG  kernel meta package (default: linux-image-cloud-amd64)
 #
 # Guest kernel command line understood by /init:
@@ -47,7 +47,7 @@ esac
 CACHE_ROOT=${VDC_CACHE:-$HOME/.cache/vdc}
 OUT=$CACHE_ROOT/guest
 KERNEL_META=${VDC_GUEST_KERNEL_PKG:-linux-image-cloud-amd64}
-MODULES=${VDC_GUEST_MODULES-virtio_pci virtio_net}
+MODULES=${VDC_GUEST_MODULES-virtio_pci virtio_net virtio_balloon}
 BUSYBOX=/bin/busybox
 
 # The stamp ties the cache to this recipe: the script's own content and the

@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -56,6 +57,7 @@ def run(
     metrics_port: int = 0,
     metrics_address: str = "0.0.0.0",
     stats_interval: float = 15.0,
+    work_dir: Path | None = None,
 ) -> None:
     """Run the operator until interrupted; ``metrics_port`` 0 serves no metrics (and refreshes no stats)."""
     import vdc.handlers  # (registers the kopf handlers)
@@ -74,7 +76,7 @@ def run(
         logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
     # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
-    memo = kopf.Memo(stats_interval=stats_interval if metrics_port else None)
+    memo = kopf.Memo(stats_interval=stats_interval if metrics_port else None, work_dir=work_dir)
     asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address))
 
 

@@ -243,3 +243,30 @@ def test_guests_on_different_hosts_reach_each_other_over_an_overlay_switch(datac
     for h in (one, two):
         gone = subprocess.run(["ip", "-n", h.name, "link", "show", "dev", device], capture_output=True)
         assert gone.returncode != 0, f"{device} still on {h.name}"
+
+
+def test_a_bridge_switch_is_realised_on_hosts_with_the_bridge_and_a_missing_bridge_is_reported(
+    datacenter: Datacenter,
+) -> None:
+    dc = datacenter
+    for h in dc.hosts.hosts:  # the LAN bridge an administrator made on each host
+        subprocess.run(["ip", "-n", h.name, "link", "add", "br-e2e", "type", "bridge"], capture_output=True)
+        subprocess.run(["ip", "-n", h.name, "link", "set", "br-e2e", "up"], check=True)
+    for name, bridge in (("e2e-bridge", "br-e2e"), ("e2e-nobridge", "br-missing")):
+        dc.apply({
+            "apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualSwitch", "metadata": {"name": name},
+            "spec": {"mode": "bridge", "bridge": {"name": bridge},
+                     "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}}},
+        })  # fmt: skip
+    switch = wait_until("the bridge switch Ready", lambda: _ready(dc, "e2e-bridge"), timeout=60)
+    assert {h["bridge"] for h in switch["status"]["hosts"]} == {"br-e2e"}
+
+    def failed() -> dict | None:
+        body = dc.get("virtualswitch", "e2e-nobridge") or {}
+        hosts = (body.get("status") or {}).get("hosts") or []
+        return body if hosts and all(h["state"] == "Failed" for h in hosts) else None
+
+    missing = wait_until("the switch without a bridge Failed", failed, timeout=60)
+    assert all("br-missing" in h["message"] for h in missing["status"]["hosts"]), missing["status"]["hosts"]
+
+    dc.cp.kubectl("delete", "virtualswitch", "e2e-bridge", "e2e-nobridge", "--timeout=60s")

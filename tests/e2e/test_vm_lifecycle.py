@@ -40,6 +40,24 @@ def test_kernel_boot_vm_runs_with_the_spec_cpus_and_memory(datacenter: Datacente
     assert scheduled and scheduled["status"] == "True"
 
 
+def test_memory_changes_live_and_a_cpu_change_waits_for_a_restart_saying_so(datacenter: Datacenter) -> None:
+    dc = datacenter
+    dc.apply(dc.vm_manifest("resize", memory={"size": "96Mi", "max": "160Mi"}))
+    body = dc.wait_ready("resize")
+    host, domain, boot = body["status"]["host"], body["status"]["domainName"], body["status"]["bootTime"]
+    dc.apply(dc.vm_manifest("resize", memory={"size": "128Mi", "max": "160Mi"}))
+    wait_until("the balloon at 128Mi", lambda: re.search(r"^Used memory:\s+131072 KiB$",
+               dc.virsh(host, "dominfo", domain), re.M), timeout=60)  # fmt: skip
+    dc.apply(dc.vm_manifest("resize", memory={"size": "128Mi", "max": "160Mi"}, cpu={"count": 2}))
+    body = dc.wait_vm("resize", lambda b: (dc.condition(b, "RestartRequired") or {}).get("status") == "True",
+                      "RestartRequired")  # fmt: skip
+    assert "vcpus" in dc.condition(body, "RestartRequired")["message"]
+    assert body["status"]["bootTime"] == boot  # neither change restarted it
+    events = dc.cp.kubectl("get", "events", "-n", dc.namespace, "--field-selector", "involvedObject.name=resize")
+    assert "RestartRequired" in events
+    dc.cp.kubectl("delete", "vm", "resize", "-n", dc.namespace, "--timeout=60s")
+
+
 def test_destroyed_domain_runs_again_without_touching_kubernetes(datacenter: Datacenter) -> None:
     dc = datacenter
     dc.apply(dc.vm_manifest("drift"))

@@ -153,6 +153,7 @@ def test_deployment_runs_one_operator_with_the_values_as_flags(controlplane: rig
     assert container["args"] == [
         "--liveness=http://0.0.0.0:9101/healthz",
         "--metrics-port=9100",
+        "--work-dir=/var/lib/vdc-operator",
         "--log-level=debug",
         "--log-format=json",
         "--resync-interval=45",

@@ -62,10 +62,15 @@ def test_nat_and_isolated_switches_carry_no_overlay() -> None:
         assert config.overlay is None and config.dns_txt == () and config.mtu is None
 
 
+def test_a_bridge_switch_plugs_guests_into_the_lans_bridge() -> None:
+    config = network_config(switch(mode="bridge", bridge={"name": "br-lan"}))
+    assert (config.forward, config.bridge, config.ipv4, config.dns_txt) == ("bridge", "br-lan", None, ())
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"mode": "bridge", "bridge": {"name": "br0"}}, "bridge-mode switches are not built yet"),
+        ({"mode": "bridge", "bridge": {"name": "br0"}, "vlan": 12}, "needs an Open vSwitch bridge"),
         ({"mode": "overlay", "overlay": {"vni": 9}, "vlan": 12}, "VLAN tag on an overlay switch is not built yet"),
     ],
 )

@@ -23,6 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log_level="debug" if args.verbose else args.log_level,
         log_format=args.log_format,
         resync_seconds=args.resync_interval,
+        work_dir=args.work_dir,
     )
     return 0
 
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         default=120.0,
         help="seconds between the slow, jittered safety-net resyncs of every object (default: %(default)s)",
+    )
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="where Appliance imports download and convert packages (default: $TMPDIR/vdc-appliances)",
     )
     run.set_defaults(func=_cmd_run)
 

@@ -114,10 +114,24 @@ def network_config(
     for an overlay switch's ``overlay`` side (:func:`overlay_side`), which that mode needs."""
     spec = switch.spec
     name = str(switch.metadata["name"])
-    if spec.mode == "bridge":
-        raise SwitchUnsupported("bridge-mode switches are not built yet; use nat, isolated or overlay")
     if spec.mode == "overlay" and spec.vlan is not None:
         raise SwitchUnsupported("a VLAN tag on an overlay switch is not built yet; the VNI already separates segments")
+    bandwidth = None
+    if spec.bandwidth is not None and (spec.bandwidth.inbound or spec.bandwidth.outbound):
+
+        def limit(value: Any) -> NetworkBandwidthLimitConfig | None:
+            return None if value is None else NetworkBandwidthLimitConfig(value.average, value.peak, value.burst)
+
+        bandwidth = NetworkBandwidthConfig(limit(spec.bandwidth.inbound), limit(spec.bandwidth.outbound))
+    if spec.mode == "bridge":
+        assert spec.bridge is not None  # admission: bridge mode needs bridge.name
+        if spec.vlan is not None:
+            raise SwitchUnsupported(
+                "a VLAN tag on a bridge switch needs an Open vSwitch bridge, which is not built yet"
+            )
+        # The LAN's own bridge: libvirt only plugs guests into it (addresses, DHCP and DNS are the LAN's).
+        return NetworkConfig(name=libvirt_network_name(name), bridge=spec.bridge.name, forward="bridge",
+                             bandwidth=bandwidth)  # fmt: skip
     pool = ip_pool(switch)
     assert pool is not None  # admission requires a subnet for nat and isolated
     ipv4 = Ipv4Config(address=str(pool.gateway), prefix=pool.network.prefixlen, hosts=hosts)
@@ -128,13 +142,6 @@ def network_config(
     dns = None
     if spec.dns is not None and (spec.dns.servers or spec.dns.domain):
         dns = DnsConfig(forwarders=tuple(spec.dns.servers), domain=spec.dns.domain)
-    bandwidth = None
-    if spec.bandwidth is not None and (spec.bandwidth.inbound or spec.bandwidth.outbound):
-
-        def limit(value: Any) -> NetworkBandwidthLimitConfig | None:
-            return None if value is None else NetworkBandwidthLimitConfig(value.average, value.peak, value.burst)
-
-        bandwidth = NetworkBandwidthConfig(limit(spec.bandwidth.inbound), limit(spec.bandwidth.outbound))
     overlay_config, peers = overlay if overlay is not None and spec.mode == "overlay" else (None, ())
     mtu = spec.mtu if spec.mtu is not None or spec.mode != "overlay" else OVERLAY_MTU
     return NetworkConfig(
@@ -178,8 +185,9 @@ def switch_status(
     old: VirtualSwitchStatus | None, problem: str | None = None,
 ) -> VirtualSwitchStatus:  # fmt: skip
     name = str(switch.metadata["name"])
+    bridge = switch.spec.bridge.name if switch.spec.mode == "bridge" and switch.spec.bridge else bridge_name(name)
     hosts = [
-        SwitchHostStatus(host=r.host, state=r.state or "Unknown", bridge=bridge_name(name), message=r.message)
+        SwitchHostStatus(host=r.host, state=r.state or "Unknown", bridge=bridge, message=r.message)
         for r in sorted(results, key=lambda r: r.host)
     ]
     conds: list[Condition] = list(old.conditions) if old else []
@@ -227,6 +235,9 @@ def _realise(conn: Any, config: NetworkConfig, dhcp: tuple[DhcpHostConfig, ...])
     """Define/start the network (keeping the DHCP entries it has, so that alone is no reason to
     redefine and restart it), then make its static DHCP entries exactly ``dhcp``, live. Returns what
     is wrong on the host that libvirt did not report (an overlay's VXLAN device missing), if anything."""
+    if config.forward == "bridge" and networks.host_interface_exists(conn, config.bridge) is False:
+        # libvirt starts a bridge-mode network whatever the host has; guests would then fail to start.
+        return f"the host has no bridge {config.bridge}: create it there, or fix bridge.name"
     observed = networks.observe_network(conn, config.name)
     present = tuple(observed.dhcp_hosts) if observed is not None else dhcp
     ipv4 = dataclasses.replace(config.ipv4, hosts=present) if config.ipv4 else None
@@ -292,7 +303,9 @@ class SwitchController:
             return None
         ipam = allocate(pool, current, address_requests(name, self.vms)) if pool else None
         self.errors[name] = dict(ipam.errors) if ipam else {}
-        dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam else ()
+        # A bridge switch's addresses are handed out by the LAN (or cloud-init), not by libvirt.
+        served = ipam is not None and switch.spec.mode != "bridge"
+        dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam and served else ()
         results: list[SwitchOnHost] = []
         hosts = self.matching_hosts(switch)
         peers = self.overlay_peers(hosts) if switch.spec.mode == "overlay" else []

@@ -572,6 +572,14 @@ class VmController:
             self.vms.note_status((meta["namespace"], meta["name"]), wire)
             if stalled is not None and old.phase != phase:
                 await self.writer.event(VirtualMachine.KIND, body, stalled[0], stalled[1], warning=True)
+            if (
+                plan is not None
+                and plan.restart_required
+                and list(plan.restart_required) != old.restart_required_fields
+            ):
+                fields = ", ".join(plan.restart_required)
+                message = f"changes take effect at the next restart: {fields}"
+                await self.writer.event(VirtualMachine.KIND, body, "RestartRequired", message)
             if scheduled is not None and scheduled[0] == "False" and _condition_message(old, SCHEDULED) != scheduled[2]:
                 await self.writer.event(VirtualMachine.KIND, body, "FailedScheduling", scheduled[2], warning=True)
         if host and (status.host == host):
