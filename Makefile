@@ -46,5 +46,5 @@ clean: down
 	rm -rf .venv .vdc
 
 .PHONY: argocd-health
-argocd-health:        ## regenerate charts/vdc-operator/argocd/argocd-cm-health.yaml from the Lua health checks
+argocd-health:        ## regenerate the Argo CD health checks (argocd/health/, argocd-cm-health.yaml) from charts/vdc-operator/argocd/health-src/
 	$(PY) -m vdc.gitops

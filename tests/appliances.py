@@ -34,12 +34,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from vdc.ovf import writer as ovf_writer
 from vdc.ovf.convert import image_info, to_qcow2, to_stream_optimized_vmdk
 from vdc.ovf.envelope import DiskFormat, ProductSection, Property, StartupItem
 from vdc.ovf.hardware import Bus, DiskDrive, HardwareSummary, NetworkAdapter
+from vdc.ovf.manifest import file_digest
 from vdc.ovf.writer import ExportCollection, ExportSystem, build_collection_descriptor, build_descriptor, write_ova
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,24 +74,12 @@ def guest_dir() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @cache
 def _recipe_hash() -> str:
     """What the artifacts depend on besides their parameters: the guest, this recipe, the OVF writer."""
     guest = guest_dir()
-    parts = [
-        _file_hash(guest / "vmlinuz"),
-        _file_hash(guest / "initrd.img"),
-        _file_hash(Path(__file__)),
-        _file_hash(Path(ovf_writer.__file__)),
-    ]
+    inputs = (guest / "vmlinuz", guest / "initrd.img", Path(__file__), Path(ovf_writer.__file__))
+    parts = [file_digest(path, "SHA256") for path in inputs]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -122,13 +111,17 @@ def _workdir(parent: Path = CACHE) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _sparse_copy(source: Path, target: Path) -> None:
+    subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True, timeout=300)
+
+
 def _deliver(cached: Path, path: Path | None) -> Path:
     """The cached file itself (``path`` None), or a sparse private copy at ``path``."""
     os.utime(cached)  # last use, for prune_cache
     if path is None:
         return cached
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "--sparse=always", str(cached), str(path)], check=True, timeout=300)
+    _sparse_copy(cached, path)
     return path
 
 
@@ -311,30 +304,23 @@ class BuiltOva:
     markers: dict[str, str] = field(default_factory=dict)  # system id -> VDC-MARKER value
 
 
-def build_ova(
-    path: Path | None = None,
-    *,
-    systems: Sequence[ApplianceSystem] = (ApplianceSystem(),),
-    properties: Sequence[Property] = DEFAULT_PROPERTIES,
-    network: str = "VM Network",
-    disk_format: DiskFormatName = "vmdk-streamOptimized",
-    tamper: bool = False,
-    name: str = "vdc-tiny",
-    startup: Sequence[StartupItem] | None = None,
-    collection_id: str = "vapp",
-) -> Path:
-    """An OVA of the tiny guest; see ``build_ova_info`` for the arguments. Returns the OVA's path."""
-    return build_ova_info(
-        path,
-        systems=systems,
-        properties=properties,
-        network=network,
-        disk_format=disk_format,
-        tamper=tamper,
-        name=name,
-        startup=startup,
-        collection_id=collection_id,
-    ).path
+@dataclass(frozen=True)
+class _OvaRecipe:
+    """The parameters of an OVA: what ``_build_ova`` builds from, and so its cache key."""
+
+    systems: tuple[ApplianceSystem, ...]
+    properties: tuple[Property, ...]
+    network: str
+    disk_format: DiskFormatName
+    tamper: bool
+    name: str
+    startup: tuple[StartupItem, ...]
+    collection_id: str
+
+
+def build_ova(path: Path | None = None, **options: Any) -> Path:
+    """An OVA of the tiny guest: ``build_ova_info(path, **options).path``."""
+    return build_ova_info(path, **options).path
 
 
 def build_ova_info(
@@ -371,19 +357,19 @@ def build_ova_info(
         raise ValueError("a StartupSection needs a vApp: give two or more systems")
     if startup is None:
         startup = [StartupItem(s.id, order=i) for i, s in enumerate(systems, start=1)] if len(systems) > 1 else []
-    params: dict[str, object] = {
-        "systems": [asdict(s) for s in systems],
-        "properties": [asdict(p) for p in properties],
-        "network": network,
-        "disk_format": disk_format,
-        "tamper": tamper,
-        "name": name,
-        "startup": [asdict(s) for s in startup],
-        "collection_id": collection_id,
-    }
+    recipe = _OvaRecipe(
+        systems=tuple(systems),
+        properties=tuple(properties),
+        network=network,
+        disk_format=disk_format,
+        tamper=tamper,
+        name=name,
+        startup=tuple(startup),
+        collection_id=collection_id,
+    )
     _, _, suffix = _PACKAGE_FORMATS[disk_format]
     built = BuiltOva(
-        path=CACHE / f"ova-{_key('ova', params)}.ova",
+        path=CACHE / f"ova-{_key('ova', asdict(recipe))}.ova",
         descriptor_name=f"{name}.ovf",
         disk_files={s.id: f"{s.disk_name_stem}.{suffix}" for s in systems},
         markers={s.id: s.boot_marker for s in systems},
@@ -392,36 +378,16 @@ def build_ova_info(
         disks = {s.id: build_boot_disk(None, s.boot_marker, s.cmdline_extra, size_mib=s.disk_mib) for s in systems}
         with _locked():
             if not built.path.exists():
-                _build_ova(
-                    built,
-                    collection_id,
-                    list(systems),
-                    list(properties),
-                    network,
-                    disk_format,
-                    tamper,
-                    list(startup),
-                    disks,
-                )
-    return BuiltOva(_deliver(built.path, path), built.descriptor_name, built.disk_files, built.markers)
+                _build_ova(built, recipe, disks)
+    return replace(built, path=_deliver(built.path, path))
 
 
-def _build_ova(
-    built: BuiltOva,
-    collection_id: str,
-    systems: list[ApplianceSystem],
-    properties: list[Property],
-    network: str,
-    disk_format: DiskFormatName,
-    tamper: bool,
-    startup: list[StartupItem],
-    boot_disks: dict[str, Path],
-) -> None:
-    ovf_format, qemu_format, _ = _PACKAGE_FORMATS[disk_format]
+def _build_ova(built: BuiltOva, recipe: _OvaRecipe, boot_disks: dict[str, Path]) -> None:
+    ovf_format, qemu_format, _ = _PACKAGE_FORMATS[recipe.disk_format]
     with _workdir() as work:
         files: dict[str, Path] = {}
         exports: list[ExportSystem] = []
-        for system in systems:
+        for system in recipe.systems:
             disk_file = built.disk_files[system.id]
             target = work / disk_file
             source = boot_disks[system.id]
@@ -430,7 +396,7 @@ def _build_ova(
             elif qemu_format == "qcow2":
                 to_qcow2(source, "raw", target)
             else:
-                subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True, timeout=300)
+                _sparse_copy(source, target)
             files[disk_file] = target
             hardware = HardwareSummary(
                 cpus=system.cpus,
@@ -446,7 +412,7 @@ def _build_ova(
                         controller_model=_CONTROLLER_MODELS.get(system.disk_bus),
                     ),
                 ),
-                nics=(NetworkAdapter(network, system.nic_model),) if system.nic_model else (),
+                nics=(NetworkAdapter(recipe.network, system.nic_model),) if system.nic_model else (),
             )
             exports.append(
                 ExportSystem(
@@ -467,7 +433,7 @@ def _build_ova(
             product="vdc tiny appliance",
             vendor="vdc-operator tests",
             version="1.0",
-            properties=tuple(properties),
+            properties=recipe.properties,
         )
         sizes = {name: p.stat().st_size for name, p in files.items()}
         if len(exports) == 1:
@@ -475,17 +441,17 @@ def _build_ova(
         else:
             descriptor = build_collection_descriptor(
                 ExportCollection(
-                    id=collection_id,
+                    id=recipe.collection_id,
                     systems=tuple(exports),
-                    name=built.descriptor_name.removesuffix(".ovf"),
-                    startup=tuple(startup),
+                    name=recipe.name,
+                    startup=recipe.startup,
                     products=(product,),
                 ),
                 sizes,
             )
         out = work / "package.ova"
         write_ova(out, built.descriptor_name, descriptor, files)
-        if tamper:
+        if recipe.tamper:
             tampered_copy(out, work / "tampered.ova")
             out = work / "tampered.ova"
         os.replace(out, built.path)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
-import os
 import re
 import socket
 import threading
@@ -292,4 +291,4 @@ class FileServer:
 
 def serve(directory: Path | str, *, rate: int | None = None) -> FileServer:
     """A started server (use as a context manager, or call ``stop``)."""
-    return FileServer(Path(os.fspath(directory)), rate=rate).start()
+    return FileServer(Path(directory), rate=rate).start()

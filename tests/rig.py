@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 REPO = Path(__file__).resolve().parent.parent
 HACK = REPO / "hack"
+VDC = REPO / ".venv" / "bin" / "vdc"
 
 
 def run_script(script: str, *args: str, state: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
@@ -114,6 +122,78 @@ def start_libvirt_hosts(state: Path, count: int, prefix: str) -> LibvirtHosts:
 
 def stop_libvirt_hosts(state: Path, prefix: str) -> None:
     run_script("libvirt-hosts.sh", "down", state=state, env={"VDC_HOST_PREFIX": prefix}, timeout=300)
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """``count`` different loopback TCP ports that nothing listens on right now."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:  # all bound at once: the kernel hands out different ports
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class OperatorProcess:
+    """`vdc run` as a real process, in its own session so that stopping it stops all it started."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, *args: str, env: Mapping[str, str], log: Path) -> OperatorProcess:
+        """`vdc run *args` with ``env``; stdout and stderr are appended to ``log``."""
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [str(VDC), "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return cls(proc, log)
+
+    def healthy(self, port: int) -> bool:
+        """Whether ``/healthz`` on loopback ``port`` answers; an operator that exited fails the test."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}; log:\n{tail(self.log)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (the operator cleans up), SIGKILL if it has not exited after ``timeout`` seconds."""
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash would."""
+        self._signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):  # nothing of the session is left
+            os.killpg(self.proc.pid, sig)
+
+
+def scrape(port: int, timeout: float = 10) -> str:
+    """The text of the operator's ``/metrics`` on loopback ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+def sample(text: str, metric: str, /, **labels: str) -> float | None:
+    """The value of the first sample of ``metric`` in exposition ``text`` that has ``labels``."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
 
 
 GITOPS_DATACENTER = REPO / "examples" / "gitops" / "datacenter"

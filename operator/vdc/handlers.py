@@ -322,11 +322,11 @@ def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
     key = rt.appliances.remove(body) if event["type"] == "DELETED" else rt.appliances.upsert(body)
     if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
         rt.appliance_queue.add(key)
-    # VMs made from it may be waiting for it (Ready, or a host with its images).
-    for vm in rt.vms:
-        spec = vm.get("spec") or {}
-        if vm["metadata"].get("namespace") == key[0] and (spec.get("fromAppliance") or {}).get("name") == key[1]:
-            rt.vm_queue.add(key_of(vm))
+    # VMs made from it wait for it to be Ready (or say that it failed); its progress writes do not matter.
+    status: dict[str, Any] = body.get("status") or {}  # type: ignore[assignment]
+    if event["type"] == "DELETED" or status.get("phase") in ("Ready", "Failed"):
+        for vm in rt.appliance_controller.users(*key):
+            rt.vm_queue.add((key[0], vm))
 
 
 @kopf.on.delete(GROUP, VERSION, "appliances")

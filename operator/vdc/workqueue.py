@@ -4,12 +4,12 @@ failures are retried with per-key exponential backoff, and a reconcile may ask t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from vdc.aio import cancel_and_wait
 from vdc.metrics import RECONCILE_ERRORS, RECONCILE_TIME, RECONCILE_TOTAL, WORKQUEUE_ADDS, WORKQUEUE_DEPTH
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,7 @@ class WorkQueue(Generic[K]):
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
     def _retry(self, key: K) -> None:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,73 +30,41 @@ def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 120, inte
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Operator:
     """`vdc run` as a real process against the test control plane."""
 
     cp: rig.ControlPlane
     log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    process: rig.OperatorProcess | None = None
     port: int = 0
     metrics_port: int = 0
     starts: int = 0
 
     def start(self, *args: str) -> None:
         """Start `vdc run` (``args``: extra flags, e.g. ``--stats-interval 2``); metrics on a free port."""
-        self.port, self.metrics_port = _free_port(), _free_port()
-        while self.metrics_port == self.port:
-            self.metrics_port = _free_port()
+        self.port, self.metrics_port = rig.free_ports(2)
         self.starts += 1
-        out = self.log.open("ab")
-        out.write(f"\n===== operator start #{self.starts} =====\n".encode())
-        out.flush()
+        with self.log.open("ab") as out:
+            out.write(f"\n===== operator start #{self.starts} =====\n".encode())
         liveness = ["--liveness", f"http://127.0.0.1:{self.port}/healthz"]
         metrics = ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
-        self.proc = subprocess.Popen(
-            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", *liveness, *metrics, *args],
-            env=self.cp.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-        wait_until("the operator's liveness endpoint", self._alive, timeout=60)
-
-    def _alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}; log:\n{self.tail()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
+        process = self.process = rig.OperatorProcess.start(*liveness, *metrics, *args, env=self.cp.env, log=self.log)
+        wait_until("the operator's liveness endpoint", lambda: process.healthy(self.port), timeout=60)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crash would."""
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-            self.proc = None
+        if self.process is not None:
+            self.process.kill()
+            self.process = None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-            self.proc = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
 
     def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return rig.tail(self.log, lines)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from vdc.ovf.envelope import DiskFormat, StartupItem, VirtualSystem, VirtualSyst
 from vdc.ovf.errors import DigestMismatch
 from vdc.ovf.hardware import NetworkAdapter, summarize
 from vdc.ovf.manifest import compare_digests, require_verified, verify
-from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory
+from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory, package_paths
 
 BOOT_TIMEOUT = 120.0
 
@@ -137,8 +137,7 @@ def test_tamper_flag_builds_an_ova_whose_disk_fails(tmp_path: Path) -> None:
     descriptor = unpack_ova(built.path, tmp_path / "dir")
     package = open_ovf_directory(descriptor)
     assert package.manifest is not None
-    files = {name: descriptor.parent / name for name in package.payload_names()}
-    assert [m.file for m in verify(package.manifest, files)] == [built.disk_files["tiny"]]
+    assert [m.file for m in verify(package.manifest, package_paths(package))] == [built.disk_files["tiny"]]
 
 
 @pytest.mark.parametrize(("disk_format", "expected"), [("raw", DiskFormat("raw")), ("qcow2", DiskFormat("qcow2"))])

@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+import rig
 from conftest import Datacenter, wait_until
+from rig import sample
 
 STATS_INTERVAL = "1"
 
 
 def scrape(dc: Datacenter) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{dc.operator.metrics_port}/metrics", timeout=10) as resp:
-        text: str = resp.read().decode()
-        return text
-
-
-def sample(text: str, metric: str, /, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return None
+    return rig.scrape(dc.operator.metrics_port)
 
 
 @pytest.fixture

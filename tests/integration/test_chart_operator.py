@@ -10,8 +10,6 @@ import base64
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -47,12 +45,6 @@ def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 60) -> T:
             return last
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +84,7 @@ def chart_args(cp: rig.ControlPlane, liveness_port: int, metrics_port: int) -> l
     values = {**VALUES, "liveness": {"port": liveness_port}, "metrics": {"port": metrics_port}}
     [deploy] = helmchart.find(helmchart.render(cp, values, release=RELEASE, namespace=NAMESPACE), "Deployment")
     args: list[str] = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
-    vdc = str(rig.REPO / ".venv" / "bin" / "vdc")
-    known = subprocess.run([vdc, "run", "--help"], capture_output=True, text=True, check=True).stdout
+    known = subprocess.run([str(rig.VDC), "run", "--help"], capture_output=True, text=True, check=True).stdout
     pending = [f for f in PENDING_FLAGS if f not in known]
     return [a.replace("0.0.0.0", "127.0.0.1") for a in args if a.split("=", 1)[0] not in pending]
 
@@ -141,16 +132,11 @@ def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane,
 
     env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"))}
     env.pop("KUBERNETES_SERVICE_HOST", None)  # the kubeconfig, never an in-cluster config
-    liveness = _free_port()
-    args = chart_args(cp, liveness, _free_port())
+    liveness, metrics = rig.free_ports(2)
     log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", *args],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    operator = rig.OperatorProcess.start(*chart_args(cp, liveness, metrics), env=env, log=log)
     try:
-        _run_checks(cp, proc, log, liveness)
+        _run_checks(cp, operator, liveness)
         clean = log.read_text(errors="replace")
         clean_lines = len(clean.splitlines())
         # The grant is by name: a Host pointing at another Secret of the namespace is refused.
@@ -165,13 +151,7 @@ def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane,
         cond = wait_until("Host not-granted Stalled", stalled)
         assert cond["reason"] == "CredentialsInvalid" and "Forbidden" in cond["message"], cond
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        operator.stop()
     denied = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
     lines = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.strip()]
     assert lines and all(isinstance(line, dict) for line in lines)  # --log-format=json from the chart's values
@@ -179,17 +159,9 @@ def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane,
     assert not [line for line in lines[:clean_lines] if denied.search(line.get("message", ""))], clean
 
 
-def _run_checks(cp: rig.ControlPlane, proc: subprocess.Popen[bytes], log: Path, liveness: int) -> None:
-    import urllib.request
-
+def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: int) -> None:
     def alive() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"operator exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
+        return operator.healthy(liveness)
 
     wait_until("the operator's liveness endpoint", alive)
 

@@ -5,10 +5,7 @@ server, the datacenter collector, the stats refresh and metering together."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,9 +14,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import rig
+from rig import sample
 
 T = TypeVar("T")
 NS = "metrics-it"
@@ -36,49 +33,30 @@ def until(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def sample(text: str, metric: str, /, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return None
-
-
 @pytest.fixture
 def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[rig.ControlPlane, int]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    log = (tmp_path / "operator.log").open("wb")
-    cmd = [str(rig.REPO / ".venv" / "bin" / "vdc"), "run", "--metrics-address", "127.0.0.1",
-           "--metrics-port", str(port), "--stats-interval", "0.5"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=controlplane.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """`vdc run` with metrics on a free loopback port, serving once this yields (its port)."""
+    [port] = rig.free_ports()
+    log = tmp_path / "operator.log"
+    args = ["--metrics-address", "127.0.0.1", "--metrics-port", str(port), "--stats-interval", "0.5"]
+    process = rig.OperatorProcess.start(*args, env=controlplane.env, log=log)
     try:
+        until("the operator's /healthz", lambda: process.healthy(port), timeout=60)
         yield controlplane, port
     finally:
         controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
         controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
-        print((tmp_path / "operator.log").read_text(errors="replace")[-4000:])
+        process.stop()
+        print(log.read_text(errors="replace")[-4000:])
 
 
 def test_operator_serves_datacenter_vm_and_metering_metrics(operator: tuple[rig.ControlPlane, int]) -> None:
     cp, port = operator
 
-    def scrape() -> str:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-                return str(resp.read().decode())
-        except OSError:
-            return ""
+    def scrape() -> str:  # the operator is serving: a failed scrape fails the test (never an empty "no series")
+        return rig.scrape(port, timeout=5)
 
-    until("/metrics", scrape, timeout=60)
+    scrape()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert resp.status == 200
     cp.kubectl("create", "namespace", NS, check=False)

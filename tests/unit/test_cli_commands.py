@@ -18,7 +18,7 @@ import pytest
 from vdc.cli.console import ESCAPE, ConsoleSession, has_console, vnc_endpoint, vnc_graphics
 from vdc.cli.context import CliError, api_error, namespace_of_context, require_ready_host, vm_host
 from vdc.cli.main import build_parser, main
-from vdc.cli.transfer import appliance_manifest, appliance_volume_name, export_hardware, pick_pool_host
+from vdc.cli.transfer import _rebase, appliance_manifest, appliance_volume_name, export_hardware, pick_pool_host
 from vdc.libvirt.credentials import effective_uri
 from vdc.libvirt.domain_xml import DiskConfig, DomainConfig, InterfaceConfig, OwnerMetadata
 
@@ -108,6 +108,13 @@ def test_import_of_a_missing_file_fails_before_any_cluster_call(
 def test_export_wants_an_ova_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "web", "-o", "web.tar"]) == 1
     assert "must end in .ova" in capsys.readouterr().err
+
+
+def test_export_into_a_missing_directory_fails_before_any_cluster_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "web", "-o", str(tmp_path / "nope" / "web.ova")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such directory\n"
 
 
 # --- context --------------------------------------------------------------------------------------
@@ -239,11 +246,12 @@ def test_console_copies_input_until_the_escape_key_and_output_to_stdout() -> Non
 
 
 def test_console_ends_when_the_stream_hangs_up() -> None:
-    session, stream, _stdin_w, _out_r, _ = _session([b"bye", b""])
+    session, stream, _stdin_w, out_r, _ = _session([b"bye", b""])
     threading.Timer(
         0.2, session.on_event, (stream, libvirt.VIR_STREAM_EVENT_READABLE, None)
     ).start()  # libvirt's event thread
     assert session.run(timeout=5) == "closed"
+    assert os.read(out_r, 100) == b"bye"
 
 
 def test_console_after_stdin_eof_waits_for_the_guest_to_be_quiet_then_ends() -> None:
@@ -326,3 +334,8 @@ def test_export_hardware_from_the_domain() -> None:
     assert [(n.network, n.model) for n in hw.nics] == [("lan", "virtio"), ("vdc-other", "e1000")]
     with pytest.raises(ValueError):
         export_hardware(config, [("one.vmdk", 1)], {})
+
+
+def test_a_failing_rebase_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match=r"^qemu-img rebase overlay: .+"):
+        _rebase(tmp_path / "overlay", "qcow2", tmp_path / "base", "qcow2")  # no such files

@@ -147,10 +147,11 @@ def _vm(phase: str, ready: str, *, generation: int = 2, observed: int = 2, **sta
     [
         ("stop", _vm("Stopped", "True"), "done"),
         ("stop", _vm("Stopping", "False"), None),
-        ("stop", _vm("Running", "True", generation=3), None),  # the spec change not seen yet
+        ("stop", _vm("Stopped", "True", generation=3), None),  # stopped already, the spec change not seen yet
         ("start", _vm("Running", "True"), "done"),
         ("start", _vm("Starting", "False"), None),
         ("start", _vm("Stopped", "True"), None),
+        ("start", _vm("Running", "True", generation=3), None),  # running already, the spec change not seen yet
         ("restart", _vm("Running", "True", bootTime="2025-03-01T10:00:00Z"), None),  # not restarted yet
         ("restart", _vm("Running", "True", bootTime="2025-03-01T10:00:09Z"), "done"),
         ("restart", _vm("Stopping", "False", bootTime="2025-03-01T10:00:00Z"), None),

@@ -108,3 +108,13 @@ def test_note_status_does_not_mutate_the_body_the_watch_delivered() -> None:
     cache.upsert(delivered)
     cache.note_status(("ns", "vm"), {"phase": "Running"})
     assert delivered["status"] == {"phase": "Starting"}
+
+
+def test_a_field_our_status_write_drops_is_gone_from_the_cache_too() -> None:
+    cache = ObjectCache()
+    old_status = {"phase": "Downloading", "progress": {"bytesDone": 10}}
+    cache.upsert(body("appl", "u1", status=old_status))
+    new_status = {"phase": "Ready"}
+    cache.note_status(("ns", "appl"), merge_patch(old_status, new_status))  # what KubeWriter.patch_status returns
+    got = cache.get(("ns", "appl"))
+    assert got is not None and got["status"] == new_status

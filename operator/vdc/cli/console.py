@@ -21,7 +21,16 @@ from urllib.parse import urlsplit
 import defusedxml.ElementTree as DET
 import libvirt
 
-from vdc.cli.context import CliError, Kube, add_common_options, libvirt_error, vm_domain, vm_host
+from vdc.cli.context import (
+    CliError,
+    Kube,
+    add_common_options,
+    libvirt_error,
+    port,
+    positive_seconds,
+    vm_domain,
+    vm_host,
+)
 
 ESCAPE = b"\x1d"  # Ctrl-], as virsh
 IDLE_AFTER_EOF = 1.0
@@ -147,7 +156,7 @@ class ConsoleSession:
             if not stdin_open and now - self.last_output >= IDLE_AFTER_EOF:
                 return "eof"
             if not stdin_open:
-                time.sleep(0.05)
+                self.closed.wait(0.05)
                 continue
             ready, _, _ = select.select([self.in_fd], [], [], 0.1)
             if not ready:
@@ -168,9 +177,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     kube = Kube.from_args(args)
     vm = kube.vm(args.vm)
     label = f"{kube.namespace}/{args.vm}"
+    host = vm_host(vm)
     _start_event_loop()
     with vm_domain(kube, vm) as (conn, dom):
-        host = vm_host(vm)
         try:
             if not has_console(dom.XMLDesc(0)):
                 raise CliError(f"vm {label} has no serial console (spec.console.serial is false)")
@@ -207,9 +216,7 @@ def cmd_console(args: argparse.Namespace) -> int:
             raise CliError(f"vm {label}: console stream failed: {session.error}")
         if outcome == "closed":
             print(f"console of {label} closed by the host (the guest stopped?)", file=sys.stderr)
-        elif outcome == "timeout" and not interactive:
-            pass  # a deadline asked for by the caller is not an error
-    return 0
+    return 0  # a --timeout asked for by the caller is not an error
 
 
 # --- vnc -----------------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ def cmd_vnc(args: argparse.Namespace) -> int:
     label = f"{kube.namespace}/{args.vm}"
     host_name = vm_host(vm)
     host = kube.host(host_name)
-    with vm_domain(kube, vm) as (_conn, dom):
+    with vm_domain(kube, vm, host) as (_conn, dom):
         try:
             graphics = vnc_graphics(dom.XMLDesc(0))
             active = bool(dom.isActive())
@@ -278,20 +285,6 @@ def cmd_vnc(args: argparse.Namespace) -> int:
                     return 0
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535; 0 picks a free one)")
-    return port
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "console",
@@ -304,7 +297,7 @@ def register(sub: Any) -> None:
     p.add_argument("vm", help="VirtualMachine name")
     add_common_options(p)
     p.add_argument("--force", action="store_true", help="take the console over from another session")
-    p.add_argument("--timeout", type=_seconds, default=None, help="disconnect after this many seconds")
+    p.add_argument("--timeout", type=positive_seconds, default=None, help="disconnect after this many seconds")
     p.set_defaults(func=cmd_console)
 
     p = sub.add_parser(
@@ -316,7 +309,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("vm", help="VirtualMachine name")
     add_common_options(p)
-    p.add_argument("--forward", type=_port, default=None, metavar="LOCALPORT", help="forward this local port (0: any)")
+    p.add_argument("--forward", type=port, default=None, metavar="LOCALPORT", help="forward this local port (0: any)")
     p.add_argument("--address", default="127.0.0.1", help="local address to listen on (default: %(default)s)")
     p.add_argument("--once", action="store_true", help="with --forward: stop after the first connection ends")
     p.set_defaults(func=cmd_vnc)

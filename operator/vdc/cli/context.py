@@ -21,6 +21,7 @@ from vdc.api.host import Host
 from vdc.api.meta import GROUP, VERSION
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
+from vdc.cli.format import condition
 from vdc.libvirt.credentials import CredentialsError, effective_uri
 from vdc.libvirt.errors import translate
 
@@ -43,6 +44,28 @@ def add_common_options(parser: argparse.ArgumentParser, *, namespaced: bool = Tr
         )
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubeconfig context (default: the current context)")
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 def namespace_of_context(
@@ -107,16 +130,11 @@ class Kube:
             raise api_error(exc, what) from exc
         return _object(body)
 
-    def list(self, plural: str, *, namespaced: bool, what: str, all_namespaces: bool = False) -> list[dict[str, Any]]:
+    def hosts(self) -> list[dict[str, Any]]:
         try:
-            if all_namespaces:
-                body = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
-            elif namespaced:
-                body = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
-            else:
-                body = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+            body = self.custom.list_cluster_custom_object(GROUP, VERSION, Host.KIND.plural)
         except kubernetes.client.ApiException as exc:
-            raise api_error(exc, what) from exc
+            raise api_error(exc, "hosts") from exc
         return list(_object(body).get("items") or [])
 
     def vm(self, name: str) -> dict[str, Any]:
@@ -156,11 +174,11 @@ class Kube:
 
     def appliance_exists(self, name: str) -> bool:
         try:
-            self.get(Appliance.KIND.plural, name, namespaced=True, what=f"appliance {self.namespace}/{name}")
-        except CliError as exc:
-            if str(exc).endswith("not found"):
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, Appliance.KIND.plural, name)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
                 return False
-            raise
+            raise api_error(exc, f"appliance {self.namespace}/{name}") from exc
         return True
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -175,10 +193,6 @@ def _object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise CliError(f"unexpected answer from the API server: {type(body).__name__}")
     return body
-
-
-def condition(body: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
 
 
 def require_ready_host(host: Mapping[str, Any]) -> None:
@@ -231,15 +245,18 @@ def host_connection(kube: Kube, host: Mapping[str, Any]) -> Iterator[libvirt.vir
 
 
 @contextlib.contextmanager
-def vm_domain(kube: Kube, vm: Mapping[str, Any]) -> Iterator[tuple[libvirt.virConnect, libvirt.virDomain]]:
-    """The VM's host connection and its libvirt domain (the domain UUID is the object's uid)."""
-    host = vm_host(vm)
+def vm_domain(
+    kube: Kube, vm: Mapping[str, Any], host: Mapping[str, Any] | None = None
+) -> Iterator[tuple[libvirt.virConnect, libvirt.virDomain]]:
+    """The VM's host connection and its libvirt domain (the domain UUID is the object's uid). ``host``:
+    the VM's Host object when the caller has read it already (else it is read here)."""
+    name = vm_host(vm)
     meta = vm["metadata"]
-    with host_connection(kube, kube.host(host)) as conn:
+    with host_connection(kube, host if host is not None else kube.host(name)) as conn:
         try:
             dom = conn.lookupByUUIDString(str(meta["uid"]))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise CliError(f"vm {meta['namespace']}/{meta['name']} has no domain on host {host} (yet)") from exc
-            raise libvirt_error(host, exc) from exc
+                raise CliError(f"vm {meta['namespace']}/{meta['name']} has no domain on host {name} (yet)") from exc
+            raise libvirt_error(name, exc) from exc
         yield conn, dom

@@ -28,16 +28,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
-    return value
-
-
 def _cmd_crds(args: argparse.Namespace) -> int:
     from vdc.cli import crds
 
@@ -73,14 +63,10 @@ def _cmd_host_hook(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
-    return port
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from vdc.cli import console, transfer, vmcommands
+    from vdc.cli.context import port, positive_seconds
+
     parser = argparse.ArgumentParser(
         prog="vdc",
         description="vdc-operator: a virtual datacenter on Kubernetes. Also a kubectl plugin: `kubectl vdc …`.",
@@ -102,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port,
         default=8080,
         help="serve /metrics and /healthz on this port; 0 disables both and the VM stats refresh "
         "(default: %(default)s)",
@@ -110,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on (default: %(default)s)")
     run.add_argument(
         "--stats-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=15.0,
         help="seconds between VM stats refreshes (one getAllDomainStats per host; default: %(default)s)",
     )
@@ -129,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--resync-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=120.0,
         help="seconds between the slow, jittered safety-net resyncs of every object (default: %(default)s)",
     )
@@ -162,8 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--dir", default=str(HOOK_DIR), help="hook directory (default: %(default)s)")
     hook.set_defaults(func=_cmd_host_hook)
 
-    from vdc.cli import console, transfer, vmcommands
-
     vmcommands.register(sub)
     console.register(sub)
     transfer.register(sub)
@@ -172,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import kubernetes
+    import urllib3
+
     from vdc.cli.context import CliError, api_error
 
     try:
@@ -179,19 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except kubernetes.client.ApiException as exc:
+        print(f"error: {api_error(exc, 'the API server')}", file=sys.stderr)
+        return 1
+    except urllib3.exceptions.HTTPError as exc:
+        print(f"error: cannot reach the API server: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        import kubernetes
-        import urllib3
-
-        if isinstance(exc, kubernetes.client.ApiException):
-            print(f"error: {api_error(exc, 'the API server')}", file=sys.stderr)
-        elif isinstance(exc, urllib3.exceptions.HTTPError):
-            print(f"error: cannot reach the API server: {exc}", file=sys.stderr)
-        else:
-            raise
-        return 1
     return result
 
 

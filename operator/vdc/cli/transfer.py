@@ -16,11 +16,11 @@ from typing import Any, BinaryIO, TextIO, cast
 import libvirt
 
 from vdc.api.meta import GROUP, VERSION
-from vdc.cli.context import CliError, Kube, add_common_options, condition, host_connection, libvirt_error, vm_domain
-from vdc.cli.format import progress_line
+from vdc.cli.context import CliError, Kube, add_common_options, host_connection, libvirt_error, vm_domain, vm_host
+from vdc.cli.format import condition, progress_line
 from vdc.controllers.storagepool import libvirt_pool_name
 from vdc.libvirt import storage
-from vdc.libvirt.domain_xml import DomainConfig, DomainXmlError
+from vdc.libvirt.domain_xml import DiskConfig, DomainConfig, DomainXmlError
 from vdc.libvirt.errors import LibvirtFailure
 from vdc.ovf.convert import image_info, to_stream_optimized_vmdk
 from vdc.ovf.envelope import DiskFormat
@@ -112,16 +112,17 @@ def cmd_import_ova(args: argparse.Namespace) -> int:
     if kube.appliance_exists(args.name):
         raise CliError(f"appliance {kube.namespace}/{args.name} already exists")
     pool = kube.pool(args.pool)
-    hosts = {h["metadata"]["name"]: h for h in kube.list("hosts", namespaced=False, what="hosts")}
+    hosts = {h["metadata"]["name"]: h for h in kube.hosts()}
     host = pick_pool_host(pool, hosts)
     volume = appliance_volume_name(kube.namespace, args.name)
     size = path.stat().st_size
     progress = Progress(f"upload {path.name} to {args.pool}/{volume} on {host}", size)
     with host_connection(kube, hosts[host]) as conn, path.open("rb") as f:
-        source = _Hashing(f)
+        source = _Hashing(f)  # hashed as it is uploaded: one read of the file, and the digest is of what was sent
         try:
-            reader = cast(BinaryIO, source)
-            storage.upload_stream(conn, libvirt_pool_name(args.pool), volume, reader, size, "raw", progress)
+            storage.upload_stream(
+                conn, libvirt_pool_name(args.pool), volume, cast(BinaryIO, source), size, "raw", progress
+            )
         except LibvirtFailure as exc:
             raise CliError(f"host {host}: uploading to pool {args.pool}: {exc}") from exc
         progress.end()
@@ -137,12 +138,17 @@ def cmd_import_ova(args: argparse.Namespace) -> int:
 _BUSES: dict[str, Bus] = {"virtio": "virtio", "sata": "sata", "scsi": "scsi", "ide": "ide"}
 
 
+def exported_disks(config: DomainConfig) -> list[DiskConfig]:
+    """The disks an export carries: file-backed disks (not CD-ROMs such as cloud-init seeds)."""
+    return [d for d in config.disks if d.device == "disk" and d.source_file]
+
+
 def export_hardware(
     config: DomainConfig, disks: Sequence[tuple[str, int]], switches: Mapping[str, str]
 ) -> HardwareSummary:
     """The OVF hardware of a domain: ``disks`` are (package file, virtual size) per exported disk in
     domain order; ``switches`` maps a NIC's MAC to its switch (else the libvirt network's name)."""
-    exported = [d for d in config.disks if d.device == "disk" and d.source_file]
+    exported = exported_disks(config)
     if len(exported) != len(disks):
         raise ValueError("one (file, size) per exported disk is needed")
     return HardwareSummary(
@@ -157,24 +163,29 @@ def export_hardware(
     )
 
 
+def _rebase(image: Path, fmt: str, base: Path, base_fmt: str) -> None:
+    """Point the local qcow2 copy ``image`` at the local copy of its backing file (header only: ``-u``)."""
+    command = ["qemu-img", "rebase", "-u", "-f", fmt, "-b", str(base), "-F", base_fmt, str(image)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except subprocess.CalledProcessError as exc:
+        raise CliError(f"qemu-img rebase {image.name}: {exc.stderr.strip() or exc}") from exc
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CliError(f"qemu-img rebase {image.name}: {exc}") from exc
+
+
 def _download_chain(conn: libvirt.virConnect, path: str, workdir: Path, label: str, index: int) -> tuple[Path, str]:
     """Download the volume at ``path`` and, for a qcow2 overlay, its backing chain (rebased onto the local
     copies, so qemu-img can flatten it). Returns the local file and its format."""
     local = workdir / f"{label}-{index}"
-    progress = Progress(f"download {Path(path).name}", None)
+    progress = Progress(f"download {Path(path).name}", None)  # bytes only: a sparse volume streams more than it holds
     with local.open("wb") as sink:
         observed = storage.download_volume(conn, path, sink, progress)
-    progress.total = observed.allocation_bytes or None
     progress.end()
     fmt = observed.format or "raw"
     if observed.backing_path:
         base, base_fmt = _download_chain(conn, observed.backing_path, workdir, label, index + 1)
-        subprocess.run(
-            ["qemu-img", "rebase", "-u", "-f", fmt, "-b", str(base), "-F", base_fmt, str(local)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        _rebase(local, fmt, base, base_fmt)
     return local, fmt
 
 
@@ -182,6 +193,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".ova":
         raise CliError(f"{out}: the output file must end in .ova")
+    if not out.parent.is_dir():
+        raise CliError(f"{out.parent}: no such directory")
     kube = Kube.from_args(args)
     vm = kube.vm(args.vm)
     label = f"{kube.namespace}/{args.vm}"
@@ -190,7 +203,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             active = bool(dom.isActive())
             xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         except libvirt.libvirtError as exc:
-            raise libvirt_error(str((vm.get("status") or {}).get("host")), exc) from exc
+            raise libvirt_error(vm_host(vm), exc) from exc
         if active and not args.allow_running:
             raise CliError(
                 f"vm {label} is running: stop it first (`vdc stop {args.vm} --wait`), or pass --allow-running "
@@ -205,8 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         workdir = Path(tmp)
         files: dict[str, Path] = {}
         sizes: list[tuple[str, int]] = []
-        exported = [d for d in config.disks if d.device == "disk" and d.source_file]
-        for number, disk in enumerate(exported, start=1):
+        for number, disk in enumerate(exported_disks(config), start=1):
             assert disk.source_file is not None
             try:
                 local, fmt = _download_chain(conn, disk.source_file, workdir, f"disk{number}", 0)
@@ -228,13 +240,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             if n.get("switch")
         }
         hardware = export_hardware(config, sizes, switches)
+        file_sizes = {name: path.stat().st_size for name, path in files.items()}
         descriptor = build_descriptor(
             ExportSystem(id=args.vm, name=args.vm, hardware=hardware, annotation=f"exported from {label} by vdc"),
-            {name: path.stat().st_size for name, path in files.items()},
+            file_sizes,
         )
-        total = sum(path.stat().st_size for path in files.values())
-        progress = Progress(f"write {out.name}", total)
-        write_ova(out, f"{args.vm}.ovf", descriptor, files, progress=progress)
+        progress = Progress(f"write {out.name}", sum(file_sizes.values()))
+        try:
+            write_ova(out, f"{args.vm}.ovf", descriptor, files, progress=progress)
+        except OSError as exc:
+            raise CliError(f"{out}: {exc.strerror or exc}") from exc
         progress.end()
     print(f"{out}: {len(files)} disk(s), {config.vcpus} vCPU(s), {config.memory_kib // 1024} MiB")
     return 0

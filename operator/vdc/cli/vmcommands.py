@@ -7,8 +7,7 @@ import sys
 import time
 from typing import Any
 
-from vdc.api.host import Host
-from vdc.cli.context import FIELD_MANAGER, CliError, Kube, add_common_options
+from vdc.cli.context import FIELD_MANAGER, CliError, Kube, add_common_options, positive_seconds
 from vdc.cli.format import format_addresses, format_hosts, rfc3339_now, vm_state_line, wait_outcome
 from vdc.controllers.vm_plan import RESTART_ANNOTATION
 
@@ -78,15 +77,8 @@ def cmd_addresses(args: argparse.Namespace) -> int:
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     kube = Kube.from_args(args)
-    sys.stdout.write(format_hosts(kube.list(Host.KIND.plural, namespaced=False, what="hosts"), args.output))
+    sys.stdout.write(format_hosts(kube.hosts(), args.output))
     return 0
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -100,7 +92,10 @@ def register(sub: Any) -> None:
         add_common_options(p)
         p.add_argument("--wait", action="store_true", help="wait until it took effect, showing progress on stderr")
         p.add_argument(
-            "--timeout", type=_seconds, default=300.0, help="seconds --wait waits at most (default: %(default)s)"
+            "--timeout",
+            type=positive_seconds,
+            default=300.0,
+            help="seconds --wait waits at most (default: %(default)s)",
         )
         p.set_defaults(func=cmd_power)
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import logging
 import shutil
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from vdc.libvirt.errors import LibvirtFailure, NotFound
 from vdc.ovf import convert
 from vdc.ovf.envelope import parse_envelope
 from vdc.ovf.errors import OvfError, UnsafeArchive
-from vdc.ovf.manifest import compare_digests, require_verified, verify
+from vdc.ovf.manifest import compare_digests, file_digest, require_verified, verify
 from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory, package_paths, safe_member_name
 
 log = logging.getLogger(__name__)
@@ -164,8 +163,7 @@ class ApplianceController:
 
         done: set[str] = set(status.hosts) & hosts
         missing = sorted(hosts - done - self._unsupported.get(uid, set()))
-        total = sum(p.stat().st_size for p in images.values()) * len(missing)
-        sent = 0
+        count = report.counter(sum(p.stat().st_size for p in images.values()) * len(missing))
         failures: dict[str, str] = {}
         for host in missing:
             conn = self.connections.get(host)
@@ -182,10 +180,9 @@ class ApplianceController:
                             pool=libvirt_pool_name(appliance.spec.storage_pool),
                             name=volume,
                             path=path,
-                            progress=functools.partial(_offset_progress, report.progress_sync, sent, total),
+                            progress=count,
                         )
                     )
-                    sent += path.stat().st_size
             except LibvirtFailure as exc:
                 if exc.code == libvirt.VIR_ERR_NO_SUPPORT:  # e.g. the test driver: never
                     self._unsupported.setdefault(uid, set()).add(host)
@@ -206,7 +203,7 @@ class ApplianceController:
         await report.phase("Verifying", "checking the package against its manifest")
         extracted_dir = work / "extracted"
         package, files, checksums = await asyncio.to_thread(
-            _verify, fetched, extracted_dir, max_bytes, appliance.spec.source.sha256, report.progress_sync
+            _verify, fetched, extracted_dir, max_bytes, appliance.spec.source.sha256, report
         )
         volumes = {
             disk.disk_id: base_volume_name(namespace, name, uid, disk.disk_id) for disk in package.envelope.disks
@@ -220,7 +217,7 @@ class ApplianceController:
             source = files.get(image.file)
             if source is None:
                 raise ImportFailed("MissingFile", f"disk {image.disk_id}: file {image.file} is not in the package")
-            target = work / "images" / f"{safe_name(image.disk_id)}.qcow2"
+            target = work / "images" / volumes[image.disk_id]
             await asyncio.to_thread(_convert, source, image.format, target, max_bytes)
             images[volumes[image.disk_id]] = target
         (work / "images").mkdir(parents=True, exist_ok=True)
@@ -249,7 +246,7 @@ class ApplianceController:
                 raise ImportWaiting(f"host {hp.host} is unreachable")
             try:
                 await conn.call(functools.partial(storage.download_host_file, path=hp.path, dest=target,
-                                                  progress=lambda n: report.progress_sync(n, None)))  # fmt: skip
+                                                  progress=report.counter(None)))  # fmt: skip
             except NotFound as exc:
                 raise ImportFailed("SourceNotFound", f"host {hp.host}: {exc}") from None
             return target
@@ -260,9 +257,11 @@ class ApplianceController:
             if conn is None or not conn.connected:
                 continue
             try:
-                await conn.call(functools.partial(storage.download_pool_volume, pool=libvirt_pool_name(vol.pool),
-                                                  name=vol.name, dest=target,
-                                                  progress=lambda n: report.progress_sync(n, None)))  # fmt: skip
+                download = functools.partial(
+                    storage.download_pool_volume, pool=libvirt_pool_name(vol.pool), name=vol.name, dest=target,
+                    progress=report.counter(None),
+                )  # fmt: skip
+                await conn.call(download)
             except NotFound:
                 continue
             return target
@@ -339,14 +338,6 @@ def _converted(work: Path) -> dict[str, Path] | None:
     return images if all(p.is_file() for p in images.values()) else None
 
 
-def _offset_progress(progress: Callable[[int, int | None], None], offset: int, total: int, done: int) -> None:
-    progress(offset + done, total)
-
-
-def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:64] or "disk"
-
-
 # --- blocking steps (run in threads) -------------------------------------------------------------
 
 
@@ -357,21 +348,13 @@ def _fetch_file(url: str, target: Path, max_bytes: int, progress: Callable[[int,
         raise ImportFailed("DownloadFailed", str(exc)) from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(
-    path: Path, extracted: Path, max_bytes: int, sha256: str | None, progress: Callable[[int, int | None], None]
+    path: Path, extracted: Path, max_bytes: int, sha256: str | None, report: _Reporter
 ) -> tuple[OvfPackage, dict[str, Path], list[FileChecksum]]:
     """Open and check the package; its payload files on disk, and the manifest entries verified."""
     try:
         if sha256 is not None and path.suffix == ".ova":
-            actual = _sha256(path)
+            actual = file_digest(path, "SHA256")
             if actual != sha256:
                 raise ImportFailed(
                     "DigestMismatch", f"{path.name}: SHA-256 is {actual}, spec.source.sha256 says {sha256}"
@@ -381,8 +364,7 @@ def _verify(
             shutil.rmtree(extracted, ignore_errors=True)
             extracted.mkdir(parents=True)
             total = sum(f.size for f in package.files)
-            result = extract_ova(package, extracted, max_member_bytes=max_bytes,
-                                 progress=lambda n: progress(n, total))  # fmt: skip
+            result = extract_ova(package, extracted, max_member_bytes=max_bytes, progress=report.counter(total))
             files = {name: f.path for name, f in result.items()}
             if package.manifest is not None:
                 require_verified(compare_digests(package.manifest, {n: f.digests for n, f in result.items()}))
@@ -422,7 +404,6 @@ class _Reporter:
         self.key = key
         self.loop = asyncio.get_running_loop()
         self._last_progress = 0.0
-        self._pending: Awaitable[None] | None = None
 
     def _status(self) -> tuple[dict[str, Any], ApplianceStatus] | None:
         body = self.controller.appliances.get(self.key)
@@ -430,30 +411,62 @@ class _Reporter:
             return None
         return body, ApplianceStatus.model_validate(body.get("status") or {})
 
-    async def _write(self, change: Callable[[ApplianceStatus, int | None], ApplianceStatus]) -> None:
+    async def _write(self, change: Callable[[ApplianceStatus, int | None], ApplianceStatus]) -> bool:
+        """Apply ``change`` to the cached status and write it if it differs; True when written."""
         found = self._status()
         if found is None:
-            return
+            return False
         body, status = found
         generation = body["metadata"].get("generation")
         new = change(status, generation)
         new.observed_generation = generation
         wire = new.to_wire()
-        if wire != (body.get("status") or {}) and await self.controller.writer.patch_status(Appliance.KIND, body, wire):
-            self.controller.appliances.note_status(self.key, wire)
+        if wire != (body.get("status") or {}) and (
+            sent := await self.controller.writer.patch_status(Appliance.KIND, body, wire)
+        ):
+            self.controller.appliances.note_status(self.key, sent)
+            return True
+        return False
 
-    async def phase(self, phase: str, message: str) -> None:
+    async def _summary(
+        self, phase: str | None, reason: str, message: str, *, ready: bool = False, stalled: bool = False,
+        hosts: list[str] | None = None,
+    ) -> bool:  # fmt: skip
+        """Phase, message and the Ready/Reconciling/Stalled conditions (kstatus) in one write; True when
+        written. ``phase`` None keeps the phase unless there is none yet (Pending)."""
+
         def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
-            s.phase = phase  # type: ignore[assignment]
+            s.phase = phase or s.phase or "Pending"  # type: ignore[assignment]
             s.message = message
-            s.progress = ApplianceProgress()
-            s.conditions = set_condition(s.conditions, READY, "False", phase, message, observed_generation=g)
-            s.conditions = set_condition(s.conditions, RECONCILING, "True", phase, message, observed_generation=g)
-            s.conditions = set_condition(s.conditions, STALLED, "False", phase, observed_generation=g)
+            if phase is not None:
+                s.progress = ApplianceProgress() if phase not in ("Ready", "Failed") else None
+            if hosts is not None:
+                s.hosts = hosts
+            busy = not ready and not stalled
+            conds = set_condition(s.conditions, READY, "True" if ready else "False", reason, message,
+                                  observed_generation=g)  # fmt: skip
+            conds = set_condition(conds, RECONCILING, "True" if busy else "False", reason,
+                                  message if busy else "", observed_generation=g)  # fmt: skip
+            s.conditions = set_condition(conds, STALLED, "True" if stalled else "False", reason,
+                                         message if stalled else "", observed_generation=g)  # fmt: skip
             return s
 
+        return await self._write(change)
+
+    def counter(self, total: int | None) -> Callable[[int], None]:
+        """A progress callback for a worker thread that adds up chunk lengths (see :meth:`progress_sync`)."""
+        done = 0
+
+        def count(n: int) -> None:
+            nonlocal done
+            done += n
+            self.progress_sync(done, total)
+
+        return count
+
+    async def phase(self, phase: str, message: str) -> None:
         self._last_progress = time.monotonic()
-        await self._write(change)
+        await self._summary(phase, phase, message)
 
     def progress_sync(self, done: int, total: int | None) -> None:
         """From a worker thread: progress, written now and then."""
@@ -488,39 +501,21 @@ class _Reporter:
         await self._write(change)
 
     async def ready(self, hosts: list[str], problems: str = "") -> None:
-        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
-            message = f"base images on {len(hosts)} host(s)" + (f"; not on {problems}" if problems else "")
-            s.phase, s.message, s.hosts, s.progress = "Ready", message, hosts, None
-            s.conditions = set_condition(s.conditions, READY, "True", "Ready", message, observed_generation=g)
-            s.conditions = set_condition(s.conditions, RECONCILING, "False", "Ready", observed_generation=g)
-            s.conditions = set_condition(s.conditions, STALLED, "False", "Ready", observed_generation=g)
-            return s
-
-        await self._write(change)
-        body = self.controller.appliances.get(self.key)
-        if body is not None:
-            await self.controller.writer.event(Appliance.KIND, body, "Imported", f"base images on {', '.join(hosts)}")
+        was_ready = (self._status() or ({}, ApplianceStatus()))[1].phase == "Ready"
+        message = f"base images on {len(hosts)} host(s)" + (f"; not on {problems}" if problems else "")
+        if await self._summary("Ready", "Ready", message, ready=True, hosts=hosts) and not was_ready:
+            await self._event("Imported", f"base images on {', '.join(hosts)}")
 
     async def waiting(self, message: str) -> None:
-        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
-            s.message = message
-            s.phase = s.phase if s.phase not in (None, "Ready", "Failed") else "Pending"
-            s.conditions = set_condition(s.conditions, READY, "False", "Waiting", message, observed_generation=g)
-            s.conditions = set_condition(s.conditions, RECONCILING, "True", "Waiting", message, observed_generation=g)
-            s.conditions = set_condition(s.conditions, STALLED, "False", "Waiting", observed_generation=g)
-            return s
-
-        await self._write(change)
+        found = self._status()
+        phase = found[1].phase if found else None
+        await self._summary(None if phase not in ("Ready", "Failed") else "Pending", "Waiting", message)
 
     async def failed(self, reason: str, message: str) -> None:
-        def change(s: ApplianceStatus, g: int | None) -> ApplianceStatus:
-            s.phase, s.message, s.progress = "Failed", message, None
-            s.conditions = set_condition(s.conditions, READY, "False", reason, message, observed_generation=g)
-            s.conditions = set_condition(s.conditions, RECONCILING, "False", reason, observed_generation=g)
-            s.conditions = set_condition(s.conditions, STALLED, "True", reason, message, observed_generation=g)
-            return s
+        if await self._summary("Failed", reason, message, stalled=True):
+            await self._event(reason, message, warning=True)
 
-        await self._write(change)
+    async def _event(self, reason: str, message: str, *, warning: bool = False) -> None:
         body = self.controller.appliances.get(self.key)
         if body is not None:
-            await self.controller.writer.event(Appliance.KIND, body, reason, message, warning=True)
+            await self.controller.writer.event(Appliance.KIND, body, reason, message, warning=warning)

@@ -164,8 +164,10 @@ class HostController:
                                  HostObservation(connected=False, error=message), host.status)  # fmt: skip
             conds = set_condition(status.conditions, STALLED, "True", "CredentialsInvalid", message)
             wire = status.model_copy(update={"conditions": conds}).to_wire()
-            if _worth_writing(body.get("status") or {}, wire) and await self.writer.patch_status(Host.KIND, body, wire):
-                self.hosts.note_status(key, wire)
+            if _worth_writing(body.get("status") or {}, wire) and (
+                sent := await self.writer.patch_status(Host.KIND, body, wire)
+            ):
+                self.hosts.note_status(key, sent)
                 await self.writer.event(Host.KIND, body, "CredentialsInvalid", message, warning=True)
             return RESYNC_SECONDS
         conn = await self.connections.ensure(name, uri)
@@ -196,8 +198,8 @@ class HostController:
         status = host_status(host.spec, body["metadata"].get("generation"), observation, host.status)
         wire = status.to_wire()
         old_wire = body.get("status") or {}
-        if _worth_writing(old_wire, wire) and await self.writer.patch_status(Host.KIND, body, wire):
-            self.hosts.note_status(key, wire)
+        if _worth_writing(old_wire, wire) and (sent := await self.writer.patch_status(Host.KIND, body, wire)):
+            self.hosts.note_status(key, sent)
             if old_wire.get("phase") != wire.get("phase"):
                 ready = next(c for c in wire["conditions"] if c["type"] == READY)
                 await self.writer.event(

@@ -193,8 +193,10 @@ class PoolController:
                 results.append(PoolOnHost(host, "failed", message=str(exc)))
         status = pool_status(pool, results, body["metadata"].get("generation"), pool.status)
         wire = status.to_wire()
-        if wire != (body.get("status") or {}) and await self.writer.patch_status(StoragePool.KIND, body, wire):
-            self.pools.note_status(key, wire)
+        if wire != (body.get("status") or {}) and (
+            sent := await self.writer.patch_status(StoragePool.KIND, body, wire)
+        ):
+            self.pools.note_status(key, sent)
             if any(r.state == "failed" for r in results):
                 await self.writer.event(
                     StoragePool.KIND,

@@ -334,8 +334,10 @@ class SwitchController:
 
     async def _write(self, key: Key, body: dict[str, Any], status: VirtualSwitchStatus) -> None:
         wire = status.to_wire()
-        if wire != (body.get("status") or {}) and await self.writer.patch_status(VirtualSwitch.KIND, body, wire):
-            self.switches.note_status(key, wire)
+        if wire != (body.get("status") or {}) and (
+            sent := await self.writer.patch_status(VirtualSwitch.KIND, body, wire)
+        ):
+            self.switches.note_status(key, sent)
 
     async def delete(self, body: dict[str, Any]) -> str:
         name = body["metadata"]["name"]

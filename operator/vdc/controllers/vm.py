@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import logging
 import time
+from datetime import datetime
 from typing import Any, Literal
 
 import kubernetes
@@ -361,7 +362,7 @@ class VmController:
             if facts is None:
                 facts = await conn.call(read_host_facts)
             seed = await self._seed(vm) if any(p.kind == "cloudInit" for p in plans) else None
-            ovf_env = self._ovf_env(vm, appliances) if any(p.kind == "ovfEnv" for p in plans) else None
+            ovf_env = functools.partial(self._ovf_env, vm, appliances)
             volumes = await conn.call(lambda c: ensure_volumes(c, plans, seed, ovf_env))
             nics, waiting_for = self._nics(vm)
             if waiting_for is not None:
@@ -568,8 +569,8 @@ class VmController:
         )
         wire = status.to_wire()
         old_wire = body.get("status") or {}
-        if wire != old_wire and await self.writer.patch_status(VirtualMachine.KIND, body, wire):
-            self.vms.note_status((meta["namespace"], meta["name"]), wire)
+        if wire != old_wire and (sent := await self.writer.patch_status(VirtualMachine.KIND, body, wire)):
+            self.vms.note_status((meta["namespace"], meta["name"]), sent)
             if stalled is not None and old.phase != phase:
                 await self.writer.event(VirtualMachine.KIND, body, stalled[0], stalled[1], warning=True)
             if (
@@ -646,8 +647,6 @@ def _held_back(plan: VmPlan, start_wait: str | None) -> VmPlan:
 
 
 def _parse_time(rfc3339: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import libvirt
@@ -15,9 +15,11 @@ from vdc.libvirt.storage_xml import BackingStoreConfig, VolumeConfig
 
 
 def ensure_volumes(
-    conn: libvirt.virConnect, plans: Sequence[VolumePlan], seed: bytes | None, ovf_env: bytes | None = None
-) -> dict[str, VolumeObservation]:
-    """Every planned volume exists (created when missing); disk name -> volume. Growth is separate."""
+    conn: libvirt.virConnect, plans: Sequence[VolumePlan], seed: bytes | None,
+    ovf_env: Callable[[], bytes] | None = None,
+) -> dict[str, VolumeObservation]:  # fmt: skip
+    """Every planned volume exists (created when missing); disk name -> volume. Growth is separate.
+    ``ovf_env`` builds the OVF environment ISO: called only when that volume is missing."""
 
     # Per-disk lookups, not a listing of the whole pool (which may hold thousands of volumes). Only a
     # volume we did not make (an existing volume, a clone's base) may need a pool refresh to be seen.
@@ -60,7 +62,7 @@ def ensure_volumes(
         elif plan.kind == "ovfEnv" and vol is None:
             if ovf_env is None:
                 raise DiskSpecError(f"disk {plan.disk}: an ovfEnv disk needs spec.fromAppliance")
-            vol = storage.upload_volume(conn, pool, plan.volume, ovf_env, "iso")
+            vol = storage.upload_volume(conn, pool, plan.volume, ovf_env(), "iso")
         assert vol is not None
         out[plan.disk] = vol
     return out

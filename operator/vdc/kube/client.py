@@ -39,11 +39,12 @@ class KubeWriter:
         self._core = kubernetes.client.CoreV1Api(self._client)
         self._host = socket.gethostname()
 
-    async def patch_status(self, info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> bool:
-        """Patch ``status`` if it differs from the body's; True when a write was made."""
-        patch = merge_patch(body.get("status") or {}, status)
+    async def patch_status(self, info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+        """Patch ``status`` if it differs from the body's; the merge patch sent (for the object cache's
+        ``note_status``), None when nothing was written."""
+        patch: dict[str, Any] = merge_patch(body.get("status") or {}, status)
         if not patch:
-            return False
+            return None
         meta = body["metadata"]
         payload = {"status": patch}
         if info.scope == "Namespaced":
@@ -56,7 +57,7 @@ class KubeWriter:
                 self._custom.patch_cluster_custom_object_status, GROUP, VERSION, info.plural, meta["name"], payload
             )
         API_WRITES.labels(info.kind, "patch-status").inc()
-        return True
+        return patch
 
     async def patch_spec(self, info: KindInfo, body: dict[str, Any], spec: dict[str, Any]) -> None:
         """Merge-patch a namespaced object's ``spec`` (defaults the operator fills in), conditional on the

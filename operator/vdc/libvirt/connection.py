@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from vdc.aio import cancel_and_wait
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, connection_alive, translate
 from vdc.metrics import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS
 
@@ -114,11 +115,8 @@ class HostConnection:
             self._task = asyncio.create_task(self._keep_connected(), name=f"libvirt-connection-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -45,6 +45,7 @@ UPLOAD_CHUNK = 256 * 1024
 """Bytes per stream message when uploading to a volume."""
 
 Progress = Callable[[int], None]
+"""Called with the length of each chunk moved."""
 
 _POOL_STATES: dict[int, PoolState] = {
     libvirt.VIR_STORAGE_POOL_INACTIVE: "inactive",
@@ -435,50 +436,24 @@ def upload_stream(
 
 
 def upload_volume_file(
-    conn: libvirt.virConnect, pool: str, name: str, path: Path, progress: Callable[[int], None] | None = None
+    conn: libvirt.virConnect, pool: str, name: str, path: Path, progress: Progress | None = None
 ) -> VolumeObservation:
-    """Make the volume hold exactly the file at ``path`` (e.g. a qcow2 base image), streamed; then
-    rescan the pool so that libvirt reads the image's format from its header (a raw volume holding a
-    qcow2 image is reported as qcow2). ``progress`` gets the bytes sent so far."""
-    size = path.stat().st_size
-    existing = _volume_or_none(conn, _pool(conn, pool), name)
-    if existing is not None:
-        with _translated(conn):
-            existing.delete(0)  # of another size or format: never reuse it
-    sent = 0
-
-    def count(n: int) -> None:
-        nonlocal sent
-        sent += n
-        if progress is not None:
-            progress(sent)
-
+    """:func:`upload_stream` of the file at ``path`` (e.g. a qcow2 base image), then a pool rescan so that
+    libvirt reads the image's format from its header (a raw volume holding a qcow2 image is then
+    reported as qcow2)."""
     with path.open("rb") as source:
-        upload_stream(conn, pool, name, source, size, "raw", count)
+        upload_stream(conn, pool, name, source, path.stat().st_size, "raw", progress)
     with _translated(conn):
         _pool(conn, pool).refresh(0)
     return _observe_volume(conn, _volume(conn, pool, name))
 
 
 def download_pool_volume(
-    conn: libvirt.virConnect, pool: str, name: str, dest: Path, progress: Callable[[int], None] | None = None
-) -> int:
-    """Copy a pool's volume into the file ``dest``; the bytes copied (``progress`` gets them so far)."""
-    return _download_to_file(conn, volume_path(conn, pool, name), dest, progress)
-
-
-def _download_to_file(conn: libvirt.virConnect, path: str, dest: Path, progress: Callable[[int], None] | None) -> int:
-    done = 0
-
-    def count(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done)
-
+    conn: libvirt.virConnect, pool: str, name: str, dest: Path, progress: Progress | None = None
+) -> VolumeObservation:
+    """:func:`download_volume` of a pool's volume into the file ``dest``."""
     with dest.open("wb") as sink:
-        download_volume(conn, path, sink, count)
-    return done
+        return download_volume(conn, volume_path(conn, pool, name), sink, progress)
 
 
 def download_volume(
@@ -511,8 +486,8 @@ def download_volume(
 
 
 def download_host_file(
-    conn: libvirt.virConnect, path: str, dest: Path, progress: Callable[[int], None] | None = None
-) -> int:
+    conn: libvirt.virConnect, path: str, dest: Path, progress: Progress | None = None
+) -> VolumeObservation:
     """Copy a file on the host into ``dest``: through a transient dir pool on its directory (libvirt
     reads files only as volumes), stopped again afterwards. NotFound when the file is not there."""
     directory, _, filename = path.rpartition("/")
@@ -526,7 +501,8 @@ def download_host_file(
             raise NotFound(f"no file {path} on the host")
         with _translated(conn):
             vol_path = str(vol.path())
-        return _download_to_file(conn, vol_path, dest, progress)
+        with dest.open("wb") as sink:
+            return download_volume(conn, vol_path, sink, progress)
     finally:
         with suppress(libvirt.libvirtError):
             pool.destroy()

@@ -29,6 +29,8 @@ class Spec:
     doc: str
     labels: tuple[str, ...]
     type: Literal["gauge", "counter"] = "gauge"
+    field: str | None = None
+    """For per-VM metrics: the ``VmStats`` attribute that holds the value."""
 
     def family(self) -> GaugeMetricFamily | CounterMetricFamily:
         if self.type == "counter":
@@ -40,7 +42,13 @@ H = ("host",)
 P = ("pool", "host")
 S = ("switch",)
 V = ("namespace", "name", "host")
-INFO = ("hostname", "libvirt_version", "hypervisor", "hypervisor_version")
+INFO = {
+    "hostname": "hostname",
+    "libvirt_version": "libvirtVersion",
+    "hypervisor": "hypervisor",
+    "hypervisor_version": "hypervisorVersion",
+}
+"""``vdc_host_info`` label -> Host status field."""
 PHASE = ("host", "phase")
 
 SPECS = [
@@ -66,34 +74,21 @@ SPECS = [
     Spec("vdc_virtualswitch_addresses_allocated", "Addresses the switch's IPAM has handed out", S),
     Spec("vdc_virtualswitch_addresses_free", "Addresses left in the switch's range", S),
     Spec("vdc_vm_state", "The VM's libvirt domain state (value 1)", (*V, "state")),
-    Spec("vdc_vm_vcpus", "vCPUs of the VM's domain", V),
-    Spec("vdc_vm_memory_bytes", "Memory of the VM's domain (current balloon)", V),
-    Spec("vdc_vm_cpu_seconds_total", "CPU time the VM's domain used", V, "counter"),
-    Spec("vdc_vm_disk_read_bytes_total", "Bytes read by the VM's disks", V, "counter"),
-    Spec("vdc_vm_disk_write_bytes_total", "Bytes written by the VM's disks", V, "counter"),
-    Spec("vdc_vm_disk_read_ops_total", "Read requests of the VM's disks", V, "counter"),
-    Spec("vdc_vm_disk_write_ops_total", "Write requests of the VM's disks", V, "counter"),
-    Spec("vdc_vm_disk_capacity_bytes", "Capacity of the VM's disks", V),
-    Spec("vdc_vm_network_receive_bytes_total", "Bytes received by the VM's NICs", V, "counter"),
-    Spec("vdc_vm_network_transmit_bytes_total", "Bytes sent by the VM's NICs", V, "counter"),
-    Spec("vdc_vm_network_receive_packets_total", "Packets received by the VM's NICs", V, "counter"),
-    Spec("vdc_vm_network_transmit_packets_total", "Packets sent by the VM's NICs", V, "counter"),
+    Spec("vdc_vm_vcpus", "vCPUs of the VM's domain", V, field="vcpus"),
+    Spec("vdc_vm_memory_bytes", "Memory of the VM's domain (current balloon)", V, field="memory_bytes"),
+    Spec("vdc_vm_cpu_seconds_total", "CPU time the VM's domain used", V, "counter", "cpu_seconds"),
+    Spec("vdc_vm_disk_read_bytes_total", "Bytes read by the VM's disks", V, "counter", "disk_read_bytes"),
+    Spec("vdc_vm_disk_write_bytes_total", "Bytes written by the VM's disks", V, "counter", "disk_write_bytes"),
+    Spec("vdc_vm_disk_read_ops_total", "Read requests of the VM's disks", V, "counter", "disk_reads"),
+    Spec("vdc_vm_disk_write_ops_total", "Write requests of the VM's disks", V, "counter", "disk_writes"),
+    Spec("vdc_vm_disk_capacity_bytes", "Capacity of the VM's disks", V, field="disk_capacity_bytes"),
+    Spec("vdc_vm_network_receive_bytes_total", "Bytes received by the VM's NICs", V, "counter", "net_rx_bytes"),
+    Spec("vdc_vm_network_transmit_bytes_total", "Bytes sent by the VM's NICs", V, "counter", "net_tx_bytes"),
+    Spec("vdc_vm_network_receive_packets_total", "Packets received by the VM's NICs", V, "counter", "net_rx_packets"),
+    Spec("vdc_vm_network_transmit_packets_total", "Packets sent by the VM's NICs", V, "counter", "net_tx_packets"),
 ]
-
-VM_FIELDS = {
-    "vdc_vm_vcpus": "vcpus",
-    "vdc_vm_memory_bytes": "memory_bytes",
-    "vdc_vm_cpu_seconds_total": "cpu_seconds",
-    "vdc_vm_disk_read_bytes_total": "disk_read_bytes",
-    "vdc_vm_disk_write_bytes_total": "disk_write_bytes",
-    "vdc_vm_disk_read_ops_total": "disk_reads",
-    "vdc_vm_disk_write_ops_total": "disk_writes",
-    "vdc_vm_disk_capacity_bytes": "disk_capacity_bytes",
-    "vdc_vm_network_receive_bytes_total": "net_rx_bytes",
-    "vdc_vm_network_transmit_bytes_total": "net_tx_bytes",
-    "vdc_vm_network_receive_packets_total": "net_rx_packets",
-    "vdc_vm_network_transmit_packets_total": "net_tx_packets",
-}
+VM_FIELDS = {spec.name: spec.field for spec in SPECS if spec.field is not None}
+"""Per-VM metric -> the ``VmStats`` attribute it reports."""
 
 
 def _ready(status: Body) -> float:
@@ -129,7 +124,7 @@ def families(
         add("vdc_host_ready", [host], _ready(status))
         add("vdc_host_maintenance", [host], 1.0 if (body.get("spec") or {}).get("maintenance") else 0.0)
         if status.get("hostname"):
-            info = [status.get(k) or "" for k in ("hostname", "libvirtVersion", "hypervisor", "hypervisorVersion")]
+            info = [status.get(field) or "" for field in INFO.values()]
             add("vdc_host_info", [host, *info], 1.0)
         for part in ("capacity", "allocatable", "allocated"):
             res = status.get(part) or {}
@@ -170,11 +165,6 @@ def families(
         for name, attr in VM_FIELDS.items():
             add(name, vm_labels, getattr(vm, attr))
     return list(out.values())
-
-
-def exposed_names() -> set[str]:
-    """The metric names the datacenter collector can expose (counters with their ``_total``)."""
-    return {spec.name for spec in SPECS}
 
 
 class DatacenterCollector(Collector):

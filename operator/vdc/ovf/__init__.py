@@ -9,4 +9,6 @@ controller builds on it:
 - ``ova``       safe OVA (tar) and OVF-directory reading and streaming extraction
 - ``writer``    OVF 1.x descriptor (a system or a vApp), SHA-256 manifest and OVA tar for export
 - ``convert``   ``qemu-img info`` / ``convert`` wrappers
+- ``environment`` ``ovf-env.xml`` (the property values a deployed guest reads) and the ISO that carries it
+- ``units``     DMTF allocation units; ``errors``: the ``OvfError`` family (messages name what is at fault)
 """

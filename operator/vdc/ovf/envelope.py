@@ -18,7 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 import defusedxml
 import defusedxml.ElementTree as DET
@@ -41,7 +41,7 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_DESCRIPTOR_BYTES = 16 << 20
 
 OvfVersion = Literal["1.x", "2.x"]
-_OVF_NAMESPACES = {OVF1_NS: "1.x", OVF2_NS: "2.x"}
+_OVF_NAMESPACES: dict[str, OvfVersion] = {OVF1_NS: "1.x", OVF2_NS: "2.x"}
 
 
 # --- reading helpers -----------------------------------------------------------------------------
@@ -82,6 +82,11 @@ def _child_text(el: ET.Element, local: str) -> str | None:
     return (child.text or "").strip()
 
 
+def _child_texts(el: ET.Element, local: str) -> tuple[str, ...]:
+    """The non-empty texts of every ``local`` child (``HostResource``, ``Connection`` …)."""
+    return tuple(text for child in _children(el, local) if (text := (child.text or "").strip()))
+
+
 def _bool(value: str | None, what: str, default: bool) -> bool:
     if value is None:
         return default
@@ -113,6 +118,12 @@ def _sections(el: ET.Element, kind: str) -> Iterator[ET.Element]:
 
 def _section(el: ET.Element, kind: str) -> ET.Element | None:
     return next(_sections(el, kind), None)
+
+
+def _section_children(el: ET.Element, kind: str, local: str) -> Iterator[ET.Element]:
+    """The ``local`` children of the first ``kind`` section of ``el`` (none if there is no such section)."""
+    section = _section(el, kind)
+    return _children(section, local) if section is not None else iter(())
 
 
 # --- References ----------------------------------------------------------------------------------
@@ -393,8 +404,8 @@ class HardwareItem:
             resource_sub_type=_child_text(el, "ResourceSubType") or None,
             virtual_quantity=_optional_count(quantity, f"{what} VirtualQuantity") if quantity else None,
             allocation_units=_child_text(el, "AllocationUnits") or _child_text(el, "VirtualQuantityUnits") or None,
-            host_resources=tuple(t for c in _children(el, "HostResource") if (t := (c.text or "").strip())),
-            connections=tuple(t for c in _children(el, "Connection") if (t := (c.text or "").strip())),
+            host_resources=_child_texts(el, "HostResource"),
+            connections=_child_texts(el, "Connection"),
             parent=_child_text(el, "Parent") or None,
             address=_child_text(el, "Address") or None,
             address_on_parent=_child_text(el, "AddressOnParent") or None,
@@ -544,6 +555,17 @@ class ProductSection:
 
 StartAction = Literal["powerOn", "none"]
 StopAction = Literal["powerOff", "guestShutdown", "none"]
+_START_ACTIONS: tuple[StartAction, ...] = ("powerOn", "none")
+_STOP_ACTIONS: tuple[StopAction, ...] = ("powerOff", "guestShutdown", "none")
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _one_of(value: str, choices: tuple[_Choice, ...], what: str) -> _Choice:
+    """``value`` as one of ``choices`` (typed), else ``InvalidDescriptor`` listing them."""
+    for choice in choices:
+        if choice == value:
+            return choice
+    raise InvalidDescriptor(f"{what} {value!r} is not {', '.join(choices[:-1])} or {choices[-1]}")
 
 
 @dataclass(frozen=True)
@@ -562,24 +584,14 @@ class StartupItem:
     def from_xml(cls, el: ET.Element) -> Self:
         item_id = _required_attr(el, "id", "<StartupSection><Item>")
         what = f"<StartupSection><Item id={item_id!r}>"
-        start_action = _attr(el, "startAction") or "powerOn"
-        stop_action = _attr(el, "stopAction") or "powerOff"
-        if start_action not in ("powerOn", "none"):
-            raise InvalidDescriptor(f"{what}: startAction {start_action!r} is not powerOn or none")
-        if stop_action not in ("powerOff", "guestShutdown", "none"):
-            raise InvalidDescriptor(f"{what}: stopAction {stop_action!r} is not powerOff, guestShutdown or none")
         return cls(
             id=item_id,
             order=parse_count(_attr(el, "order"), f"{what} order"),
             start_delay=parse_count(_attr(el, "startDelay") or "0", f"{what} startDelay"),
             waiting_for_guest=_bool(_attr(el, "waitingForGuest"), f"{what} waitingForGuest", False),
-            start_action="powerOn" if start_action == "powerOn" else "none",
+            start_action=_one_of(_attr(el, "startAction") or "powerOn", _START_ACTIONS, f"{what}: startAction"),
             stop_delay=parse_count(_attr(el, "stopDelay") or "0", f"{what} stopDelay"),
-            stop_action="powerOff"
-            if stop_action == "powerOff"
-            else "guestShutdown"
-            if stop_action == "guestShutdown"
-            else "none",
+            stop_action=_one_of(_attr(el, "stopAction") or "powerOff", _STOP_ACTIONS, f"{what}: stopAction"),
         )
 
 
@@ -606,6 +618,15 @@ def _texts(el: ET.Element, section: str, local: str) -> tuple[str, ...]:
     return tuple(t for s in _sections(el, section) if (t := _child_text(s, local)))
 
 
+def _product_sections(el: ET.Element) -> tuple[ProductSection, ...]:
+    return tuple(ProductSection.from_xml(s) for s in _sections(el, "ProductSection"))
+
+
+def _annotation(el: ET.Element) -> str | None:
+    """The first AnnotationSection's text."""
+    return next(iter(_texts(el, "AnnotationSection", "Annotation")), None)
+
+
 @dataclass(frozen=True)
 class VirtualSystem:
     """``<VirtualSystem>``: one VM of the package."""
@@ -629,16 +650,15 @@ class VirtualSystem:
         hardware = tuple(VirtualHardwareSection.from_xml(s, what) for s in _sections(el, "VirtualHardwareSection"))
         if not hardware:
             raise InvalidDescriptor(f"{what} has no VirtualHardwareSection")
-        annotations = _texts(el, "AnnotationSection", "Annotation")
         return cls(
             id=system_id,
             name=_child_text(el, "Name"),
             info=_child_text(el, "Info"),
             operating_system=OperatingSystem.from_xml(os_section) if os_section is not None else None,
             hardware=hardware,
-            products=tuple(ProductSection.from_xml(s) for s in _sections(el, "ProductSection")),
+            products=_product_sections(el),
             eulas=_texts(el, "EulaSection", "License"),
-            annotation=annotations[0] if annotations else None,
+            annotation=_annotation(el),
             vbox_machine=VBoxMachine.from_xml(machine)
             if machine is not None and machine.tag.startswith(f"{{{VBOX_NS}}}")
             else None,
@@ -664,7 +684,6 @@ class VirtualSystemCollection:
         contents = tuple(_content(child) for child in el if _is_content(child))
         if not contents:
             raise InvalidDescriptor(f"<VirtualSystemCollection id={collection_id!r}> holds no virtual system")
-        annotations = _texts(el, "AnnotationSection", "Annotation")
         return cls(
             id=collection_id,
             name=_child_text(el, "Name"),
@@ -673,9 +692,9 @@ class VirtualSystemCollection:
             startup=tuple(
                 StartupItem.from_xml(item) for s in _sections(el, "StartupSection") for item in _children(s, "Item")
             ),
-            products=tuple(ProductSection.from_xml(s) for s in _sections(el, "ProductSection")),
+            products=_product_sections(el),
             eulas=_texts(el, "EulaSection", "License"),
-            annotation=annotations[0] if annotations else None,
+            annotation=_annotation(el),
         )
 
 
@@ -708,6 +727,12 @@ def iter_collections(content: Content) -> Iterator[VirtualSystemCollection]:
             yield from iter_collections(child)
 
 
+def _products(content: Content) -> tuple[ProductSection, ...]:
+    """Every ProductSection: the collections' first, then each system's, in document order."""
+    collections = (p for c in iter_collections(content) for p in c.products)
+    return (*collections, *(p for s in iter_systems(content) for p in s.products))
+
+
 # --- Envelope --------------------------------------------------------------------------------------
 
 
@@ -734,8 +759,7 @@ class Envelope:
 
     def products(self) -> tuple[ProductSection, ...]:
         """Every ProductSection: the collections' first, then each system's, in document order."""
-        sections = [p for c in iter_collections(self.content) for p in c.products]
-        return (*sections, *(p for s in self.virtual_systems() for p in s.products))
+        return _products(self.content)
 
     def properties(self) -> tuple[Property, ...]:
         return tuple(p for section in self.products() for p in section.properties)
@@ -766,9 +790,7 @@ def _parse_xml(data: bytes | str, max_bytes: int) -> ET.Element:
 def _property_defaults(content: Content) -> dict[str, str]:
     """Defaults of every property by key and full key, for ``${key}`` disk capacities."""
     defaults: dict[str, str] = {}
-    sections = [*(p for c in iter_collections(content) for p in c.products)]
-    sections += [p for s in iter_systems(content) for p in s.products]
-    for section in sections:
+    for section in _products(content):
         for prop in section.properties:
             if prop.default is not None:
                 defaults.setdefault(prop.key, prop.default)
@@ -850,27 +872,17 @@ def parse_envelope(data: bytes | str, *, max_bytes: int = MAX_DESCRIPTOR_BYTES) 
     if len(contents) != 1:
         raise InvalidDescriptor(f"<Envelope> must hold exactly one VirtualSystem or collection, not {len(contents)}")
     content = _content(contents[0])
-    references = _child(root, "References")
-    disk_section = _section(root, "DiskSection")
-    network_section = _section(root, "NetworkSection")
-    options = _section(root, "DeploymentOptionSection")
     defaults = _property_defaults(content)
     envelope = Envelope(
-        version="1.x" if _OVF_NAMESPACES[namespace] == "1.x" else "2.x",
+        version=_OVF_NAMESPACES[namespace],
         ovf_version=_attr(root, "version"),
         content=content,
-        references=tuple(FileReference.from_xml(f) for f in _children(references, "File"))
-        if references is not None
-        else (),
-        disks=tuple(VirtualDisk.from_xml(d, defaults) for d in _children(disk_section, "Disk"))
-        if disk_section is not None
-        else (),
-        networks=tuple(Network.from_xml(n) for n in _children(network_section, "Network"))
-        if network_section is not None
-        else (),
-        deployment_options=tuple(DeploymentOption.from_xml(o) for o in _children(options, "Configuration"))
-        if options is not None
-        else (),
+        references=tuple(FileReference.from_xml(f) for f in _section_children(root, "References", "File")),
+        disks=tuple(VirtualDisk.from_xml(d, defaults) for d in _section_children(root, "DiskSection", "Disk")),
+        networks=tuple(Network.from_xml(n) for n in _section_children(root, "NetworkSection", "Network")),
+        deployment_options=tuple(
+            DeploymentOption.from_xml(o) for o in _section_children(root, "DeploymentOptionSection", "Configuration")
+        ),
     )
     _check_consistency(envelope)
     return envelope

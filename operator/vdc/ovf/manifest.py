@@ -63,18 +63,22 @@ def _algorithm(name: str) -> Algorithm:
     raise ManifestError(f"unknown digest algorithm {name!r}")
 
 
+def _decoded(text: str | bytes, encoding: str, name: str) -> str:
+    if isinstance(text, str):
+        return text
+    try:
+        return text.decode(encoding)
+    except UnicodeDecodeError:
+        raise ManifestError(f"{name} is not {encoding.upper()} text") from None
+
+
 def parse_manifest(text: str | bytes, name: str = "manifest") -> Manifest:
     """Parse a ``.mf``; errors name ``name`` and the line number."""
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{name} is larger than {MAX_MANIFEST_BYTES} bytes")
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ManifestError(f"{name} is not UTF-8 text") from None
     entries: list[ManifestEntry] = []
     seen: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_decoded(text, "utf-8", name).splitlines(), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -205,11 +209,7 @@ class CertificateFile:
 def parse_certificate_file(text: str | bytes, manifest_name: str, name: str = "certificate") -> CertificateFile:
     """Check a ``.cert`` for structure: the signature line must name ``manifest_name``, the signature
     must be hex, and every PEM block must be base64 of a DER SEQUENCE. The signature is not verified."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("ascii")
-        except UnicodeDecodeError:
-            raise ManifestError(f"{name} is not ASCII text") from None
+    text = _decoded(text, "ascii", name)
     signatures = [m for line in text.splitlines() if (m := _LINE.match(line.strip()))]
     if len(signatures) != 1:
         raise ManifestError(

@@ -22,29 +22,35 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from vdc.ovf.envelope import MAX_DESCRIPTOR_BYTES, Envelope, parse_envelope
 from vdc.ovf.errors import InvalidDescriptor, OvfError, UnsafeArchive, UnsupportedFeature
 from vdc.ovf.manifest import (
+    CHUNK,
     MAX_MANIFEST_BYTES,
     Algorithm,
     CertificateFile,
     Hasher,
     Manifest,
+    Progress,
     parse_certificate_file,
     parse_manifest,
 )
 
 DEFAULT_MAX_MEMBER_BYTES = 64 << 30
 MAX_MEMBERS = 1024
-CHUNK = 1 << 20
 
-Progress = Callable[[int], None]
+
+class _Companion(NamedTuple):
+    """A manifest or certificate file read from the package."""
+
+    name: str
+    data: bytes
 
 
 def safe_member_name(name: str) -> str:
@@ -159,7 +165,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, what
         return stream.read(limit + 1)
 
 
-def _companions(names: list[str], descriptor: str, suffix: str) -> str | None:
+def _companion_name(names: list[str], descriptor: str, suffix: str) -> str | None:
     """``<descriptor stem><suffix>`` if present, else the only file with that suffix, else None."""
     preferred = descriptor.rsplit(".", 1)[0] + suffix
     if preferred in names:
@@ -188,27 +194,22 @@ def open_ova(
         members = dict(_members(tar, max_member_bytes))
         names = list(members)
         descriptor_name = _one_descriptor(names, path.name)
-        manifest_name = _companions(names, descriptor_name, ".mf")
-        certificate_name = _companions(names, descriptor_name, ".cert")
         descriptor = _read_member(tar, members[descriptor_name], max_descriptor_bytes, "descriptor")
-        manifest_data = (
-            _read_member(tar, members[manifest_name], MAX_MANIFEST_BYTES, "manifest") if manifest_name else None
-        )
-        certificate_data = (
-            _read_member(tar, members[certificate_name], MAX_MANIFEST_BYTES, "certificate")
-            if certificate_name
-            else None
-        )
+
+        def companion(suffix: str, what: str) -> _Companion | None:
+            name = _companion_name(names, descriptor_name, suffix)
+            return _Companion(name, _read_member(tar, members[name], MAX_MANIFEST_BYTES, what)) if name else None
+
+        manifest = companion(".mf", "manifest")
+        certificate = companion(".cert", "certificate")
     return _package(
         "ova",
         path,
         descriptor_name,
         descriptor,
         {name: m.size for name, m in members.items()},
-        manifest_name,
-        manifest_data,
-        certificate_name,
-        certificate_data,
+        manifest,
+        certificate,
         descriptor_first=names[0] == descriptor_name,
         max_descriptor_bytes=max_descriptor_bytes,
     )
@@ -220,22 +221,20 @@ def _package(
     descriptor_name: str,
     descriptor: bytes,
     sizes: dict[str, int],
-    manifest_name: str | None,
-    manifest_data: bytes | None,
-    certificate_name: str | None,
-    certificate_data: bytes | None,
+    manifest_file: _Companion | None,
+    certificate_file: _Companion | None,
     *,
     descriptor_first: bool,
     max_descriptor_bytes: int,
 ) -> OvfPackage:
     envelope = parse_envelope(descriptor, max_bytes=max_descriptor_bytes)
     check_references(envelope, sizes)
-    manifest = parse_manifest(manifest_data, manifest_name or "") if manifest_data is not None else None
+    manifest = parse_manifest(manifest_file.data, manifest_file.name) if manifest_file else None
     certificate = None
-    if certificate_data is not None and certificate_name:
-        if manifest_name is None:
-            raise InvalidDescriptor(f"{certificate_name}: a certificate without a manifest")
-        certificate = parse_certificate_file(certificate_data, manifest_name, certificate_name)
+    if certificate_file:
+        if manifest_file is None:
+            raise InvalidDescriptor(f"{certificate_file.name}: a certificate without a manifest")
+        certificate = parse_certificate_file(certificate_file.data, manifest_file.name, certificate_file.name)
     return OvfPackage(
         kind=kind,
         source=source,
@@ -243,9 +242,9 @@ def _package(
         descriptor=descriptor,
         envelope=envelope,
         files=tuple(PackageFile(name, size) for name, size in sizes.items()),
-        manifest_name=manifest_name,
+        manifest_name=manifest_file.name if manifest_file else None,
         manifest=manifest,
-        certificate_name=certificate_name,
+        certificate_name=certificate_file.name if certificate_file else None,
         certificate=certificate,
         descriptor_first=descriptor_first,
     )
@@ -276,26 +275,26 @@ def open_ovf_directory(
             sizes[name] = local.stat().st_size
             if sizes[name] > max_member_bytes:
                 raise UnsafeArchive(f"{name}: {sizes[name]} bytes is more than the {max_member_bytes} allowed")
-    stem = descriptor_path.stem
-    companions: dict[str, tuple[str, bytes] | None] = {}
-    for suffix in (".mf", ".cert"):
-        local = _inside(directory, stem + suffix)
-        if local is not None and local.stat().st_size > MAX_MANIFEST_BYTES:
+
+    def companion(suffix: str) -> _Companion | None:
+        local = _inside(directory, descriptor_path.stem + suffix)
+        if local is None:
+            return None
+        sizes[local.name] = local.stat().st_size
+        if sizes[local.name] > MAX_MANIFEST_BYTES:
             raise InvalidDescriptor(f"{local.name} is larger than {MAX_MANIFEST_BYTES} bytes")
-        companions[suffix] = (local.name, local.read_bytes()) if local is not None else None
-        if local is not None:
-            sizes[local.name] = local.stat().st_size
-    mf, cert = companions[".mf"], companions[".cert"]
+        return _Companion(local.name, local.read_bytes())
+
+    manifest = companion(".mf")
+    certificate = companion(".cert")
     return _package(
         "directory",
         directory,
         descriptor_path.name,
         descriptor,
         sizes,
-        mf[0] if mf else None,
-        mf[1] if mf else None,
-        cert[0] if cert else None,
-        cert[1] if cert else None,
+        manifest,
+        certificate,
         descriptor_first=True,
         max_descriptor_bytes=max_descriptor_bytes,
     )

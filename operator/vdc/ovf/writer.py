@@ -23,7 +23,7 @@ from typing import BinaryIO
 from vdc.ovf.envelope import OVF1_NS, RASD_NS, VMW_NS, VSSD_NS, ProductSection, StartupItem
 from vdc.ovf.errors import OvfError
 from vdc.ovf.hardware import Bus, HardwareSummary
-from vdc.ovf.manifest import Algorithm, Manifest, ManifestEntry, file_digest
+from vdc.ovf.manifest import Algorithm, Manifest, ManifestEntry, Progress, build_manifest
 from vdc.ovf.units import units_for
 
 ET.register_namespace("ovf", OVF1_NS)
@@ -40,8 +40,6 @@ _CONTROLLERS: dict[Bus, tuple[int, str | None, int]] = {  # bus: (ResourceType, 
     "virtio": (20, "virtio", 1024),
     "other": (20, None, 1024),
 }
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,21 @@ def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: s
     el = ET.SubElement(parent, tag, {k: str(v) for k, v in attrs.items() if v is not None})
     if text is not None:
         el.text = str(text)
+    return el
+
+
+def _content_element(
+    parent: ET.Element, tag: str, content_id: str, info: str, name: str | None, annotation: str | None
+) -> ET.Element:
+    """``<VirtualSystem>`` or ``<VirtualSystemCollection>`` with its Info, Name and AnnotationSection."""
+    el = _sub(parent, _o(tag), **{_o("id"): content_id})
+    _sub(el, _o("Info"), info)
+    if name:
+        _sub(el, _o("Name"), name)
+    if annotation:
+        section = _sub(el, _o("AnnotationSection"))
+        _sub(section, _o("Info"), "Annotation")
+        _sub(section, _o("Annotation"), annotation)
     return el
 
 
@@ -165,14 +178,9 @@ def _envelope(
             _sub(section, _o("Network"), **{_o("name"): network})
 
     if isinstance(content, ExportCollection):
-        vsc = _sub(root, _o("VirtualSystemCollection"), **{_o("id"): content.id})
-        _sub(vsc, _o("Info"), "A virtual appliance (vApp)")
-        if content.name:
-            _sub(vsc, _o("Name"), content.name)
-        if content.annotation:
-            annotation = _sub(vsc, _o("AnnotationSection"))
-            _sub(annotation, _o("Info"), "Annotation")
-            _sub(annotation, _o("Annotation"), content.annotation)
+        vsc = _content_element(
+            root, "VirtualSystemCollection", content.id, "A virtual appliance (vApp)", content.name, content.annotation
+        )
         if content.startup:
             startup = _sub(vsc, _o("StartupSection"))
             _sub(startup, _o("Info"), "Start and stop order of the virtual machines")
@@ -234,14 +242,7 @@ def _virtual_system(
     parent: ET.Element, system: ExportSystem, disk_ids: list[str | None], file_id: Callable[[str], str]
 ) -> None:
     hw = system.hardware
-    vs = _sub(parent, _o("VirtualSystem"), **{_o("id"): system.id})
-    _sub(vs, _o("Info"), "A virtual machine")
-    if system.name:
-        _sub(vs, _o("Name"), system.name)
-    if system.annotation:
-        annotation = _sub(vs, _o("AnnotationSection"))
-        _sub(annotation, _o("Info"), "Annotation")
-        _sub(annotation, _o("Annotation"), system.annotation)
+    vs = _content_element(parent, "VirtualSystem", system.id, "A virtual machine", system.name, system.annotation)
     os_section = _sub(
         vs, _o("OperatingSystemSection"), **{_o("id"): system.os_id, f"{{{VMW_NS}}}osType": system.vmw_os_type}
     )
@@ -373,9 +374,8 @@ def manifest_for(
     descriptor_name: str, descriptor: bytes, files: Mapping[str, Path], algorithm: Algorithm = "SHA256"
 ) -> Manifest:
     """The manifest of a package: the descriptor's digest, then each file's (read streaming)."""
-    entries = [ManifestEntry(algorithm, descriptor_name, hashlib.new(algorithm.lower(), descriptor).hexdigest())]
-    entries += [ManifestEntry(algorithm, name, file_digest(path, algorithm)) for name, path in files.items()]
-    return Manifest(tuple(entries))
+    descriptor_entry = ManifestEntry(algorithm, descriptor_name, hashlib.new(algorithm.lower(), descriptor).hexdigest())
+    return Manifest((descriptor_entry, *build_manifest(files, algorithm).entries))
 
 
 class _CountingReader:

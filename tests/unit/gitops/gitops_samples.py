@@ -3,8 +3,8 @@
 The statuses come from the operator's own code wherever it exists, so the samples cannot drift from
 what the operator writes: ``host_status``, ``pool_status`` and ``switch_status`` (pure), the VM
 controller's ``_report`` (the one place VM status is written, fed by the pure ``plan_vm``) with a
-fake writer, and the pydantic models for everything. The Appliance has no controller yet: its
-samples follow the conventions (DESIGN.md) with the models and ``set_condition``.
+fake writer, the Appliance import's status reporter (``_Reporter``, with the same fake writer), and
+the pydantic models for everything.
 
 Every kind also gets three derived samples: being deleted, its generation not yet observed, and no
 status at all (just created, the operator has not seen it).
@@ -15,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from vdc.api import Appliance, Host, StoragePool, VirtualMachine, VirtualSwitch
-from vdc.api.appliance import ApplianceProgress, ApplianceStatus
-from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.conditions import READY, STALLED, Condition, set_condition
 from vdc.api.virtualmachine import RunStrategy
+from vdc.controllers.appliance import ApplianceController, _Reporter
 from vdc.controllers.host import HostObservation, host_status
 from vdc.controllers.storagepool import PoolOnHost, pool_status
 from vdc.controllers.virtualswitch import SwitchOnHost, switch_status
 from vdc.controllers.vm import VmController
 from vdc.controllers.vm_plan import plan_vm
 from vdc.kube.cache import ObjectCache
+from vdc.kube.patch import merge_patch
 from vdc.libvirt.domain_xml import DomainConfig, OsConfig, OwnerMetadata
 from vdc.libvirt.domains import DomainObservation
 from vdc.libvirt.host_facts import HostFacts
@@ -171,53 +175,56 @@ def _switch_samples() -> list[Sample]:
     ]
 
 
-# --- Appliance (no controller yet: the conventions, by hand) ----------------------------------
+# --- Appliance: the import's own status reporter -------------------------------------------------
+Step = Callable[[_Reporter], Awaitable[object]]
+"""One call of the Appliance import's status reporter."""
+
+
 def _appliance_samples() -> list[Sample]:
-    appliance = Appliance.model_validate(
+    wire = Appliance.model_validate(
         {
             "metadata": _meta("gitops-appliance", "gitops-demo"),
             "spec": {"source": {"url": "https://example.com/a.ova"}, "storagePool": "gitops-pool"},
         }
-    )
+    ).to_wire()
 
-    def status(phase: str, ready: str, reconciling: str, stalled: str, reason: str, message: str) -> ApplianceStatus:
-        conds: list[Condition] = []
-        for type_, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled)):
-            conds = set_condition(conds, type_, value, reason, message, observed_generation=GENERATION, now=NOW)  # type: ignore[arg-type]
-        progress = ApplianceProgress(bytes_done=450, bytes_total=1000) if phase == "Downloading" else None
-        return ApplianceStatus(
-            observed_generation=GENERATION,
-            conditions=conds,
-            phase=phase,  # type: ignore[arg-type]
-            progress=progress,
-        )
+    def reported(*steps: Step) -> dict[str, Any]:
+        """The Appliance after the import's reporter took ``steps`` (from no status)."""
 
-    def body(s: ApplianceStatus) -> dict[str, Any]:
-        return appliance.model_copy(update={"status": s}).to_wire()
+        async def run() -> dict[str, Any]:
+            cache, writer = ObjectCache(), _Writer()
+            controller = ApplianceController(cache, ObjectCache(), ObjectCache(), None, writer, Path("/nonexistent"))  # type: ignore[arg-type]
+            report = _Reporter(controller, cache.upsert(copy.deepcopy(wire)))
+            for step in steps:
+                await step(report)
+            assert writer.status is not None
+            return {**wire, "status": writer.status}  # the whole status it last wrote
+
+        return asyncio.run(run())
+
+    async def downloaded(report: _Reporter) -> None:
+        """Progress as a download reports it: from its worker thread, written by the event loop."""
+        report._last_progress = -math.inf  # the first report is not held back
+        await asyncio.to_thread(report.counter(1000), 450)
+        for _ in range(100):  # the write was handed to the event loop: let it run
+            status = (report.controller.appliances.get(report.key) or {}).get("status", {})
+            if status.get("progress", {}).get("bytesTotal"):
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the progress was not written")
+
+    def phase(name: str, message: str) -> Step:
+        return lambda report: report.phase(name, message)
 
     failed = "manifest check failed: disk1.vmdk SHA256 differs"
-    samples = [
-        Sample("Appliance", phase.lower(), "working", body(status(phase, "False", "True", "False", phase, text)))
-        for phase, text in (
-            ("Pending", "waiting for the pool"),
-            ("Downloading", "downloading https://example.com/a.ova"),
-            ("Verifying", "checking the manifest"),
-            ("Converting", "converting disk1.vmdk to qcow2"),
-        )
+    return [
+        Sample("Appliance", "pending", "working", reported(lambda r: r.waiting("pool gitops-pool runs on no host"))),
+        Sample("Appliance", "downloading", "working", reported(phase("Downloading", "fetching"), downloaded)),
+        Sample("Appliance", "verifying", "working", reported(phase("Verifying", "checking the manifest"))),
+        Sample("Appliance", "converting", "working", reported(phase("Converting", "uploading to hv1"))),
+        Sample("Appliance", "ready", "ready", reported(phase("Converting", "uploading"), lambda r: r.ready(["hv1"]))),
+        Sample("Appliance", "failed", "stalled", reported(lambda r: r.failed("ChecksumMismatch", failed)), failed),
     ]
-    samples.append(
-        Sample("Appliance", "ready", "ready", body(status("Ready", "True", "False", "False", "Imported", "imported")))
-    )
-    samples.append(
-        Sample(
-            "Appliance",
-            "failed",
-            "stalled",
-            body(status("Failed", "False", "False", "True", "ChecksumMismatch", failed)),
-            failed,
-        )
-    )
-    return samples
 
 
 # --- VirtualMachine: the controller's own status writer ---------------------------------------
@@ -227,9 +234,9 @@ class _Writer:
     def __init__(self) -> None:
         self.status: dict[str, Any] | None = None
 
-    async def patch_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> bool:
+    async def patch_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         self.status = status
-        return True
+        return merge_patch(body.get("status") or {}, status)  # what KubeWriter sends
 
     async def event(self, *args: Any, **kwargs: Any) -> None:
         return None

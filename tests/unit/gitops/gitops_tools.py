@@ -12,8 +12,9 @@ from typing import Any
 from lupa.lua51 import LuaRuntime
 
 import rig
+from vdc import gitops
 
-HEALTH_DIR = rig.REPO / "charts" / "vdc-operator" / "argocd" / "health"
+HEALTH_DIR = rig.REPO / gitops.HEALTH_DIR
 GROUP = "vdc.dev"
 
 

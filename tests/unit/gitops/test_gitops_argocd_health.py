@@ -1,11 +1,11 @@
 """The Argo CD health checks (charts/vdc-operator/argocd/health/vdc.dev/<Kind>/health.lua), run for
-real (Lua 5.1 via lupa) against samples of every kind in each of its states, and their rendering into
-argocd-cm (charts/vdc-operator/argocd/argocd-cm-health.yaml), which must not be stale."""
+real (Lua 5.1 via lupa) against samples of every kind in each of its states, and their generation
+(by vdc.gitops, from charts/vdc-operator/argocd/health-src/) together with the argocd-cm snippet
+(charts/vdc-operator/argocd/argocd-cm-health.yaml): the committed files must not be stale."""
 
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import pytest
@@ -42,15 +42,6 @@ def test_gitops_every_kind_has_samples_in_every_common_state() -> None:
 def test_gitops_there_is_one_health_check_per_kind_and_no_other() -> None:
     found = sorted(p.relative_to(HEALTH_DIR).as_posix() for p in HEALTH_DIR.rglob("*.lua"))
     assert found == sorted(f"{GROUP}/{kind}/health.lua" for kind in KINDS)
-
-
-def test_gitops_shared_part_is_identical_in_every_script() -> None:
-    def common(kind: str) -> str:
-        match = re.search(r"-- BEGIN vdc-common.*?-- END vdc-common\n", health_script(kind).read_text(), re.S)
-        assert match, f"{kind}: no vdc-common section"
-        return match.group(0)
-
-    assert len({common(kind) for kind in KINDS}) == 1
 
 
 def test_gitops_vm_messages_name_the_phase() -> None:
@@ -92,13 +83,11 @@ def test_gitops_ready_missing_is_progressing() -> None:
     assert argo_health(body) == ("Progressing", "Waiting for the Ready condition")
 
 
-# --- argocd-cm rendering ----------------------------------------------------------------------
-def test_gitops_committed_argocd_cm_is_fresh() -> None:
-    fresh = gitops.render_argocd_cm(gitops.read_health_scripts(rig.REPO / gitops.HEALTH_DIR))
-    committed = rig.REPO / gitops.RENDERED
-    assert gitops.differences(committed.read_text() if committed.exists() else None, fresh) == [], (
-        "run `make argocd-health` and commit the result"
-    )
+# --- generation: health.lua per kind and argocd-cm, from health-src/ ----------------------------
+def test_gitops_committed_generated_files_are_fresh() -> None:
+    files = gitops.generate(*gitops.read_sources(rig.REPO))
+    assert sorted(files) == sorted([gitops.RENDERED, *(health_script(kind).relative_to(rig.REPO) for kind in KINDS)])
+    assert gitops.stale(rig.REPO, files) == [], "run `make argocd-health` and commit the result"
 
 
 def test_gitops_argocd_cm_carries_each_script_verbatim() -> None:
@@ -116,29 +105,52 @@ def test_gitops_argocd_cm_scripts_run() -> None:
         assert argo_health(sample.body, data[gitops.config_key(GROUP, sample.kind)]) == argo_health(sample.body)
 
 
-def test_gitops_differences_reports_stale_and_missing() -> None:
-    scripts = {(GROUP, "Host"): "return {status = 'Healthy'}\n"}
-    fresh = gitops.render_argocd_cm(scripts)
-    assert gitops.differences(fresh, fresh) == []
-    assert gitops.differences(None, fresh) and "missing" in gitops.differences(None, fresh)[0]
-    stale = gitops.render_argocd_cm({(GROUP, "Host"): "return {status = 'Degraded'}\n"})
-    assert gitops.differences(stale, fresh)
-
-
 def test_gitops_render_refuses_what_a_block_scalar_would_mangle() -> None:
-    for bad in ("x = 1  \n", "x = 1\n\n", "x = 1", "\tx = 1\n", "  x = 1\n"):
+    for bad in ("x = 1\n\n", "x = 1", "  x = 1\n", "\n  x = 1\n", "x = 1\r\n"):
         with pytest.raises(ValueError):
             gitops.render_argocd_cm({(GROUP, "Host"): bad})
     with pytest.raises(ValueError):
         gitops.render_argocd_cm({})
+    good = "x = 1  \n\n\ty = '\t'\n  \n-- end\n"  # trailing blanks, tabs, a blank line: all carried
+    assert yaml.safe_load(gitops.render_argocd_cm({(GROUP, "Host"): good}))["data"] == {
+        gitops.config_key(GROUP, "Host"): good
+    }
 
 
-def test_gitops_cli_check_and_write(tmp_path: Path) -> None:
-    (tmp_path / gitops.HEALTH_DIR / GROUP / "Host").mkdir(parents=True)
-    (tmp_path / gitops.HEALTH_DIR / GROUP / "Host" / "health.lua").write_text("return {status = 'Healthy'}\n")
-    (tmp_path / gitops.RENDERED).parent.mkdir(parents=True, exist_ok=True)
-    assert gitops.main(["--repo", str(tmp_path), "--check"]) == 1
+def test_gitops_a_kind_part_must_define_detail() -> None:
+    with pytest.raises(ValueError, match="detail"):
+        gitops.health_script(GROUP, "Host", "local function details(status)\nend\n", "return {}\n")
+
+
+def test_gitops_cli_generates_checks_and_cleans_up(tmp_path: Path) -> None:
+    source = tmp_path / gitops.SOURCE_DIR
+    (source / GROUP).mkdir(parents=True)
+    (source / gitops.COMMON).write_text('return {status = "Healthy", message = detail(obj.status)}\n')
+    (source / GROUP / "Host.lua").write_text("local function detail(status)\n  return status.phase\nend\n")
+    generated = tmp_path / gitops.HEALTH_DIR / GROUP / "Host" / "health.lua"
+    assert gitops.main(["--repo", str(tmp_path), "--check"]) == 1  # nothing generated yet
     assert gitops.main(["--repo", str(tmp_path)]) == 0
     assert gitops.main(["--repo", str(tmp_path), "--check"]) == 0
+    # One self-contained script: the kind's part, then the common part.
+    assert argo_health({"kind": "Host", "status": {"phase": "Connected"}}, generated.read_text()) == (
+        "Healthy",
+        "Connected",
+    )
     data = yaml.safe_load((tmp_path / gitops.RENDERED).read_text())["data"]
-    assert data == {"resource.customizations.health.vdc.dev_Host": "return {status = 'Healthy'}\n"}
+    assert data == {gitops.config_key(GROUP, "Host"): generated.read_text()}
+
+    (source / GROUP / "Host.lua").write_text("local function detail(status)\n  return 'changed'\nend\n")
+    assert gitops.main(["--repo", str(tmp_path), "--check"]) == 1  # both generated files are stale now
+    assert [p.split(":")[0] for p in gitops.stale(tmp_path, gitops.generate(*gitops.read_sources(tmp_path)))] == [
+        str(gitops.RENDERED),
+        str(generated.relative_to(tmp_path)),
+    ]
+    assert gitops.main(["--repo", str(tmp_path)]) == 0
+
+    orphan = tmp_path / gitops.HEALTH_DIR / GROUP / "Gone" / "health.lua"
+    orphan.parent.mkdir()
+    orphan.write_text("-- a kind whose source was removed\n")
+    assert gitops.main(["--repo", str(tmp_path), "--check"]) == 1
+    assert gitops.main(["--repo", str(tmp_path)]) == 0
+    assert not orphan.exists()
+    assert gitops.main(["--repo", str(tmp_path), "--check"]) == 0

@@ -70,11 +70,19 @@ def test_gitops_datacenter_is_self_contained(built: list[dict[str, Any]]) -> Non
     switches = {d["metadata"]["name"] for d in built if d["kind"] == "VirtualSwitch"}
     pools = {d["metadata"]["name"] for d in built if d["kind"] == "StoragePool"}
     namespaces = {d["metadata"]["name"] for d in built if d["kind"] == "Namespace"}
+    appliances = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in built if d["kind"] == "Appliance"}
+    for namespace, _ in appliances:
+        assert namespace in namespaces
+    assert {d["spec"]["storagePool"] for d in built if d["kind"] == "Appliance"} <= pools
     vms = [d for d in built if d["kind"] == "VirtualMachine"]
     for vm in vms:
         assert vm["metadata"]["namespace"] in namespaces
         assert {i["switch"] for i in vm["spec"].get("interfaces", [])} <= switches
-        assert {d["source"]["blank"]["pool"] for d in vm["spec"].get("disks", []) if "blank" in d["source"]} <= pools
+        assert {s["pool"] for d in vm["spec"].get("disks", []) for s in d["source"].values() if "pool" in s} <= pools
+        if "fromAppliance" in vm["spec"]:
+            source = vm["spec"]["fromAppliance"]
+            assert (vm["metadata"]["namespace"], source["name"]) in appliances
+            assert set(source.get("networkMapping", {}).values()) <= switches
     assert {vm["spec"]["runStrategy"] for vm in vms} == {"Always", "Halted"}  # one stopped by intent
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import tarfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def samples() -> Path:
 @pytest.fixture
 def make_tar(tmp_path: Path) -> TarBuilder:
     """Write a tar of the members, in order, to a new file under tmp_path and return its path."""
-    counter = iter(range(1_000_000))
+    counter = itertools.count()
 
     def build(members: list[Member]) -> Path:
         path = tmp_path / f"package{next(counter)}.ova"

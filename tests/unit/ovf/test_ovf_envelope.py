@@ -267,15 +267,36 @@ def test_two_memory_items_for_the_same_configuration_are_refused() -> None:
         summarize(envelope, envelope.virtual_systems()[0])
 
 
-def test_startup_must_name_members() -> None:
-    text = (
+def collection(startup_item: str) -> str:
+    """A collection ``app`` of one system ``vm`` with one StartupSection ``<Item>`` given as text."""
+    return (
         f"{HEAD}<VirtualSystemCollection ovf:id='app'><Info>c</Info>"
-        "<StartupSection><Info>s</Info><Item ovf:id='ghost' ovf:order='1'/></StartupSection>"
+        f"<StartupSection><Info>s</Info>{startup_item}</StartupSection>"
         "<VirtualSystem ovf:id='vm'><Info>x</Info><VirtualHardwareSection><Info>h</Info>"
         f"{CPU}</VirtualHardwareSection></VirtualSystem></VirtualSystemCollection></Envelope>"
     )
-    with pytest.raises(InvalidDescriptor, match="unknown system 'ghost'"):
-        parse_envelope(text)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("<Item ovf:id='ghost' ovf:order='1'/>", "unknown system 'ghost'"),
+        ("<Item ovf:id='vm' ovf:order='1' ovf:startAction='boot'/>", "startAction 'boot' is not powerOn or none"),
+        (
+            "<Item ovf:id='vm' ovf:order='1' ovf:stopAction='halt'/>",
+            "stopAction 'halt' is not powerOff, guestShutdown or none",
+        ),
+    ],
+)
+def test_startup_items_must_name_members_and_known_actions(item: str, message: str) -> None:
+    with pytest.raises(InvalidDescriptor, match=re.escape(message)):
+        parse_envelope(collection(item))
+
+
+def test_startup_actions_read() -> None:
+    item = "<Item ovf:id='vm' ovf:order='1' ovf:startAction='none' ovf:stopAction='guestShutdown'/>"
+    (startup,) = parse_envelope(collection(item)).startup()
+    assert (startup.start_action, startup.stop_action) == ("none", "guestShutdown")
 
 
 def test_ovirt_style_xsi_type_sections() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def test_parse_all_algorithms_and_spacing_variants() -> None:
     ],
 )
 def test_bad_manifests_name_the_line(text: str | bytes, message: str) -> None:
-    with pytest.raises(ManifestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ManifestError, match=re.escape(message)):
         parse_manifest(text, "x.mf")
 
 
@@ -109,7 +110,7 @@ def test_certificate_file_structure(samples: Path) -> None:
         (f"SHA256(other.mf)= {'ab' * 8}", True, "not of the manifest 'app.mf'"),
         ("", True, "expected one signature line"),
         (f"SHA256(app.mf)= {'ab' * 8}", False, "no PEM certificate"),
-        (f"SHA256(app.mf)= {'abc'}", True, "odd number"),
+        ("SHA256(app.mf)= abc", True, "odd number"),
     ],
 )
 def test_bad_certificate_files(samples: Path, line: str, pem: bool, message: str) -> None:

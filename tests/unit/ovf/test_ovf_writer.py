@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -163,8 +164,6 @@ def test_qemu_img_errors_are_clear(tmp_path: Path) -> None:
 
 
 def test_images_with_backing_files_are_refused(tiny_raw_disk: Path, tmp_path: Path) -> None:
-    import subprocess
-
     overlay = tmp_path / "overlay.qcow2"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(tiny_raw_disk), str(overlay)], check=True
