@@ -5,18 +5,20 @@ package does I/O.
 """
 
 from vdc.api.appliance import Appliance
+from vdc.api.computequota import ComputeQuota
 from vdc.api.host import Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
 
-ALL_KINDS: tuple[type[Host | StoragePool | VirtualSwitch | Appliance | VirtualMachine], ...] = (
+ALL_KINDS: tuple[type[Host | StoragePool | VirtualSwitch | Appliance | VirtualMachine | ComputeQuota], ...] = (
     Host,
     StoragePool,
     VirtualSwitch,
     Appliance,
     VirtualMachine,
+    ComputeQuota,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "GROUP",
     "VERSION",
     "Appliance",
+    "ComputeQuota",
     "Host",
     "KindInfo",
     "StoragePool",

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
 
-from vdc.api.common import Name, Path, ShortText, cel, field, list_map, validations
+from vdc.api.common import CleanPath, Name, SharedWith, ShortText, cel, field, list_map, validations
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
 from vdc.api.quantity import Quantity
@@ -19,7 +19,9 @@ class HostPathSource(ApiModel):
     """A file on one host."""
 
     host: Name = field("The Host holding the file.")
-    path: Path = field("Absolute path of the OVA or .ovf on that host.")
+    path: CleanPath = field(
+        "Absolute path of the OVA or .ovf on that host, under a directory the Host's hostFiles.allowedPaths declares."
+    )
 
 
 class VolumeSource(ApiModel):
@@ -57,6 +59,12 @@ class ApplianceSpec(ApiModel):
     max_size: Quantity = field(
         "Largest download and largest converted disk accepted (protects against sizes that lie).",
         default="20Gi",
+        update="live",
+    )
+    shared_with: SharedWith = field(
+        "Namespaces besides its own whose VMs may be made from this appliance (an appliance catalogue). "
+        "Default: its own namespace only.",
+        default_factory=SharedWith,
         update="live",
     )
 

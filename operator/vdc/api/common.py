@@ -21,6 +21,10 @@ ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, patt
 """A Kubernetes object name (DNS-1123 subdomain)."""
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 Path = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+CLEAN_PATH = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$"
+CleanPath = Annotated[str, StringConstraints(min_length=2, max_length=4096, pattern=CLEAN_PATH)]
+"""An absolute path without ``.`` or ``..`` segments, ``//`` or a trailing slash: what it names is
+decided by the text alone, up to symlinks (which only the host can resolve)."""
 """An absolute path on a host."""
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
@@ -109,3 +113,41 @@ class Bandwidth(ApiModel):
 
     inbound: BandwidthLimit | None = field("Limits traffic towards the guest.", default=None)
     outbound: BandwidthLimit | None = field("Limits traffic from the guest.", default=None)
+
+
+NamespaceSelector = LabelSelector
+"""Selects namespaces by their labels (the same shape as a host selector)."""
+
+
+_SELECTOR_RULES = validations(
+    cel("self.from != 'Selector' || has(self.selector)", "from: Selector needs selector", field_path=".selector"),
+    cel(
+        "self.from == 'Selector' || !has(self.selector)",
+        "selector is only used with from: Selector",
+        field_path=".selector",
+    ),
+)
+
+
+class AllowedNamespaces(ApiModel):
+    """Which tenant namespaces may use a cluster-scoped object (Gateway API's ``allowedRoutes.namespaces``).
+
+    All: every namespace. Selector: the namespaces whose labels match ``selector``. None: no namespace."""
+
+    model_config = {"json_schema_extra": _SELECTOR_RULES}
+
+    from_: Literal["All", "Selector", "None"] = field(
+        "All, Selector (by namespace labels) or None.", default="All", alias="from"
+    )
+    selector: NamespaceSelector | None = field("Namespaces by their labels (from: Selector).", default=None)
+
+
+class SharedWith(ApiModel):
+    """Which namespaces besides its own may use a namespaced object. Same: only its own namespace."""
+
+    model_config = {"json_schema_extra": _SELECTOR_RULES}
+
+    from_: Literal["Same", "All", "Selector"] = field(
+        "Same (its own namespace only), All, or Selector (by namespace labels).", default="Same", alias="from"
+    )
+    selector: NamespaceSelector | None = field("Namespaces by their labels (from: Selector).", default=None)

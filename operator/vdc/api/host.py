@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
 
-from vdc.api.common import IPV4, SecretRef, ShortText, cel, field, validations
+from vdc.api.common import IPV4, AllowedNamespaces, CleanPath, SecretRef, ShortText, cel, field, validations
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import (
     ApiModel,
@@ -27,6 +27,20 @@ class HostReservation(ApiModel):
 
     cpus: int = field("Host CPUs not offered to VMs.", default=0, ge=0, le=4096)
     memory: Quantity = field("Host memory not offered to VMs.", default="0")
+
+
+class HostFiles(ApiModel):
+    """Directories of this host whose files tenants may name: a VM's kernel and initrd, an Appliance's
+    hostPath. A path is allowed only when it lies under one of them after ``..`` and symlinks are
+    resolved on the host (the vdc qemu hook checks that again at every start)."""
+
+    allowed_paths: list[CleanPath] = field(
+        "Absolute directories. Empty: no host file may be named by a tenant.", default_factory=list, max_length=32
+    )
+    allowed_namespaces: AllowedNamespaces = field(
+        "Namespaces that may name files under allowedPaths. Default: all namespaces.",
+        default_factory=AllowedNamespaces,
+    )
 
 
 class HostSpec(ApiModel):
@@ -69,6 +83,11 @@ class HostSpec(ApiModel):
     maintenance: bool = field(
         "Cordons the host: no new VMs are placed on it. Running VMs stay (evacuation comes with migration).",
         default=False,
+        update="live",
+    )
+    host_files: HostFiles = field(
+        "Host directories tenants may take files from (kernels, initrds, OVAs). Default: none.",
+        default_factory=HostFiles,
         update="live",
     )
     power_state: Literal["On", "Standby"] = field(

@@ -6,7 +6,18 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
 
-from vdc.api.common import LabelSelector, Name, Path, SecretRef, ShortText, cel, field, list_map, validations
+from vdc.api.common import (
+    AllowedNamespaces,
+    LabelSelector,
+    Name,
+    Path,
+    SecretRef,
+    ShortText,
+    cel,
+    field,
+    list_map,
+    validations,
+)
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
 from vdc.api.quantity import Quantity
@@ -47,6 +58,15 @@ class PoolSource(ApiModel):
         "Secret with credentials (rbd: key `key` and user `user`; iscsi: CHAP `username`/`password`).",
         default=None,
     )
+
+
+class PublishedVolume(ApiModel):
+    """A volume of this pool published to tenant namespaces: a base for their clones, or a read-only disk."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.+-]+$")] = field(
+        "The volume's name in the pool."
+    )
+    allowed_namespaces: AllowedNamespaces = field("Namespaces that may use it.", default_factory=AllowedNamespaces)
 
 
 class StoragePoolSpec(ApiModel):
@@ -104,6 +124,27 @@ class StoragePoolSpec(ApiModel):
         "status until the volumes are gone; Wait is the same without the Stalled condition. "
         "Volumes we did not create are never deleted.",
         default="Refuse",
+        update="live",
+    )
+    allowed_namespaces: AllowedNamespaces = field(
+        "Tenant namespaces whose VMs may keep disks in this pool (new volumes, clones, seeds) and whose "
+        "Appliances may land here. Default: all namespaces (a pool is shared infrastructure, like a "
+        "StorageClass); volumes stay private to their owner's namespace whatever this says.",
+        default_factory=AllowedNamespaces,
+        update="live",
+    )
+    adoption_namespaces: AllowedNamespaces | None = field(
+        "Namespaces that may attach (adopt) volumes of this pool that no namespace owns, i.e. volumes the "
+        "operator did not create. Default: none.",
+        default=None,
+        update="live",
+    )
+    published_volumes: list[PublishedVolume] = field(
+        "Volumes of this pool a cluster admin publishes to tenants (golden images): they may be cloned, "
+        "or attached read-only, by VMs of the allowed namespaces.",
+        default_factory=list,
+        max_length=256,
+        extra=list_map("name"),
         update="live",
     )
 

@@ -10,9 +10,9 @@ from vdc.api.common import (
     IPV4,
     MAC,
     Bandwidth,
+    CleanPath,
     LabelSelector,
     Name,
-    Path,
     SecretKeyRef,
     ShortText,
     cel,
@@ -112,8 +112,13 @@ class Memory(ApiModel):
 class KernelBoot(ApiModel):
     """Direct kernel boot: the kernel and initrd are files on the host."""
 
-    kernel: Path = field("Path of the kernel image on the host.")
-    initrd: Path | None = field("Path of the initrd on the host.", default=None)
+    kernel: CleanPath = field(
+        "Path of the kernel image on the host, under a directory the Host's hostFiles.allowedPaths declares."
+    )
+    initrd: CleanPath | None = field(
+        "Path of the initrd on the host, under a directory the Host's hostFiles.allowedPaths declares.",
+        default=None,
+    )
     cmdline: Annotated[str, StringConstraints(max_length=4096)] | None = field("Kernel command line.", default=None)
 
 
@@ -157,9 +162,10 @@ class BlankVolume(ApiModel):
 
 
 class ApplianceDiskRef(ApiModel):
-    """A disk of an Appliance in the same namespace."""
+    """A disk of an Appliance: of the VM's namespace, or of another that shares it (spec.sharedWith)."""
 
     name: Name = field("The Appliance.")
+    namespace: Name | None = field("The Appliance's namespace (default: the VM's).", default=None)
     disk: ShortText | None = field("The appliance's disk id (default: its first disk).", default=None)
 
 
@@ -324,7 +330,12 @@ class CloudInit(ApiModel):
 class FromAppliance(ApiModel):
     """Instantiate a virtual system of an Appliance: its hardware is the default for this VM."""
 
-    name: Name = field("The Appliance, in the VM's namespace.")
+    name: Name = field("The Appliance.")
+    namespace: Name | None = field(
+        "The Appliance's namespace (default: the VM's); another namespace's appliance must be shared with "
+        "the VM's (its spec.sharedWith).",
+        default=None,
+    )
     virtual_system: ShortText | None = field("The VirtualSystem id (default: the first).", default=None)
     properties: dict[
         Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=4096)]
@@ -433,6 +444,15 @@ class DiskStatus(ApiModel):
     path: Annotated[str, StringConstraints(max_length=4096)] | None = field("Volume path on the host.", default=None)
     capacity: Quantity | None = field("Virtual size.", default=None)
     allocation: Quantity | None = field("Space used.", default=None)
+    access: Literal["Owned", "Adopted", "Published", "Appliance"] | None = field(
+        "Why this VM may use the volume: its namespace owns it (the operator created it for this VM), it "
+        "adopted a volume nobody owned (the pool allows it), a cluster admin published it, or it is an "
+        "appliance's base image.",
+        default=None,
+    )
+    owner: ShortText | None = field(
+        "The volume's owner as namespace/vm (uid) for volumes the operator created.", default=None
+    )
 
 
 class InterfaceStatus(ApiModel):

@@ -11,6 +11,7 @@ from vdc.api.common import (
     IPV4_CIDR,
     IPV6_CIDR,
     MAC,
+    AllowedNamespaces,
     Bandwidth,
     LabelSelector,
     Name,
@@ -121,6 +122,17 @@ class VirtualSwitchSpec(ApiModel):
     mtu: int | None = field("MTU of the switch.", default=None, ge=576, le=9216, update="restart")
     bandwidth: Bandwidth | None = field(
         "Default limits of every port; a VM NIC may only lower them.", default=None, update="live"
+    )
+    allowed_namespaces: AllowedNamespaces = field(
+        "Tenant namespaces whose VMs may attach NICs to this switch. Default: all namespaces.",
+        default_factory=AllowedNamespaces,
+        update="live",
+    )
+    public: bool = field(
+        "Addresses on this switch are public: each NIC on it counts against its namespace's "
+        "ComputeQuota publicAddresses.",
+        default=False,
+        update="live",
     )
 
 
