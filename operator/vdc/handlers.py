@@ -20,6 +20,7 @@ from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
 from vdc.controllers.appliance import ApplianceController
+from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
@@ -32,6 +33,7 @@ from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
 from vdc.metrics import REGISTRY
 from vdc.metrics.collectors import DatacenterCollector
 from vdc.metrics.refresher import StatsRefresher
+from vdc.tenancy.view import TenancyView
 from vdc.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 120.0
 """Mean seconds between safety-net resyncs (`vdc run --resync-interval`)."""
 HOST_COUNTS_DELAY = 2.0
+QUOTA_COUNT_DELAY = 1.0
+"""A namespace's ComputeQuotas are counted again this long after its VMs change (many changes, one write)."""
 
 
 def set_resync_interval(seconds: float) -> None:
@@ -69,6 +73,10 @@ class Runtime:
     appliances: ObjectCache
     appliance_controller: ApplianceController
     appliance_queue: WorkQueue[Key]
+    namespaces: ObjectCache = field(default_factory=ObjectCache)
+    quotas: ObjectCache = field(default_factory=ObjectCache)
+    quota_controller: QuotaController | None = None
+    quota_queue: WorkQueue[Key] | None = None
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
@@ -80,6 +88,15 @@ class Runtime:
 
     def unplaced_vms(self) -> list[Key]:
         return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) is None]
+
+    def vms_in(self, namespace: str) -> list[Key]:
+        return [key_of(vm) for vm in self.vms if vm["metadata"].get("namespace") == namespace]
+
+    def count_quotas(self, namespace: str) -> None:
+        """The namespace's ComputeQuotas count again (soon: many VM changes make one write)."""
+        if self.quota_controller is not None and self.quota_queue is not None:
+            for key in self.quota_controller.in_namespace(namespace):
+                self.quota_queue.add_after(key, QUOTA_COUNT_DELAY)
 
 
 _runtime: Runtime | None = None
@@ -162,13 +179,18 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     host_controller = HostController(hosts, vms, connections, writer)
     pool_controller = PoolController(pools, hosts, connections, writer)
     switch_controller = SwitchController(switches, hosts, vms, connections, writer)
-    appliances = ObjectCache()
+    appliances, namespaces, quotas = ObjectCache(), ObjectCache(), ObjectCache()
+    tenancy = TenancyView(
+        namespaces=namespaces, hosts=hosts, pools=pools, switches=switches, appliances=appliances, vms=vms,
+        quotas=quotas,
+    )  # fmt: skip
     appliance_controller = ApplianceController(
-        appliances, pools, vms, connections, writer, work_dir=getattr(memo, "work_dir", None)
+        appliances, pools, vms, connections, writer, work_dir=getattr(memo, "work_dir", None), tenancy=tenancy
     )
     vm_controller = VmController(
-        vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances
+        vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances, tenancy
     )
+    quota_controller = QuotaController(quotas, tenancy, vm_controller.host_of, writer)
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
@@ -186,12 +208,18 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         appliances=appliances,
         appliance_controller=appliance_controller,
         appliance_queue=WorkQueue("appliances", appliance_controller.reconcile, workers=2),
+        namespaces=namespaces,
+        quotas=quotas,
+        quota_controller=quota_controller,
+        quota_queue=WorkQueue("computequotas", quota_controller.reconcile, workers=1),
     )
     _runtime.host_queue.start()
     _runtime.pool_queue.start()
     _runtime.switch_queue.start()
     _runtime.vm_queue.start()
     _runtime.appliance_queue.start()
+    assert _runtime.quota_queue is not None
+    _runtime.quota_queue.start()
     _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
@@ -212,6 +240,8 @@ async def stop(**_: Any) -> None:
         REGISTRY.unregister(rt.collector)
     await rt.vm_queue.stop()
     await rt.appliance_queue.stop()
+    if rt.quota_queue is not None:
+        await rt.quota_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
@@ -249,10 +279,11 @@ def host_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "virtualmachines")
 def vm_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body = dict(event["object"])
+    body: dict[str, Any] = dict(event["object"])
+    rt.count_quotas(str(body["metadata"].get("namespace")))
     if event["type"] == "DELETED":
         rt.vms.remove(body)
-        for vm_key in rt.unplaced_vms():  # its room is free now
+        for vm_key in rt.unplaced_vms():  # its room (and its quota) is free now
             rt.vm_queue.add(vm_key)
         for switch in _switches_of(body):  # its addresses are free now
             rt.switch_queue.add(("", switch))
@@ -324,9 +355,11 @@ def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
         rt.appliance_queue.add(key)
     # VMs made from it wait for it to be Ready (or say that it failed); its progress writes do not matter.
     status: dict[str, Any] = body.get("status") or {}  # type: ignore[assignment]
-    if event["type"] == "DELETED" or status.get("phase") in ("Ready", "Failed"):
-        for vm in rt.appliance_controller.users(*key):
-            rt.vm_queue.add((key[0], vm))
+    # A spec change (sharedWith) may grant or revoke other namespaces' access.
+    changed = not _only_our_status_changed(event, body)
+    if event["type"] == "DELETED" or changed or status.get("phase") in ("Ready", "Failed"):
+        for vm_key in rt.appliance_controller.users(*key):
+            rt.vm_queue.add(vm_key)
 
 
 @kopf.on.delete(GROUP, VERSION, "appliances")
@@ -337,3 +370,35 @@ async def appliance_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> No
 @kopf.on.delete(GROUP, VERSION, "storagepools")
 async def pool_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     await _delete_or_wait(StoragePool.KIND, body, runtime().pool_controller.delete, logger)
+
+
+@kopf.on.event("", "v1", "namespaces")
+def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
+    """Namespace labels decide allowedNamespaces selectors: a change may grant or revoke access."""
+    rt = runtime()
+    body: dict[str, Any] = dict(event["object"])
+    name = body["metadata"]["name"]
+    old = rt.namespaces.get(("", name))
+    if event["type"] == "DELETED":
+        rt.namespaces.remove(body)
+        return
+    rt.namespaces.upsert(body)
+    old_labels = ((old or {}).get("metadata") or {}).get("labels")
+    if old is not None and old_labels != body["metadata"].get("labels"):
+        for vm_key in rt.vms_in(name):
+            rt.vm_queue.add(vm_key)
+        for appliance in rt.appliances:
+            rt.appliance_queue.add(key_of(appliance))
+
+
+@kopf.on.event(GROUP, VERSION, "computequotas")
+def quota_event(event: kopf.RawEvent, **_: Any) -> None:
+    rt = runtime()
+    body: dict[str, Any] = dict(event["object"])
+    key = rt.quotas.remove(body) if event["type"] == "DELETED" else rt.quotas.upsert(body)
+    if event["type"] != "DELETED" and not _only_our_status_changed(event, body) and rt.quota_queue is not None:
+        rt.quota_queue.add(key)
+    if not _only_our_status_changed(event, body):  # new limits: VMs waiting for quota may fit now
+        for vm_key in rt.unplaced_vms():
+            if vm_key[0] == key[0]:
+                rt.vm_queue.add(vm_key)

@@ -25,8 +25,11 @@ class Access:
     why: str
 
 
-WATCHED = ("hosts", "storagepools", "virtualswitches", "virtualmachines", "appliances")
+WATCHED = ("hosts", "storagepools", "virtualswitches", "virtualmachines", "appliances", "computequotas")
 """Our kinds with kopf handlers (vdc.handlers)."""
+
+WATCHED_CORE = ("namespaces",)
+"""Core kinds with kopf handlers: namespace labels decide allowedNamespaces selectors."""
 
 WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances")
 """Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
@@ -57,6 +60,12 @@ CLUSTER_WIDE: tuple[Access, ...] = (
         " objects: `default` for ours, the operator's namespace for kopf's)",
     ),
     Access(
+        "",
+        "namespaces",
+        ("list", "watch"),
+        "tenancy: allowedNamespaces selectors match namespace labels (vdc.handlers.namespace_event)",
+    ),
+    Access(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
         ("list", "watch"),
@@ -76,7 +85,6 @@ SECRETS = Access(
 
 NOT_NEEDED = (
     "peering (kopfpeerings): the operator runs kopf standalone, one replica",
-    "namespaces: the operator watches cluster-wide (kopf lists namespaces only for --namespace)",
     "get on our kinds: kopf lists and watches, it never reads single objects",
     "update/delete/create on our kinds: the operator never writes spec and never creates or deletes them",
 )

@@ -34,7 +34,9 @@ def test_watched_kinds_are_the_ones_with_kopf_handlers() -> None:
         *registry._indexing.get_all_handlers(),
         *registry._webhooks.get_all_handlers(),
     ]
-    assert _names(resource_handlers) == {(GROUP, plural) for plural in rbac.WATCHED}
+    assert _names(resource_handlers) == {(GROUP, plural) for plural in rbac.WATCHED} | {
+        ("", plural) for plural in rbac.WATCHED_CORE
+    }
     for plural in rbac.WATCHED:
         assert {"list", "watch"} <= _granted(plural), plural
 

@@ -53,6 +53,7 @@ from vdc.ovf.envelope import parse_envelope
 from vdc.ovf.errors import OvfError, UnsafeArchive
 from vdc.ovf.manifest import compare_digests, file_digest, require_verified, verify
 from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory, package_paths, safe_member_name
+from vdc.tenancy.view import TenancyView
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ def default_work_dir() -> Path:
 class ApplianceController:
     def __init__(
         self, appliances: ObjectCache, pools: ObjectCache, vms: ObjectCache, connections: ConnectionManager,
-        writer: KubeWriter, work_dir: Path | None = None,
+        writer: KubeWriter, work_dir: Path | None = None, tenancy: TenancyView | None = None,
     ) -> None:  # fmt: skip
+        self.tenancy = tenancy
         self.appliances = appliances
         self.pools = pools
         self.vms = vms
@@ -105,8 +107,8 @@ class ApplianceController:
         status = ApplianceStatus.model_validate(body.get("status") or {})
         generation = body["metadata"].get("generation")
         current = status.observed_generation == generation
-        if current and status.phase == "Failed":
-            return None  # bad input: only a new spec helps
+        if current and status.phase == "Failed" and _ready_reason(status) != "AccessDenied":
+            return None  # bad input: only a new spec helps (access may be granted meanwhile: looked at again)
         missing = self.pool_hosts(body) - set(status.hosts) - self._unsupported.get(uid, set())
         if current and status.phase == "Ready" and not missing:
             return None
@@ -147,6 +149,9 @@ class ApplianceController:
 
     async def _run(self, body: dict[str, Any], report: _Reporter) -> None:
         appliance = Appliance.model_validate(body)
+        refusals = self.tenancy.appliance_refusals(appliance) if self.tenancy is not None else []
+        if refusals:  # before anything is fetched or uploaded
+            raise ImportFailed("AccessDenied", "; ".join(refusals))
         meta = appliance.metadata
         namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
         work = self.work_for(namespace, name, uid)
@@ -291,17 +296,18 @@ class ApplianceController:
         return descriptor
 
     # --- deletion ------------------------------------------------------------------------------
-    def users(self, namespace: str, name: str) -> list[str]:
-        """VMs made from the appliance (their disks are overlays on its base images)."""
+    def users(self, namespace: str, name: str) -> list[Key]:
+        """VMs made from the appliance (their disks are overlays on its base images), in any namespace."""
         out = []
         for vm in self.vms:
             meta = vm["metadata"]
             spec = vm.get("spec") or {}
-            from_appliance = (spec.get("fromAppliance") or {}).get("name")
-            clones = {((d.get("source") or {}).get("clone") or {}).get("appliance", {}).get("name")
-                      for d in spec.get("disks") or []}  # fmt: skip
-            if meta.get("namespace") == namespace and (from_appliance == name or name in clones):
-                out.append(meta["name"])
+            own = str(meta.get("namespace"))
+            refs = [spec.get("fromAppliance") or {}] + [
+                ((d.get("source") or {}).get("clone") or {}).get("appliance") or {} for d in spec.get("disks") or []
+            ]
+            if any(r.get("name") == name and r.get("namespace", own) == namespace for r in refs):
+                out.append((own, str(meta["name"])))
         return sorted(out)
 
     async def delete(self, body: dict[str, Any]) -> str:
@@ -309,7 +315,10 @@ class ApplianceController:
         namespace, name, uid = meta["namespace"], meta["name"], str(meta["uid"])
         users = self.users(namespace, name)
         if users:
-            raise DeletionWaits(f"VMs made from appliance {name} still exist: {', '.join(users[:5])}")
+            own = [vm for ns, vm in users if ns == namespace]
+            others = len(users) - len(own)  # other tenants' VMs are counted, not named
+            listed = own[:5] + ([f"{others} in other namespaces"] if others else [])
+            raise DeletionWaits(f"VMs made from appliance {name} still exist: {', '.join(listed)}")
         task = self._tasks.pop(uid, None)
         if task is not None and not task.done():
             task.cancel()
@@ -519,3 +528,7 @@ class _Reporter:
         body = self.controller.appliances.get(self.key)
         if body is not None:
             await self.controller.writer.event(Appliance.KIND, body, reason, message, warning=warning)
+
+
+def _ready_reason(status: ApplianceStatus) -> str | None:
+    return next((c.reason for c in status.conditions if c.type == "Ready"), None)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.common import Bandwidth, SecretKeyRef
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, ConditionStatus, now_rfc3339, set_condition
+from vdc.api.host import HostFiles
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachine, VirtualMachineStatus
 from vdc.cloudinit import CloudInitError, build_seed_iso, seed_meta_data
@@ -58,6 +59,7 @@ from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
 from vdc.ovf.environment import environment_iso, environment_xml
 from vdc.scheduler.placement import HostCandidate, PlacementRequest, place
+from vdc.tenancy.view import TenancyView
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class VmController:
         switches: ObjectCache | None = None,
         switch_controller: SwitchController | None = None,
         appliances: ObjectCache | None = None,
+        tenancy: TenancyView | None = None,
     ) -> None:
         self.pools = pools if pools is not None else ObjectCache()
         self.appliances = appliances if appliances is not None else ObjectCache()
@@ -100,6 +103,10 @@ class VmController:
         self.connections = connections
         self.writer = writer
         self.host_controller = host_controller
+        self.tenancy = tenancy or TenancyView(
+            namespaces=ObjectCache(), hosts=hosts, pools=self.pools, switches=self.switches,
+            appliances=self.appliances, vms=vms, quotas=ObjectCache(),
+        )  # fmt: skip
         self._assumed: dict[str, str] = {}
         """uid -> host chosen but not yet visible in the cached status (kube-scheduler's assume cache)."""
         self._shutdown_since: dict[str, float] = {}
@@ -139,6 +146,7 @@ class VmController:
                     allocated_memory=memory,
                     pools=pools_on(self.pools, name),
                     switches=switches_on(self.switches, name),
+                    host_files=_host_files(body),
                 )
             )
         return candidates
@@ -187,11 +195,12 @@ class VmController:
     def _appliances_of(self, vm: VirtualMachine) -> dict[str, ApplianceStatus]:
         """The Ready appliances the VM is made from (fromAppliance, clone disks); ApplianceWait when one
         is not Ready yet, ApplianceMismatch when one failed."""
-        names = {d.source.clone.appliance.name for d in vm.spec.disks if d.source.clone and d.source.clone.appliance}
-        if vm.spec.from_appliance is not None:
-            names.add(vm.spec.from_appliance.name)
         ns = str(vm.metadata["namespace"])
-        return {name: appliance_status(self.appliances.get((ns, name)), name) for name in sorted(names)}
+        refs = {(d.source.clone.appliance.namespace or ns, d.source.clone.appliance.name)
+                for d in vm.spec.disks if d.source.clone and d.source.clone.appliance}  # fmt: skip
+        if vm.spec.from_appliance is not None:
+            refs.add((vm.spec.from_appliance.namespace or ns, vm.spec.from_appliance.name))
+        return {name: appliance_status(self.appliances.get((where, name)), name) for where, name in sorted(refs)}
 
     def _ovf_env(self, vm: VirtualMachine, appliances: dict[str, ApplianceStatus]) -> bytes:
         source = vm.spec.from_appliance
@@ -209,7 +218,7 @@ class VmController:
         if source is None:
             return None
         ns = str(vm.metadata["namespace"])
-        body = self.appliances.get((ns, source.name))
+        body = self.appliances.get((source.namespace or ns, source.name))
         if body is None:
             return None
         status = ApplianceStatus.model_validate(body.get("status") or {})
@@ -222,7 +231,12 @@ class VmController:
         for other in self.vms:
             spec = other.get("spec") or {}
             other_source = spec.get("fromAppliance") or {}
-            if other["metadata"].get("namespace") != ns or other_source.get("name") != source.name:
+            other_ns = other["metadata"].get("namespace")
+            if (
+                other_ns != ns
+                or other_source.get("name") != source.name
+                or other_source.get("namespace", ns) != (source.namespace or ns)
+            ):
                 continue
             other_status = other.get("status") or {}
             system = other_source.get("virtualSystem") or status.virtual_systems[0].id
@@ -299,13 +313,16 @@ class VmController:
             return None
         uid = str(vm.metadata["uid"])
         old = vm.status or VirtualMachineStatus()
+        access = self.tenancy.check_vm(vm)
+        if access.refusals:  # before anything is written or created anywhere
+            await self._report(body, old, "Failed", generation, stalled=("AccessDenied", "; ".join(access.refusals)))
+            return None
         try:
             appliances = self._appliances_of(vm)
             source = vm.spec.from_appliance
             if source is not None:
-                pool = str(
-                    (self.appliances.get((str(vm.metadata["namespace"]), source.name)) or {})["spec"]["storagePool"]
-                )
+                where = source.namespace or str(vm.metadata["namespace"])
+                pool = str((self.appliances.get((where, source.name)) or {})["spec"]["storagePool"])
                 patch = spec_defaults(body["spec"], appliances[source.name], pool)
                 if patch:
                     await self.writer.patch_spec(VirtualMachine.KIND, body, patch)
@@ -327,7 +344,18 @@ class VmController:
             raise
 
         host = self.host_of(body) or await self._find_existing(uid)
+        host_files = _host_files_of(vm)
+        if host is not None and (refused := self.tenancy.host_files_refusal(host, key[0], host_files)):
+            await self._report(body, old, "Failed", generation, stalled=("AccessDenied", refused))
+            return None
         if host is None:
+            # From the quota check to the assumed placement nothing awaits: VMs reconciled concurrently
+            # see each other's placements, so many VMs created at once cannot over-commit the quota.
+            over = self.tenancy.quota_refusal(body, self.host_of)
+            if over is not None:
+                await self._report(body, old, "Scheduling", generation, scheduled=("False", "QuotaExceeded", over),
+                                   stalled=("QuotaExceeded", over))  # fmt: skip
+                return None  # VM deletions and quota changes bring it back
             cpus, memory = _requested(body)
             decision = place(
                 PlacementRequest(
@@ -338,6 +366,8 @@ class VmController:
                     pool_bytes=pool_bytes(plans),
                     switches=frozenset(nic.switch for nic in vm.spec.interfaces),
                     images={name: frozenset(status.hosts) for name, status in appliances.items()},
+                    host_files=host_files,
+                    tenant=self.tenancy.tenant(key[0]),
                 ),
                 self._candidates(uid),
             )
@@ -387,10 +417,13 @@ class VmController:
                                stalled=("UnsupportedSpec", str(exc)))  # fmt: skip
             return None
         desired = _with_generation(desired, generation)
+        owner = f"{key[0]}/{key[1]} ({uid})"
         self._disk_status[uid] = [
             DiskStatus(name=p.disk, host=host, pool=p.pool, volume=p.volume, path=volumes[p.disk].path,
                        capacity=format_bytes_mi(volumes[p.disk].capacity_bytes),
-                       allocation=format_bytes_mi(volumes[p.disk].allocation_bytes))
+                       allocation=format_bytes_mi(volumes[p.disk].allocation_bytes),
+                       access=access.volumes.get(p.disk),
+                       owner=owner if access.volumes.get(p.disk) == "Owned" else None)
             for p in plans
         ]  # fmt: skip
         try:
@@ -614,6 +647,10 @@ class VmController:
             plans = plan_volumes(VirtualMachine.model_validate(body))
         except (ValidationError, DiskSpecError):
             plans = []
+        # An existing volume is deleted with the VM only when the VM's namespace owns or adopted it: never
+        # a published volume, an appliance's image, or one the VM was refused.
+        access = {d.get("name"): d.get("access") for d in (body.get("status") or {}).get("disks") or []}
+        plans = [p for p in plans if p.kind != "volume" or access.get(p.disk) in ("Owned", "Adopted")]
         deleted = await conn.call(lambda c: delete_volumes(c, plans))
         kept = [p.volume for p in plans if p.volume not in deleted]
         outcome = f"domain removed from host {host}" if removed else f"no domain was left on host {host}"
@@ -626,6 +663,19 @@ class VmController:
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
 """Set to "true" on a VM being deleted to finish deletion without reaching its host."""
+
+
+def _host_files(host: dict[str, Any]) -> HostFiles:
+    try:
+        return HostFiles.model_validate((host.get("spec") or {}).get("hostFiles") or {})
+    except ValidationError:
+        return HostFiles()
+
+
+def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:
+    """The host files the VM names (kernel, initrd)."""
+    kernel = vm.spec.boot.kernel
+    return () if kernel is None else tuple(p for p in (kernel.kernel, kernel.initrd) if p)
 
 
 def _condition_message(status: VirtualMachineStatus, type_: str) -> str | None:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vdc.api.common import LabelSelector
+from vdc.api.host import HostFiles
 from vdc.scheduler.selectors import matches
+from vdc.tenancy.access import Tenant, host_files_refusal
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -61,6 +63,8 @@ class HostCandidate:
     """Ready storage pools on this host: pool name -> free bytes."""
     switches: frozenset[str] = frozenset()
     """Virtual switches realised on this host."""
+    host_files: HostFiles = field(default_factory=HostFiles)
+    """Directories whose files tenants may name (spec.hostFiles)."""
 
     @property
     def free_cpus(self) -> int:
@@ -85,6 +89,9 @@ class PlacementRequest:
     switches: frozenset[str] = frozenset()
     images: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Base images the VM's disks start from (an appliance's name) -> the hosts that hold them."""
+    host_files: tuple[str, ...] = ()
+    """Host files the VM names (kernel, initrd): the host must allow them to ``tenant``."""
+    tenant: Tenant = field(default_factory=lambda: Tenant(""))
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,14 @@ def host_selector(request: PlacementRequest, host: HostCandidate) -> Rejection |
     )
 
 
+def host_files_allowed(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
+    """The host must let the VM's namespace name the files it boots from (spec.hostFiles)."""
+    refused = host_files_refusal(request.host_files, host.host_files, request.tenant)
+    if refused is None:
+        return None
+    return Rejection("does not allow the VM's host files", "do not allow the VM's host files", refused)
+
+
 def host_ready(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
     """The host must be Ready."""
     return None if host.ready else _same("not ready")
@@ -265,6 +280,7 @@ def images_present(request: PlacementRequest, host: HostCandidate) -> Rejection 
 FILTERS: tuple[Filter, ...] = (
     pinned_host,
     host_selector,
+    host_files_allowed,
     host_ready,
     not_in_maintenance,
     cpu_fits,

@@ -1,0 +1,64 @@
+"""ComputeQuota: report what its namespace's VMs take. Enforcement is the VM controller's, at placement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from vdc.api.computequota import ComputeQuota, ComputeQuotaStatus
+from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
+from vdc.kube.cache import Key, ObjectCache
+from vdc.kube.client import KubeWriter
+from vdc.tenancy.quota import hard_limits
+from vdc.tenancy.view import HostOf, TenancyView
+
+
+class QuotaController:
+    def __init__(self, quotas: ObjectCache, tenancy: TenancyView, host_of: HostOf, writer: KubeWriter) -> None:
+        self.quotas = quotas
+        self.tenancy = tenancy
+        self.host_of = host_of
+        self.writer = writer
+
+    def in_namespace(self, namespace: str) -> list[Key]:
+        return [(namespace, b["metadata"]["name"]) for b in self.quotas if b["metadata"].get("namespace") == namespace]
+
+    async def reconcile(self, key: Key) -> float | None:
+        body = self.quotas.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        generation = body["metadata"].get("generation")
+        old_wire: dict[str, Any] = body.get("status") or {}
+        try:
+            quota = ComputeQuota.model_validate(body)
+            old = ComputeQuotaStatus.model_validate(old_wire)
+        except ValidationError as exc:
+            old = ComputeQuotaStatus()
+            conds = set_condition(
+                old.conditions, READY, "False", "InvalidSpec", str(exc), observed_generation=generation
+            )
+            conds = set_condition(conds, STALLED, "True", "InvalidSpec", str(exc), observed_generation=generation)
+            await self._write(body, ComputeQuotaStatus(observed_generation=generation, conditions=conds))
+            return None
+        used = self.tenancy.usage(key[0], self.host_of)
+        over = [
+            name for name, limit in hard_limits(quota.spec.hard).items() if getattr(used, name) > limit
+        ]  # e.g. after a limit was lowered below what runs: nothing is stopped, nothing new is placed
+        message = f"over the limit for {', '.join(over)}: no new VM is placed" if over else "within limits"
+        conds = set_condition(old.conditions, READY, "True", "Counted", message, observed_generation=generation)
+        conds = set_condition(conds, STALLED, "False", "Counted", observed_generation=generation)
+        conds = set_condition(conds, RECONCILING, "False", "Counted", observed_generation=generation)
+        status = ComputeQuotaStatus(
+            observed_generation=generation, conditions=conds, hard=quota.spec.hard, used=used.to_amounts()
+        )
+        await self._write(body, status)
+        return None
+
+    async def _write(self, body: dict[str, Any], status: ComputeQuotaStatus) -> None:
+        wire = status.to_wire()
+        if wire != (body.get("status") or {}) and (
+            sent := await self.writer.patch_status(ComputeQuota.KIND, body, wire)
+        ):
+            meta = body["metadata"]
+            self.quotas.note_status((meta["namespace"], meta["name"]), sent)
