@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdc.api.common import LabelSelector
+from vdc.api.host import HostFiles
 from vdc.scheduler import placement
 from vdc.scheduler.placement import (
     DEFAULT_POLICY,
@@ -24,6 +25,7 @@ from vdc.scheduler.placement import (
     place,
 )
 from vdc.scheduler.selectors import matches
+from vdc.tenancy.access import Tenant
 
 Ki, Mi, Gi = 2**10, 2**20, 2**30
 
@@ -179,11 +181,22 @@ def test_appliance_images_must_be_present() -> None:
     assert result.rejected == {"h2": "lacks the images of appliance 'tiny'"}
 
 
+def test_host_files_must_be_allowed_to_the_namespace() -> None:
+    tiny = HostFiles(allowed_paths=["/var/lib/vdc/boot"])
+    req = request(host_files=("/var/lib/vdc/boot/vmlinuz",), tenant=Tenant("a"))
+    assert only(req, host("h1", host_files=tiny)).host == "h1"
+    result = only(req, host("h2"))
+    assert result.rejected == {"h2": "it declares no spec.hostFiles.allowedPaths"}
+    shadow = request(host_files=("/etc/shadow",), tenant=Tenant("a"))
+    assert "/etc/shadow outside" in only(shadow, host("h1", host_files=tiny)).rejected["h1"]
+
+
 def test_filters_are_a_named_extendable_list() -> None:
     names = [f.__name__ for f in FILTERS]
     assert names == [
         "pinned_host",
         "host_selector",
+        "host_files_allowed",
         "host_ready",
         "not_in_maintenance",
         "cpu_fits",
