@@ -280,7 +280,7 @@ def test_import_ova_uploads_the_volume_and_creates_the_appliance(
     ova = _tiny_ova(tmp_path)
     result = vdc(dc, "import-ova", str(ova), "--name", "cli-tiny", "--pool", POOL)
     assert "upload tiny.ova" in result.stderr and "100%" in result.stderr
-    volume = f"appliance-{dc.namespace}-cli-tiny.ova"
+    volume = f"{dc.namespace}_cli-tiny_upload.ova"
     appliance = dc.get("appliance", "cli-tiny", dc.namespace)
     assert appliance is not None
     assert appliance["spec"]["source"]["volume"] == {"pool": POOL, "name": volume}

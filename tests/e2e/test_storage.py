@@ -25,7 +25,9 @@ def pool(datacenter: Datacenter) -> dict:
     datacenter.apply({
         "apiVersion": "vdc.dev/v1alpha1", "kind": "StoragePool", "metadata": {"name": POOL},
         "spec": {"type": "dir", "target": {"path": "/var/lib/libvirt/vdc-pools/e2e"},
-                 "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}}},
+                 "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}},
+                 # base.qcow2 is made by hand below (virsh): published for clones, as an admin would.
+                 "publishedVolumes": [{"name": "base.qcow2"}]},
     })  # fmt: skip
     return wait_until("the pool Ready", lambda: _pool_ready(datacenter), timeout=60)
 

@@ -21,6 +21,7 @@ from vdc.cli.main import build_parser, main
 from vdc.cli.transfer import _rebase, appliance_manifest, appliance_volume_name, export_hardware, pick_pool_host
 from vdc.libvirt.credentials import effective_uri
 from vdc.libvirt.domain_xml import DiskConfig, DomainConfig, InterfaceConfig, OwnerMetadata
+from vdc.tenancy.access import owner_namespace
 
 UID = "0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11"
 
@@ -290,7 +291,8 @@ def test_import_picks_a_ready_host_where_the_pool_runs() -> None:
 
 
 def test_the_appliance_object_points_at_the_uploaded_volume() -> None:
-    assert appliance_volume_name("team-a", "router") == "appliance-team-a-router.ova"
+    assert appliance_volume_name("team-a", "router") == "team-a_router_upload.ova"
+    assert owner_namespace(appliance_volume_name("team-a", "router")) == "team-a"
     body = appliance_manifest("team-a", "router", "images", "appliance-team-a-router.ova", "ab" * 32)
     assert body == {
         "apiVersion": "vdc.dev/v1alpha1",

@@ -76,7 +76,8 @@ class _Hashing:
 
 
 def appliance_volume_name(namespace: str, name: str) -> str:
-    return f"appliance-{namespace}-{name}.ova"
+    """``<ns>_<appliance>_upload.ova``: the name says the namespace owns it (vdc.tenancy.access.owner_namespace)."""
+    return f"{namespace}_{name}_upload.ova"
 
 
 def pick_pool_host(pool: Mapping[str, Any], hosts: Mapping[str, Mapping[str, Any]]) -> str:

@@ -22,7 +22,7 @@ from vdc.scheduler.selectors import matches
 
 VolumeAccess = Literal["Owned", "Adopted", "Published", "Appliance"]
 
-_OWNED = re.compile(r"^(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)_(?P<vm>[a-z0-9][-a-z0-9.]*)_[a-z0-9-]+\.(qcow2|iso)$")
+_OWNED = re.compile(r"^(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)_(?P<vm>[a-z0-9][-a-z0-9.]*)_[a-z0-9-]+\.(qcow2|iso|ova)$")
 _APPLIANCE_IMAGE = re.compile(r"^appliance_(?P<ns>[a-z0-9-]+)_(?P<name>[a-z0-9][-a-z0-9.]*)_(?P<uid8>[0-9a-f-]{8})_")
 
 
