@@ -54,7 +54,7 @@ from vdc.kube.client import KubeWriter
 from vdc.libvirt import domains, storage
 from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.domain_xml import BandwidthConfig, BandwidthLimitConfig, DomainConfig, InterfaceConfig
-from vdc.libvirt.errors import HostUnreachable, LibvirtFailure
+from vdc.libvirt.errors import HookRefused, HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
 from vdc.ovf.environment import environment_iso, environment_xml
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULED = "Scheduled"
 RESTART_REQUIRED = "RestartRequired"
+HOST_FILE_REFUSED = "HostFileRefused"
+"""Stalled reason: the host's vdc qemu hook refused the VM's kernel/initrd (a symlink out of bounds)."""
 STOPPING_POLL_SECONDS = 2.0
 UNREACHABLE_POLL_SECONDS = 15.0
 
@@ -317,6 +319,8 @@ class VmController:
         if access.refusals:  # before anything is written or created anywhere
             await self._report(body, old, "Failed", generation, stalled=("AccessDenied", "; ".join(access.refusals)))
             return None
+        if _stalled_reason(old) == HOST_FILE_REFUSED and old.observed_generation == generation:
+            return None  # the host's hook refused this spec's files: only a new spec (or a re-created VM) helps
         try:
             appliances = self._appliances_of(vm)
             source = vm.spec.from_appliance
@@ -345,6 +349,11 @@ class VmController:
 
         host = self.host_of(body) or await self._find_existing(uid)
         host_files = _host_files_of(vm)
+        if host is None and host_files and not self.tenancy.hosts_serving_files(key[0], host_files):
+            nowhere = (f"no Host lets namespace {key[0]} boot from {', '.join(host_files)} "
+                       "(a cluster admin declares directories in a Host's spec.hostFiles.allowedPaths)")  # fmt: skip
+            await self._report(body, old, "Failed", generation, stalled=("AccessDenied", nowhere))
+            return None
         if host is not None and (refused := self.tenancy.host_files_refusal(host, key[0], host_files)):
             await self._report(body, old, "Failed", generation, stalled=("AccessDenied", refused))
             return None
@@ -428,6 +437,13 @@ class VmController:
         ]  # fmt: skip
         try:
             return await self._converge(body, vm, old, conn, host, desired, generation, scheduled)
+        except HookRefused as exc:
+            # The host resolved the VM's files (symlinks) and refused them: the domain never ran; remove it.
+            await conn.call(lambda c: domains.remove(c, uid))
+            refusal = f"host {host} refused to start the domain: {exc.refusal}"
+            await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
+                               stalled=(HOST_FILE_REFUSED, refusal))  # fmt: skip
+            return None
         except domains.NameTaken as exc:
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("DomainNameTaken", str(exc)))  # fmt: skip
@@ -676,6 +692,10 @@ def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:
     """The host files the VM names (kernel, initrd)."""
     kernel = vm.spec.boot.kernel
     return () if kernel is None else tuple(p for p in (kernel.kernel, kernel.initrd) if p)
+
+
+def _stalled_reason(status: VirtualMachineStatus) -> str | None:
+    return next((c.reason for c in status.conditions if c.type == STALLED and c.status == "True"), None)
 
 
 def _condition_message(status: VirtualMachineStatus, type_: str) -> str | None:

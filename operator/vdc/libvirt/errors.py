@@ -36,6 +36,17 @@ class InvalidState(LibvirtFailure):
     """The operation does not fit the object's state (e.g. starting a running domain)."""
 
 
+class HookRefused(LibvirtFailure):
+    """A libvirt hook script on the host refused the operation (e.g. the vdc qemu hook refusing a
+    kernel outside the host's allowed directories). ``refusal`` is what the hook said."""
+
+    @property
+    def refusal(self) -> str:
+        text = str(self)
+        start = text.find("vdc: ")
+        return text[start:].strip() if start >= 0 else text
+
+
 _UNREACHABLE = {
     libvirt.VIR_ERR_NO_CONNECT,
     libvirt.VIR_ERR_INVALID_CONN,
@@ -73,6 +84,8 @@ def translate(exc: libvirt.libvirtError) -> LibvirtFailure:
         return ConfigRejected(message, code=code)
     if code in _INVALID_STATE:
         return InvalidState(message, code=code)
+    if code == libvirt.VIR_ERR_HOOK_SCRIPT_FAILED:
+        return HookRefused(message, code=code)
     return LibvirtFailure(message, code=code)
 
 

@@ -110,6 +110,14 @@ class TenancyView:
         refused = host_files_refusal(paths, files, self.tenant(namespace))
         return f"Host {host}: {refused}" if refused else None
 
+    def hosts_serving_files(self, namespace: str, paths: Sequence[str]) -> list[str]:
+        """Hosts that let the namespace name these files."""
+        return [
+            b["metadata"]["name"]
+            for b in self.hosts
+            if not self.host_files_refusal(b["metadata"]["name"], namespace, paths)
+        ]
+
     def host_file_dirs(self, host: str) -> tuple[str, ...]:
         body = self.hosts.get(("", host)) or {}
         return tuple(((body.get("spec") or {}).get("hostFiles") or {}).get("allowedPaths") or ())
