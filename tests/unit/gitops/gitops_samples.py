@@ -4,7 +4,8 @@ The statuses come from the operator's own code wherever it exists, so the sample
 what the operator writes: ``host_status``, ``pool_status`` and ``switch_status`` (pure), the VM
 controller's ``_report`` (the one place VM status is written, fed by the pure ``plan_vm``) with a
 fake writer, the Appliance import's status reporter (``_Reporter``, with the same fake writer), and
-the pydantic models for everything.
+the ComputeQuota controller's ``reconcile`` (over a real ``TenancyView`` of sample VMs, same fake
+writer), and the pydantic models for everything.
 
 Every kind also gets three derived samples: being deleted, its generation not yet observed, and no
 status at all (just created, the operator has not seen it).
@@ -26,6 +27,7 @@ from vdc.api import Appliance, Host, StoragePool, VirtualMachine, VirtualSwitch
 from vdc.api.conditions import READY, STALLED, Condition, set_condition
 from vdc.api.virtualmachine import RunStrategy
 from vdc.controllers.appliance import ApplianceController, _Reporter
+from vdc.controllers.computequota import QuotaController
 from vdc.controllers.host import HostObservation, host_status
 from vdc.controllers.storagepool import PoolOnHost, pool_status
 from vdc.controllers.virtualswitch import SwitchOnHost, switch_status
@@ -36,6 +38,7 @@ from vdc.kube.patch import merge_patch
 from vdc.libvirt.domain_xml import DomainConfig, OsConfig, OwnerMetadata
 from vdc.libvirt.domains import DomainObservation
 from vdc.libvirt.host_facts import HostFacts
+from vdc.tenancy.view import TenancyView
 
 GENERATION = 3
 NOW = "2026-01-02T03:04:05Z"
@@ -318,6 +321,60 @@ def _vm_samples() -> list[Sample]:
     ]
 
 
+# --- ComputeQuota: the controller's reconcile over its namespace's VMs --------------------------
+def _quota_vm(name: str, host: str | None, spec: dict[str, Any]) -> dict[str, Any]:
+    meta = {**_meta(name, "gitops-demo"), "uid": f"{UID[:-2]}{len(name):02d}"}
+    return {"metadata": meta, "spec": spec, "status": {"host": host} if host else {}}
+
+
+QUOTA_VMS = [
+    _quota_vm("web", "hv1", {"cpu": {"count": 2}, "memory": {"size": "512Mi"}, "interfaces": [{"switch": "internet"}]}),
+    _quota_vm("db", "hv2", {"cpu": {"count": 4}, "memory": {"size": "1Gi", "max": "2Gi"}}),
+    _quota_vm("unplaced", None, {"cpu": {"count": 8}, "memory": {"size": "8Gi"}}),  # not counted
+]
+"""Placed: 2 VMs, 6 vCPUs, 2560Mi of memory, 1 public address."""
+
+
+def _quota_samples() -> list[Sample]:
+    def reconciled(hard: dict[str, Any], generation: int = GENERATION) -> dict[str, Any]:
+        """The ComputeQuota with ``hard`` at ``generation`` after ``QuotaController.reconcile`` (from no status)."""
+        body = {
+            "apiVersion": "vdc.dev/v1alpha1",
+            "kind": "ComputeQuota",
+            "metadata": {**_meta("gitops-quota", "gitops-demo"), "generation": generation},
+            "spec": {"hard": hard},
+        }
+        quotas, vms, switches, empty, writer = ObjectCache(), ObjectCache(), ObjectCache(), ObjectCache(), _Writer()
+        for vm in QUOTA_VMS:
+            vms.upsert(copy.deepcopy(vm))
+        switches.upsert({"metadata": {"name": "internet", "uid": UID}, "spec": {"public": True}})
+        tenancy = TenancyView(
+            namespaces=empty, hosts=empty, pools=empty, switches=switches, appliances=empty, vms=vms, quotas=quotas
+        )
+        controller = QuotaController(quotas, tenancy, lambda vm: (vm.get("status") or {}).get("host"), writer)  # type: ignore[arg-type]
+        assert asyncio.run(controller.reconcile(quotas.upsert(copy.deepcopy(body)))) is None
+        assert writer.status is not None
+        return {**body, "status": writer.status}
+
+    limits = {"virtualMachines": 10, "vcpus": 16, "memory": "32Gi", "publicAddresses": 2}
+    within = reconciled(limits)
+    lowered = reconciled({**limits, "vcpus": 4})  # below what runs: nothing stops, nothing new is placed
+    # The controller counts in one go and never reports Reconciling=True: its only state of work
+    # under way is a spec it has not acted on yet, here a limit raised after it counted the old one.
+    edited = reconciled(limits, GENERATION - 1)
+    edited["metadata"]["generation"], edited["spec"] = GENERATION, {"hard": {**limits, "memory": "64Gi"}}
+    # Refused by the model. The CRD's pattern refuses it as well: only an object stored under an older,
+    # looser schema gets here, but this is the controller's Stalled report.
+    bad = "'32 GiB' is not a non-negative Kubernetes quantity"
+    invalid = reconciled({**limits, "memory": "32 GiB"})
+    return [
+        Sample("ComputeQuota", "within-limits", "ready", within),
+        Sample("ComputeQuota", "over-a-lowered-limit", "ready", lowered),
+        Sample("ComputeQuota", "limit-edited", "working", edited, f"generation is {GENERATION}"),
+        Sample("ComputeQuota", "invalid-spec", "stalled", invalid, bad),
+    ]
+
+
 # --- derived states, for every kind -----------------------------------------------------------
 def _derived(ready: Sample) -> list[Sample]:
     deleting = copy.deepcopy(ready.body)
@@ -337,7 +394,14 @@ def _derived(ready: Sample) -> list[Sample]:
 @functools.cache
 def samples() -> tuple[Sample, ...]:
     result: list[Sample] = []
-    for per_kind in (_host_samples(), _pool_samples(), _switch_samples(), _appliance_samples(), _vm_samples()):
+    for per_kind in (
+        _host_samples(),
+        _pool_samples(),
+        _switch_samples(),
+        _appliance_samples(),
+        _vm_samples(),
+        _quota_samples(),
+    ):
         result += per_kind
         result += _derived(next(s for s in per_kind if s.category == "ready"))
     return tuple(result)

@@ -58,6 +58,20 @@ def test_gitops_appliance_download_shows_progress() -> None:
     assert argo_health(body)[1].startswith("Downloading: ")
 
 
+def test_gitops_quota_messages_show_use_against_each_limit() -> None:
+    by_id = {s.id: s for s in samples()}
+    assert argo_health(by_id["ComputeQuota-within-limits"].body) == (
+        "Healthy",
+        "2/10 VMs, 6/16 vCPUs, 2560Mi/32Gi memory, 1/2 public addresses: within limits",
+    )
+    status, message = argo_health(by_id["ComputeQuota-over-a-lowered-limit"].body)
+    assert status == "Healthy"  # nothing is stopped; the message says no new VM is placed
+    assert message.startswith("2/10 VMs, 6/4 vCPUs, ") and "no new VM is placed" in message
+    body = copy.deepcopy(by_id["ComputeQuota-within-limits"].body)
+    body["status"]["hard"] = {}  # no limit set: only the condition's message
+    assert argo_health(body) == ("Healthy", "within limits")
+
+
 def test_gitops_stalled_wins_over_reconciling_and_ready() -> None:
     body = copy.deepcopy(next(s for s in samples() if s.id == "VirtualMachine-running").body)
     for cond in body["status"]["conditions"]:
