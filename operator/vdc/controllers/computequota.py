@@ -10,7 +10,7 @@ from vdc.api.computequota import ComputeQuota, ComputeQuotaStatus
 from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
-from vdc.tenancy.quota import hard_limits
+from vdc.tenancy.quota import LABELS, hard_limits
 from vdc.tenancy.view import HostOf, TenancyView
 
 
@@ -29,21 +29,24 @@ class QuotaController:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         generation = body["metadata"].get("generation")
-        old_wire: dict[str, Any] = body.get("status") or {}
         try:
-            quota = ComputeQuota.model_validate(body)
-            old = ComputeQuotaStatus.model_validate(old_wire)
+            old = ComputeQuotaStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            old = ComputeQuotaStatus()  # unreadable (an older schema): written afresh
+        try:
+            quota = ComputeQuota.model_validate({**body, "status": None})
         except ValidationError as exc:
-            old = ComputeQuotaStatus()
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            message = f"invalid spec: {problems}"
             conds = set_condition(
-                old.conditions, READY, "False", "InvalidSpec", str(exc), observed_generation=generation
+                old.conditions, READY, "False", "InvalidSpec", message, observed_generation=generation
             )
-            conds = set_condition(conds, STALLED, "True", "InvalidSpec", str(exc), observed_generation=generation)
+            conds = set_condition(conds, STALLED, "True", "InvalidSpec", message, observed_generation=generation)
             await self._write(body, ComputeQuotaStatus(observed_generation=generation, conditions=conds))
             return None
         used = self.tenancy.usage(key[0], self.host_of)
         over = [
-            name for name, limit in hard_limits(quota.spec.hard).items() if getattr(used, name) > limit
+            LABELS[name] for name, limit in hard_limits(quota.spec.hard).items() if getattr(used, name) > limit
         ]  # e.g. after a limit was lowered below what runs: nothing is stopped, nothing new is placed
         message = f"over the limit for {', '.join(over)}: no new VM is placed" if over else "within limits"
         conds = set_condition(old.conditions, READY, "True", "Counted", message, observed_generation=generation)

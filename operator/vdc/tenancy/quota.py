@@ -33,7 +33,7 @@ class Usage:
         )
 
 
-_LABELS = {
+LABELS = {
     "virtual_machines": "VMs",
     "vcpus": "vCPUs",
     "memory": "memory",
@@ -76,7 +76,7 @@ def total(usages: Iterable[Usage]) -> Usage:
 def hard_limits(hard: QuotaAmounts) -> dict[str, int]:
     """The limits a quota sets, as plain numbers by field name."""
     out: dict[str, int] = {}
-    for name in _LABELS:
+    for name in LABELS:
         value = getattr(hard, name)
         if value is not None:
             out[name] = to_bytes(value) if name in ("memory", "storage") else int(value)
@@ -92,7 +92,7 @@ def exceeded(quotas: Mapping[str, QuotaAmounts], used: Usage, adding: Usage) -> 
             have, want = getattr(used, name), getattr(adding, name)
             if want and have + want > limit:
                 problems.append(
-                    f"{_LABELS[name]}: {_show(name, have)} used + {_show(name, want)} requested > "
+                    f"{LABELS[name]}: {_show(name, have)} used + {_show(name, want)} requested > "
                     f"{_show(name, limit)} allowed by ComputeQuota {quota_name}"
                 )
     return "; ".join(problems) or None
