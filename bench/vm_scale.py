@@ -55,8 +55,9 @@ from vdc.libvirt.host_facts import read_host_facts  # noqa: E402
 
 GROUP, VERSION = "vdc.dev", "v1alpha1"
 NAMESPACE = "vdc-bench"
-KERNEL = "/var/lib/libvirt/boot/vdc-tiny/vmlinuz"
-INITRD = "/var/lib/libvirt/boot/vdc-tiny/initrd.img"
+BOOT_DIR = "/var/lib/libvirt/boot/vdc-tiny"
+KERNEL = f"{BOOT_DIR}/vmlinuz"
+INITRD = f"{BOOT_DIR}/initrd.img"
 VM_MEMORY = "64Mi"
 VM_MEMORY_BYTES = 64 * 1024 * 1024
 MAX_CPU_OVERCOMMIT = 64
@@ -408,7 +409,7 @@ def run_baseline(uris: list[str], n: int) -> Baseline:
             body = vm_manifest(name, "bench-raw")
             body["metadata"]["uid"] = str(uuid.uuid4())  # fresh UUIDs: never the operator's
             vm = VirtualMachine.model_validate(body)
-            config = domain_for(vm, domain_type=domain_type)
+            config = domain_for(vm, domain_type=domain_type, host_file_dirs=(BOOT_DIR,))
             xmls[i % len(conns)].append((config.uuid, config.to_string()))
         barrier = threading.Barrier(len(conns) + 1)
         per_host = [0.0] * len(conns)
@@ -468,7 +469,12 @@ def create_hosts(custom: Any, hosts: list[rig.LibvirtHost], cpu_oc: float, mem_o
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "Host",
                 "metadata": {"name": h.name},
-                "spec": {"uri": h.test_uri, "cpuOvercommit": cpu_oc, "memoryOvercommit": mem_oc},
+                "spec": {
+                    "uri": h.test_uri,
+                    "cpuOvercommit": cpu_oc,
+                    "memoryOvercommit": mem_oc,
+                    "hostFiles": {"allowedPaths": [BOOT_DIR]},
+                },
             },
         )
 

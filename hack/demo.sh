@@ -42,7 +42,9 @@ for i, line in enumerate(open(sys.argv[1]).read().split("\n")):
     docs.append({"apiVersion": "vdc.dev/v1alpha1", "kind": "Host",
                  "metadata": {"name": parts[0], "labels": {"topology.kubernetes.io/zone": f"zone-{i % 2 + 1}"}},
                  # The rig's hosts emulate (TCG): nested KVM is not dependable on build machines.
+                 # hostFiles: the tiny guest's kernel and initrd (hack/libvirt-hosts.sh puts them there).
                  "spec": {"uri": parts[1], "virtualization": "Emulated", "cpuOvercommit": 4,
+                          "hostFiles": {"allowedPaths": ["/var/lib/libvirt/boot/vdc-tiny"]},
                           **({"underlayAddress": parts[3]} if parts[3] != "-" else {})}})
 print(yaml.safe_dump_all(docs))
 PY

@@ -230,10 +230,13 @@ prepare_host() {
         # No default network autostart: no dnsmasq or firewall rules per host.
         rm -f "$d/etc/qemu/networks/autostart/"*.xml
     fi
-    # The network hook overlay (VXLAN) switches need, as `vdc host-hook install` puts it on a real
-    # host; refreshed on every start (libvirtd looks for hooks when it starts).
-    mkdir -p "$d/etc/hooks/network.d"
+    # vdc's hooks, as `vdc host-hook install` puts them on a real host: the network hook overlay
+    # (VXLAN) switches need, and the qemu hook that refuses host files (kernel, initrd) resolving
+    # outside the Host's spec.hostFiles.allowedPaths. Refreshed on every start (libvirtd looks for
+    # hooks when it starts).
+    mkdir -p "$d/etc/hooks/network.d" "$d/etc/hooks/qemu.d"
     install -m 0755 "$REPO/operator/vdc/hooks/libvirt_network.py" "$d/etc/hooks/network.d/vdc-overlay"
+    install -m 0755 "$REPO/operator/vdc/hooks/libvirt_qemu.py" "$d/etc/hooks/qemu.d/vdc-host-files"
     for sub in lib:/var/lib/libvirt cache:/var/cache/libvirt log:/var/log/libvirt; do
         (cd "${sub#*:}" && find . -mindepth 1 -type d) | (cd "$d/${sub%%:*}" && xargs -r mkdir -p)
     done

@@ -135,8 +135,8 @@ class Datacenter:
             "cpu": {"count": 1},
             "boot": {
                 "kernel": {
-                    "kernel": "/var/lib/libvirt/boot/vdc-tiny/vmlinuz",
-                    "initrd": "/var/lib/libvirt/boot/vdc-tiny/initrd.img",
+                    "kernel": f"{TINY_DIR}/vmlinuz",
+                    "initrd": f"{TINY_DIR}/initrd.img",
                     "cmdline": f"console=ttyS0 vdc.marker={name}",
                 }
             },
@@ -152,7 +152,13 @@ class Datacenter:
         }
 
 
+TINY_DIR = "/var/lib/libvirt/boot/vdc-tiny"
+"""Where hack/libvirt-hosts.sh puts the tiny guest's kernel and initrd on every rig host."""
+
+
 def host_object(name: str, uri: str, driver: str, **spec: Any) -> dict[str, Any]:
+    """A Host; unless ``spec`` says otherwise, it lets every namespace boot the tiny guest's files."""
+    spec.setdefault("hostFiles", {"allowedPaths": [TINY_DIR]})
     return {
         "apiVersion": "vdc.dev/v1alpha1",
         "kind": "Host",

@@ -62,7 +62,7 @@ def test_operator_serves_datacenter_vm_and_metering_metrics(operator: tuple[rig.
     cp.kubectl("create", "namespace", NS, check=False)
     docs = [
         {"apiVersion": "vdc.dev/v1alpha1", "kind": "Host", "metadata": {"name": HOST},
-         "spec": {"uri": "test:///default", "cpuOvercommit": 4}},
+         "spec": {"uri": "test:///default", "cpuOvercommit": 4, "hostFiles": {"allowedPaths": ["/boot"]}}},
         {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualMachine", "metadata": {"name": "vm1", "namespace": NS},
          "spec": {"host": HOST, "cpu": {"count": 3}, "memory": {"size": "64Mi"},
                   "boot": {"kernel": {"kernel": "/boot/vmlinuz", "cmdline": "console=ttyS0"}}}},

@@ -50,7 +50,12 @@ GOLDEN: dict[str, DomainConfig] = {
     "minimal-kernel-boot": DomainConfig(
         name="vdc-default-tiny",
         uuid="0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11",
-        owner=OwnerMetadata(namespace="default", name="tiny", uid="0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11"),
+        owner=OwnerMetadata(
+            namespace="default",
+            name="tiny",
+            uid="0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11",
+            host_file_dirs=("/var/lib/vdc/boot", "/srv/kernels"),
+        ),
         memory_kib=131072,
         current_memory_kib=131072,
         domain_type="qemu",
@@ -359,7 +364,14 @@ def domains(draw: st.DrawFn) -> DomainConfig:
         name=draw(names),
         uuid=str(draw(st.uuids())),
         owner=draw(
-            st.builds(OwnerMetadata, namespace=xml_text, name=xml_text, uid=xml_text, generation=st.none() | positive)
+            st.builds(
+                OwnerMetadata,
+                namespace=xml_text,
+                name=xml_text,
+                uid=xml_text,
+                generation=st.none() | positive,
+                host_file_dirs=st.lists(xml_text, max_size=3).map(tuple),
+            )
         ),
         memory_kib=memory,
         current_memory_kib=draw(st.integers(1, memory)),

@@ -194,6 +194,24 @@ def test_kernel_boot_is_passed_through() -> None:
     assert config.os.boot_devices == ()
 
 
+ALLOWED = ("/var/lib/libvirt/boot/vdc-tiny", "/srv/kernels")
+
+
+def test_a_kernel_boot_domain_carries_the_hosts_allowed_directories_for_the_hook() -> None:
+    config = domain_for(make_vm(), domain_type="qemu", host_file_dirs=list(ALLOWED))
+    assert config.owner == OwnerMetadata(namespace="team-a", name="web", uid=UID, host_file_dirs=ALLOWED)
+    assert 'path="/var/lib/libvirt/boot/vdc-tiny"' in config.to_string()
+
+
+def test_a_domain_without_host_files_carries_no_directories() -> None:
+    vm = make_vm({"boot": {}, "disks": [{"name": "root", "source": {"blank": {"pool": "p", "size": "1Gi"}}}]})
+    config = domain_for(
+        vm, domain_type="qemu", volumes={"root": AttachedVolume("/p/root.qcow2", "qcow2")}, host_file_dirs=ALLOWED
+    )
+    assert config.owner.host_file_dirs == ()
+    assert "hostFiles" not in config.to_string()
+
+
 @pytest.mark.parametrize(
     ("console", "expected"),
     [
@@ -396,6 +414,13 @@ def test_every_varied_spec_is_accepted_by_the_test_driver_and_reads_back_unchang
 ) -> None:
     config = build(VARIED_SPECS[name], domain_type=domain_type)
     assert differing_fields(define_and_read_back(test_driver, config), config) == ()
+
+
+def test_the_allowed_directories_survive_a_define(test_driver: typing.Any) -> None:
+    config = domain_for(make_vm(VARIED_SPECS["example-tiny"]), domain_type="qemu", host_file_dirs=ALLOWED)
+    defined = define_and_read_back(test_driver, config)
+    assert defined.owner.host_file_dirs == ALLOWED
+    assert differing_fields(defined, config) == ()
 
 
 def test_a_running_domain_from_domain_for_is_steady_under_the_plan(test_driver: typing.Any) -> None:

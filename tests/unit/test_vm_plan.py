@@ -387,6 +387,25 @@ def test_another_nic_change_with_a_link_state_needs_a_restart() -> None:
     assert "set-link-state" not in result.actions and result.restart_required == ("interfaces",)
 
 
+def test_new_host_file_directories_are_redefined_quietly_never_a_restart() -> None:
+    """The Host's allowed directories live in the owner metadata, read by the host's qemu hook at the next
+    start: a running domain is redefined, not reported RestartRequired, and once redefined nothing is left
+    to do although the live definition keeps the old ones."""
+    desired = dataclasses.replace(
+        DESIRED, owner=dataclasses.replace(DESIRED.owner, host_file_dirs=("/var/lib/libvirt/boot/vdc-tiny",))
+    )
+    for state in ("running", "paused"):
+        result = plan("Always", observation(state), desired=desired)
+        assert (result.actions, result.restart_required) == (("define",), ())
+        assert (result.phase, result.ready) == ("Running", True)
+    redefined = dataclasses.replace(observation("running"), defined=as_libvirt_returns_it(desired))
+    assert plan("Always", redefined, desired=desired).actions == ()
+    assert differing_fields(RETURNED, desired) == ("owner",)
+    # Together with a real change, only the real change needs the restart.
+    both = dataclasses.replace(desired, vcpus=4)
+    assert plan("Always", observation("running"), desired=both).restart_required == ("vcpus",)
+
+
 def test_live_fields_are_only_current_memory() -> None:
     assert {"current_memory_kib"} == LIVE_FIELDS
 

@@ -44,22 +44,32 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-HOOK_DIR = Path("/etc/libvirt/hooks/network.d")
-HOOK_NAME = "vdc-overlay"
+HOOK_ROOT = Path("/etc/libvirt/hooks")
+HOOKS = {
+    # name: (module file in vdc.hooks, where it goes under the hook directory)
+    "network": ("libvirt_network.py", "network.d/vdc-overlay"),
+    "qemu": ("libvirt_qemu.py", "qemu.d/vdc-host-files"),
+}
 
 
 def _cmd_host_hook(args: argparse.Namespace) -> int:
     from importlib import resources
 
-    text = resources.files("vdc.hooks").joinpath("libvirt_network.py").read_text()
+    names = list(HOOKS) if args.hook == "all" else [args.hook]
     if args.action == "print":
-        sys.stdout.write(text)
+        if len(names) != 1:
+            print("vdc host-hook print: name the hook (network or qemu)", file=sys.stderr)
+            return 2
+        sys.stdout.write(resources.files("vdc.hooks").joinpath(HOOKS[names[0]][0]).read_text())
         return 0
-    target = Path(args.dir) / HOOK_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    target.chmod(0o755)
-    print(f"{target} installed; restart libvirtd (it looks for hooks when it starts)")
+    for name in names:
+        source, relative = HOOKS[name]
+        target = Path(args.dir) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(resources.files("vdc.hooks").joinpath(source).read_text())
+        target.chmod(0o755)
+        print(f"{target} installed")
+    print("restart libvirtd (it looks for hooks when it starts)")
     return 0
 
 
@@ -139,13 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     hook = sub.add_parser(
         "host-hook",
-        help="the libvirt network hook overlay switches need on each host",
-        description="Print or install the libvirt network hook that makes overlay (VXLAN) switches' devices. "
-        "Run `vdc host-hook install` as root on every libvirt host (it needs python3 and iproute2), then "
-        "restart libvirtd.",
+        help="the libvirt hooks each host needs (overlay switches, host-file checks)",
+        description="Print or install vdc's libvirt hooks: the network hook that makes overlay (VXLAN) switches' "
+        "devices (network.d/vdc-overlay) and the qemu hook that refuses to start a VM whose kernel, initrd or "
+        "dtb resolves (symlinks, ..) outside the Host's spec.hostFiles.allowedPaths (qemu.d/vdc-host-files). "
+        "Run `vdc host-hook install` as root on every libvirt host (the hooks need python3, the network hook "
+        "also iproute2), then restart libvirtd.",
     )
     hook.add_argument("action", choices=("print", "install"))
-    hook.add_argument("--dir", default=str(HOOK_DIR), help="hook directory (default: %(default)s)")
+    hook.add_argument(
+        "hook", nargs="?", default="all", choices=("all", *HOOKS), help="which hook (default: %(default)s)"
+    )
+    hook.add_argument("--dir", default=str(HOOK_ROOT), help="libvirt's hook directory (default: %(default)s)")
     hook.set_defaults(func=_cmd_host_hook)
 
     vmcommands.register(sub)

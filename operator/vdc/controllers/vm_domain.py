@@ -58,12 +58,24 @@ def domain_for(
     domain_type: str,
     volumes: Mapping[str, AttachedVolume] | None = None,
     interfaces: Sequence[InterfaceConfig] = (),
+    host_file_dirs: Sequence[str] = (),
 ) -> DomainConfig:
     """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart.
 
+    ``host_file_dirs``: the Host's ``spec.hostFiles.allowedPaths`` (never anything from the VM's spec).
+    A domain that boots from host files (a kernel) carries them in its owner metadata, where the vdc
+    qemu hook on the host reads them to check the files after resolving symlinks; other domains
+    carry none, so a change of the Host's directories does not touch them.
+
     Raises UnsupportedSpec for anything admission let through that libvirt XML cannot express."""
     try:
-        config = _domain_for(vm, domain_type=domain_type, volumes=volumes or {}, interfaces=tuple(interfaces))
+        config = _domain_for(
+            vm,
+            domain_type=domain_type,
+            volumes=volumes or {},
+            interfaces=tuple(interfaces),
+            host_file_dirs=tuple(host_file_dirs),
+        )
         config.to_string()  # text XML cannot carry (control characters) fails here, not in the define
     except DomainXmlError as exc:
         raise UnsupportedSpec(f"the spec cannot be expressed as a libvirt domain: {exc}") from exc
@@ -111,6 +123,7 @@ def _domain_for(
     domain_type: str,
     volumes: Mapping[str, AttachedVolume],
     interfaces: tuple[InterfaceConfig, ...],
+    host_file_dirs: tuple[str, ...],
 ) -> DomainConfig:
     meta = vm.metadata
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
@@ -141,7 +154,9 @@ def _domain_for(
     return DomainConfig(
         name=dname,
         uuid=uid,
-        owner=OwnerMetadata(namespace=namespace, name=name, uid=uid),
+        owner=OwnerMetadata(
+            namespace=namespace, name=name, uid=uid, host_file_dirs=host_file_dirs if kernel is not None else ()
+        ),
         domain_type=cast(DomainType, domain_type),
         memory_kib=max(size, maximum),
         current_memory_kib=size,

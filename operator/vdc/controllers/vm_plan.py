@@ -72,6 +72,10 @@ def differing_fields(current: DomainConfig, desired: DomainConfig) -> tuple[str,
 
 LIVE_FIELDS = {"current_memory_kib"}
 """Fields changed on the running domain without a restart."""
+DEFINITION_ONLY_FIELDS = {"owner"}
+"""Fields only the definition needs: a redefine is enough, a running domain never restarts for them.
+The owner's ``host_file_dirs`` (the Host's allowed directories) are read by the host's qemu hook
+when the domain next starts; the rest of the owner never changes for a domain."""
 
 
 def only_link_states_differ(current: DomainConfig, desired: DomainConfig) -> bool:
@@ -137,7 +141,10 @@ def plan_vm(
             actions.append("set-link-state")
             live_diff = tuple(f for f in live_diff if f != "interfaces")
         restart_required = tuple(
-            f for f in live_diff if f not in LIVE_FIELDS or desired.current_memory_kib > observed.live.memory_kib
+            f
+            for f in live_diff
+            if f not in DEFINITION_ONLY_FIELDS
+            and (f not in LIVE_FIELDS or desired.current_memory_kib > observed.live.memory_kib)
         )
 
     on = observed.state in ("running", "paused")

@@ -38,6 +38,8 @@ OWNER_NS = "https://vdc.dev/xmlns/owner/v1"
 """XML namespace of our ownership metadata inside a domain's ``<metadata>``."""
 OWNER_PREFIX = "vdc"
 OWNER_TAG = f"{{{OWNER_NS}}}owner"
+HOST_FILES_TAG = f"{{{OWNER_NS}}}hostFiles"
+ALLOWED_TAG = f"{{{OWNER_NS}}}allowed"
 
 ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 
@@ -136,18 +138,31 @@ def _positive(value: int | None, what: str) -> None:
 
 @dataclass(frozen=True)
 class OwnerMetadata:
-    """Who owns a domain: ``<vdc:owner namespace=… name=… uid=… generation=…/>`` inside ``<metadata>``."""
+    """Who owns a domain: ``<vdc:owner namespace=… name=… uid=… generation=…/>`` inside ``<metadata>``.
+
+    ``host_file_dirs`` are the host directories the domain's host files (kernel, initrd, dtb) must
+    lie in, for the vdc qemu hook on the host (:mod:`vdc.hooks.libvirt_qemu`), which resolves the files
+    at every start: ``<vdc:hostFiles><vdc:allowed path=…/>…</vdc:hostFiles>`` inside ``<vdc:owner>``.
+    They are a child of the owner element because libvirt keeps only one element per namespace
+    directly under ``<metadata>``. Empty: none written, and the hook refuses any host file.
+    """
 
     namespace: str
     name: str
     uid: str
     generation: int | None = None
+    host_file_dirs: tuple[str, ...] = ()
 
     def to_xml(self) -> ET.Element:
-        return _new(
+        el = _new(
             OWNER_TAG,
             {"namespace": self.namespace, "name": self.name, "uid": self.uid, "generation": self.generation},
         )
+        if self.host_file_dirs:
+            files = _sub(el, HOST_FILES_TAG)
+            for path in self.host_file_dirs:
+                _sub(files, ALLOWED_TAG, {"path": path})
+        return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
@@ -157,6 +172,7 @@ class OwnerMetadata:
             name=_attr(el, "name"),
             uid=_attr(el, "uid"),
             generation=_opt_int(el.get("generation"), "owner generation"),
+            host_file_dirs=tuple(_attr(a, "path") for a in el.findall(f"{HOST_FILES_TAG}/{ALLOWED_TAG}")),
         )
 
 
