@@ -71,7 +71,8 @@ def policy(controlplane: rig.ControlPlane) -> Iterator[rig.ControlPlane]:
         yield controlplane
     finally:
         helmchart.helm(controlplane, "uninstall", RELEASE, "-n", RELEASE_NS, "--wait=false", check=False)
-        controlplane.kubectl("delete", "namespace", TENANT, "--wait=false", "--ignore-not-found", check=False)
+        # the namespace stays: without kube-controller-manager it would never finish terminating
+        controlplane.kubectl("delete", "vm,appliance", "--all", "-n", TENANT, "--ignore-not-found", check=False)
 
 
 # --- rendering ----------------------------------------------------------------------------------------
@@ -268,3 +269,9 @@ def test_resource_quota_counts_virtual_machines(controlplane: rig.ControlPlane, 
     # another namespace is not counted against this one
     other = create(cp, vm("vm-2", namespace=TENANT_FREE), dry_run=True)
     assert other.returncode == 0, other.stderr
+
+
+def test_install_notes_name_the_directories(policy: rig.ControlPlane) -> None:
+    notes = helmchart.helm(policy, "get", "notes", RELEASE, "-n", RELEASE_NS).stdout
+    assert f"must lie under {BOOT}, {OLD}/" in notes, notes
+    assert "vdc-view" not in notes  # userRoles.create: false

@@ -65,8 +65,8 @@ def users(controlplane: rig.ControlPlane, tmp_path_factory: pytest.TempPathFacto
         for binding, ns in bindings:
             kind = "rolebinding" if ns else "clusterrolebinding"
             cp.kubectl("delete", kind, binding, *(["-n", ns] if ns else []), "--ignore-not-found", check=False)
-        for ns in (A, B):
-            cp.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+        for ns in (A, B):  # namespaces stay: without kube-controller-manager one never finishes terminating
+            cp.kubectl("delete", "vm,appliance,computequota", "--all", "-n", ns, "--ignore-not-found", check=False)
         helmchart.helm(cp, "uninstall", RELEASE, "-n", RELEASE_NS, "--wait=false", check=False)
         tenants.aggregate_cluster_roles(cp)  # drop the vdc rules from view/edit/admin again
 
@@ -295,3 +295,11 @@ def test_aggregation_reaches_the_built_in_roles(controlplane: rig.ControlPlane, 
     assert view < edit < admin
     assert ("virtualmachines", "create") in edit and ("hosts", "create") not in edit
     assert ("hosts", "create") in admin and ("computequotas", "create") not in admin
+
+
+def test_install_notes_explain_the_roles(controlplane: rig.ControlPlane, users: dict[str, User]) -> None:
+    del users  # the chart is installed
+    notes = helmchart.helm(controlplane, "get", "notes", RELEASE, "-n", RELEASE_NS).stdout
+    assert "vdc-view (in `view`), vdc-edit (in `edit`)" in notes, notes
+    assert "only a ClusterRoleBinding grants them" in notes, notes
+    assert "no host-file directory policy" in notes, notes
