@@ -414,6 +414,7 @@ class VmController:
                 domain_type=facts.domain_type(host_spec.get("virtualization", "Auto")),
                 volumes={d: AttachedVolume(v.path, _format(v)) for d, v in volumes.items()},
                 interfaces=[config for config, _ in nics],
+                host_file_dirs=self.tenancy.host_file_dirs(host),
             )
             self._nic_status[uid] = [status for _, status in nics]
             volumes = await self._grow(conn, vm, plans, volumes, desired)
