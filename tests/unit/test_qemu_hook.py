@@ -195,7 +195,7 @@ def test_the_hook_reads_the_operators_namespace_and_stands_alone() -> None:
     assert libvirt_qemu.OWNER_NS == OWNER_NS
     imports = [line for line in HOOK.read_text().splitlines() if line.startswith(("import ", "from "))]
     assert all(not line.split()[1].startswith("vdc") for line in imports), imports
-    assert HOOK.read_text().startswith("#!/usr/bin/env python3\n")
+    assert HOOK.read_text().startswith("#!/usr/bin/python3 -I\n")
 
 
 def test_usage_without_arguments() -> None:

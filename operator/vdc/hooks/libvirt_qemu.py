@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3 -I
 """vdc-operator's libvirt qemu hook: host files only from the directories the cluster admin declared.
 
 A VirtualMachine may boot a kernel, initrd or device tree from a file on its host, named by path in its
@@ -22,16 +22,22 @@ choice, not from the tenant. Other operations and domains that are not ours pass
 A refusal exits 1 with one line per file on standard error, which libvirt puts into the error of the
 start (``Hook script execution failed: … unexpected exit status 1: vdc: initrd … resolves to …``).
 
-This file is deliberately standalone: the Python standard library is all it needs on the host.
-:func:`refusals` is pure but for the path resolution it is given.
+This file is deliberately standalone: the Python standard library is all it needs on the host. It runs
+as root for every QEMU domain operation, so it names its interpreter (``/usr/bin/python3``, isolated
+from the environment with ``-I``) rather than whatever ``python3`` the daemon's PATH finds, and it
+imports the XML parser only when it has a domain to check. :func:`refusals` is pure but for the path
+resolution it is given.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 OWNER_NS = "https://vdc.dev/xmlns/owner/v1"
 OWNER_TAG = f"{{{OWNER_NS}}}owner"
@@ -84,6 +90,8 @@ def check(text: str) -> list[str]:
     """The refusals for a domain XML as libvirt hands it to the hook (empty: not ours, or allowed)."""
     if OWNER_NS not in text:  # cheap: most domains on a host that are not ours are not even parsed
         return []
+    import xml.etree.ElementTree as ET
+
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
