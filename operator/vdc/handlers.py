@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 120.0
 """Mean seconds between safety-net resyncs (`vdc run --resync-interval`)."""
 HOST_COUNTS_DELAY = 2.0
-QUOTA_COUNT_DELAY = 1.0
-"""A namespace's ComputeQuotas are counted again this long after its VMs change (many changes, one write)."""
 
 
 def set_resync_interval(seconds: float) -> None:
@@ -93,10 +91,10 @@ class Runtime:
         return [key_of(vm) for vm in self.vms if vm["metadata"].get("namespace") == namespace]
 
     def count_quotas(self, namespace: str) -> None:
-        """The namespace's ComputeQuotas count again (soon: many VM changes make one write)."""
+        """The namespace's ComputeQuotas count again."""
         if self.quota_controller is not None and self.quota_queue is not None:
             for key in self.quota_controller.in_namespace(namespace):
-                self.quota_queue.add_after(key, QUOTA_COUNT_DELAY)
+                self.quota_queue.add(key)  # deduplicated while queued: a burst of VM changes, few counts
 
 
 _runtime: Runtime | None = None

@@ -234,7 +234,7 @@ def test_an_appliance_is_used_across_namespaces_only_once_shared(tenants: Tenant
 
 
 def _test_vm(t: Tenants, name: str, cpus: int = 1) -> dict[str, Any]:
-    doc = t.dc.vm_manifest(name, cpu={"count": cpus}, boot={}, hostSelector={"matchLabels": {"vdc.dev/driver": "test"}})
+    doc = t.dc.vm_manifest(name, cpu={"count": cpus}, hostSelector={"matchLabels": {"vdc.dev/driver": "test"}})
     doc["metadata"]["namespace"] = C
     return doc
 
@@ -270,7 +270,12 @@ def test_quota_is_never_exceeded_by_one_vm_or_by_many_at_once(tenants: Tenants) 
         waiting = [i for i in items if (t.dc.condition(i, "Stalled") or {}).get("reason") == "QuotaExceeded"]
         return [i["metadata"]["name"] for i in ready] if len(ready) + len(waiting) == 6 else None
 
-    running = wait_until("6 VMs either Ready or QuotaExceeded", settled, timeout=120)
+    try:
+        running = wait_until("6 VMs either Ready or QuotaExceeded", settled, timeout=120)
+    except AssertionError as exc:
+        items = json.loads(t.dc.cp.kubectl("get", "vm", "-n", C, "-o", "json"))["items"]
+        states = {i["metadata"]["name"]: (i.get("status") or {}).get("conditions") for i in items}
+        raise AssertionError(f"{exc}\n{json.dumps(states, indent=1)}\n{t.dc.operator.tail()}") from None
     time.sleep(3)  # a late over-commit would show up here
     assert len(running) == 3 and _placed(t) == sorted(running)
     for name in {f"many-{i}" for i in range(6)} - set(running):
