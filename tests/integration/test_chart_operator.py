@@ -189,8 +189,9 @@ def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: i
             return body if ok else None
 
         wait_until(f"{args[0]} finalizer and status", finalized_with_status)
-    scheduled = condition(get(cp, "virtualmachine", "vm1", "-n", TENANT), "Scheduled")
-    assert scheduled and scheduled["status"] == "False", scheduled
+    # No Host declares /nonexistent in spec.hostFiles: refused before placement, with a Warning Event.
+    ready = condition(get(cp, "virtualmachine", "vm1", "-n", TENANT), "Ready")
+    assert ready and ready["status"] == "False" and ready["reason"] == "AccessDenied", ready
 
     # Events (create) in the tenant's namespace and for cluster-scoped objects.
     def events(ns: str) -> list[dict[str, Any]]:
