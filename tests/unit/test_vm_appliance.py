@@ -55,6 +55,12 @@ def test_what_the_spec_leaves_out_comes_from_the_appliance() -> None:
     assert patch["interfaces"] == [{"name": "nic0", "switch": "lan", "model": "e1000"}]
 
 
+def test_disks_of_a_shared_appliance_name_its_namespace() -> None:
+    shared = spec(fromAppliance={"name": "app", "namespace": "catalog", "networkMapping": {"VM Network": "lan"}})
+    root = spec_defaults(shared, STATUS, "pool")["disks"][0]
+    assert root["source"]["clone"]["appliance"] == {"name": "app", "disk": "vmdisk1", "namespace": "catalog"}
+
+
 def test_what_the_spec_says_wins_and_a_filled_in_spec_needs_nothing_more() -> None:
     given = spec(cpu={"count": 4}, memory={"size": "1Gi"}, firmware="BIOS", interfaces=[{"name": "x", "switch": "s"}])
     patch = spec_defaults(given, STATUS, "pool")

@@ -109,7 +109,10 @@ def spec_defaults(spec: Mapping[str, Any], status: ApplianceStatus, pool: str) -
             continue
         entry: dict[str, Any] = {"name": name, "bus": _BUSES.get(disk.bus or "", "virtio")}
         if disk.volume:
-            entry["source"] = {"clone": {"pool": pool, "appliance": {"name": source["name"], "disk": disk.id}}}
+            ref = {"name": source["name"], "disk": disk.id}
+            if source.get("namespace"):  # an appliance another namespace shares
+                ref["namespace"] = source["namespace"]
+            entry["source"] = {"clone": {"pool": pool, "appliance": ref}}
         elif disk.capacity is not None:
             entry["source"] = {"blank": {"pool": pool, "size": str(disk.capacity)}}
         else:
