@@ -117,7 +117,7 @@ def tenants(datacenter: Datacenter, tmp_path_factory: pytest.TempPathFactory) ->
     only_a = {"from": "Selector", "selector": {"matchLabels": {"vdc.dev/tenant": A}}}
     dc.apply(_pool(A_POOL, "/var/lib/libvirt/vdc-pools/ten-a", allowedNamespaces=only_a))
     dc.apply({"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualSwitch", "metadata": {"name": A_SWITCH},
-              "spec": {"mode": "isolated", "subnet": {"cidr": "10.77.0.0/24"},
+              "spec": {"mode": "isolated", "subnet": {"cidr": "10.97.0.0/24"},
                        "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}},
                        "allowedNamespaces": only_a}})  # fmt: skip
     for pool in (SHARED_POOL, A_POOL):
@@ -211,7 +211,7 @@ def test_switches_and_pools_not_granted_are_refused(tenants: Tenants) -> None:
     t.vm(A, "granted", interfaces=[{"name": "nic0", "switch": A_SWITCH}],
          disks=[{"name": "d", "source": {"blank": {"pool": A_POOL, "size": "64Mi"}}}])  # fmt: skip
     body = t.ready(A, "granted")
-    assert body["status"]["interfaces"][0]["ipAddresses"][0].startswith("10.77.0.")
+    assert body["status"]["interfaces"][0]["ipAddresses"][0].startswith("10.97.0.")
 
 
 def test_an_appliance_is_used_across_namespaces_only_once_shared(tenants: Tenants) -> None:
