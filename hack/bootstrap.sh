@@ -13,6 +13,7 @@ DEB_PACKAGES=(
   busybox-static cpio util-linux procps psmisc curl ca-certificates ovmf
   prometheus
   dosfstools mtools syslinux syslinux-common
+  python3   # /usr/bin/python3 with its standard library: the libvirt hooks (operator/vdc/hooks) run on it
 )
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
