@@ -88,7 +88,7 @@ class Runtime:
         return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) is None]
 
     def vms_in(self, namespace: str) -> list[Key]:
-        return [key_of(vm) for vm in self.vms if vm["metadata"].get("namespace") == namespace]
+        return [key_of(vm) for vm in self.vms.in_namespace(namespace)]
 
     def count_quotas(self, namespace: str) -> None:
         """The namespace's ComputeQuotas count again."""

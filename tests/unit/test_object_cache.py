@@ -118,3 +118,14 @@ def test_a_field_our_status_write_drops_is_gone_from_the_cache_too() -> None:
     cache.note_status(("ns", "appl"), merge_patch(old_status, new_status))  # what KubeWriter.patch_status returns
     got = cache.get(("ns", "appl"))
     assert got is not None and got["status"] == new_status
+
+
+def test_objects_of_one_namespace_are_found_without_the_others() -> None:
+    cache = ObjectCache()
+    for ns, name in (("a", "x"), ("a", "y"), ("b", "x")):
+        cache.upsert({"metadata": {"namespace": ns, "name": name, "uid": f"{ns}-{name}"}})
+    assert [b["metadata"]["name"] for b in cache.in_namespace("a")] == ["x", "y"]
+    cache.remove({"metadata": {"namespace": "a", "name": "x"}})
+    cache.remove({"metadata": {"namespace": "b", "name": "x"}})
+    assert [b["metadata"]["name"] for b in cache.in_namespace("a")] == ["y"]
+    assert cache.in_namespace("b") == [] and cache.in_namespace("nowhere") == []

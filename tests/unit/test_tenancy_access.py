@@ -73,9 +73,9 @@ def test_unowned_volume_needs_the_pools_adoption_grant_and_stays_with_one_namesp
     assert "spec.adoptionNamespaces" in str(volume_access(use, pool(), A, {}))
     spec = pool(adoptionNamespaces={"from": "All"})
     assert volume_access(use, spec, A, {}) == "Adopted"
-    assert volume_access(use, spec, A, {}, adopted_by="a") == "Adopted"
+    assert volume_access(use, spec, A, {}, adopted_by=lambda: "a") == "Adopted"
     assert (
-        volume_access(use, spec, B, {}, adopted_by="a")
+        volume_access(use, spec, B, {}, adopted_by=lambda: "a")
         == "volume legacy.img in pool p is already adopted by namespace a"
     )
 

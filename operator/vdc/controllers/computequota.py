@@ -22,7 +22,7 @@ class QuotaController:
         self.writer = writer
 
     def in_namespace(self, namespace: str) -> list[Key]:
-        return [(namespace, b["metadata"]["name"]) for b in self.quotas if b["metadata"].get("namespace") == namespace]
+        return [(namespace, b["metadata"]["name"]) for b in self.quotas.in_namespace(namespace)]
 
     async def reconcile(self, key: Key) -> float | None:
         body = self.quotas.get(key)

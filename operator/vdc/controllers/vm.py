@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.common import Bandwidth, SecretKeyRef
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, ConditionStatus, now_rfc3339, set_condition
-from vdc.api.host import HostFiles
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachine, VirtualMachineStatus
 from vdc.cloudinit import CloudInitError, build_seed_iso, seed_meta_data
@@ -59,7 +58,7 @@ from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
 from vdc.ovf.environment import environment_iso, environment_xml
 from vdc.scheduler.placement import HostCandidate, PlacementRequest, place
-from vdc.tenancy.view import TenancyView
+from vdc.tenancy.view import TenancyView, host_files_of
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ class VmController:
                     allocated_memory=memory,
                     pools=pools_on(self.pools, name),
                     switches=switches_on(self.switches, name),
-                    host_files=_host_files(body),
+                    host_files=host_files_of(body),
                 )
             )
         return candidates
@@ -680,13 +679,6 @@ class VmController:
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
 """Set to "true" on a VM being deleted to finish deletion without reaching its host."""
-
-
-def _host_files(host: dict[str, Any]) -> HostFiles:
-    try:
-        return HostFiles.model_validate((host.get("spec") or {}).get("hostFiles") or {})
-    except ValidationError:
-        return HostFiles()
 
 
 def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ class ObjectCache:
     def __init__(self) -> None:
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._by_uid: dict[str, Key] = {}
+        self._by_namespace: dict[str, dict[Key, None]] = {}
 
     def upsert(self, body: dict[str, Any]) -> Key:
         key = key_of(body)
@@ -27,6 +28,7 @@ class ObjectCache:
         if old is not None and old["metadata"].get("uid") != body["metadata"].get("uid"):
             self._by_uid.pop(old["metadata"].get("uid", ""), None)
         self._bodies[key] = body
+        self._by_namespace.setdefault(key[0], {})[key] = None
         if body["metadata"].get("uid"):
             self._by_uid[body["metadata"]["uid"]] = key
         return key
@@ -36,6 +38,10 @@ class ObjectCache:
         old = self._bodies.pop(key, None)
         if old is not None:
             self._by_uid.pop(old["metadata"].get("uid", ""), None)
+            keys = self._by_namespace.get(key[0], {})
+            keys.pop(key, None)
+            if not keys:
+                self._by_namespace.pop(key[0], None)
         return key
 
     def get(self, key: Key) -> dict[str, Any] | None:
@@ -49,6 +55,10 @@ class ObjectCache:
         body = self._bodies.get(key)
         if body is not None:
             self._bodies[key] = {**body, "status": apply_merge_patch(body.get("status") or {}, status_patch)}
+
+    def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        """The objects of one namespace (without walking the others)."""
+        return [self._bodies[key] for key in self._by_namespace.get(namespace, {})]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(list(self._bodies.values()))

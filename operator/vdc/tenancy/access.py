@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -110,12 +110,13 @@ def volume_access(
     pool: StoragePoolSpec,
     tenant: Tenant,
     appliances: Mapping[tuple[str, str], ApplianceGrant],
-    adopted_by: str | None = None,
+    adopted_by: Callable[[], str | None] = lambda: None,
 ) -> VolumeAccess | str:
     """Why the tenant may use the volume (``VolumeAccess``), or a message saying why not.
 
     ``appliances``: the cluster's appliances by (namespace, name). ``adopted_by``: the namespace of
-    another VM that already uses this unowned volume, if any (one tenant's adoption is exclusive)."""
+    another VM that already uses this unowned volume, if any (one tenant's adoption is exclusive);
+    asked only when the volume is one nobody owns, published or built."""
     what = f"volume {use.volume} in pool {use.pool}"
     writable = use.mode == "attach"
     owner = owner_namespace(use.volume)
@@ -139,8 +140,9 @@ def volume_access(
         return "Appliance"
     if owner is not None:
         return f"{what} belongs to namespace {owner}"
-    if adopted_by is not None and adopted_by != tenant.namespace:
-        return f"{what} is already adopted by namespace {adopted_by}"
+    other = adopted_by()
+    if other is not None and other != tenant.namespace:
+        return f"{what} is already adopted by namespace {other}"
     if allows(pool.adoption_namespaces, tenant):
         return "Adopted"
     return (

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -19,6 +20,9 @@ from vdc.tenancy.quota import Usage, exceeded, total, vm_usage
 from vdc.tenancy.vm_access import Infrastructure, VmAccess, check_vm
 
 HostOf = Callable[[dict[str, Any]], str | None]
+T = TypeVar("T")
+MEMO_LIMIT = 100_000
+"""Parsed objects remembered (by uid and resourceVersion) before the memo starts afresh."""
 
 
 class TenancyView:
@@ -40,6 +44,22 @@ class TenancyView:
         self.appliances = appliances
         self.vms = vms
         self.quotas = quotas
+        self._memo: dict[tuple[str, str, str], Any] = {}
+
+    def _parsed(self, kind: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T:
+        """``parse(body)``, remembered per object version (a reconcile reads every pool and switch, and a
+        quota check every VM of the namespace: parsing each once per version keeps that cheap)."""
+        meta = body["metadata"]
+        version = meta.get("resourceVersion")
+        if not version:
+            return parse(body)
+        key = (kind, str(meta.get("uid")), str(version))
+        if key not in self._memo:
+            if len(self._memo) > MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = parse(body)
+        result: T = self._memo[key]
+        return result
 
     def tenant(self, namespace: str) -> Tenant:
         body = self.namespaces.get(("", namespace)) or {}
@@ -49,50 +69,41 @@ class TenancyView:
     def pool_specs(self) -> dict[str, StoragePoolSpec]:
         out = {}
         for body in self.pools:
-            try:
-                out[body["metadata"]["name"]] = StoragePoolSpec.model_validate(body.get("spec") or {})
-            except ValidationError:
-                continue  # the pool controller reports it
+            spec = self._parsed("pool", body, _pool_spec)
+            if spec is not None:  # else the pool controller reports it
+                out[body["metadata"]["name"]] = spec
         return out
 
     def appliance_grants(self) -> dict[tuple[str, str], ApplianceGrant]:
         out = {}
         for body in self.appliances:
             meta = body["metadata"]
-            try:
-                spec = ApplianceSpec.model_validate(body.get("spec") or {})
-            except ValidationError:
-                continue
-            key = (str(meta["namespace"]), str(meta["name"]))
-            out[key] = ApplianceGrant(key[0], key[1], str(meta.get("uid", "")), spec.shared_with)
+            grant = self._parsed("appliance", body, _appliance_grant)
+            if grant is not None:
+                out[(str(meta["namespace"]), str(meta["name"]))] = grant
         return out
 
-    def _adopted(self, exclude_uid: str) -> dict[tuple[str, str], str]:
-        """(pool, volume) -> namespace, for volumes other VMs adopted (status says so)."""
-        out = {}
+    def _adopted_by(self, pool: str, volume: str, exclude_uid: str) -> str | None:
+        """The namespace of another VM that adopted this volume (its status says so), if any."""
         for body in self.vms:
             if body["metadata"].get("uid") == exclude_uid:
                 continue
             for disk in (body.get("status") or {}).get("disks") or []:
-                if disk.get("access") == "Adopted" and disk.get("pool") and disk.get("volume"):
-                    out[(disk["pool"], disk["volume"])] = str(body["metadata"]["namespace"])
-        return out
+                if disk.get("access") == "Adopted" and disk.get("pool") == pool and disk.get("volume") == volume:
+                    return str(body["metadata"]["namespace"])
+        return None
 
     def check_vm(self, vm: VirtualMachine) -> VmAccess:
-        uses_volumes = any(d.source.volume is not None or (d.source.clone and d.source.clone.base_volume)
-                           for d in vm.spec.disks)  # fmt: skip
         switches = {}
         for body in self.switches:
-            raw = (body.get("spec") or {}).get("allowedNamespaces")
-            try:
-                switches[body["metadata"]["name"]] = AllowedNamespaces.model_validate(raw or {})
-            except ValidationError:
-                continue
+            allowed = self._parsed("switch", body, _switch_allowance)
+            if allowed is not None:
+                switches[body["metadata"]["name"]] = allowed
         infra = Infrastructure(
             pools=self.pool_specs(),
             switches=switches,
             appliances=self.appliance_grants(),
-            adopted=self._adopted(str(vm.metadata.get("uid"))) if uses_volumes else {},
+            adopted_by=functools.partial(self._adopted_by, exclude_uid=str(vm.metadata.get("uid"))),
         )
         return check_vm(vm, self.tenant(str(vm.metadata["namespace"])), infra)
 
@@ -103,11 +114,7 @@ class TenancyView:
         body = self.hosts.get(("", host))
         if body is None:
             return f"Host {host} does not exist"
-        try:
-            files = HostFiles.model_validate((body.get("spec") or {}).get("hostFiles") or {})
-        except ValidationError:
-            files = HostFiles()
-        refused = host_files_refusal(paths, files, self.tenant(namespace))
+        refused = host_files_refusal(paths, self._parsed("host", body, host_files_of), self.tenant(namespace))
         return f"Host {host}: {refused}" if refused else None
 
     def hosts_serving_files(self, namespace: str, paths: Sequence[str]) -> list[str]:
@@ -146,9 +153,9 @@ class TenancyView:
     # --- quota -------------------------------------------------------------------------------
     def quotas_of(self, namespace: str) -> dict[str, QuotaAmounts]:
         out = {}
-        for body in self.quotas:
+        for body in self.quotas.in_namespace(namespace):
             meta = body["metadata"]
-            if meta.get("namespace") != namespace or meta.get("deletionTimestamp"):
+            if meta.get("deletionTimestamp"):
                 continue
             try:
                 out[str(meta["name"])] = QuotaAmounts.model_validate((body.get("spec") or {}).get("hard") or {})
@@ -161,14 +168,17 @@ class TenancyView:
 
     def usage(self, namespace: str, host_of: HostOf, exclude_uid: str | None = None) -> Usage:
         """What the namespace's placed VMs take."""
-        public = self.public_switches()
+        public = frozenset(self.public_switches())
         return total(
-            vm_usage(body.get("spec") or {}, body.get("status"), public)
-            for body in self.vms
-            if body["metadata"].get("namespace") == namespace
-            and body["metadata"].get("uid") != exclude_uid
-            and host_of(body) is not None
+            self._usage_of(body, public)
+            for body in self.vms.in_namespace(namespace)
+            if body["metadata"].get("uid") != exclude_uid and host_of(body) is not None
         )
+
+    def _usage_of(self, body: dict[str, Any], public: frozenset[str]) -> Usage:
+        """What one VM takes (remembered per VM version and set of public switches)."""
+        kind = "usage:" + ",".join(sorted(public))
+        return self._parsed(kind, body, lambda b: vm_usage(b.get("spec") or {}, b.get("status"), public))
 
     def quota_refusal(self, body: dict[str, Any], host_of: HostOf) -> str | None:
         """Why placing this VM would exceed its namespace's ComputeQuotas (None: it fits, or none is set)."""
@@ -179,3 +189,34 @@ class TenancyView:
         uid = str(body["metadata"].get("uid"))
         adding = vm_usage(body.get("spec") or {}, body.get("status"), self.public_switches())
         return exceeded(quotas, self.usage(namespace, host_of, exclude_uid=uid), adding)
+
+
+def _pool_spec(body: dict[str, Any]) -> StoragePoolSpec | None:
+    try:
+        return StoragePoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
+
+
+def _switch_allowance(body: dict[str, Any]) -> AllowedNamespaces | None:
+    try:
+        return AllowedNamespaces.model_validate((body.get("spec") or {}).get("allowedNamespaces") or {})
+    except ValidationError:
+        return None
+
+
+def _appliance_grant(body: dict[str, Any]) -> ApplianceGrant | None:
+    meta = body["metadata"]
+    try:
+        spec = ApplianceSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
+    return ApplianceGrant(str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", "")), spec.shared_with)
+
+
+def host_files_of(host: dict[str, Any]) -> HostFiles:
+    """A Host body's spec.hostFiles (an unreadable one allows nothing)."""
+    try:
+        return HostFiles.model_validate((host.get("spec") or {}).get("hostFiles") or {})
+    except ValidationError:
+        return HostFiles()

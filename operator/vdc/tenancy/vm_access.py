@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from vdc.api.common import AllowedNamespaces
@@ -29,8 +30,9 @@ class Infrastructure:
     switches: Mapping[str, AllowedNamespaces] = field(default_factory=dict)
     """Switch name -> its allowedNamespaces."""
     appliances: Mapping[tuple[str, str], ApplianceGrant] = field(default_factory=dict)
-    adopted: Mapping[tuple[str, str], str] = field(default_factory=dict)
-    """(pool, volume) -> namespace of another VM that adopted that unowned volume."""
+    adopted_by: Callable[[str, str], str | None] = lambda pool, volume: None
+    """(pool, volume) -> namespace of another VM that adopted that unowned volume (asked only for
+    volumes nobody owns, published or built: it scans the VMs)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,9 @@ def check_vm(vm: VirtualMachine, tenant: Tenant, infra: Infrastructure) -> VmAcc
         spec = infra.pools.get(use.pool)
         if spec is None:
             return
-        got = volume_access(use, spec, tenant, infra.appliances, infra.adopted.get((use.pool, use.volume)))
+        got = volume_access(
+            use, spec, tenant, infra.appliances, functools.partial(infra.adopted_by, use.pool, use.volume)
+        )
         if got in ("Owned", "Adopted", "Published", "Appliance"):
             volumes[disk] = got  # type: ignore[assignment]
         else:
