@@ -315,8 +315,14 @@ class VmController:
         uid = str(vm.metadata["uid"])
         old = vm.status or VirtualMachineStatus()
         access = self.tenancy.check_vm(vm)
-        if access.refusals:  # before anything is written or created anywhere
-            await self._report(body, old, "Failed", generation, stalled=("AccessDenied", "; ".join(access.refusals)))
+        refusals = list(access.refusals)
+        host_files = _host_files_of(vm)
+        if host_files and not self.tenancy.hosts_serving_files(key[0], host_files):
+            files = ", ".join(host_files)
+            refusals.append(f"spec.boot.kernel: no Host lets namespace {key[0]} boot from {files} (a cluster "
+                            "admin declares directories in a Host's spec.hostFiles.allowedPaths)")  # fmt: skip
+        if refusals:  # before anything is written or created anywhere, every refusal at once
+            await self._report(body, old, "Failed", generation, stalled=("AccessDenied", "; ".join(refusals)))
             return None
         if _stalled_reason(old) == HOST_FILE_REFUSED and old.observed_generation == generation:
             return None  # the host's hook refused this spec's files: only a new spec (or a re-created VM) helps
@@ -347,12 +353,6 @@ class VmController:
             raise
 
         host = self.host_of(body) or await self._find_existing(uid)
-        host_files = _host_files_of(vm)
-        if host is None and host_files and not self.tenancy.hosts_serving_files(key[0], host_files):
-            nowhere = (f"no Host lets namespace {key[0]} boot from {', '.join(host_files)} "
-                       "(a cluster admin declares directories in a Host's spec.hostFiles.allowedPaths)")  # fmt: skip
-            await self._report(body, old, "Failed", generation, stalled=("AccessDenied", nowhere))
-            return None
         if host is not None and (refused := self.tenancy.host_files_refusal(host, key[0], host_files)):
             await self._report(body, old, "Failed", generation, stalled=("AccessDenied", refused))
             return None
