@@ -352,7 +352,9 @@ class VmController:
                 return None
             raise
 
-        host = self.host_of(body) or await self._find_existing(uid)
+        host = self.host_of(body)
+        if host is None and (host := await self._find_existing(uid)) is not None:
+            self._assumed[uid] = host  # counted (quota, capacity) from now on, before its status says so
         if host is not None and (refused := self.tenancy.host_files_refusal(host, key[0], host_files)):
             await self._report(body, old, "Failed", generation, stalled=("AccessDenied", refused))
             return None
