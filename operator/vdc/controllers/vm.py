@@ -53,7 +53,7 @@ from vdc.kube.client import KubeWriter
 from vdc.libvirt import domains, storage
 from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.domain_xml import BandwidthConfig, BandwidthLimitConfig, DomainConfig, InterfaceConfig
-from vdc.libvirt.errors import HookRefused, HostUnreachable, LibvirtFailure
+from vdc.libvirt.errors import ConfigRejected, HookRefused, HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
 from vdc.ovf.environment import environment_iso, environment_xml
@@ -427,6 +427,12 @@ class VmController:
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("UnsupportedSpec", str(exc)))  # fmt: skip
             return None
+        except HostUnreachable as exc:
+            await self._report(body, old, "Unknown", generation, host=host, scheduled=scheduled, unknown=str(exc))
+            return UNREACHABLE_POLL_SECONDS
+        except LibvirtFailure as exc:
+            await self._libvirt_failed(body, old, "Provisioning", generation, host, scheduled, exc)
+            raise  # the work queue retries with backoff
         desired = _with_generation(desired, generation)
         owner = f"{key[0]}/{key[1]} ({uid})"
         self._disk_status[uid] = [
@@ -453,6 +459,31 @@ class VmController:
         except HostUnreachable as exc:
             await self._report(body, old, "Unknown", generation, host=host, scheduled=scheduled, unknown=str(exc))
             return UNREACHABLE_POLL_SECONDS
+        except LibvirtFailure as exc:
+            await self._libvirt_failed(body, old, "Starting", generation, host, scheduled, exc)
+            raise  # the work queue retries with backoff
+
+    async def _libvirt_failed(
+        self,
+        body: dict[str, Any],
+        old: VirtualMachineStatus,
+        phase: Phase,
+        generation: int | None,
+        host: str,
+        scheduled: tuple[ConditionStatus, str, str],
+        exc: LibvirtFailure,
+    ) -> None:
+        """A libvirt error reaches status within the attempt that met it (with the host it happened on, so
+        deletion finds what was made there), and a Warning Event once per distinct message."""
+        message = f"host {host}: {_first_line(exc)}"
+        if isinstance(exc, ConfigRejected):  # libvirt refuses the spec: retrying alone will not help
+            await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
+                               stalled=("LibvirtRejected", message))  # fmt: skip
+            return
+        await self._report(body, old, phase, generation, host=host, scheduled=scheduled,
+                           waiting=("LibvirtError", message))  # fmt: skip
+        if _condition_message(old, READY) != message:
+            await self.writer.event(VirtualMachine.KIND, body, "LibvirtError", message, warning=True)
 
     async def _converge(
         self,
@@ -643,7 +674,7 @@ class VmController:
         meta = body["metadata"]
         uid = str(meta["uid"])
         annotations = meta.get("annotations") or {}
-        host = self.host_of(body)
+        host = self.host_of(body) or await self._find_existing(uid)  # a domain made before status said so
         self._assumed.pop(uid, None)
         self._shutdown_since.pop(uid, None)
         if host is None:
@@ -687,6 +718,11 @@ def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:
     """The host files the VM names (kernel, initrd)."""
     kernel = vm.spec.boot.kernel
     return () if kernel is None else tuple(p for p in (kernel.kernel, kernel.initrd) if p)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _stalled_reason(status: VirtualMachineStatus) -> str | None:

@@ -9,7 +9,7 @@ from typing import Literal
 import libvirt
 
 from vdc.libvirt.domain_xml import DomainConfig, DomainXmlError, InterfaceConfig, owner_from_domain_xml
-from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, NotFound, translated
+from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, NotFound, translated, translated_on
 
 DomainState = Literal["running", "paused", "shutoff", "crashed", "other"]
 ShutoffCause = Literal["guest", "destroyed", "crashed", "failed", "other"]
@@ -113,8 +113,10 @@ def define(conn: libvirt.virConnect, config: DomainConfig) -> None:
 
 
 def start(conn: libvirt.virConnect, uuid: str) -> None:
+    """Start the domain. libvirt reports a file QEMU cannot open as a "system error", the code it also
+    uses for a lost connection: on a live connection that is a failure of this domain, not of the host."""
     dom = _lookup(conn, uuid)
-    with translated():
+    with translated_on(conn, LibvirtFailure):
         dom.create()
 
 
