@@ -71,10 +71,10 @@ class Runtime:
     appliances: ObjectCache
     appliance_controller: ApplianceController
     appliance_queue: WorkQueue[Key]
-    namespaces: ObjectCache = field(default_factory=ObjectCache)
-    quotas: ObjectCache = field(default_factory=ObjectCache)
-    quota_controller: QuotaController | None = None
-    quota_queue: WorkQueue[Key] | None = None
+    namespaces: ObjectCache
+    quotas: ObjectCache
+    quota_controller: QuotaController
+    quota_queue: WorkQueue[Key]
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
@@ -92,9 +92,8 @@ class Runtime:
 
     def count_quotas(self, namespace: str) -> None:
         """The namespace's ComputeQuotas count again."""
-        if self.quota_controller is not None and self.quota_queue is not None:
-            for key in self.quota_controller.in_namespace(namespace):
-                self.quota_queue.add(key)  # deduplicated while queued: a burst of VM changes, few counts
+        for key in self.quota_controller.in_namespace(namespace):
+            self.quota_queue.add(key)  # deduplicated while queued: a burst of VM changes, few counts
 
 
 _runtime: Runtime | None = None
@@ -216,7 +215,6 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     _runtime.switch_queue.start()
     _runtime.vm_queue.start()
     _runtime.appliance_queue.start()
-    assert _runtime.quota_queue is not None
     _runtime.quota_queue.start()
     _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
@@ -238,8 +236,7 @@ async def stop(**_: Any) -> None:
         REGISTRY.unregister(rt.collector)
     await rt.vm_queue.stop()
     await rt.appliance_queue.stop()
-    if rt.quota_queue is not None:
-        await rt.quota_queue.stop()
+    await rt.quota_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
@@ -252,6 +249,15 @@ def _only_our_status_changed(event: kopf.RawEvent, body: dict[str, Any]) -> bool
         return False
     observed = (body.get("status") or {}).get("observedGeneration")
     return observed is not None and observed == body["metadata"].get("generation")
+
+
+def _usage_may_change(event: kopf.RawEvent, body: dict[str, Any], cached: dict[str, Any] | None) -> bool:
+    """Whether a VM event may change what its namespace's quotas count: it went, its spec changed, or its
+    status names another host or other disks (our own status writes otherwise count nothing new)."""
+    if event["type"] == "DELETED" or not _only_our_status_changed(event, body) or cached is None:
+        return True
+    new, old = body.get("status") or {}, cached.get("status") or {}
+    return bool(new.get("host") != old.get("host") or new.get("disks") != old.get("disks"))
 
 
 def _restart_requested(body: dict[str, Any]) -> bool:
@@ -278,7 +284,8 @@ def host_event(event: kopf.RawEvent, **_: Any) -> None:
 def vm_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body: dict[str, Any] = dict(event["object"])
-    rt.count_quotas(str(body["metadata"].get("namespace")))
+    if _usage_may_change(event, body, rt.vms.get(key_of(body))):
+        rt.count_quotas(str(body["metadata"].get("namespace")))
     if event["type"] == "DELETED":
         rt.vms.remove(body)
         for vm_key in rt.unplaced_vms():  # its room (and its quota) is free now
@@ -394,9 +401,10 @@ def quota_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body: dict[str, Any] = dict(event["object"])
     key = rt.quotas.remove(body) if event["type"] == "DELETED" else rt.quotas.upsert(body)
-    if event["type"] != "DELETED" and not _only_our_status_changed(event, body) and rt.quota_queue is not None:
+    if _only_our_status_changed(event, body):
+        return
+    if event["type"] != "DELETED":
         rt.quota_queue.add(key)
-    if not _only_our_status_changed(event, body):  # new limits: VMs waiting for quota may fit now
-        for vm_key in rt.unplaced_vms():
-            if vm_key[0] == key[0]:
-                rt.vm_queue.add(vm_key)
+    for vm_key in rt.unplaced_vms():  # new limits: VMs waiting for quota may fit now
+        if vm_key[0] == key[0]:
+            rt.vm_queue.add(vm_key)

@@ -39,6 +39,8 @@ Phase = Literal[
     "Failed",
     "Unknown",
 ]
+DiskAccess = Literal["Owned", "Adopted", "Published", "Appliance"]
+"""Why a VM may use a disk's volume (status.disks[].access; decided by vdc.tenancy.access)."""
 VolumeName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.+-]+$")]
 UserData = Annotated[str, StringConstraints(max_length=65536)]
 
@@ -444,7 +446,7 @@ class DiskStatus(ApiModel):
     path: Annotated[str, StringConstraints(max_length=4096)] | None = field("Volume path on the host.", default=None)
     capacity: Quantity | None = field("Virtual size.", default=None)
     allocation: Quantity | None = field("Space used.", default=None)
-    access: Literal["Owned", "Adopted", "Published", "Appliance"] | None = field(
+    access: DiskAccess | None = field(
         "Why this VM may use the volume: its namespace owns it (the operator created it for this VM), it "
         "adopted a volume nobody owned (the pool allows it), a cluster admin published it, or it is an "
         "appliance's base image.",

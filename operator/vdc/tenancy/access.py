@@ -13,14 +13,22 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 from vdc.api.common import AllowedNamespaces, SharedWith
 from vdc.api.host import HostFiles
 from vdc.api.storagepool import StoragePoolSpec
+from vdc.api.virtualmachine import DiskAccess
 from vdc.scheduler.selectors import matches
 
-VolumeAccess = Literal["Owned", "Adopted", "Published", "Appliance"]
+VolumeAccess = DiskAccess
+ACCESSES: frozenset[str] = frozenset(get_args(VolumeAccess))
+
+
+def is_access(verdict: VolumeAccess | str) -> TypeGuard[VolumeAccess]:
+    """Whether a :func:`volume_access` verdict grants the use (else it is the refusal's message)."""
+    return verdict in ACCESSES
+
 
 _OWNED = re.compile(r"^(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)_(?P<vm>[a-z0-9][-a-z0-9.]*)_[a-z0-9-]+\.(qcow2|iso|ova)$")
 _APPLIANCE_IMAGE = re.compile(r"^appliance_(?P<ns>[a-z0-9-]+)_(?P<name>[a-z0-9][-a-z0-9.]*)_(?P<uid8>[0-9a-f-]{8})_")

@@ -15,14 +15,22 @@ from vdc.api.host import HostFiles
 from vdc.api.storagepool import StoragePoolSpec
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.kube.cache import ObjectCache
-from vdc.tenancy.access import ApplianceGrant, Tenant, VolumeUse, host_files_refusal, pool_refusal, volume_access
+from vdc.tenancy.access import (
+    ApplianceGrant,
+    Tenant,
+    VolumeUse,
+    host_files_refusal,
+    is_access,
+    pool_refusal,
+    volume_access,
+)
 from vdc.tenancy.quota import Usage, exceeded, total, vm_usage
 from vdc.tenancy.vm_access import Infrastructure, VmAccess, check_vm
 
 HostOf = Callable[[dict[str, Any]], str | None]
 T = TypeVar("T")
 MEMO_LIMIT = 100_000
-"""Parsed objects remembered (by uid and resourceVersion) before the memo starts afresh."""
+"""Parsed objects remembered (one entry per object and kind of parse) before the memo starts afresh."""
 
 
 class TenancyView:
@@ -44,22 +52,26 @@ class TenancyView:
         self.appliances = appliances
         self.vms = vms
         self.quotas = quotas
-        self._memo: dict[tuple[str, str, str], Any] = {}
+        self._memo: dict[tuple[str, str], tuple[str, Any]] = {}
 
-    def _parsed(self, kind: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], T]) -> T:
-        """``parse(body)``, remembered per object version (a reconcile reads every pool and switch, and a
-        quota check every VM of the namespace: parsing each once per version keeps that cheap)."""
+    def _parsed(self, kind: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], T], stamp: str = "") -> T:
+        """``parse(body)``, remembered for the object's current version (and ``stamp``, what else the parse
+        read): a reconcile reads every pool and switch, a quota check every VM of the namespace, and
+        parsing each once per version keeps that cheap. One entry per object: a new version replaces it."""
         meta = body["metadata"]
         version = meta.get("resourceVersion")
         if not version:
             return parse(body)
-        key = (kind, str(meta.get("uid")), str(version))
-        if key not in self._memo:
-            if len(self._memo) > MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = parse(body)
-        result: T = self._memo[key]
-        return result
+        key, seen = (kind, str(meta.get("uid"))), f"{version}|{stamp}"
+        cached = self._memo.get(key)
+        if cached is not None and cached[0] == seen:
+            result: T = cached[1]
+            return result
+        if len(self._memo) > MEMO_LIMIT:  # objects deleted long ago: start afresh
+            self._memo.clear()
+        value = parse(body)
+        self._memo[key] = (seen, value)
+        return value
 
     def tenant(self, namespace: str) -> Tenant:
         body = self.namespaces.get(("", namespace)) or {}
@@ -146,7 +158,7 @@ class TenancyView:
         if source.volume is not None and (spec := pools.get(source.volume.pool)) is not None:
             use = VolumeUse(source.volume.pool, source.volume.name, "read")
             got = volume_access(use, spec, tenant, self.appliance_grants())
-            if got not in ("Owned", "Adopted", "Published", "Appliance"):
+            if not is_access(got):
                 out.append(f"spec.source.volume: {got}")
         return out
 
@@ -177,8 +189,9 @@ class TenancyView:
 
     def _usage_of(self, body: dict[str, Any], public: frozenset[str]) -> Usage:
         """What one VM takes (remembered per VM version and set of public switches)."""
-        kind = "usage:" + ",".join(sorted(public))
-        return self._parsed(kind, body, lambda b: vm_usage(b.get("spec") or {}, b.get("status"), public))
+        return self._parsed(
+            "usage", body, lambda b: vm_usage(b.get("spec") or {}, b.get("status"), public), ",".join(sorted(public))
+        )
 
     def quota_refusal(self, body: dict[str, Any], host_of: HostOf) -> str | None:
         """Why placing this VM would exceed its namespace's ComputeQuotas (None: it fits, or none is set)."""

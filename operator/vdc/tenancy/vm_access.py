@@ -15,6 +15,7 @@ from vdc.tenancy.access import (
     VolumeAccess,
     VolumeUse,
     appliance_refusal,
+    is_access,
     pool_refusal,
     switch_refusal,
     volume_access,
@@ -74,8 +75,8 @@ def check_vm(vm: VirtualMachine, tenant: Tenant, infra: Infrastructure) -> VmAcc
         got = volume_access(
             use, spec, tenant, infra.appliances, functools.partial(infra.adopted_by, use.pool, use.volume)
         )
-        if got in ("Owned", "Adopted", "Published", "Appliance"):
-            volumes[disk] = got  # type: ignore[assignment]
+        if is_access(got):
+            volumes[disk] = got
         else:
             refusals.append(f"{where}: {got}")
 
