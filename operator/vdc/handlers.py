@@ -15,6 +15,8 @@ import kopf
 import libvirt
 
 from vdc.api.appliance import Appliance
+from vdc.api.computequota import ComputeQuota
+from vdc.api.host import Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
@@ -22,11 +24,13 @@ from vdc.api.virtualswitch import VirtualSwitch
 from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
+from vdc.controllers.failures import failure_reporter
 from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import VmController
 from vdc.controllers.vm_plan import RESTART_ANNOTATION, restart_pending
+from vdc.kube import lister
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
@@ -79,6 +83,9 @@ class Runtime:
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
     blocked_deletions: set[str] = field(default_factory=set)
+
+    def caches(self) -> tuple[ObjectCache, ...]:
+        return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas)
 
     def vms_on(self, host: str) -> list[Key]:
         """VMs placed on ``host``."""
@@ -147,8 +154,14 @@ def _on_connection_change(host: str) -> None:
 
 async def _resync(rt: Runtime) -> None:
     """A slow, jittered safety net; events do the real work."""
+    first = True
     while True:
         await asyncio.sleep(RESYNC_SECONDS * random.uniform(0.9, 1.1))
+        if first:  # the watches have delivered their initial listings by now
+            first = False
+            for cache in rt.caches():
+                for key in cache.drop_unconfirmed():
+                    log.info("%s was deleted while the operator started; forgotten", "/".join(key).lstrip("/"))
         for body in rt.hosts:
             rt.host_queue.add(key_of(body))
         for body in rt.vms:
@@ -162,6 +175,19 @@ def _dump_tasks() -> None:
         frames = task.get_stack(limit=8)
         where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
         log.warning("task %s: %s", task.get_name(), where)
+
+
+CLUSTER_SCOPED = ("hosts", "storagepools", "virtualswitches")
+
+
+async def _prime(api: Any, watched: tuple[str, ...], caches: dict[str, ObjectCache], namespaces: ObjectCache) -> None:
+    """Fill every cache from a LIST before any work starts (see vdc.kube.lister): no decision, above all
+    no address allocation, is made on a partial view of the cluster. ``caches``: plural -> cache."""
+    for plural, cache in caches.items():
+        scoped = () if plural in CLUSTER_SCOPED else watched
+        cache.prime(await lister.with_retries(plural, lister.list_custom, api, plural, scoped))
+    namespaces.prime(await lister.with_retries("namespaces", lister.list_namespaces, api))
+    log.info("caches primed: %s", ", ".join(f"{len(cache)} {plural}" for plural, cache in caches.items()))
 
 
 @kopf.on.startup()
@@ -188,6 +214,9 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances, tenancy
     )
     quota_controller = QuotaController(quotas, tenancy, vm_controller.host_of, writer)
+    primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
+              "virtualmachines": vms, "computequotas": quotas}  # fmt: skip
+    await _prime(writer.api_client, tuple(getattr(memo, "namespaces", ())), primed, namespaces)
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
@@ -198,17 +227,38 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         vm_controller=vm_controller,
         pool_controller=pool_controller,
         switch_controller=switch_controller,
-        host_queue=WorkQueue("hosts", host_controller.reconcile, workers=4),
-        pool_queue=WorkQueue("pools", pool_controller.reconcile, workers=2),
-        switch_queue=WorkQueue("switches", switch_controller.reconcile, workers=2),
-        vm_queue=WorkQueue("vms", vm_controller.reconcile, workers=16),
+        host_queue=WorkQueue(
+            "hosts", host_controller.reconcile, workers=4, on_error=failure_reporter(Host.KIND, hosts, writer)
+        ),
+        pool_queue=WorkQueue(
+            "pools", pool_controller.reconcile, workers=2, on_error=failure_reporter(StoragePool.KIND, pools, writer)
+        ),
+        switch_queue=WorkQueue(
+            "switches",
+            switch_controller.reconcile,
+            workers=2,
+            on_error=failure_reporter(VirtualSwitch.KIND, switches, writer),
+        ),
+        vm_queue=WorkQueue(
+            "vms", vm_controller.reconcile, workers=16, on_error=failure_reporter(VirtualMachine.KIND, vms, writer)
+        ),
         appliances=appliances,
         appliance_controller=appliance_controller,
-        appliance_queue=WorkQueue("appliances", appliance_controller.reconcile, workers=2),
+        appliance_queue=WorkQueue(
+            "appliances",
+            appliance_controller.reconcile,
+            workers=2,
+            on_error=failure_reporter(Appliance.KIND, appliances, writer),
+        ),
         namespaces=namespaces,
         quotas=quotas,
         quota_controller=quota_controller,
-        quota_queue=WorkQueue("computequotas", quota_controller.reconcile, workers=1),
+        quota_queue=WorkQueue(
+            "computequotas",
+            quota_controller.reconcile,
+            workers=1,
+            on_error=failure_reporter(ComputeQuota.KIND, quotas, writer),
+        ),
     )
     _runtime.host_queue.start()
     _runtime.pool_queue.start()

@@ -76,7 +76,9 @@ def run(
         logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
     # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
-    memo = kopf.Memo(stats_interval=stats_interval if metrics_port else None, work_dir=work_dir)
+    memo = kopf.Memo(
+        stats_interval=stats_interval if metrics_port else None, work_dir=work_dir, namespaces=tuple(namespace)
+    )
     asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address))
 
 

@@ -18,11 +18,18 @@ K = TypeVar("K", bound=Hashable)
 Reconcile = Callable[[K], Awaitable[float | None]]
 """Work on one key; return seconds after which to look again, or None."""
 
+OnError = Callable[[K, Exception], Awaitable[None]]
+"""Told of every failed reconcile before its retry is scheduled (to put the error in the object's status)."""
+
 
 class WorkQueue(Generic[K]):
-    def __init__(self, name: str, reconcile: Reconcile[K], *, workers: int = 8, max_backoff: float = 60.0) -> None:
+    def __init__(
+        self, name: str, reconcile: Reconcile[K], *, workers: int = 8, max_backoff: float = 60.0,
+        on_error: OnError[K] | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self._reconcile = reconcile
+        self._on_error = on_error
         self._workers = workers
         self._max_backoff = max_backoff
         self._queue: asyncio.Queue[K] = asyncio.Queue()
@@ -103,7 +110,7 @@ class WorkQueue(Generic[K]):
                 # An await inside the reconcile was cancelled (e.g. a host connection closing): a failure.
                 self._observe(started, "error")
                 self._retry(key)
-            except Exception:
+            except Exception as exc:
                 self._observe(started, "error")
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
@@ -111,6 +118,11 @@ class WorkQueue(Generic[K]):
                 log.exception(
                     "%s: reconcile of %s failed (attempt %d); retrying in %.1fs", self.name, key, failures, delay
                 )
+                if self._on_error is not None:
+                    try:
+                        await self._on_error(key, exc)
+                    except Exception:
+                        log.exception("%s: reporting the failure of %s failed", self.name, key)
                 self.add_after(key, delay)
             else:
                 self._observe(started, "success" if again is None else "requeue")

@@ -129,3 +129,15 @@ def test_objects_of_one_namespace_are_found_without_the_others() -> None:
     cache.remove({"metadata": {"namespace": "b", "name": "x"}})
     assert [b["metadata"]["name"] for b in cache.in_namespace("a")] == ["y"]
     assert cache.in_namespace("b") == [] and cache.in_namespace("nowhere") == []
+
+
+def test_primed_objects_the_watch_never_delivers_are_dropped_and_confirmed_ones_kept() -> None:
+    cache = ObjectCache()
+    cache.prime([body("kept", "u1"), body("gone", "u2"), body("deleted-by-watch", "u3")])
+    assert len(cache) == 3
+    cache.upsert(body("kept", "u1", status={"phase": "Running"}))  # the watch's initial listing
+    cache.remove(body("deleted-by-watch", "u3"))
+    assert cache.drop_unconfirmed() == [("ns", "gone")]
+    assert [key_of(b) for b in cache] == [("ns", "kept")]
+    assert cache.key_for_uid("u2") is None
+    assert cache.drop_unconfirmed() == []  # only once: later objects are the watch's

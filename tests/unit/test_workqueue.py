@@ -312,3 +312,21 @@ async def test_a_cancelled_await_inside_reconcile_does_not_kill_the_worker() -> 
         await until(lambda: calls == ["a"])
         queue.add("b")
         await until(lambda: "b" in calls, timeout=0.5)
+
+
+async def test_every_failed_reconcile_is_reported_before_its_retry() -> None:
+    rec = Recorder()
+    rec.results["a"] = [RuntimeError("boom"), ValueError("again"), None]
+    reported: list[tuple[str, str]] = []
+
+    async def on_error(key: str, exc: Exception) -> None:
+        reported.append((key, str(exc)))
+        if len(reported) == 1:
+            raise OSError("the reporter itself failed")  # must not stop the retries
+
+    queue: WorkQueue[str] = WorkQueue("t", rec, workers=1, max_backoff=0.01, on_error=on_error)
+    async with running(queue):
+        queue.add("a")
+        await until(lambda: rec.count["a"] == 3)
+        await settle()
+    assert reported == [("a", "boom"), ("a", "again")]

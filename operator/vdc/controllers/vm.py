@@ -20,7 +20,7 @@ from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, Condition
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachine, VirtualMachineStatus
 from vdc.cloudinit import CloudInitError, build_seed_iso, seed_meta_data
-from vdc.controllers.errors import DeletionWaits
+from vdc.controllers.errors import DeletionWaits, ReportedFailure, first_line
 from vdc.controllers.host import HostController, host_is_schedulable
 from vdc.controllers.storagepool import pools_on
 from vdc.controllers.virtualswitch import SwitchController, allocation_for, libvirt_network_name, switches_on
@@ -431,8 +431,8 @@ class VmController:
             await self._report(body, old, "Unknown", generation, host=host, scheduled=scheduled, unknown=str(exc))
             return UNREACHABLE_POLL_SECONDS
         except LibvirtFailure as exc:
-            await self._libvirt_failed(body, old, "Provisioning", generation, host, scheduled, exc)
-            raise  # the work queue retries with backoff
+            message = await self._libvirt_failed(body, old, "Provisioning", generation, host, scheduled, exc)
+            raise ReportedFailure(message) from exc  # the work queue retries with backoff
         desired = _with_generation(desired, generation)
         owner = f"{key[0]}/{key[1]} ({uid})"
         self._disk_status[uid] = [
@@ -460,8 +460,8 @@ class VmController:
             await self._report(body, old, "Unknown", generation, host=host, scheduled=scheduled, unknown=str(exc))
             return UNREACHABLE_POLL_SECONDS
         except LibvirtFailure as exc:
-            await self._libvirt_failed(body, old, "Starting", generation, host, scheduled, exc)
-            raise  # the work queue retries with backoff
+            message = await self._libvirt_failed(body, old, "Starting", generation, host, scheduled, exc)
+            raise ReportedFailure(message) from exc  # the work queue retries with backoff
 
     async def _libvirt_failed(
         self,
@@ -472,18 +472,19 @@ class VmController:
         host: str,
         scheduled: tuple[ConditionStatus, str, str],
         exc: LibvirtFailure,
-    ) -> None:
+    ) -> str:
         """A libvirt error reaches status within the attempt that met it (with the host it happened on, so
-        deletion finds what was made there), and a Warning Event once per distinct message."""
-        message = f"host {host}: {_first_line(exc)}"
+        deletion finds what was made there), and a Warning Event once per distinct message. The message."""
+        message = f"host {host}: {first_line(exc)}"
         if isinstance(exc, ConfigRejected):  # libvirt refuses the spec: retrying alone will not help
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("LibvirtRejected", message))  # fmt: skip
-            return
+            return message
         await self._report(body, old, phase, generation, host=host, scheduled=scheduled,
                            waiting=("LibvirtError", message))  # fmt: skip
         if _condition_message(old, READY) != message:
             await self.writer.event(VirtualMachine.KIND, body, "LibvirtError", message, warning=True)
+        return message
 
     async def _converge(
         self,
@@ -718,11 +719,6 @@ def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:
     """The host files the VM names (kernel, initrd)."""
     kernel = vm.spec.boot.kernel
     return () if kernel is None else tuple(p for p in (kernel.kernel, kernel.initrd) if p)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _stalled_reason(status: VirtualMachineStatus) -> str | None:

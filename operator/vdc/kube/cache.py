@@ -21,9 +21,28 @@ class ObjectCache:
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._by_uid: dict[str, Key] = {}
         self._by_namespace: dict[str, dict[Key, None]] = {}
+        self._unconfirmed: set[Key] = set()
+        """Keys primed from a LIST that no watch event has delivered since (see :meth:`prime`)."""
+
+    def prime(self, bodies: list[dict[str, Any]]) -> None:
+        """Fill the cache from a LIST before the watch starts, so that nothing is decided on a partial view
+        (an IPAM that sees only some of a switch's VMs hands their addresses out again). The watch then
+        delivers every object that still exists; what it never delivers was deleted in between and goes
+        at :meth:`drop_unconfirmed`."""
+        for body in bodies:
+            self._unconfirmed.add(self.upsert(body))
+
+    def drop_unconfirmed(self) -> list[Key]:
+        """Remove the primed objects no watch event confirmed (deleted between the LIST and the watch)."""
+        dropped = [key for key in self._unconfirmed if key in self._bodies]
+        for key in dropped:
+            self.remove(self._bodies[key])
+        self._unconfirmed.clear()
+        return dropped
 
     def upsert(self, body: dict[str, Any]) -> Key:
         key = key_of(body)
+        self._unconfirmed.discard(key)
         old = self._bodies.get(key)
         if old is not None and old["metadata"].get("uid") != body["metadata"].get("uid"):
             self._by_uid.pop(old["metadata"].get("uid", ""), None)

@@ -39,6 +39,10 @@ class KubeWriter:
         self._core = kubernetes.client.CoreV1Api(self._client)
         self._host = socket.gethostname()
 
+    @property
+    def api_client(self) -> kubernetes.client.ApiClient:
+        return self._client
+
     async def patch_status(self, info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
         """Patch ``status`` if it differs from the body's; the merge patch sent (for the object cache's
         ``note_status``), None when nothing was written."""
