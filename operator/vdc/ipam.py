@@ -331,3 +331,74 @@ def allocate(pool: Pool, current: Sequence[Allocation], wanted: Sequence[Request
         released=released,
         free=pool.free(allocations),
     )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Evidence, found outside the switch's status, that ``mac`` holds ``ip``: a VM's status, or a static
+    DHCP entry on a host's network (what a guest's lease came from)."""
+
+    ip: str
+    mac: str
+    source: str
+    """Where it was found, for messages: ``"the VM's status"``, ``"host h1's DHCP entries"``."""
+    owner: str | None = None
+    """The owner when the source names it (a VM's status); else found by MAC among the requests."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :func:`recover` decided: the current allocations to feed :func:`allocate`, and conflicts."""
+
+    current: tuple[Allocation, ...]
+    conflicts: Mapping[str, str] = field(default_factory=dict)
+    """owner -> why its address is in conflict. Such an owner must get no address (not a new one: its
+    guest may still hold the old lease), so leave it out of :func:`allocate`'s requests."""
+
+
+def recover(pool: Pool, current: Sequence[Allocation], wanted: Sequence[Request], claims: Sequence[Claim]) -> Recovery:
+    """The switch's allocations completed from every other place that holds an address.
+
+    A wanted owner the status lost (an older backup restored, a status edited, a crash between writes)
+    gets back the address the evidence shows it holding, if that address is still valid for its request
+    (its MAC, its fixed IP or else the range) — the first claim wins, in the order given (pass VM
+    statuses before DHCP entries). Two owners holding one address is a conflict, never resolved by
+    moving either: the owner the status records keeps it; a recovered claimant gets a conflict.
+    """
+    requests = {r.owner: r for r in wanted}
+    by_mac = {r.mac.strip().lower(): r.owner for r in wanted}
+    holder: dict[IPv4Address, str] = {}
+    for a in current:
+        try:
+            holder.setdefault(IPv4Address(a.ip), a.owner)
+        except AddressValueError:
+            continue
+    have = {a.owner for a in current if a.owner in requests}
+    recovered: dict[str, Allocation] = {}
+    conflicts: dict[str, str] = {}
+    for claim in claims:
+        mac = claim.mac.strip().lower()
+        owner = claim.owner or by_mac.get(mac)
+        request = requests.get(owner or "")
+        if owner is None or request is None or owner in have or owner in recovered or owner in conflicts:
+            continue
+        try:
+            ip = IPv4Address(claim.ip.strip())
+        except AddressValueError:
+            continue
+        fixed = request.fixed_ip.strip() if request.fixed_ip else None
+        valid = str(ip) == fixed if fixed else pool.in_range(ip)
+        if mac != request.mac.strip().lower() or not valid or pool.problem(ip) is not None:
+            continue  # the owner wants another address now: nothing to keep
+        other = holder.get(ip)
+        if other is not None and other != owner:
+            conflicts[owner] = (
+                f"address conflict: {ip} is held by {other}, and {claim.source} shows it on {owner} too "
+                "(its guest may still hold that lease); delete one of the two, or give one a fixed ipAddress"
+            )
+            continue
+        holder[ip] = owner
+        recovered[owner] = Allocation(str(ip), mac, owner)
+    return Recovery(
+        current=(*current, *sorted(recovered.values(), key=_ip_key)), conflicts=dict(sorted(conflicts.items()))
+    )

@@ -25,7 +25,7 @@ from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condi
 from vdc.api.virtualswitch import AddressAllocation, SwitchHostStatus, VirtualSwitch, VirtualSwitchStatus
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import host_is_schedulable
-from vdc.ipam import Allocation, Pool, Request, Result, allocate, mac_for, owner_of
+from vdc.ipam import Allocation, Claim, Pool, Request, Result, allocate, mac_for, owner_of, recover
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import networks
@@ -51,6 +51,8 @@ RESYNC_SECONDS = 60.0
 OVERLAY_MTU = 1450
 """Default MTU of an overlay switch: a 1500-byte underlay less the 50 bytes of VXLAN encapsulation."""
 PEER_SUFFIX = ".vdc-peer"
+ADDRESS_CONFLICT = "AddressConflict"
+"""Condition: True while two owners hold one address (names them and what to do)."""
 HOOK_HINT = "install the network hook on the host (`vdc host-hook install`, then restart libvirtd)"
 
 
@@ -173,6 +175,29 @@ def address_requests(switch_name: str, vms: ObjectCache) -> list[Request]:
     return requests
 
 
+def address_claims(switch_name: str, vms: ObjectCache) -> list[Claim]:
+    """The addresses live VMs' statuses show on this switch's NICs (the IPAM's is each NIC's first)."""
+    claims = []
+    for vm in vms:
+        meta = vm["metadata"]
+        if meta.get("deletionTimestamp"):
+            continue
+        for nic in (vm.get("status") or {}).get("interfaces") or []:
+            if nic.get("switch") == switch_name and nic.get("macAddress") and nic.get("ipAddresses"):
+                owner = owner_of(meta["namespace"], meta["name"], nic["name"])
+                claims.append(Claim(nic["ipAddresses"][0], nic["macAddress"], "the VM's status", owner))
+    return claims
+
+
+def lease_claims(host: str, entries: tuple[DhcpHostConfig, ...]) -> list[Claim]:
+    """A host's static DHCP entries of the switch's network: what its guests' leases came from."""
+    return [Claim(e.ip, e.mac, f"host {host}'s DHCP entries") for e in entries if e.ip]
+
+
+def conflict_message(conflicts: dict[str, str]) -> str:
+    return "; ".join(f"{owner}: {why}" for owner, why in sorted(conflicts.items()))
+
+
 @dataclass(frozen=True)
 class SwitchOnHost:
     host: str
@@ -182,7 +207,7 @@ class SwitchOnHost:
 
 def switch_status(
     switch: VirtualSwitch, results: list[SwitchOnHost], ipam: Result | None, generation: int | None,
-    old: VirtualSwitchStatus | None, problem: str | None = None,
+    old: VirtualSwitchStatus | None, problem: str | None = None, conflicts: dict[str, str] | None = None,
 ) -> VirtualSwitchStatus:  # fmt: skip
     name = str(switch.metadata["name"])
     bridge = switch.spec.bridge.name if switch.spec.mode == "bridge" and switch.spec.bridge else bridge_name(name)
@@ -207,6 +232,11 @@ def switch_status(
         conds = set_condition(conds, READY, "True", "Active", f"active on {len(hosts)} host(s)",
                               observed_generation=generation)  # fmt: skip
         conds = set_condition(conds, STALLED, "False", "Active", observed_generation=generation)
+    if conflicts:  # the switch works; the owners in conflict are refused (their VMs say so too)
+        conds = set_condition(conds, ADDRESS_CONFLICT, "True", "AddressConflict", conflict_message(conflicts),
+                              observed_generation=generation)  # fmt: skip
+    elif any(c.type == ADDRESS_CONFLICT for c in conds):
+        conds = set_condition(conds, ADDRESS_CONFLICT, "False", "NoConflict", observed_generation=generation)
     busy = bool(failing) and not problem
     conds = set_condition(conds, RECONCILING, "True" if busy else "False", "Realising" if busy else "Observed",
                           observed_generation=generation)  # fmt: skip
@@ -231,15 +261,22 @@ def switches_on(switches: ObjectCache, host: str) -> frozenset[str]:
     )
 
 
-def _realise(conn: Any, config: NetworkConfig, dhcp: tuple[DhcpHostConfig, ...]) -> str | None:
-    """Define/start the network (keeping the DHCP entries it has, so that alone is no reason to
-    redefine and restart it), then make its static DHCP entries exactly ``dhcp``, live. Returns what
+def _dhcp_entries(conn: Any, name: str) -> tuple[DhcpHostConfig, ...] | None:
+    """The static DHCP entries the network ``name`` has on the host (None: no such network there)."""
+    observed = networks.observe_network(conn, name)
+    return None if observed is None else tuple(observed.dhcp_hosts)
+
+
+def _realise(
+    conn: Any, config: NetworkConfig, dhcp: tuple[DhcpHostConfig, ...], present: tuple[DhcpHostConfig, ...] | None
+) -> str | None:
+    """Define/start the network (keeping the DHCP entries it has, ``present``, so that alone is no reason
+    to redefine and restart it), then make its static DHCP entries exactly ``dhcp``, live. Returns what
     is wrong on the host that libvirt did not report (an overlay's VXLAN device missing), if anything."""
     if config.forward == "bridge" and networks.host_interface_exists(conn, config.bridge) is False:
         # libvirt starts a bridge-mode network whatever the host has; guests would then fail to start.
         return f"the host has no bridge {config.bridge}: create it there, or fix bridge.name"
-    observed = networks.observe_network(conn, config.name)
-    present = tuple(observed.dhcp_hosts) if observed is not None else dhcp
+    present = present if present is not None else dhcp
     ipv4 = dataclasses.replace(config.ipv4, hosts=present) if config.ipv4 else None
     networks.ensure_network(conn, dataclasses.replace(config, ipv4=ipv4))
     networks.set_dhcp_hosts(conn, config.name, dhcp)
@@ -301,13 +338,28 @@ class SwitchController:
             status = switch_status(switch, [], None, generation, switch.status, problem=str(exc))
             await self._write(key, body, status)
             return None
-        ipam = allocate(pool, current, address_requests(name, self.vms)) if pool else None
-        self.errors[name] = dict(ipam.errors) if ipam else {}
-        # A bridge switch's addresses are handed out by the LAN (or cloud-init), not by libvirt.
-        served = ipam is not None and switch.spec.mode != "bridge"
-        dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam and served else ()
-        results: list[SwitchOnHost] = []
         hosts = self.matching_hosts(switch)
+        # A bridge switch's addresses are handed out by the LAN (or cloud-init), not by libvirt.
+        served = pool is not None and switch.spec.mode != "bridge"
+        present = await self._present_entries(name, hosts) if served else {}
+        ipam, conflicts = None, {}
+        if pool is not None:
+            # One truth for addresses: the status, completed from what VMs and hosts show (an address the
+            # status lost is taken back, not handed out again); an address two owners hold is a conflict.
+            requests = address_requests(name, self.vms)
+            claims = address_claims(name, self.vms)
+            claims += [c for host, entries in sorted(present.items()) if entries for c in lease_claims(host, entries)]
+            recovery = recover(pool, current, requests, claims)
+            conflicts = dict(recovery.conflicts)
+            ipam = allocate(pool, recovery.current, [r for r in requests if r.owner not in conflicts])
+            self.errors[name] = {**ipam.errors, **conflicts}
+            await self._persist_allocations(key, body, switch, ipam, conflicts)
+            await self._note_conflicts(body, switch, conflicts)
+        else:
+            self.errors[name] = {}
+        dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam and served else ()
+        body = self.switches.get(key) or body
+        results: list[SwitchOnHost] = []
         peers = self.overlay_peers(hosts) if switch.spec.mode == "overlay" else []
         for host in hosts:
             if switch.spec.mode == "overlay":
@@ -324,13 +376,48 @@ class SwitchController:
                 results.append(SwitchOnHost(host, None, "host unreachable"))
                 continue
             try:
-                problem = await conn.call(functools.partial(_realise, config=config, dhcp=dhcp))
+                problem = await conn.call(
+                    functools.partial(_realise, config=config, dhcp=dhcp, present=present.get(host))
+                )
                 results.append(SwitchOnHost(host, "Failed", problem) if problem else SwitchOnHost(host, "Active"))
             except LibvirtFailure as exc:
                 results.append(SwitchOnHost(host, "Failed", str(exc)))
-        status = switch_status(switch, results, ipam, generation, switch.status)
+        status = switch_status(switch, results, ipam, generation, switch.status, conflicts=conflicts)
         await self._write(key, body, status)
         return RESYNC_SECONDS
+
+    async def _present_entries(self, name: str, hosts: list[str]) -> dict[str, tuple[DhcpHostConfig, ...] | None]:
+        """Each reachable host's static DHCP entries of the switch's network (None: not defined there)."""
+        present: dict[str, tuple[DhcpHostConfig, ...] | None] = {}
+        for host in hosts:
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                continue
+            try:
+                present[host] = await conn.call(functools.partial(_dhcp_entries, name=libvirt_network_name(name)))
+            except LibvirtFailure as exc:
+                log.info("switch %s on %s: %s", name, host, exc)
+        return present
+
+    async def _persist_allocations(
+        self, key: Key, body: dict[str, Any], switch: VirtualSwitch, ipam: Result, conflicts: dict[str, str]
+    ) -> None:
+        """Write new allocations to status before any host hands them out (a crash in between must not
+        leave a lease the status does not know). Raises when the write fails: nothing is realised then."""
+        allocations = [a.to_api() for a in ipam.allocations]
+        old = switch.status or VirtualSwitchStatus()
+        if allocations == list(old.allocations):
+            return
+        status = old.model_copy(update={"allocations": allocations, "free_addresses": ipam.free})
+        await self._write(key, body, status)
+
+    async def _note_conflicts(self, body: dict[str, Any], switch: VirtualSwitch, conflicts: dict[str, str]) -> None:
+        """A Warning Event when the switch's address conflicts change (not on every reconcile)."""
+        message = conflict_message(conflicts)
+        conds = switch.status.conditions if switch.status else []
+        previous = next((c.message for c in conds if c.type == ADDRESS_CONFLICT and c.status == "True"), "")
+        if message and message != previous:
+            await self.writer.event(VirtualSwitch.KIND, body, "AddressConflict", message, warning=True)
 
     async def _write(self, key: Key, body: dict[str, Any], status: VirtualSwitchStatus) -> None:
         wire = status.to_wire()

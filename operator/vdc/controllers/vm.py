@@ -423,7 +423,11 @@ class VmController:
             await self._report(body, old, "Provisioning", generation, host=host, scheduled=scheduled,
                                waiting=("WaitingForPool", str(exc)))  # fmt: skip
             return UNREACHABLE_POLL_SECONDS
-        except (UnsupportedSpec, DiskSpecError, CloudInitError, LookupError, AddressRefused) as exc:
+        except AddressRefused as exc:  # a taken or foreign address, or one another VM holds too (a conflict)
+            await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
+                               stalled=("AddressRefused", str(exc)))  # fmt: skip
+            return None
+        except (UnsupportedSpec, DiskSpecError, CloudInitError, LookupError) as exc:
             await self._report(body, old, "Failed", generation, host=host, scheduled=scheduled,
                                stalled=("UnsupportedSpec", str(exc)))  # fmt: skip
             return None
