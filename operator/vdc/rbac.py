@@ -83,8 +83,31 @@ SECRETS = Access(
 )
 """Granted per namespace (Role), restricted by resourceNames when the Secrets are named."""
 
+LEASE_GROUP = "coordination.k8s.io"
+
+LEADER_ELECTION: tuple[Access, ...] = (
+    Access(
+        LEASE_GROUP,
+        "leases",
+        ("create",),
+        "vdc.leader: the first replica creates the Lease (kubernetes.leaderelection LeaseLock,"
+        " create_namespaced_lease); a create cannot be limited to a name",
+    ),
+    Access(
+        LEASE_GROUP,
+        "leases",
+        ("get", "update"),
+        "vdc.leader: every replica reads the Lease (read_namespaced_lease); the leader renews it, a standby"
+        " takes over an expired one and a leader that stops releases it (replace_namespaced_lease);"
+        " granted on the Lease's name only",
+    ),
+)
+"""Granted in the Lease's namespace only (Role; the chart: the release's namespace and the Lease named
+after the release), for `vdc run --leader-elect`."""
+
 NOT_NEEDED = (
-    "peering (kopfpeerings): the operator runs kopf standalone, one replica",
+    "peering (kopfpeerings): kopf runs standalone; replicas elect their leader with a Lease (vdc.leader)",
+    "list/watch/patch/delete on leases: the election reads and writes one Lease by name",
     "get on our kinds: kopf lists and watches, it never reads single objects",
     "update/delete/create on our kinds: the operator never writes spec and never creates or deletes them",
 )

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import faulthandler
 import logging
 import signal
+import time
+import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 import prometheus_client
+from aiohttp import web
 
 from vdc.api.meta import GROUP
+
+if TYPE_CHECKING:
+    from vdc.leader import ElectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +65,13 @@ def run(
     metrics_address: str = "0.0.0.0",
     stats_interval: float = 15.0,
     work_dir: Path | None = None,
+    election: ElectionConfig | None = None,
 ) -> None:
-    """Run the operator until interrupted; ``metrics_port`` 0 serves no metrics (and refreshes no stats)."""
+    """Run the operator until interrupted; ``metrics_port`` 0 serves no metrics (and refreshes no stats).
+
+    With ``election``, nothing of the operator starts before this replica holds the Lease (see
+    ``vdc.leader``); /metrics and /healthz, and a stand-in for kopf's liveness endpoint, answer
+    while it stands by."""
     import vdc.handlers  # (registers the kopf handlers)
 
     if resync_seconds is not None:
@@ -79,16 +91,27 @@ def run(
     memo = kopf.Memo(
         stats_interval=stats_interval if metrics_port else None, work_dir=work_dir, namespaces=tuple(namespace)
     )
-    asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address))
+    asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address, election))
 
 
-async def _serve(namespace: list[str], liveness: str | None, memo: kopf.Memo, port: int, address: str) -> None:
+async def _serve(
+    namespace: list[str],
+    liveness: str | None,
+    memo: kopf.Memo,
+    port: int,
+    address: str,
+    election: ElectionConfig | None = None,
+) -> None:
+    from vdc.leader import LEADER
     from vdc.metrics import REGISTRY, server
 
     runner = await server.start(REGISTRY, address, port) if port else None
     if runner is not None:
         log.info("serving /metrics and /healthz on %s:%d", address, port)
     try:
+        if election is not None and not await _stand_by(election, liveness):
+            return  # stopped (SIGTERM/SIGINT) before leading
+        LEADER.set(1)
         await kopf.operator(
             clusterwide=not namespace,
             namespaces=namespace,
@@ -99,3 +122,63 @@ async def _serve(namespace: list[str], liveness: str | None, memo: kopf.Memo, po
     finally:
         if runner is not None:
             await runner.cleanup()
+
+
+async def _stand_by(election: ElectionConfig, liveness: str | None) -> bool:
+    """Wait for the Lease: True once this replica leads, False if told to stop first.
+
+    kopf's liveness endpoint only exists once kopf runs, so a stand-in answers on it meanwhile (a
+    standby must not fail its liveness probe); it is closed just before kopf binds the same port."""
+    from vdc.leader import Elector
+
+    loop = asyncio.get_running_loop()
+    leading, stopping = asyncio.Event(), asyncio.Event()
+    elector = Elector(election)
+    # At a clean exit, once the operator's worker threads have been joined (atexit runs after them),
+    # give the Lease up so a standby need not wait for it to expire. A fenced exit skips this.
+    atexit.register(elector.release)
+    waited = time.monotonic()
+    log.info("standing by for Lease %s/%s as %s", election.lease_namespace, election.lease_name, election.identity)
+    elector.start(lambda: loop.call_soon_threadsafe(leading.set))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    stand_in = await _liveness_stand_in(liveness) if liveness else None
+    try:
+        _, pending = await asyncio.wait(
+            [asyncio.ensure_future(leading.wait()), asyncio.ensure_future(stopping.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in pending:
+            task.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)  # kopf installs its own
+        if stand_in is not None:
+            await stand_in.cleanup()
+    if stopping.is_set() or not leading.is_set():
+        log.info("stopped while standing by")
+        return False
+    log.info(
+        "leading: holding Lease %s/%s as %s (after %.1fs standing by); starting the operator",
+        election.lease_namespace, election.lease_name, election.identity, time.monotonic() - waited,
+    )  # fmt: skip
+    return True
+
+
+async def _liveness_stand_in(url: str) -> web.AppRunner:
+    """Answer kopf's liveness URL (``http://host:port/path``, as kopf parses it) while standing by."""
+    parts = urllib.parse.urlsplit(url)
+
+    async def standby(_: web.Request) -> web.Response:
+        return web.json_response({"leader": False})
+
+    app = web.Application()
+    app.router.add_get(parts.path or "/", standby)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

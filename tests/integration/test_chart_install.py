@@ -80,7 +80,7 @@ def test_rendered_chart_passes_server_side_dry_run(controlplane: rig.ControlPlan
     ("values", "field"),
     [
         ({"replicaCount": "two"}, "replicaCount"),
-        ({"replicaCount": 2}, "replicaCount"),  # kopf runs standalone: a second replica would fight
+        ({"replicaCount": -1}, "replicaCount"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"logFormat": "xml"}, "logFormat"),
         ({"logLevel": "verbose"}, "logLevel"),
@@ -133,8 +133,9 @@ def test_service_monitor_only_when_enabled_and_served(controlplane: rig.ControlP
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
-def test_deployment_runs_one_operator_with_the_values_as_flags(controlplane: rig.ControlPlane) -> None:
+def test_deployment_runs_the_operator_with_the_values_as_flags(controlplane: rig.ControlPlane) -> None:
     values = {
+        "replicaCount": 2,
         "metrics": {"port": 9100},
         "liveness": {"port": 9101},
         "logLevel": "debug",
@@ -147,7 +148,9 @@ def test_deployment_runs_one_operator_with_the_values_as_flags(controlplane: rig
     }
     [deploy] = helmchart.find(helmchart.render(controlplane, values), "Deployment")
     spec = deploy["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # Replicas elect a leader, so a rollout may overlap them: the new pod stands by meanwhile.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == "registry.example/vdc:1.2.3" and container["imagePullPolicy"] == "Always"
@@ -158,8 +161,13 @@ def test_deployment_runs_one_operator_with_the_values_as_flags(controlplane: rig
         "--log-level=debug",
         "--log-format=json",
         "--resync-interval=45",
+        "--leader-elect",
+        "--lease-name=vdc-vdc-operator",
+        "--lease-namespace=vdc-system",
         "--namespace=a",
     ]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert (env["POD_NAME"], env["POD_NAMESPACE"]) == ("metadata.name", "metadata.namespace")
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9100, "healthz": 9101}
     assert pod["nodeSelector"] == values["nodeSelector"] and pod["tolerations"] == values["tolerations"]
@@ -222,7 +230,7 @@ def _grants(accesses: tuple[rbac.Access, ...], names: frozenset[str] = frozenset
     return {(a.group, a.resource, names, verb) for a in accesses for verb in a.verbs}
 
 
-def expected_grants(release_ns: str, values: dict[str, Any], namespace: str) -> set[Grant]:
+def expected_grants(release: str, release_ns: str, values: dict[str, Any], namespace: str) -> set[Grant]:
     """What vdc.rbac says the operator needs, placed where the values say, as seen from ``namespace``."""
     grants = _grants(rbac.CLUSTER_WIDE)
     tenant = values.get("tenantSecrets", {})
@@ -235,6 +243,10 @@ def expected_grants(release_ns: str, values: dict[str, Any], namespace: str) -> 
         host_secrets[release_ns] = set()  # nothing named: every Secret of the release's namespace
     if namespace in host_secrets:
         grants |= _grants((rbac.SECRETS,), frozenset(host_secrets[namespace]))
+    if namespace == release_ns:  # the leader election's Lease, named after the release: get/update by name
+        lease = frozenset({f"{release}-vdc-operator"})
+        grants |= {(a.group, a.resource, frozenset() if a.verbs == ("create",) else lease, verb)
+                   for a in rbac.LEADER_ELECTION for verb in a.verbs}  # fmt: skip
     return grants
 
 
@@ -249,7 +261,7 @@ def test_service_account_may_do_exactly_what_the_operator_needs(
     # What every authenticated ServiceAccount may do anyway (self reviews), measured, not assumed.
     baseline = helmchart.can_i_list(installed, ServiceAccountRef(release_ns, "nobody").user, namespace)
     actual = helmchart.can_i_list(installed, sa.user, namespace) - baseline
-    expected = expected_grants(release_ns, values, namespace)
+    expected = expected_grants(release, release_ns, values, namespace)
     assert actual == expected, f"more: {sorted(actual - expected)}\nless: {sorted(expected - actual)}"
 
 

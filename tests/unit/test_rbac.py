@@ -66,20 +66,40 @@ CLIENT_CALLS = {
     "read_namespaced_secret": ("", "secrets", "get"),
     "create_namespaced_event": ("", "events", "create"),
     "patch_namespaced_custom_object": (GROUP, "virtualmachines", "patch"),  # a VM's spec from its Appliance
+    # vdc.leader.LeaseApi: the calls kubernetes.leaderelection's LeaseLock makes, through it
+    "read_namespaced_lease": (rbac.LEASE_GROUP, "leases", "get"),
+    "create_namespaced_lease": (rbac.LEASE_GROUP, "leases", "create"),
+    "replace_namespaced_lease": (rbac.LEASE_GROUP, "leases", "update"),
 }
 
 
 def test_every_kubernetes_client_call_is_accounted_for() -> None:
     source = "\n".join(p.read_text() for p in SOURCE.rglob("*.py"))
-    calls = set(re.findall(r"self\._(?:core|custom|apps|rbac)\.(\w+)", source))
+    calls = set(re.findall(r"self\._(?:core|custom|apps|rbac|coordination)\.(\w+)", source))
     assert calls == set(CLIENT_CALLS)
-    # only these API classes are instantiated (as self._core / self._custom), so the calls above are all
-    assert set(re.findall(r"kubernetes\.client\.(\w+Api)\(", source)) == {"CoreV1Api", "CustomObjectsApi"}
+    # only these API classes are instantiated (as self._core / self._custom / the Lease's
+    # self._coordination), so the calls above are all
+    assert set(re.findall(r"kubernetes\.client\.(\w+Api)\(", source)) == {
+        "CoreV1Api",
+        "CustomObjectsApi",
+        "CoordinationV1Api",
+    }
+    listed = (*rbac.CLUSTER_WIDE, rbac.SECRETS, *rbac.LEADER_ELECTION)
     for access in CLIENT_CALLS.values():
         if isinstance(access, tuple):
             group, resource, verb = access
-            found = [a for a in (*rbac.CLUSTER_WIDE, rbac.SECRETS) if (a.group, a.resource) == (group, resource)]
+            found = [a for a in listed if (a.group, a.resource) == (group, resource)]
             assert any(verb in a.verbs for a in found), access
+
+
+def test_leader_election_needs_exactly_get_create_update_on_leases() -> None:
+    """LeaseLock reads, creates and replaces; nothing else (no list/watch/patch/delete), and only in
+    the Lease's namespace (the list is not part of the cluster-wide rules)."""
+    verbs = sorted(v for a in rbac.LEADER_ELECTION for v in a.verbs)
+    assert verbs == ["create", "get", "update"]
+    assert {(a.group, a.resource) for a in rbac.LEADER_ELECTION} == {("coordination.k8s.io", "leases")}
+    assert not [a for a in rbac.CLUSTER_WIDE if a.resource == "leases"]
+    assert not any("one replica" in why for why in rbac.NOT_NEEDED)
 
 
 def test_cluster_rules_merge_verbs_per_resource_without_wildcards() -> None:

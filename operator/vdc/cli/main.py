@@ -6,13 +6,38 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vdc.leader import ElectionConfig
 
 DEFAULT_CRD_DIRS = [Path("crds"), Path("charts/vdc-operator/crds")]
+
+
+def _election(args: argparse.Namespace) -> ElectionConfig | None:
+    """The leader election ``vdc run`` was asked for (``--leader-elect``), validated."""
+    if not args.leader_elect:
+        return None
+    from vdc.cli.context import CliError
+    from vdc.leader import ElectionConfig, default_identity, default_namespace
+
+    try:
+        return ElectionConfig(
+            lease_name=args.lease_name,
+            lease_namespace=args.lease_namespace or default_namespace(),
+            identity=default_identity(),
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        )
+    except ValueError as exc:
+        raise CliError(f"leader election: {exc}") from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vdc.runtime import run
 
+    election = _election(args)
     run(
         namespace=args.namespace,
         liveness=args.liveness,
@@ -24,6 +49,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         resync_seconds=args.resync_interval,
         work_dir=args.work_dir,
+        election=election,
     )
     return 0
 
@@ -71,6 +97,17 @@ def _cmd_host_hook(args: argparse.Namespace) -> int:
         print(f"{target} installed")
     print("restart libvirtd (it looks for hooks when it starts)")
     return 0
+
+
+def whole_seconds(text: str) -> int:
+    """argparse type: a whole number of seconds, at least 1 (a Lease's duration is an integer)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +171,38 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="where Appliance imports download and convert packages (default: $TMPDIR/vdc-appliances)",
+    )
+    elect = run.add_argument_group(
+        "leader election",
+        "Run several replicas: the one that holds a coordination.k8s.io Lease runs the operator, the others "
+        "stand by (serving /metrics and /healthz) and take over when it stops renewing. A leader that cannot "
+        "renew within the renew deadline exits (code 1). Identity: $POD_NAME, else hostname_pid.",
+    )
+    elect.add_argument(
+        "--leader-elect", action="store_true", help="run only while holding the Lease (default: off; the chart: on)"
+    )
+    elect.add_argument("--lease-name", default="vdc-operator", help="the Lease's name (default: %(default)s)")
+    elect.add_argument(
+        "--lease-namespace", default=None, help="the Lease's namespace (default: $POD_NAMESPACE, else default)"
+    )
+    elect.add_argument(
+        "--lease-duration",
+        type=whole_seconds,
+        default=15,
+        help="seconds a standby waits for an unrenewed Lease before taking it (default: %(default)s)",
+    )
+    elect.add_argument(
+        "--renew-deadline",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds the leader keeps trying to renew before it exits; less than --lease-duration "
+        "(default: %(default)s)",
+    )
+    elect.add_argument(
+        "--retry-period",
+        type=positive_seconds,
+        default=2.0,
+        help="seconds between attempts to take or renew the Lease (default: %(default)s)",
     )
     run.set_defaults(func=_cmd_run)
 
