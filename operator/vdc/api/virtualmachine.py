@@ -478,6 +478,11 @@ class VirtualMachineStatus(ApiModel):
     domain_uuid: ShortText | None = field("libvirt domain UUID (= metadata.uid).", default=None)
     domain_name: ShortText | None = field("libvirt domain name.", default=None)
     boot_time: str | None = field("When the guest last started (RFC 3339).", default=None)
+    shutdown_requested_at: str | None = field(
+        "When the operator asked the guest to shut down (RFC 3339): the grace period counts from here, "
+        "across operator restarts.",
+        default=None,
+    )
     restart_required_fields: list[ShortText] = field(
         "Spec fields changed that take effect at the next restart.", default_factory=list
     )

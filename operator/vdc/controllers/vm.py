@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import kubernetes
@@ -111,6 +111,7 @@ class VmController:
         self._assumed: dict[str, str] = {}
         """uid -> host chosen but not yet visible in the cached status (kube-scheduler's assume cache)."""
         self._shutdown_since: dict[str, float] = {}
+        """uid -> when (epoch seconds) the guest was asked to shut down; kept in status too (durable)."""
         self._disk_status: dict[str, list[DiskStatus]] = {}
         self._nic_status: dict[str, list[InterfaceStatus]] = {}
 
@@ -154,16 +155,23 @@ class VmController:
 
     async def _find_existing(self, uid: str) -> str | None:
         """Adoption: a domain with this UUID already on a connected host (e.g. after a crash mid-create)."""
-        for name in self.connections.names():
+        holding = await self._hosts_holding(uid)
+        return holding[0] if holding else None
+
+    async def _hosts_holding(self, uid: str) -> list[str]:
+        """Every connected host with a domain of this UUID (more than one only after a crash of an older
+        version, or a host that came back after its VM was restarted elsewhere)."""
+        found = []
+        for name in sorted(self.connections.names()):
             conn = self.connections.get(name)
             if conn is None or not conn.connected:
                 continue
             try:
                 if await conn.call(lambda c: domains.domain_exists(c, uid)):
-                    return name
+                    found.append(name)
             except LibvirtFailure:
                 continue
-        return None
+        return found
 
     # --- NICs ------------------------------------------------------------------------------
     def _nics(self, vm: VirtualMachine) -> tuple[list[tuple[InterfaceConfig, InterfaceStatus]], str | None]:
@@ -314,6 +322,8 @@ class VmController:
             return None
         uid = str(vm.metadata["uid"])
         old = vm.status or VirtualMachineStatus()
+        if uid not in self._shutdown_since and old.shutdown_requested_at:  # asked before a restart
+            self._shutdown_since[uid] = _parse_time(old.shutdown_requested_at)
         access = self.tenancy.check_vm(vm)
         refusals = list(access.refusals)
         host_files = _host_files_of(vm)
@@ -388,6 +398,11 @@ class VmController:
                 return None  # retried when hosts change
             host = decision.host
             self._assumed[uid] = host
+            # The placement is in status before anything is made on the host: a crash from here on finds
+            # the volumes and domain where they were made, never places the VM again elsewhere (leaking them).
+            placed: tuple[ConditionStatus, str, str] = ("True", "Scheduled", f"placed on host {host}")
+            await self._report(body, old, "Provisioning", generation, host=host, scheduled=placed,
+                               waiting=("Provisioning", f"placed on host {host}"))  # fmt: skip
             await self.writer.event(VirtualMachine.KIND, body, "Scheduled", decision.reason)
         scheduled: tuple[ConditionStatus, str, str] = ("True", "Scheduled", f"placed on host {host}")
 
@@ -512,7 +527,7 @@ class VmController:
             desired,
             observed,
             booted_before=old.boot_time is not None,
-            shutdown_elapsed=None if since is None else time.monotonic() - since,
+            shutdown_elapsed=None if since is None else time.time() - since,
             grace_seconds=vm.spec.termination_grace_period_seconds,
             restart_requested=restart,
         )
@@ -528,7 +543,7 @@ class VmController:
                 desired,
                 observed,
                 booted_before=old.boot_time is not None or started,
-                shutdown_elapsed=None if since is None else time.monotonic() - since,
+                shutdown_elapsed=None if since is None else time.time() - since,
                 grace_seconds=vm.spec.termination_grace_period_seconds,
                 restart_requested=restart and not started,
             )
@@ -565,7 +580,7 @@ class VmController:
                 self._shutdown_since.pop(uid, None)  # a restart's shutdown is over
             elif action == "shutdown":
                 await conn.call(lambda c: domains.shutdown(c, uid))
-                self._shutdown_since[uid] = time.monotonic()
+                self._shutdown_since[uid] = time.time()
             elif action == "destroy":
                 await conn.call(lambda c: domains.destroy(c, uid))
             elif action == "set-memory":
@@ -649,6 +664,7 @@ class VmController:
                 "domain_uuid": meta.get("uid") if host else old.domain_uuid,
                 "domain_name": domain_name(meta["namespace"], meta["name"]) if host else old.domain_name,
                 "boot_time": boot_time if plan is not None else old.boot_time,
+                "shutdown_requested_at": _rfc3339(self._shutdown_since.get(str(meta.get("uid")))),
                 "restart_required_fields": list(plan.restart_required) if plan else old.restart_required_fields,
                 "disks": self._disk_status.get(str(meta.get("uid")), old.disks),
                 "interfaces": self._nic_status.get(str(meta.get("uid")), old.interfaces),
@@ -675,15 +691,25 @@ class VmController:
 
     # --- deletion --------------------------------------------------------------------------
     async def delete(self, body: dict[str, Any]) -> str:
-        """Remove the VM's domain. Raises DeletionBlocked while its host cannot be reached."""
+        """Remove the VM's domain and the volumes it owns from its host, and any copy of its domain from
+        every other connected host. Raises DeletionBlocked while its host cannot be reached."""
         meta = body["metadata"]
         uid = str(meta["uid"])
         annotations = meta.get("annotations") or {}
-        host = self.host_of(body) or await self._find_existing(uid)  # a domain made before status said so
+        placed = self.host_of(body)
+        holding = await self._hosts_holding(uid)  # also a domain made before status said so
         self._assumed.pop(uid, None)
         self._shutdown_since.pop(uid, None)
-        if host is None:
+        hosts = sorted({*holding, *([placed] if placed else [])})
+        if not hosts:
             return "the VM was never placed on a host"
+        outcomes = [await self._delete_on(body, host, annotations) for host in hosts]
+        self._disk_status.pop(uid, None)
+        return "; ".join(outcomes)
+
+    async def _delete_on(self, body: dict[str, Any], host: str, annotations: dict[str, str]) -> str:
+        meta = body["metadata"]
+        uid = str(meta["uid"])
         if self.hosts.get(("", host)) is None:
             return f"host {host} no longer exists; nothing to clean up there"
         conn = self.connections.get(host)
@@ -696,15 +722,17 @@ class VmController:
                 f"{ORPHAN_ANNOTATION}=true to finish deletion and leave the domain behind."
             )
         removed = await conn.call(lambda c: domains.remove(c, uid))
-        self._disk_status.pop(uid, None)
         try:
             plans = plan_volumes(VirtualMachine.model_validate(body))
         except (ValidationError, DiskSpecError):
             plans = []
         # An existing volume is deleted with the VM only when the VM's namespace owns or adopted it: never
-        # a published volume, an appliance's image, or one the VM was refused.
+        # a published volume, an appliance's image, or one the VM was refused. Nor one another VM uses.
         access = {d.get("name"): d.get("access") for d in (body.get("status") or {}).get("disks") or []}
         plans = [p for p in plans if p.kind != "volume" or access.get(p.disk) in ("Owned", "Adopted")]
+        users = self._volume_users(uid, host)
+        in_use = [p for p in plans if (p.pool, p.volume) in users]
+        plans = [p for p in plans if (p.pool, p.volume) not in users]
         deleted = await conn.call(lambda c: delete_volumes(c, plans))
         kept = [p.volume for p in plans if p.volume not in deleted]
         outcome = f"domain removed from host {host}" if removed else f"no domain was left on host {host}"
@@ -712,7 +740,21 @@ class VmController:
             outcome += f"; deleted volumes {', '.join(deleted)}"
         if kept:
             outcome += f"; kept volumes {', '.join(kept)}"
+        for p in in_use:
+            outcome += f"; kept volume {p.volume}: VM {users[(p.pool, p.volume)]} uses it"
         return outcome
+
+    def _volume_users(self, uid: str, host: str) -> dict[tuple[str | None, str | None], str]:
+        """(pool, volume) -> a live VM other than ``uid`` whose disks on ``host`` use it."""
+        users: dict[tuple[str | None, str | None], str] = {}
+        for other in self.vms:
+            meta = other["metadata"]
+            if meta.get("uid") == uid:
+                continue
+            for disk in (other.get("status") or {}).get("disks") or []:
+                if disk.get("host") == host:
+                    users[(disk.get("pool"), disk.get("volume"))] = f"{meta.get('namespace')}/{meta['name']}"
+        return users
 
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
@@ -749,6 +791,12 @@ def _held_back(plan: VmPlan, start_wait: str | None) -> VmPlan:
 
 def _parse_time(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def _rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def nic_status_observed(
