@@ -34,6 +34,10 @@ WATCHED_CORE = ("namespaces",)
 WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances")
 """Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
 
+ANNOTATED = ("hosts",)
+"""Kinds whose annotations the operator removes when it has done what they asked (KubeWriter.remove_annotation:
+vdc.dev/remove-orphans on a Host)."""
+
 CLUSTER_WIDE: tuple[Access, ...] = (
     *(Access(GROUP, plural, ("list", "watch"), "kopf watches every object of the kind") for plural in WATCHED),
     *(
@@ -47,6 +51,15 @@ CLUSTER_WIDE: tuple[Access, ...] = (
             ),
         )
         for plural in WITH_FINALIZER
+    ),
+    *(
+        Access(
+            GROUP,
+            plural,
+            ("patch",),
+            "KubeWriter.remove_annotation clears vdc.dev/remove-orphans once the orphans it asked about are removed",
+        )
+        for plural in ANNOTATED
     ),
     *(
         Access(GROUP, f"{plural}/status", ("patch",), "KubeWriter.patch_status: a merge patch of what changed")

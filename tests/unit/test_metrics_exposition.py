@@ -51,6 +51,7 @@ HOSTS: list[dict[str, Any]] = [
             "allocatable": {"cpus": 64, "memory": "30720Mi"},
             "allocated": {"cpus": 3, "memory": "352Mi"},
             "domains": {"total": 4, "managed": 2, "running": 1},
+            "orphans": {"domainCount": 1, "volumeCount": 0},
         },
     },
     {"metadata": {"name": "hv2"}, "spec": {"uri": "qemu+ssh://root@hv2/system"}, "status": {"phase": "Connecting"}},
@@ -125,6 +126,8 @@ def test_host_pool_switch_and_vm_samples(populated: CollectorRegistry) -> None:
     assert v("vdc_host_allocated_memory_bytes", {"host": "hv1"}) == 352 * 2**20
     assert v("vdc_host_capacity_cpus", {"host": "hv2"}) is None  # never connected: unknown, not zero
     assert v("vdc_host_domains", {"host": "hv1", "kind": "running"}) == 1
+    assert v("vdc_host_orphans", {"host": "hv1", "kind": "domain"}) == 1
+    assert v("vdc_host_orphans", {"host": "hv1", "kind": "volume"}) == 0
     assert v("vdc_virtualmachines", {"namespace": "tenant-a", "host": "hv1", "phase": "Running"}) == 2
     assert v("vdc_virtualmachines", {"namespace": "tenant-b", "host": "", "phase": "Scheduling"}) == 1
     assert v("vdc_virtualmachines", {"namespace": "tenant-b", "host": "", "phase": ""}) == 1

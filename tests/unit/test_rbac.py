@@ -45,7 +45,13 @@ def test_finalizer_patch_exactly_where_kopf_has_changing_handlers() -> None:
     changing = _names(kopf.get_default_registry()._changing.get_all_handlers())
     assert changing == {(GROUP, plural) for plural in rbac.WITH_FINALIZER}
     for plural in rbac.WATCHED:
-        assert ("patch" in _granted(plural)) == (plural in rbac.WITH_FINALIZER), plural
+        assert ("patch" in _granted(plural)) == (plural in rbac.WITH_FINALIZER + rbac.ANNOTATED), plural
+
+
+def test_annotation_patch_exactly_where_an_annotation_is_removed() -> None:
+    source = "\n".join(p.read_text() for p in (SOURCE / "controllers").glob("*.py"))
+    kinds = set(re.findall(r"remove_annotation\(\s*(\w+)\.KIND", source))
+    assert {info.plural for info in (k.KIND for k in ALL_KINDS) if info.kind in kinds} == set(rbac.ANNOTATED)
 
 
 def test_status_patch_for_every_kind_whose_controller_writes_status() -> None:
@@ -66,6 +72,7 @@ CLIENT_CALLS = {
     "read_namespaced_secret": ("", "secrets", "get"),
     "create_namespaced_event": ("", "events", "create"),
     "patch_namespaced_custom_object": (GROUP, "virtualmachines", "patch"),  # a VM's spec from its Appliance
+    "patch_cluster_custom_object": (GROUP, "hosts", "patch"),  # vdc.dev/remove-orphans cleared
     # vdc.leader.LeaseApi: the calls kubernetes.leaderelection's LeaseLock makes, through it
     "read_namespaced_lease": (rbac.LEASE_GROUP, "leases", "get"),
     "create_namespaced_lease": (rbac.LEASE_GROUP, "leases", "create"),

@@ -6,7 +6,17 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
 
-from vdc.api.common import IPV4, AllowedNamespaces, CleanPath, SecretRef, ShortText, cel, field, validations
+from vdc.api.common import (
+    IPV4,
+    AllowedNamespaces,
+    CleanPath,
+    SecretRef,
+    ShortText,
+    cel,
+    field,
+    list_map,
+    validations,
+)
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import (
     ApiModel,
@@ -123,6 +133,87 @@ class HostDomainCounts(ApiModel):
     running: int = field("Managed domains that are running.", default=0, ge=0)
 
 
+ORPHANS_LISTED = 20
+"""Orphan domains and volumes named in a Host's status, each (the counts are complete)."""
+
+REMOVE_ORPHANS_ANNOTATION = "vdc.dev/remove-orphans"
+"""Set on a Host (any value: a token naming the request) to have the operator remove the orphans it sees
+on that host at that moment; the operator clears it when done (``vdc gc --host NAME`` sets it)."""
+
+
+class OrphanOwner(ApiModel):
+    """The VirtualMachine an orphan claims to belong to (from its ownership metadata or its name)."""
+
+    namespace: ShortText = field("The owner's namespace.")
+    name: ShortText = field("The owner's name.")
+    uid: ShortText | None = field("The owner's uid (domains record it; volume names do not).", default=None)
+
+
+class OrphanDomain(ApiModel):
+    """A libvirt domain carrying our ownership metadata whose VirtualMachine no longer exists."""
+
+    name: ShortText = field("The libvirt domain name.")
+    uuid: ShortText = field("The libvirt domain UUID.")
+    owner: OrphanOwner = field("The VirtualMachine it claims (no live VM has that uid).")
+    running: bool = field("Whether it is running (removal destroys it).", default=False)
+
+
+class OrphanVolume(ApiModel):
+    """A volume named as we name VM volumes (``<namespace>_<vm>_<disk>.<ext>``) in one of our pools
+    whose VirtualMachine no longer exists and that nothing still uses."""
+
+    pool: ShortText = field("The StoragePool (libvirt pool vdc-<pool>).")
+    name: ShortText = field("The volume name.")
+    owner: OrphanOwner = field("The VirtualMachine its name claims (no live VM has that namespace/name).")
+
+
+class OrphanRemoval(ApiModel):
+    """What the last vdc.dev/remove-orphans request removed on this host."""
+
+    token: ShortText = field("The annotation's value (the request).")
+    time: ShortText = field("When the removal finished (RFC 3339).")
+    domains: list[ShortText] = field(
+        f"Domains removed (destroyed and undefined), at most {ORPHANS_LISTED}.",
+        default_factory=list,
+        max_length=ORPHANS_LISTED,
+    )
+    volumes: list[ShortText] = field(
+        f"Volumes deleted, as <pool>/<volume>, at most {ORPHANS_LISTED}.",
+        default_factory=list,
+        max_length=ORPHANS_LISTED,
+    )
+    failed: list[ShortText] = field(
+        f"What could not be removed, with libvirt's message, at most {ORPHANS_LISTED}.",
+        default_factory=list,
+        max_length=ORPHANS_LISTED,
+    )
+    message: Annotated[str, StringConstraints(max_length=1024)] = field(
+        "Summary: counts, what was left alone because it was no longer an orphan, what failed.", default=""
+    )
+
+
+class HostOrphans(ApiModel):
+    """Domains and volumes made by this operator whose VirtualMachine no longer exists (say, after etcd
+    was restored from an older backup). Counted at every host reconcile; removed only when an admin
+    asks (annotation vdc.dev/remove-orphans, or `vdc gc --host NAME`)."""
+
+    domain_count: int = field("Orphan domains on the host.", default=0, ge=0)
+    volume_count: int = field("Orphan volumes in the host's vdc pools.", default=0, ge=0)
+    domains: list[OrphanDomain] = field(
+        f"The first {ORPHANS_LISTED} orphan domains by name.",
+        default_factory=list,
+        max_length=ORPHANS_LISTED,
+        extra=list_map("name"),
+    )
+    volumes: list[OrphanVolume] = field(
+        f"The first {ORPHANS_LISTED} orphan volumes by pool and name.",
+        default_factory=list,
+        max_length=ORPHANS_LISTED,
+        extra=list_map("pool", "name"),
+    )
+    last_removal: OrphanRemoval | None = field("The last removal asked for by annotation.", default=None)
+
+
 class HostStatus(ApiModel):
     """Observed state of a libvirt host."""
 
@@ -142,6 +233,9 @@ class HostStatus(ApiModel):
     )
     allocated: HostResources | None = field("What this operator's VMs placed here ask for.", default=None)
     domains: HostDomainCounts | None = field("Domain counts.", default=None)
+    orphans: HostOrphans | None = field(
+        "Our domains and volumes whose VirtualMachine no longer exists: never removed unless asked.", default=None
+    )
     last_seen: str | None = field("When the host last answered (RFC 3339).", default=None)
 
 
@@ -159,6 +253,8 @@ class Host(Resource):
             PrinterColumn("CPUs", ".status.capacity.cpus", type="integer"),
             PrinterColumn("Memory", ".status.capacity.memory"),
             PrinterColumn("VMs", ".status.domains.managed", type="integer"),
+            PrinterColumn("Orphan Domains", ".status.orphans.domainCount", type="integer", priority=1),
+            PrinterColumn("Orphan Volumes", ".status.orphans.volumeCount", type="integer", priority=1),
             PrinterColumn("URI", ".spec.uri", priority=1),
             reason_column(),
             age_column(),

@@ -112,6 +112,7 @@ def whole_seconds(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vdc.cli import console, transfer, vmcommands
+    from vdc.cli import gc as gc_command
     from vdc.cli.context import port, positive_seconds
 
     parser = argparse.ArgumentParser(
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     vmcommands.register(sub)
     console.register(sub)
     transfer.register(sub)
+    gc_command.register(sub)
     return parser
 
 

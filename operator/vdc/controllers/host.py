@@ -7,21 +7,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import kubernetes
+import libvirt
 
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
-from vdc.api.host import Host, HostDomainCounts, HostResources, HostSpec, HostStatus
+from vdc.api.host import (
+    REMOVE_ORPHANS_ANNOTATION,
+    Host,
+    HostDomainCounts,
+    HostOrphans,
+    HostResources,
+    HostSpec,
+    HostStatus,
+    OrphanRemoval,
+)
 from vdc.api.quantity import format_bytes_mi, to_bytes
+from vdc.controllers.orphans import (
+    POOL_PREFIX,
+    LiveVms,
+    Orphans,
+    Removal,
+    domain_label,
+    find_orphans,
+    is_orphan_domain,
+    orphans_event,
+    orphans_status,
+    volume_candidates,
+    volume_label,
+)
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
-from vdc.libvirt.connection import ConnectionManager
+from vdc.libvirt import domains as libvirt_domains
+from vdc.libvirt import inventory, storage
+from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.credentials import CredentialsError, effective_uri
-from vdc.libvirt.errors import LibvirtFailure
+from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, NotFound
 from vdc.libvirt.host_facts import HostFacts, read_host_facts
 
 log = logging.getLogger(__name__)
@@ -40,6 +66,8 @@ class HostObservation:
     allocated_cpus: int = 0
     allocated_memory: int = 0
     last_seen: datetime | None = None
+    orphans: HostOrphans | None = None
+    """Orphan domains and volumes (None: not looked at; what the status said stays)."""
 
 
 def _rfc3339(when: datetime | None) -> str | None:
@@ -83,6 +111,8 @@ def host_status(
                 "phase": "Maintenance" if spec.maintenance else "Ready",
             }
         )
+        if observed.orphans is not None:
+            status = status.model_copy(update={"orphans": observed.orphans})
         conditions = set_condition(
             status.conditions,
             READY,
@@ -120,12 +150,23 @@ class HostController:
         vms: ObjectCache,
         connections: ConnectionManager,
         writer: KubeWriter,
+        *,
+        pools: Iterable[dict[str, Any]] = (),
+        namespaces: Sequence[str] = (),
     ) -> None:
+        """``pools``: the StoragePool cache (volumes they publish are never orphans); ``namespaces``: the
+        namespaces the operator watches (empty: all), outside which nothing is taken for an orphan."""
         self.hosts = hosts
         self.vms = vms
         self.connections = connections
         self.writer = writer
+        self.pools = pools
+        self.namespaces = tuple(namespaces)
         self._facts: dict[str, HostFacts] = {}
+
+    def live(self) -> LiveVms:
+        """The live VMs (and published volumes) orphans are judged against, as the caches hold them now."""
+        return LiveVms.of(self.vms, self.pools, self.namespaces)
 
     async def _effective_uri(self, name: str, host: Host) -> str:
         """The URI with credential files from the Secret written out (none needed for unix sockets)."""
@@ -172,23 +213,36 @@ class HostController:
             return RESYNC_SECONDS
         conn = await self.connections.ensure(name, uri)
         observation = HostObservation(connected=False, error=conn.last_error)
+        token = (body["metadata"].get("annotations") or {}).get(REMOVE_ORPHANS_ANNOTATION)
+        removal: Removal | None = None
+        old_orphans = host.status.orphans if host.status else None
+        last_removal: OrphanRemoval | None = old_orphans.last_removal if old_orphans else None
+        orphans: HostOrphans | None = None
         if conn.connected:
             try:
                 facts = self._facts.get(name)
                 if facts is None:
                     facts = self._facts[name] = await conn.call(read_host_facts)
-                known = {vm["metadata"]["uid"] for vm in self.vms}
-                total, managed, running = await conn.call(lambda c: _count_domains(c, known))
+                if token is not None:  # an admin asked: remove what is orphaned now, then look again
+                    removal = await self._remove_orphans(name, conn)
+                    last_removal = removal.status(token, _rfc3339(datetime.now(UTC)) or "")
+                live = self.live()
+                seen = await conn.call(lambda c: _observe(c, live))
+                if seen.orphans is not None:
+                    orphans = orphans_status(seen.orphans, last_removal)
+                elif old_orphans is not None or removal is not None:
+                    orphans = (old_orphans or HostOrphans()).model_copy(update={"last_removal": last_removal})
                 cpus, memory = self.allocated_on(name)
                 observation = HostObservation(
                     connected=True,
                     facts=facts,
-                    domains_total=total,
-                    domains_managed=managed,
-                    domains_running=running,
+                    domains_total=seen.total,
+                    domains_managed=seen.managed,
+                    domains_running=seen.running,
                     allocated_cpus=cpus,
                     allocated_memory=memory,
                     last_seen=conn.last_seen,
+                    orphans=orphans,
                 )
             except LibvirtFailure as exc:
                 self._facts.pop(name, None)
@@ -209,7 +263,46 @@ class HostController:
                     ready["message"],
                     warning=wire.get("phase") == "NotReady",
                 )
+            if removal is None and status.orphans is not None:
+                said = orphans_event(old_orphans, status.orphans, name)
+                if said is not None:
+                    await self.writer.event(Host.KIND, body, said[0], said[1], warning=said[2])
+        if removal is not None and token is not None:
+            await self._report_removal(body, name, removal, token)
         return RESYNC_SECONDS
+
+    async def _remove_orphans(self, name: str, conn: HostConnection) -> Removal:
+        """Destroy and undefine the orphan domains, then delete the orphan volumes no domain uses (on this
+        host or, for shared pools, on any other connected host). Each is re-checked just before removal."""
+        live = self.live()
+        before = (await conn.call(lambda c: _observe(c, live))).orphans or Orphans()
+        domains = await conn.call(lambda c: _remove_orphan_domains(c, live))
+        elsewhere: frozenset[str] = frozenset()
+        for other in self.connections.names():
+            other_conn = self.connections.get(other)
+            if other != name and other_conn is not None and other_conn.connected:
+                try:
+                    elsewhere |= await other_conn.call(inventory.all_disk_references)
+                except LibvirtFailure as exc:
+                    log.info("host %s: disk references not read (%s); its domains cannot be checked", other, exc)
+        live = self.live()
+        volumes = await conn.call(lambda c: _remove_orphan_volumes(c, live, elsewhere))
+        removal = Removal(
+            domains=domains.domains,
+            volumes=volumes.volumes,
+            failed=domains.failed + volumes.failed,
+        )
+        done = {*removal.domains, *removal.volumes, *(f.split(": ", 1)[0] for f in removal.failed)}
+        kept = [domain_label(d) for d in before.domains] + [volume_label(v) for v in before.volumes]
+        return replace(removal, kept=tuple(k for k in kept if k not in done))
+
+    async def _report_removal(self, body: dict[str, Any], name: str, removal: Removal, token: str) -> None:
+        """The Event naming what was removed, then the annotation cleared (only if it still holds ``token``:
+        a newer request set meanwhile is left for the next reconcile)."""
+        message = removal.message()
+        log.info("host %s: orphans removal %r: %s", name, token, message)
+        await self.writer.event(Host.KIND, body, "OrphansRemoved", message, warning=bool(removal.failed))
+        await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
 
 
 def _worth_writing(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -217,9 +310,79 @@ def _worth_writing(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return {k: v for k, v in new.items() if k != "lastSeen"} != {k: v for k, v in old.items() if k != "lastSeen"}
 
 
-def _count_domains(conn: Any, known_uids: set[str]) -> tuple[int, int, int]:
+@dataclass(frozen=True)
+class _Seen:
+    total: int
+    managed: int
+    running: int
+    orphans: Orphans | None
+    """None: not counted this time (what the status said stays)."""
 
-    domains = conn.listAllDomains(0)
-    managed = [d for d in domains if d.UUIDString() in known_uids]
-    running = sum(1 for d in managed if d.isActive())
-    return len(domains), len(managed), running
+
+def _observe(conn: libvirt.virConnect, live: LiveVms) -> _Seen:
+    """Domain counts and orphans, cheaply: domains with owners read only where the UUID is unknown,
+    volume names per pool of ours; disk sources and volume details only when a volume looks orphaned."""
+    domains = inventory.list_domains(conn, known=live.uids)
+    managed = [d for d in domains if d.uuid in live.uids]
+    counts = len(domains), len(managed), sum(1 for d in managed if d.active)
+    try:
+        pools = inventory.our_pools(conn, POOL_PREFIX)
+        volumes = inventory.list_volumes(conn, pools)
+        candidates = volume_candidates(volumes, live)
+        if candidates:  # does anything still use them? what domains' disks name, what volumes are backed by
+            domains = inventory.list_domains(conn, known=live.uids, disks=True)
+            volumes = inventory.list_volumes(conn, pools, detailed={v.pool for v in candidates})
+        orphans: Orphans | None = find_orphans(domains, volumes, live)
+    except HostUnreachable:
+        raise
+    except LibvirtFailure as exc:  # a pool that fails to list: the host is fine, the orphan count waits
+        log.warning("orphans not counted this time: %s", exc)
+        orphans = None
+    return _Seen(*counts, orphans=orphans)
+
+
+@dataclass(frozen=True)
+class _Removed:
+    domains: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+def _remove_orphan_domains(conn: libvirt.virConnect, live: LiveVms) -> _Removed:
+    removed, failed = [], []
+    for domain in find_orphans(inventory.list_domains(conn, known=live.uids), (), live).domains:
+        label = domain_label(domain)
+        try:
+            if not is_orphan_domain(replace(domain, owner=inventory.owner_of(conn, domain.uuid)), live):
+                continue  # its metadata changed since it was listed
+            if libvirt_domains.remove(conn, domain.uuid):
+                removed.append(label)
+        except NotFound:
+            continue
+        except HostUnreachable:
+            raise
+        except LibvirtFailure as exc:
+            failed.append(f"{label}: {exc}")
+    return _Removed(domains=tuple(removed), failed=tuple(failed))
+
+
+def _remove_orphan_volumes(conn: libvirt.virConnect, live: LiveVms, elsewhere: frozenset[str]) -> _Removed:
+    """Never a volume any defined domain uses: here, orphan domains that could not be removed count too."""
+    domains = inventory.list_domains(conn, known=live.uids, disks=True)
+    in_use = elsewhere.union(*(d.disks for d in domains))
+    pools = inventory.our_pools(conn, POOL_PREFIX)
+    candidates = volume_candidates(inventory.list_volumes(conn, pools), live)
+    volumes = inventory.list_volumes(conn, pools, detailed={v.pool for v in candidates})
+    removed, failed = [], []
+    for volume in find_orphans(domains, volumes, live, in_use).volumes:
+        label = volume_label(volume)
+        try:
+            if storage.delete_volume(conn, volume.pool, volume.name):
+                removed.append(label)
+        except NotFound:
+            continue
+        except HostUnreachable:
+            raise
+        except LibvirtFailure as exc:
+            failed.append(f"{label}: {exc}")
+    return _Removed(volumes=tuple(removed), failed=tuple(failed))

@@ -74,6 +74,24 @@ class KubeWriter:
         )  # fmt: skip
         API_WRITES.labels(info.kind, "patch").inc()
 
+    async def remove_annotation(self, info: KindInfo, body: dict[str, Any], key: str, value: str) -> bool:
+        """Remove annotation ``key`` from a cluster-scoped object if it still has ``value`` (a JSON patch
+        whose ``test`` fails when someone changed it meanwhile). False when it did not (changed, gone)."""
+        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": pointer, "value": value}, {"op": "remove", "path": pointer}]
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_cluster_custom_object, GROUP, VERSION, info.plural, body["metadata"]["name"], patch,
+                _content_type="application/json-patch+json",
+            )  # fmt: skip
+        except kubernetes.client.ApiException as exc:
+            if exc.status in (404, 409, 422):
+                log.info("annotation %s of %s %s left: %s", key, info.kind, body["metadata"]["name"], exc.reason)
+                return False
+            raise
+        API_WRITES.labels(info.kind, "patch").inc()
+        return True
+
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's base64 ``data`` (raises kubernetes ApiException, e.g. 404)."""
         secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)

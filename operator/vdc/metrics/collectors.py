@@ -62,6 +62,12 @@ SPECS = [
     Spec("vdc_host_allocated_cpus", "vCPUs the VMs placed on the Host ask for", H),
     Spec("vdc_host_allocated_memory_bytes", "Memory the VMs placed on the Host ask for", H),
     Spec("vdc_host_domains", "Domains on the Host (total; managed = ours; running = ours running)", ("host", "kind")),
+    Spec(
+        "vdc_host_orphans",
+        "Our domains and volumes on the Host whose VirtualMachine no longer exists (kind = domain, volume); "
+        "removed only when asked (vdc gc --host, annotation vdc.dev/remove-orphans)",
+        ("host", "kind"),
+    ),
     Spec("vdc_virtualmachines", "VirtualMachines by namespace, host (empty: unplaced), phase", ("namespace", *PHASE)),
     Spec("vdc_storagepool_ready", "1 when the StoragePool is Ready, else 0", ("pool",)),
     Spec("vdc_storagepool_state", "The pool's state on a host (value 1)", ("pool", "host", "state")),
@@ -132,6 +138,9 @@ def families(
             add(f"vdc_host_{part}_memory_bytes", [host], _bytes(res.get("memory")))
         for kind, count in (status.get("domains") or {}).items():
             add("vdc_host_domains", [host, kind], count)
+        if (orphans := status.get("orphans")) is not None:
+            add("vdc_host_orphans", [host, "domain"], orphans.get("domainCount", 0))
+            add("vdc_host_orphans", [host, "volume"], orphans.get("volumeCount", 0))
 
     placed: Counter[tuple[str, str, str]] = Counter()
     for body in vms:
