@@ -16,7 +16,7 @@ import libvirt
 
 from vdc.api.appliance import Appliance
 from vdc.api.computequota import ComputeQuota
-from vdc.api.host import Host
+from vdc.api.host import REMOVE_ORPHANS_ANNOTATION, Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
@@ -199,10 +199,11 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     connections = ConnectionManager(
         on_domain_event=_on_domain_event, on_change=_on_connection_change, on_pool_event=_on_pool_event
     )
-    host_controller = HostController(hosts, vms, connections, writer)
     pool_controller = PoolController(pools, hosts, connections, writer)
     switch_controller = SwitchController(switches, hosts, vms, connections, writer)
     appliances, namespaces, quotas = ObjectCache(), ObjectCache(), ObjectCache()
+    watched = tuple(getattr(memo, "namespaces", ()))
+    host_controller = HostController(hosts, vms, connections, writer, pools=pools, namespaces=watched)
     tenancy = TenancyView(
         namespaces=namespaces, hosts=hosts, pools=pools, switches=switches, appliances=appliances, vms=vms,
         quotas=quotas,
@@ -216,7 +217,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     quota_controller = QuotaController(quotas, tenancy, vm_controller.host_of, writer)
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas}  # fmt: skip
-    await _prime(writer.api_client, tuple(getattr(memo, "namespaces", ())), primed, namespaces)
+    await _prime(writer.api_client, watched, primed, namespaces)
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
@@ -319,9 +320,11 @@ def _restart_requested(body: dict[str, Any]) -> bool:
 @kopf.on.event(GROUP, VERSION, "hosts")
 def host_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body = dict(event["object"])
+    body: dict[str, Any] = dict(event["object"])
     key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
-    if not _only_our_status_changed(event, body):
+    if not _only_our_status_changed(event, body) or REMOVE_ORPHANS_ANNOTATION in (
+        body["metadata"].get("annotations") or {}
+    ):  # an admin asked for the host's orphans to go (metadata changes leave the generation alone)
         rt.host_queue.add(key)
     _queue_all_pools(rt)  # a host that turned Ready (or changed labels) may need pools
     # A host that changed (its status too: Ready, allocatable) may now fit VMs that fit nowhere before.

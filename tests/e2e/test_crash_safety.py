@@ -50,7 +50,8 @@ def test_a_shutdown_grace_deadline_survives_an_operator_restart(datacenter: Data
 def test_deleting_a_vm_removes_a_copy_of_its_domain_from_another_host(datacenter: Datacenter) -> None:
     dc = datacenter
     first, second = (h.name for h in dc.hosts.hosts[:2])
-    dc.apply(dc.vm_manifest("copied", memory={"size": "32Mi"}, host=f"{first}-test"))
+    dc.apply(dc.vm_manifest("copied", memory={"size": "32Mi"}, host=f"{first}-test",
+                            hostSelector={"matchLabels": {"vdc.dev/driver": "test"}}))  # fmt: skip
     body = dc.wait_ready("copied")
     domain = body["status"]["domainName"]
     # A copy of the domain on another host, as a crash of an older operator mid-placement could leave.
