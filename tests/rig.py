@@ -8,11 +8,12 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -207,3 +208,18 @@ def example_manifests() -> list[Path]:
 
     kustomization = yaml.safe_load((GITOPS_DATACENTER / "kustomization.yaml").read_text())
     return sorted((REPO / "examples").glob("*.yaml")) + [GITOPS_DATACENTER / r for r in kustomization["resources"]]
+
+
+T = TypeVar("T")
+
+
+def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 120, interval: float = 0.5) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,20 +13,11 @@ from typing import Any, TypeVar
 import pytest
 
 import rig
+from rig import wait_until
+
+__all__ = ["wait_until"]
 
 T = TypeVar("T")
-
-
-def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 120, interval: float = 0.5) -> T:
-    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import signal
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,15 +30,7 @@ LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 6, 4, 1
 STARTED = "caches primed"  # logged by the operator's startup handler (vdc.handlers.start)
 
 
-def until(what: str, fn: Callable[[], T | None], timeout: float = 90, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+until = rig.wait_until
 
 
 @dataclass
