@@ -25,6 +25,7 @@ from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.failures import failure_reporter
+from vdc.controllers.first_sight import FirstSight, Sighting
 from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
@@ -79,10 +80,16 @@ class Runtime:
     quotas: ObjectCache
     quota_controller: QuotaController
     quota_queue: WorkQueue[Key]
+    first_sight_queue: WorkQueue[Sighting]
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
     blocked_deletions: set[str] = field(default_factory=set)
+
+    def sighted(self, plural: str, key: Key, event: kopf.RawEvent, body: dict[str, Any]) -> None:
+        """An object without a status gets one soon, whatever its controller's queue (vdc.controllers.first_sight)."""
+        if event["type"] != "DELETED" and not body.get("status"):
+            self.first_sight_queue.add((plural, key))
 
     def caches(self) -> tuple[ObjectCache, ...]:
         return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas)
@@ -218,6 +225,11 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas}  # fmt: skip
     await _prime(writer.api_client, watched, primed, namespaces)
+    first_sight = FirstSight(writer, {
+        "hosts": (Host.KIND, hosts), "storagepools": (StoragePool.KIND, pools),
+        "virtualswitches": (VirtualSwitch.KIND, switches), "appliances": (Appliance.KIND, appliances),
+        "virtualmachines": (VirtualMachine.KIND, vms), "computequotas": (ComputeQuota.KIND, quotas),
+    })  # fmt: skip
     _runtime = Runtime(
         hosts=hosts,
         vms=vms,
@@ -254,6 +266,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         namespaces=namespaces,
         quotas=quotas,
         quota_controller=quota_controller,
+        first_sight_queue=WorkQueue("first-sight", first_sight.reconcile, workers=2),
         quota_queue=WorkQueue(
             "computequotas",
             quota_controller.reconcile,
@@ -262,6 +275,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         ),
     )
     _runtime.host_queue.start()
+    _runtime.first_sight_queue.start()
     _runtime.pool_queue.start()
     _runtime.switch_queue.start()
     _runtime.vm_queue.start()
@@ -291,6 +305,7 @@ async def stop(**_: Any) -> None:
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
+    await rt.first_sight_queue.stop()
     await rt.connections.close_all()
 
 
@@ -322,6 +337,7 @@ def host_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body: dict[str, Any] = dict(event["object"])
     key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
+    rt.sighted("hosts", key, event, body)
     if not _only_our_status_changed(event, body) or REMOVE_ORPHANS_ANNOTATION in (
         body["metadata"].get("annotations") or {}
     ):  # an admin asked for the host's orphans to go (metadata changes leave the generation alone)
@@ -347,6 +363,7 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
             rt.switch_queue.add(("", switch))
         return
     key = rt.vms.upsert(body)
+    rt.sighted("virtualmachines", key, event, body)
     if not _only_our_status_changed(event, body) or _restart_requested(body):
         rt.vm_queue.add(key)
         for switch in _switches_of(body):  # the switch's IPAM serves its NICs
@@ -380,6 +397,7 @@ def pool_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body = dict(event["object"])
     key = rt.pools.remove(body) if event["type"] == "DELETED" else rt.pools.upsert(body)
+    rt.sighted("storagepools", key, event, body)
     if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
         rt.pool_queue.add(key)
     for vm_key in rt.unplaced_vms():  # pool availability decides placement too
@@ -391,6 +409,7 @@ def switch_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body = dict(event["object"])
     key = rt.switches.remove(body) if event["type"] == "DELETED" else rt.switches.upsert(body)
+    rt.sighted("virtualswitches", key, event, body)
     if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
         rt.switch_queue.add(key)
     # New addresses or hosts on the switch: its VMs may be waiting for them, unplaced VMs for hosts.
@@ -409,6 +428,7 @@ def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body = dict(event["object"])
     key = rt.appliances.remove(body) if event["type"] == "DELETED" else rt.appliances.upsert(body)
+    rt.sighted("appliances", key, event, body)
     if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
         rt.appliance_queue.add(key)
     # VMs made from it wait for it to be Ready (or say that it failed); its progress writes do not matter.
@@ -454,6 +474,7 @@ def quota_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
     body: dict[str, Any] = dict(event["object"])
     key = rt.quotas.remove(body) if event["type"] == "DELETED" else rt.quotas.upsert(body)
+    rt.sighted("computequotas", key, event, body)
     if _only_our_status_changed(event, body):
         return
     if event["type"] != "DELETED":

@@ -43,14 +43,19 @@ class KubeWriter:
     def api_client(self) -> kubernetes.client.ApiClient:
         return self._client
 
-    async def patch_status(self, info: KindInfo, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+    async def patch_status(
+        self, info: KindInfo, body: dict[str, Any], status: dict[str, Any], *, unchanged: bool = False
+    ) -> dict[str, Any] | None:
         """Patch ``status`` if it differs from the body's; the merge patch sent (for the object cache's
-        ``note_status``), None when nothing was written."""
+        ``note_status``), None when nothing was written. ``unchanged``: only if the object is still at the
+        body's resourceVersion (else ApiException 409)."""
         patch: dict[str, Any] = merge_patch(body.get("status") or {}, status)
         if not patch:
             return None
         meta = body["metadata"]
-        payload = {"status": patch}
+        payload: dict[str, Any] = {"status": patch}
+        if unchanged:
+            payload["metadata"] = {"resourceVersion": meta["resourceVersion"]}
         if info.scope == "Namespaced":
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,

@@ -1,0 +1,78 @@
+"""No object the operator has seen stays status-less (``controllers.first_sight``): after a grace period
+an object without status gets observedGeneration and Reconciling=True, written only if unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes
+import pytest
+
+from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers import first_sight
+from vdc.controllers.first_sight import FirstSight
+from vdc.kube.cache import ObjectCache
+
+
+class RecordingWriter:
+    """Stands in for KubeWriter.patch_status only: records what would be sent."""
+
+    def __init__(self, fail: int | None = None) -> None:
+        self.sent: list[tuple[str, dict[str, Any], bool]] = []
+        self.fail = fail
+
+    async def patch_status(
+        self, info: Any, body: dict[str, Any], status: dict[str, Any], *, unchanged: bool = False
+    ) -> dict[str, Any] | None:
+        if self.fail is not None:
+            raise kubernetes.client.ApiException(status=self.fail)
+        self.sent.append((body["metadata"]["name"], status, unchanged))
+        return status
+
+
+def vm(name: str, **extra: Any) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 2, "resourceVersion": "7"}
+    return {"metadata": meta, **extra}
+
+
+def sight(writer: RecordingWriter, cache: ObjectCache) -> FirstSight:
+    return FirstSight(writer, {"virtualmachines": (VirtualMachine.KIND, cache)})  # type: ignore[arg-type]
+
+
+async def test_the_controller_gets_a_grace_period_to_write_first() -> None:
+    cache, writer = ObjectCache(), RecordingWriter()
+    cache.upsert(vm("a"))
+    again = await sight(writer, cache).reconcile(("virtualmachines", ("ns", "a")))
+    assert again is not None and 0 < again <= first_sight.GRACE_SECONDS
+    assert writer.sent == []
+
+
+async def test_a_status_less_object_gets_generation_and_reconciling_only_if_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(first_sight, "GRACE_SECONDS", 0.0)
+    cache, writer = ObjectCache(), RecordingWriter()
+    cache.upsert(vm("a"))
+    assert await sight(writer, cache).reconcile(("virtualmachines", ("ns", "a"))) is None
+    [(name, status, unchanged)] = writer.sent
+    assert name == "a" and unchanged
+    assert status["observedGeneration"] == 2
+    [cond] = status["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Reconciling", "True", "Pending")
+    assert cache.get(("ns", "a"))["status"]["observedGeneration"] == 2  # type: ignore[index]
+
+
+async def test_an_object_with_a_status_or_gone_or_changed_meanwhile_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(first_sight, "GRACE_SECONDS", 0.0)
+    cache, writer = ObjectCache(), RecordingWriter()
+    cache.upsert(vm("done", status={"phase": "Running"}))
+    assert await sight(writer, cache).reconcile(("virtualmachines", ("ns", "done"))) is None
+    assert await sight(writer, cache).reconcile(("virtualmachines", ("ns", "gone"))) is None
+    assert writer.sent == []
+    cache.upsert(vm("raced"))
+    conflicting = RecordingWriter(fail=409)  # its controller wrote first: the conditional write fails
+    assert await sight(conflicting, cache).reconcile(("virtualmachines", ("ns", "raced"))) is None
+    with pytest.raises(kubernetes.client.ApiException):
+        await sight(RecordingWriter(fail=500), cache).reconcile(("virtualmachines", ("ns", "raced")))
