@@ -334,7 +334,8 @@ class Datacenter:
         self.operator_starts += 1
         with self.operator_log.open("ab") as out:
             out.write(f"\n===== chaos: operator start #{self.operator_starts} =====\n".encode())
-        env = {**self.cp.env, "PYTHONUNBUFFERED": "1"}
+        # faulthandler: a crash in a C extension (libvirt) prints every thread's Python stack to the log
+        env = {**self.cp.env, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
         metrics = ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
         proc = self.operator = rig.OperatorProcess.start(*metrics, env=env, log=self.operator_log)
 
@@ -354,6 +355,18 @@ class Datacenter:
 
     def operator_exited(self) -> int | None:
         return None if self.operator is None else self.operator.proc.poll()
+
+    def crash_summary(self) -> str:
+        """The last fatal error in the operator's log and the Python frames of the thread that crashed."""
+        lines = self.operator_log.read_text(errors="replace").splitlines()
+        start = max((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), default=-1)
+        if start < 0:
+            return "no 'Fatal Python error' in the log"
+        out = [lines[start]]
+        current = next((i for i in range(start, len(lines)) if lines[i].startswith("Current thread")), None)
+        if current is not None:
+            out += [line.strip() for line in lines[current + 1 : current + 6] if line.strip().startswith("File")]
+        return " | ".join(out)
 
     def stop(self) -> None:
         for pid in list(self.stopped_pids):  # a hung libvirtd would stall the rig's `down`
@@ -729,6 +742,7 @@ def read_host(host: str, uri: str, qemu: bool, view: LibvirtView) -> None:
 
 
 def read_libvirt(dc: Datacenter) -> LibvirtView:
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are exceptions; no copy on stderr
     view = LibvirtView()
     for h in dc.hosts:
         for host, uri, qemu in ((h.name, h.qemu_uri, True), (f"{h.name}-test", h.test_uri, False)):
@@ -778,9 +792,15 @@ def pending(view: ApiView, present: set[tuple[str, str]], gone: set[tuple[str, s
             out.append(f"host {name}: {_cond_text(view.hosts.get(name))}")
     if not is_true(view.pools.get(POOL), "Ready"):
         out.append(f"storagepool {POOL}: {_cond_text(view.pools.get(POOL))}")
+    namespaces = {ns for ns, _ in present | gone}
     for s in SWITCHES:
         if not is_true(view.switches.get(s), "Ready"):
             out.append(f"virtualswitch {s}: {_cond_text(view.switches.get(s))}")
+        # A deleted VM's addresses are released (the switch has converged too).
+        for a in ((view.switches.get(s) or {}).get("status") or {}).get("allocations") or []:
+            owner = str(a.get("owner", "")).split("/")
+            if len(owner) == 3 and owner[0] in namespaces and (owner[0], owner[1]) not in view.vms:
+                out.append(f"virtualswitch {s}: {a.get('ip')} still held by deleted VM {owner[0]}/{owner[1]}")
     return out
 
 
@@ -1098,7 +1118,10 @@ class Chaos:
                         result.rollout_seconds += seconds
                     else:
                         result.teardown_seconds += seconds
-                    self.check(namespace, after, result)
+                    took = self.check(namespace, after, result)
+                    log(f"{namespace} {label}: {len(batch)} VMs {'created' if action is create else 'deleted'}, "
+                        f"converged in {seconds:.1f}s, checked in {took:.1f}s; "
+                        f"{len(self.report.violations)} violations so far")  # fmt: skip
                     wave_index += 1
                 if phase == "rollout":
                     self.settle(namespace, present)
@@ -1181,10 +1204,13 @@ class Chaos:
                 )
             )
 
-    def check(self, namespace: str, after: str, result: RunResult, final: bool = False) -> None:
+    def check(self, namespace: str, after: str, result: RunResult, final: bool = False) -> float:
         """Invariants; a violation counts when it is still there in a second look a few seconds later
-        (the API and the hosts are read one after the other, so one look may see a step in between)."""
+        (the API and the hosts are read one after the other, so one look may see a step in between).
+        Returns the seconds the first look took."""
         rounds = 6 if not final else 20
+        started = time.monotonic()
+        took = 0.0
         found: list[Violation] = []
         for attempt in range(rounds):
             try:
@@ -1197,13 +1223,15 @@ class Chaos:
             checker = Checker(api, virt, (namespace,), self.qemu_hosts).run()
             found = checker.violations
             if attempt == 0:
+                took = time.monotonic() - started
                 result.checks += checker.checks
                 result.check_rounds += 1
             if not found:
-                return
+                return took
             time.sleep(3)
         for item in found:
             self.violation(Violation(item.check, item.obj, item.message, after))
+        return took
 
     def violation(self, v: Violation) -> None:
         if any(x.key() == v.key() and x.after == v.after for x in self.report.violations):
@@ -1214,7 +1242,9 @@ class Chaos:
     def _operator_alive(self, after: str) -> None:
         code = self.dc.operator_exited()
         if code is not None:
-            self.violation(Violation("operator-exited", "operator", f"exited by itself with status {code}", after))
+            summary = self.dc.crash_summary()
+            self.violation(Violation("operator-exited", "operator", f"exited by itself with status {code}: {summary}",
+                                     after))  # fmt: skip
             self.dc.operator = None
             self.dc.start_operator()
 
