@@ -357,6 +357,7 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
         rt.count_quotas(str(body["metadata"].get("namespace")))
     if event["type"] == "DELETED":
         rt.vms.remove(body)
+        rt.vm_controller.forget(str(body["metadata"].get("uid")))
         for vm_key in rt.unplaced_vms():  # its room (and its quota) is free now
             rt.vm_queue.add(vm_key)
         for switch in _switches_of(body):  # its addresses are free now

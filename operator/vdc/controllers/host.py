@@ -223,7 +223,9 @@ class HostController:
                 facts = self._facts.get(name)
                 if facts is None:
                     facts = self._facts[name] = await conn.call(read_host_facts)
-                if token is not None:  # an admin asked: remove what is orphaned now, then look again
+                # An admin asked: remove what is orphaned now, then look again. Once per request: a request
+                # already answered in status (an event came before the annotation's removal) is not redone.
+                if token is not None and (last_removal is None or last_removal.token != token):
                     removal = await self._remove_orphans(name, conn)
                     last_removal = removal.status(token, _rfc3339(datetime.now(UTC)) or "")
                 live = self.live()
@@ -269,6 +271,8 @@ class HostController:
                     await self.writer.event(Host.KIND, body, said[0], said[1], warning=said[2])
         if removal is not None and token is not None:
             await self._report_removal(body, name, removal, token)
+        elif token is not None and last_removal is not None and last_removal.token == token:
+            await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
         return RESYNC_SECONDS
 
     async def _remove_orphans(self, name: str, conn: HostConnection) -> Removal:

@@ -26,6 +26,7 @@ from vdc.api.virtualswitch import AddressAllocation, SwitchHostStatus, VirtualSw
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import host_is_schedulable
 from vdc.ipam import Allocation, Claim, Pool, Request, Result, allocate, mac_for, owner_of, recover
+from vdc.keylocks import KeyLocks
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import networks
@@ -302,6 +303,7 @@ class SwitchController:
         self.connections = connections
         self.writer = writer
         self.errors: dict[str, dict[str, str]] = {}
+        self._locks: KeyLocks[str] = KeyLocks()
         """switch -> owner -> why it got no address (read by the VM controller)."""
 
     def matching_hosts(self, switch: VirtualSwitch) -> list[str]:
@@ -324,6 +326,10 @@ class SwitchController:
         return peers
 
     async def reconcile(self, key: Key) -> float | None:
+        async with self._locks.hold(key[1]):  # never alongside the switch's deletion
+            return await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> float | None:
         body = self.switches.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
@@ -427,6 +433,10 @@ class SwitchController:
             self.switches.note_status(key, sent)
 
     async def delete(self, body: dict[str, Any]) -> str:
+        async with self._locks.hold(str(body["metadata"]["name"])):  # a reconcile in flight finishes first
+            return await self._delete(body)
+
+    async def _delete(self, body: dict[str, Any]) -> str:
         name = body["metadata"]["name"]
         users = sorted({r.owner.rsplit("/", 1)[0] for r in address_requests(name, self.vms)})
         if users:

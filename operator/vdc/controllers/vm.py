@@ -48,7 +48,8 @@ from vdc.controllers.vm_domain import AttachedVolume, UnsupportedSpec, domain_fo
 from vdc.controllers.vm_plan import RESTART_ANNOTATION, VmPlan, plan_vm, restart_pending
 from vdc.controllers.vm_volumes import delete_volumes, ensure_volumes, grow
 from vdc.ipam import mac_for, owner_of
-from vdc.kube.cache import Key, ObjectCache
+from vdc.keylocks import KeyLocks
+from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import domains, storage
 from vdc.libvirt.connection import ConnectionManager, HostConnection
@@ -113,6 +114,9 @@ class VmController:
         self._shutdown_since: dict[str, float] = {}
         """uid -> when (epoch seconds) the guest was asked to shut down; kept in status too (durable)."""
         self._disk_status: dict[str, list[DiskStatus]] = {}
+        self._locks: KeyLocks[Key] = KeyLocks()
+        self._deleted: set[str] = set()
+        """uids whose deletion ran: a reconcile that comes after must not make anything again."""
         self._nic_status: dict[str, list[InterfaceStatus]] = {}
 
     # --- placement -------------------------------------------------------------------------
@@ -311,8 +315,12 @@ class VmController:
 
     # --- reconcile -------------------------------------------------------------------------
     async def reconcile(self, key: Key) -> float | None:
+        async with self._locks.hold(key):  # never alongside the VM's deletion
+            return await self._reconcile(key)
+
+    async def _reconcile(self, key: Key) -> float | None:
         body = self.vms.get(key)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in self._deleted:
             return None
         generation = body["metadata"].get("generation")
         try:
@@ -690,9 +698,22 @@ class VmController:
             self._assumed.pop(str(meta.get("uid")), None)
 
     # --- deletion --------------------------------------------------------------------------
+    def forget(self, uid: str) -> None:
+        """The VM is gone from the API: drop what was kept about it in memory."""
+        self._deleted.discard(uid)
+        self._nic_status.pop(uid, None)
+        self._disk_status.pop(uid, None)
+        self._assumed.pop(uid, None)
+        self._shutdown_since.pop(uid, None)
+
     async def delete(self, body: dict[str, Any]) -> str:
         """Remove the VM's domain and the volumes it owns from its host, and any copy of its domain from
         every other connected host. Raises DeletionBlocked while its host cannot be reached."""
+        async with self._locks.hold(key_of(body)):  # a reconcile in flight finishes first
+            self._deleted.add(str(body["metadata"]["uid"]))
+            return await self._delete(body)
+
+    async def _delete(self, body: dict[str, Any]) -> str:
         meta = body["metadata"]
         uid = str(meta["uid"])
         annotations = meta.get("annotations") or {}
