@@ -29,8 +29,13 @@ PLAN = [
 ]
 
 
+class OperatorCrashAfterHostHang(AssertionError):
+    """The one violation the xfail below names; any other violation fails the test."""
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.xfail(
+    raises=OperatorCrashAfterHostHang,
     strict=False,
     reason="operator bug: after a hung host's libvirt connection is closed by keepalive, HostConnection.call "
     "never marks it lost (the libvirt layer raises already-translated LibvirtFailure 'client socket is closed', "
@@ -56,4 +61,7 @@ def test_a_short_rollout_and_teardown_under_faults_keeps_every_invariant(
     report = chaos.run(config)
     print(chaos.format_report(report))
     assert report.faults and all(f.converged_at is not None for f in report.faults), chaos.format_report(report)
-    assert not report.violations, report.violation_text()
+    known = [v for v in report.violations if v.check == "operator-exited" and "Segmentation fault" in v.message]
+    assert len(known) == len(report.violations), report.violation_text()
+    if known:
+        raise OperatorCrashAfterHostHang(report.violation_text())
