@@ -161,6 +161,7 @@ def test_one_bulk_call_on_the_test_driver(test_domain: tuple[str, str]) -> None:
     assert [(s.name, s.state, s.running) for s in stats] == [("vm", "running", True)]
 
 
+@pytest.mark.asyncio(loop_scope="session")  # libvirt's event loop is one per process (see test_host_connection)
 async def test_refresher_through_host_connection(test_domain: tuple[str, str]) -> None:
     name, uid = test_domain
     namespace, vm = name.split("_")

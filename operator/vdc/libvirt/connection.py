@@ -30,6 +30,8 @@ BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 CALL_WORKERS = 4
+CLOSE_WAIT_SECONDS = 60.0
+"""How long closing a lost connection waits for the calls still running on it."""
 
 _event_impl_lock = threading.Lock()
 _event_impl_loop: asyncio.AbstractEventLoop | None = None
@@ -98,6 +100,9 @@ class HostConnection:
         self._conn: libvirt.virConnect | None = None
         self._executor = ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix=f"libvirt-{name}")
         self._lost = asyncio.Event()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._callback_ids: list[int] = []
         self._pool_callback_ids: list[int] = []
@@ -127,6 +132,8 @@ class HostConnection:
             raise HostUnreachable(f"host {self.name} is not connected: {self.last_error or 'connecting'}")
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self._in_flight += 1  # the connection is not closed under a call (libvirt-python would crash)
+        self._idle.clear()
         try:
             result = await loop.run_in_executor(self._executor, fn, conn)
         except libvirt.libvirtError as exc:
@@ -136,8 +143,18 @@ class HostConnection:
                 self._mark_lost(str(failure))
                 raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from exc
             raise failure from exc
+        except LibvirtFailure as failure:  # ``fn`` translated the error itself: the connection may be gone too
+            LIBVIRT_CALL_ERRORS.labels(self.name).inc()
+            if isinstance(failure, HostUnreachable) or not connection_alive(conn):
+                self._mark_lost(str(failure))
+                if not isinstance(failure, HostUnreachable):
+                    raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from failure
+            raise
         finally:
             LIBVIRT_CALL_DURATION.labels(self.name).observe(time.perf_counter() - started)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
         self.last_seen = datetime.now(UTC)
         return result
 
@@ -197,8 +214,17 @@ class HostConnection:
         log.info("host %s: connected to %s", self.name, self.uri)
 
     async def _close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn = self._conn, None  # no new call gets it from here on
         if conn is None:
+            return
+        # Calls already running hold the virConnect: closing it under them frees what they use (a crash
+        # inside libvirt-python). On a dead connection they fail soon (keepalive); one that never returns
+        # leaves the connection unclosed rather than the operator crashed.
+        try:
+            await asyncio.wait_for(self._idle.wait(), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("host %s: %d call(s) still running after %.0fs; connection left open", self.name,
+                        self._in_flight, CLOSE_WAIT_SECONDS)  # fmt: skip
             return
         callback_ids, self._callback_ids = self._callback_ids, []
         pool_callback_ids, self._pool_callback_ids = self._pool_callback_ids, []
