@@ -1171,6 +1171,7 @@ class Chaos:
         deadline = start + self.config.converge_timeout
         left: list[str] = []
         view: ApiView | None = None
+        last_said = start
         while time.monotonic() < deadline:
             self._operator_alive(after)
             try:
@@ -1181,6 +1182,10 @@ class Chaos:
             left = pending(view, present, gone, self.host_names)
             if not left:
                 break
+            if time.monotonic() - last_said > 20:
+                kinds = Counter(item.split(":")[0].split()[0] for item in left)
+                log(f"waiting after {after}: {len(left)} not converged ({dict(kinds)}), e.g. {left[0]}")
+                last_said = time.monotonic()
             time.sleep(0.5)
         done = time.monotonic()
         if left:
