@@ -37,11 +37,11 @@ class OperatorCrashAfterHostHang(AssertionError):
 @pytest.mark.xfail(
     raises=OperatorCrashAfterHostHang,
     strict=False,
-    reason="operator bug: after a hung host's libvirt connection is closed by keepalive, HostConnection.call "
-    "never marks it lost (the libvirt layer raises already-translated LibvirtFailure 'client socket is closed', "
-    "so the lost-connection check in call() is skipped); calls go on on the dead connection and the operator "
-    "dies with SIGSEGV inside libvirt-python (virNetworkGetXMLDesc / virStoragePoolLookupByName) when the host "
-    "resumes (host-hang of more than ~15 s)",
+    reason="known crash, not fixed: a host hung for longer than libvirt's keepalive window (~15 s) makes the "
+    "operator die with SIGSEGV inside libvirt's remote client (after GLib-CRITICAL g_main_loop_quit: assertion "
+    "'loop != NULL' failed) when the host resumes, in a call that was waiting on it. The operator now marks the "
+    "connection lost at once and never closes it under a running call (tests/unit/test_host_connection.py), "
+    "which did not stop the crash; the operator restarts and everything converges",
 )
 def test_a_short_rollout_and_teardown_under_faults_keeps_every_invariant(
     tmp_path_factory: pytest.TempPathFactory,

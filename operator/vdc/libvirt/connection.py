@@ -98,6 +98,8 @@ class HostConnection:
         self._on_pool_event = on_pool_event
         self._on_change = on_change
         self._conn: libvirt.virConnect | None = None
+        self._retired: libvirt.virConnect | None = None
+        """A connection found lost, not closed yet (calls may still run on it)."""
         self._executor = ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix=f"libvirt-{name}")
         self._lost = asyncio.Event()
         self._in_flight = 0
@@ -161,6 +163,9 @@ class HostConnection:
     def _mark_lost(self, reason: str) -> None:
         if self._conn is not None:
             log.warning("host %s: connection lost: %s", self.name, reason)
+            # No new call on a dead connection from now on (libvirt's remote driver is fragile there);
+            # it is closed once the calls already on it have returned.
+            self._retired, self._conn = self._conn, None
         self.last_error = reason
         self._lost.set()
 
@@ -214,7 +219,8 @@ class HostConnection:
         log.info("host %s: connected to %s", self.name, self.uri)
 
     async def _close(self) -> None:
-        conn, self._conn = self._conn, None  # no new call gets it from here on
+        conn, self._conn = self._conn or self._retired, None  # no new call gets it from here on
+        self._retired = None
         if conn is None:
             return
         # Calls already running hold the virConnect: closing it under them frees what they use (a crash
