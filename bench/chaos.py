@@ -146,6 +146,9 @@ class Config:
     """After the rollout, how long VMs Stalled by a fault may take to become Ready once everything is healed."""
     create_workers: int = 8
     prefix: str | None = None
+    hang_seconds: tuple[float, float] = (8.0, 25.0)
+    """How long a host-hang lasts (uniform). Over ~15-20 s, libvirt's keepalive closes the operator's
+    connection; keep it under 30 s, or the rig's own test-driver connection drops as well."""
 
 
 @dataclass
@@ -1083,9 +1086,12 @@ class Chaos:
         width = max(3, len(str(n)))
         return [(f"vm-{i:0{width}d}", SWITCHES[i % len(SWITCHES)], i in qemu_at) for i in range(n)]
 
-    def run_once(self, namespace: str, faults: list[str | None], wave_hint: list[float] | None) -> RunResult:
+    def run_once(
+        self, namespace: str, faults: list[str | None], wave_hint: list[float] | None, rng: random.Random
+    ) -> RunResult:
         """The rollout in the first half of the waves, the teardown in the rest (one wave per entry of
-        ``faults``, at least 2); each wave's fault (None: none) at a random moment within it."""
+        ``faults``, at least 2); each wave's fault (None: none) at a random moment within it. ``rng``
+        orders the deletions (the faults' moments and targets come from the run's own)."""
         result = RunResult(namespace)
         vms = self.names(namespace)
         waves = max(2, len(faults))
@@ -1093,7 +1099,7 @@ class Chaos:
         teardown_waves = waves - rollout_waves
         create_batches = _split(vms, rollout_waves)
         delete_order = list(vms)
-        self.rng.shuffle(delete_order)
+        rng.shuffle(delete_order)
         delete_batches = _split(delete_order, teardown_waves)
         present: set[tuple[str, str]] = set()
         gone: set[tuple[str, str]] = set()
@@ -1330,7 +1336,7 @@ class Chaos:
         elif kind == "host-hang":
             h = self.rng.choice(dc.hosts)
             fault.target = h.name
-            hold = self.rng.uniform(8, 25)
+            hold = self.rng.uniform(*self.config.hang_seconds)
             dc.hang_host(h)
             time.sleep(hold)
             dc.unhang_host(h)
@@ -1450,7 +1456,8 @@ def run(config: Config) -> Report:
         hint = None
         if config.baseline:
             log(f"baseline: {config.vms} VMs rolled out and torn down in {max(2, len(plan))} waves, no faults")
-            report.baseline = chaos.run_once("chaos-base", [None] * len(plan), None)
+            # its own random stream: the faulty run is the same with or without the baseline
+            report.baseline = chaos.run_once("chaos-base", [None] * len(plan), None, random.Random(seed + 1))
             chaos.check("chaos-base", "baseline teardown", report.baseline, final=True)
             hint = report.baseline.wave_seconds
             log(
@@ -1458,7 +1465,7 @@ def run(config: Config) -> Report:
                 f"{report.baseline.teardown_seconds:.1f}s"
             )
         log(f"chaos: {config.vms} VMs rolled out and torn down with {len(plan)} faults")
-        report.chaos = chaos.run_once("chaos", list(plan), hint)
+        report.chaos = chaos.run_once("chaos", list(plan), hint, random.Random(seed + 1))
         chaos.check("chaos", "the end of the run (everything deleted)", report.chaos, final=True)
         report.operator_starts = dc.operator_starts
         ok = True

@@ -57,6 +57,7 @@ def test_a_short_rollout_and_teardown_under_faults_keeps_every_invariant(
         prefix=f"vdcq-{secrets.token_hex(2)}",
         converge_timeout=120,
         settle_timeout=60,
+        hang_seconds=(20.0, 25.0),  # longer than libvirt's keepalive window: the connection is closed
     )
     report = chaos.run(config)
     print(chaos.format_report(report))
