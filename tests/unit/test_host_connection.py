@@ -90,3 +90,19 @@ async def test_a_lost_connection_is_closed_only_after_the_calls_running_on_it_re
     finally:
         release.set()
         await connections.close_all()
+
+
+async def test_a_host_that_does_not_answer_the_heartbeat_in_time_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    connections, conn = await connected("silent-host")
+    try:
+        # As a hung host: the heartbeat's answer never comes within the (here tiny) timeout.
+        monkeypatch.setattr(connection_module, "HEARTBEAT_SECONDS", 0.01)
+        monkeypatch.setattr(connection_module, "HEARTBEAT_TIMEOUT_SECONDS", 0.0)
+        conn._lost.set()  # reconnect now, with the settings above
+        for _ in range(500):
+            if conn.last_error and "no answer" in conn.last_error:
+                break
+            await asyncio.sleep(0.01)
+        assert conn.last_error is not None and "no answer for 0s" in conn.last_error
+    finally:
+        await connections.close_all()

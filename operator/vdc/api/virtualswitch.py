@@ -151,6 +151,9 @@ class AddressAllocation(ApiModel):
     ip: IPv4Address = field("Allocated address.")
     mac: Annotated[str, StringConstraints(pattern=MAC, max_length=17)] = field("MAC address it is bound to.")
     owner: Annotated[str, StringConstraints(max_length=400)] = field("namespace/vm/interface holding it.")
+    pending: bool | None = field(
+        "Persisted, not yet handed to the hosts' DHCP: its VM waits (set only while so).", default=None
+    )
 
 
 class VirtualSwitchStatus(ApiModel):

@@ -13,6 +13,7 @@ it runs. ``network_config`` and ``switch_status`` are pure; ``SwitchController``
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -365,53 +366,64 @@ class SwitchController:
             self.errors[name] = {}
         dhcp = tuple(DhcpHostConfig(mac=a.mac, ip=a.ip) for a in ipam.allocations) if ipam and served else ()
         body = self.switches.get(key) or body
-        results: list[SwitchOnHost] = []
         peers = self.overlay_peers(hosts) if switch.spec.mode == "overlay" else []
-        for host in hosts:
+
+        async def on_host(host: str) -> SwitchOnHost:
+            host_config = config
             if switch.spec.mode == "overlay":
                 local = next((p.address for p in peers if p.host == host), None)
                 if local is None:
                     message = (
                         "spec.underlayAddress is not set: an overlay switch tunnels between hosts' underlay addresses"
                     )
-                    results.append(SwitchOnHost(host, "Failed", message))
-                    continue
-                config = network_config(switch, overlay=overlay_side(switch, local, peers))
+                    return SwitchOnHost(host, "Failed", message)
+                host_config = network_config(switch, overlay=overlay_side(switch, local, peers))
             conn = self.connections.get(host)
             if conn is None or not conn.connected:
-                results.append(SwitchOnHost(host, None, "host unreachable"))
-                continue
+                return SwitchOnHost(host, None, "host unreachable")
             try:
                 problem = await conn.call(
-                    functools.partial(_realise, config=config, dhcp=dhcp, present=present.get(host))
+                    functools.partial(_realise, config=host_config, dhcp=dhcp, present=present.get(host))
                 )
-                results.append(SwitchOnHost(host, "Failed", problem) if problem else SwitchOnHost(host, "Active"))
             except LibvirtFailure as exc:
-                results.append(SwitchOnHost(host, "Failed", str(exc)))
+                return SwitchOnHost(host, "Failed", str(exc))
+            return SwitchOnHost(host, "Failed", problem) if problem else SwitchOnHost(host, "Active")
+
+        # Every host at once: one slow host (each DHCP entry is a virNetworkUpdate that runs the network
+        # hook on a QEMU host) no longer holds back the others, nor the status of them all.
+        results = list(await asyncio.gather(*(on_host(host) for host in hosts)))
         status = switch_status(switch, results, ipam, generation, switch.status, conflicts=conflicts)
         await self._write(key, body, status)
         return RESYNC_SECONDS
 
     async def _present_entries(self, name: str, hosts: list[str]) -> dict[str, tuple[DhcpHostConfig, ...] | None]:
         """Each reachable host's static DHCP entries of the switch's network (None: not defined there)."""
-        present: dict[str, tuple[DhcpHostConfig, ...] | None] = {}
-        for host in hosts:
+
+        async def entries(host: str) -> tuple[str, tuple[DhcpHostConfig, ...] | None] | None:
             conn = self.connections.get(host)
             if conn is None or not conn.connected:
-                continue
+                return None
             try:
-                present[host] = await conn.call(functools.partial(_dhcp_entries, name=libvirt_network_name(name)))
+                return host, await conn.call(functools.partial(_dhcp_entries, name=libvirt_network_name(name)))
             except LibvirtFailure as exc:
                 log.info("switch %s on %s: %s", name, host, exc)
-        return present
+                return None
+
+        return dict(found for found in await asyncio.gather(*(entries(h) for h in hosts)) if found is not None)
 
     async def _persist_allocations(
         self, key: Key, body: dict[str, Any], switch: VirtualSwitch, ipam: Result, conflicts: dict[str, str]
     ) -> None:
         """Write new allocations to status before any host hands them out (a crash in between must not
-        leave a lease the status does not know). Raises when the write fails: nothing is realised then."""
-        allocations = [a.to_api() for a in ipam.allocations]
+        leave a lease the status does not know), marked ``pending`` until the hosts have them: their VMs
+        wait, so no guest asks for a lease its host cannot give yet. Raises when the write fails: nothing
+        is realised then."""
         old = switch.status or VirtualSwitchStatus()
+        served = {(a.owner, str(a.ip), a.mac) for a in old.allocations if not a.pending}
+        allocations = [
+            a.to_api().model_copy(update={"pending": None if (a.owner, a.ip, a.mac) in served else True})
+            for a in ipam.allocations
+        ]
         if allocations == list(old.allocations):
             return
         status = old.model_copy(update={"allocations": allocations, "free_addresses": ipam.free})

@@ -194,7 +194,7 @@ class VmController:
                 raise AddressRefused(f"interface {nic.name}: {refused}")
             allocation = allocation_for(switch, owner)
             mac = nic.mac_address or mac_for(uid, nic.name)
-            if allocation is None or allocation.mac != mac:
+            if allocation is None or allocation.mac != mac or allocation.pending:
                 return [], f"interface {nic.name}: waiting for an address on switch {nic.switch}"
             bandwidth = _bandwidth(switch.get("spec", {}).get("bandwidth"), nic.bandwidth)
             out.append((

@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
 CALL_WORKERS = 4
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TIMEOUT_SECONDS = 15.0
+"""A host that does not answer a heartbeat for this long is lost (as libvirt's keepalive would say)."""
+OPEN_TIMEOUT_SECONDS = 30.0
 CLOSE_WAIT_SECONDS = 60.0
 """How long closing a lost connection waits for the calls still running on it."""
 
@@ -169,6 +171,23 @@ class HostConnection:
         self.last_error = reason
         self._lost.set()
 
+    async def _heartbeat(self, conn: libvirt.virConnect) -> None:
+        """Ask the host something cheap every few seconds on a thread of its own; no answer in time: lost."""
+        loop = asyncio.get_running_loop()
+        beat = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"libvirt-heartbeat-{self.name}")
+        try:
+            while not self._lost.is_set():
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+                try:
+                    await asyncio.wait_for(loop.run_in_executor(beat, conn.getLibVersion), HEARTBEAT_TIMEOUT_SECONDS)
+                except TimeoutError:
+                    self._mark_lost(f"no answer for {HEARTBEAT_TIMEOUT_SECONDS:.0f}s")
+                except libvirt.libvirtError as exc:
+                    if not connection_alive(conn):
+                        self._mark_lost(str(translate(exc)))
+        finally:
+            beat.shutdown(wait=False)
+
     async def _keep_connected(self) -> None:
         attempt = 0
         while True:
@@ -176,7 +195,12 @@ class HostConnection:
                 await self._open()
                 attempt = 0
                 self._notify_change()
-                await self._lost.wait()
+                assert self._conn is not None
+                heartbeat = asyncio.create_task(self._heartbeat(self._conn), name=f"libvirt-heartbeat-{self.name}")
+                try:
+                    await self._lost.wait()
+                finally:
+                    await cancel_and_wait(heartbeat)
             except LibvirtFailure as exc:
                 self.last_error = str(exc)
                 log.info("host %s: cannot connect to %s: %s", self.name, self.uri, exc)
@@ -187,14 +211,22 @@ class HostConnection:
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
+        # A fresh pool per connection: calls blocked on a hung host's old connection keep their threads.
+        self._executor = ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix=f"libvirt-{self.name}")
         try:
-            conn = await loop.run_in_executor(self._executor, libvirt.open, self.uri)
+            conn = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, libvirt.open, self.uri), OPEN_TIMEOUT_SECONDS
+            )
         except libvirt.libvirtError as exc:
             raise HostUnreachable(str(translate(exc)), code=exc.get_error_code()) from exc
+        except TimeoutError:
+            raise HostUnreachable(f"no answer within {OPEN_TIMEOUT_SECONDS:.0f}s") from None
         self._lost.clear()
-        # Keepalive makes a dead peer show up as a close event within seconds (remote URIs only).
+        # libvirt's client keepalive is off: when it closes a connection to a hung host under calls blocked
+        # on it, libvirt 9's remote client crashes the process as the host resumes (seen with 2+ threads).
+        # Our heartbeat finds the host lost instead and leaves the blocked calls to return on their own.
         with contextlib.suppress(libvirt.libvirtError):
-            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+            conn.setKeepAlive(-1, 0)
         conn.registerCloseCallback(self._closed, None)
         if self._on_domain_event is not None:
             self._callback_ids.append(
@@ -251,7 +283,9 @@ class HostConnection:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        executor = self._executor
+        await asyncio.get_running_loop().run_in_executor(executor, close)
+        executor.shutdown(wait=False)
 
     def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
         self._mark_lost(f"connection closed by libvirt (reason {reason})")
