@@ -8,12 +8,21 @@ sizes are sane (``InvalidDescriptor`` naming the element).
 
 Flavours handled: plain DMTF, VMware (``vmw:`` namespace: ``vmw:Config``, ``vmw:ExtraConfig``,
 ``vmw:osType``, ``vmw:CoresPerSocket``), VirtualBox (``vbox:Machine``, ``vbox:OSType``), OVF 2.x
-``EthernetPortItem``/``StorageItem``, and oVirt-style ``<Section xsi:type="ovf:…_Type">``.
+``EthernetPortItem``/``StorageItem``, and oVirt/RHV and virt-v2v exports: the envelope namespace with
+a trailing slash, ``<Section xsi:type="ovf:…_Type">`` and ``<Content>``, ``rasd:InstanceId``, a GUID
+where the OS id goes, disks sized by ``ovf:size`` in GiB instead of ``ovf:capacity``, a ``fileRef``
+or ``HostResource`` that holds a file's href, oVirt's format URIs and ``ovf:volume-format``.
 Attributes are read in the OVF namespace first and unqualified second (some exporters forget it).
+VMware's pre-standard OVF 0.9 is refused with a message saying how to convert it.
+
+Deployment options (DSP0243 9.8): items may share an InstanceID when their ``ovf:configuration``
+attributes differ; for a chosen option the item naming it replaces the one naming none. Properties
+may carry a default per option (``<Value ovf:value=… ovf:configuration=…/>``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -27,6 +36,10 @@ from vdc.ovf.errors import HostileXml, InvalidDescriptor, UnsupportedFeature
 from vdc.ovf.units import MAX_BYTES, parse_count, to_bytes
 
 OVF1_NS = "http://schemas.dmtf.org/ovf/envelope/1"
+OVF1_NS_SLASH = OVF1_NS + "/"
+"""oVirt/RHV and virt-v2v write the 1.x namespace with a trailing slash."""
+OVF09_NS = "http://www.vmware.com/schema/ovf/1/envelope"
+"""VMware's pre-standard OVF 0.9 (VMware Studio, ESX 3.5): refused."""
 OVF2_NS = "http://schemas.dmtf.org/ovf/envelope/2"
 CIM_SCHEMA = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
 RASD_NS = CIM_SCHEMA + "CIM_ResourceAllocationSettingData"
@@ -41,7 +54,7 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_DESCRIPTOR_BYTES = 16 << 20
 
 OvfVersion = Literal["1.x", "2.x"]
-_OVF_NAMESPACES: dict[str, OvfVersion] = {OVF1_NS: "1.x", OVF2_NS: "2.x"}
+_OVF_NAMESPACES: dict[str, OvfVersion] = {OVF1_NS: "1.x", OVF1_NS_SLASH: "1.x", OVF2_NS: "2.x"}
 
 
 # --- reading helpers -----------------------------------------------------------------------------
@@ -53,7 +66,7 @@ def _local(tag: str) -> str:
 
 def _attr(el: ET.Element, name: str, ns: str | None = None) -> str | None:
     """Attribute ``name`` in ``ns`` (default: either OVF namespace), else unqualified."""
-    for namespace in (ns,) if ns else (OVF1_NS, OVF2_NS):
+    for namespace in (ns,) if ns else (OVF1_NS, OVF1_NS_SLASH, OVF2_NS):
         value = el.get(f"{{{namespace}}}{name}")
         if value is not None:
             return value
@@ -184,10 +197,13 @@ RAW_URI = "https://www.qemu.org/docs/master/system/images.html#raw"
 VHD_URI = "http://technet.microsoft.com/en-us/virtualserver/bb676673.aspx"
 VHDX_URI = "https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-vhdx"
 ISO_URI = "http://www.ecma-international.org/publications/files/ECMA-ST/Ecma-119.pdf"
+OVIRT_RAW_URI = "http://en.wikipedia.org/wiki/Byte"
+"""What oVirt/RHV and virt-v2v write for a raw image."""
 _OTHER_FORMATS: dict[str, tuple[DiskKind, str | None]] = {
     QCOW2_URI: ("qcow2", None),
     "https://people.gnome.org/~markmc/qcow-image-format.html": ("qcow2", None),
     RAW_URI: ("raw", None),
+    OVIRT_RAW_URI: ("raw", None),
     VHD_URI: ("vhd", None),
     VHDX_URI: ("vhdx", None),
     ISO_URI: ("iso", None),
@@ -236,15 +252,24 @@ class DiskFormat:
             if subformat is None:
                 raise UnsupportedFeature(f"{what}: vmdk subformat {fragment!r} of {uri!r} is not supported")
             return cls("vmdk", subformat)
-        known = _OTHER_FORMATS.get(text)
+        known = _OTHER_FORMATS.get(text) or _OTHER_FORMATS.get(text.replace("https://", "http://"))
         if known is None:
             raise UnsupportedFeature(f"{what}: disk format {uri!r} is not a format this library knows")
         return cls(*known)
 
 
+# oVirt's ``ovf:volume-format`` says what the image is, whatever ``ovf:format`` claims (old RHEV
+# exports name the vmdk spec for qcow2 images).
+_OVIRT_VOLUME_FORMATS: dict[str, DiskFormat] = {"cow": DiskFormat("qcow2"), "raw": DiskFormat("raw")}
+
+
 @dataclass(frozen=True)
 class VirtualDisk:
-    """``<Disk>`` of the ``DiskSection``; ``file_ref`` None is a blank disk of ``capacity_bytes``."""
+    """``<Disk>`` of the ``DiskSection``; ``file_ref`` None is a blank disk of ``capacity_bytes``.
+
+    ``interface`` is oVirt's ``ovf:disk-interface`` (``VirtIO``, ``VirtIO_SCSI``, ``IDE``, ``SATA``):
+    its exports attach disks to no controller item and say the bus here instead.
+    """
 
     disk_id: str
     capacity_bytes: int
@@ -252,32 +277,40 @@ class VirtualDisk:
     format: DiskFormat | None = None
     populated_size: int | None = None
     parent_ref: str | None = None
+    interface: str | None = None
 
     @classmethod
     def from_xml(cls, el: ET.Element, properties: dict[str, str]) -> Self:
         disk_id = _required_attr(el, "diskId", "<Disk>")
         what = f"<Disk diskId={disk_id!r}>"
-        capacity = _required_attr(el, "capacity", what)
-        reference = re.fullmatch(r"\$\{([^}]+)\}", capacity)
+        capacity = _attr(el, "capacity")
+        units = _attr(el, "capacityAllocationUnits")
+        if capacity is None and _attr(el, "size") is not None:
+            capacity, units = _attr(el, "size"), "byte * 2^30"  # oVirt/virt-v2v: ovf:size is the virtual size in GiB
+        if capacity is None or not capacity.strip():
+            raise InvalidDescriptor(f"{what} has no ovf:capacity")
+        reference = re.fullmatch(r"\$\{([^}]+)\}", capacity.strip())
         if reference:  # capacity given by a ProductSection property (DSP0243 9.1)
             if reference.group(1) not in properties:
                 raise InvalidDescriptor(f"{what}: capacity refers to unknown property {reference.group(1)!r}")
             capacity = properties[reference.group(1)]
-        capacity_bytes = to_bytes(capacity, _attr(el, "capacityAllocationUnits"), f"{what} capacity")
+        capacity_bytes = to_bytes(capacity, units, f"{what} capacity")
         if capacity_bytes == 0:
             raise InvalidDescriptor(f"{what}: capacity must be positive")
         format_uri = _attr(el, "format")
+        volume_format = _OVIRT_VOLUME_FORMATS.get((_attr(el, "volume-format") or "").strip().lower())
         file_ref = _attr(el, "fileRef") or None
-        if file_ref and not format_uri:
+        if file_ref and not format_uri and volume_format is None:
             raise InvalidDescriptor(f"{what} has a fileRef but no ovf:format")
         populated = _optional_count(_attr(el, "populatedSize"), f"{what} populatedSize")
         return cls(
             disk_id=disk_id,
             capacity_bytes=capacity_bytes,
             file_ref=file_ref,
-            format=DiskFormat.from_uri(format_uri, what) if format_uri else None,
+            format=volume_format or (DiskFormat.from_uri(format_uri, what) if format_uri else None),
             populated_size=populated,
             parent_ref=_attr(el, "parentRef") or None,
+            interface=_attr(el, "disk-interface") or None,
         )
 
 
@@ -351,6 +384,10 @@ def _pairs(el: ET.Element, local: str) -> dict[str, str]:
     return pairs
 
 
+_NULL_GUID = "00000000-0000-0000-0000-000000000000"
+"""oVirt's Parent of an item that has none."""
+
+
 @dataclass(frozen=True)
 class HardwareItem:
     """One ``<Item>`` (RASD), ``<EthernetPortItem>`` (EPASD) or ``<StorageItem>`` (SASD)."""
@@ -375,6 +412,15 @@ class HardwareItem:
     vmw_config: dict[str, str] = field(default_factory=dict)
 
     @property
+    def sub_types(self) -> tuple[str, ...]:
+        """``ResourceSubType`` read as a list of alternatives (``"VMXNET3 virtio"``), in order of preference."""
+        return tuple((self.resource_sub_type or "").replace(",", " ").split())
+
+    def applies_to(self, configuration: str | None) -> bool:
+        """In use for the deployment option ``configuration`` (an item naming none is in every option)."""
+        return not self.configurations or configuration in self.configurations
+
+    @property
     def kind(self) -> str:
         """``cpu``, ``memory``, ``disk``, ``nic``, ``ide`` … (``other`` for types not listed)."""
         return RESOURCE_KINDS.get(self.resource_type, "other")
@@ -386,7 +432,7 @@ class HardwareItem:
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
         element = _local(el.tag)
-        instance_id = _child_text(el, "InstanceID")
+        instance_id = _child_text(el, "InstanceID") or _child_text(el, "InstanceId")  # oVirt: InstanceId
         if not instance_id:
             raise InvalidDescriptor(f"<{element}> ({_child_text(el, 'ElementName')!r}) has no InstanceID")
         what = f"<{element} InstanceID={instance_id!r}>"
@@ -395,6 +441,7 @@ class HardwareItem:
         cores = _child_text(el, "CoresPerSocket")
         automatic = _child_text(el, "AutomaticAllocation")
         configuration = _attr(el, "configuration") or ""
+        parent = _child_text(el, "Parent") or ""
         return cls(
             element=element,
             instance_id=instance_id,
@@ -406,7 +453,7 @@ class HardwareItem:
             allocation_units=_child_text(el, "AllocationUnits") or _child_text(el, "VirtualQuantityUnits") or None,
             host_resources=_child_texts(el, "HostResource"),
             connections=_child_texts(el, "Connection"),
-            parent=_child_text(el, "Parent") or None,
+            parent=None if parent in ("", _NULL_GUID) else parent,
             address=_child_text(el, "Address") or None,
             address_on_parent=_child_text(el, "AddressOnParent") or None,
             automatic_allocation=_bool(automatic, f"{what} AutomaticAllocation", True) if automatic else None,
@@ -433,13 +480,16 @@ class VirtualHardwareSection:
         system = _child(el, "System")
         types = _child_text(system, "VirtualSystemType") if system is not None else None
         items: list[HardwareItem] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for child in el:
             if isinstance(child.tag, str) and _local(child.tag) in ("Item", "EthernetPortItem", "StorageItem"):
                 item = HardwareItem.from_xml(child)
-                if item.instance_id in seen:
-                    raise InvalidDescriptor(f"{what}: two items have InstanceID {item.instance_id!r}")
-                seen.add(item.instance_id)
+                # Items may share an InstanceID across deployment options (DSP0243 9.8), not within one.
+                for configuration in item.configurations or ("",):
+                    if (item.instance_id, configuration) in seen:
+                        option = f" in deployment option {configuration!r}" if configuration else ""
+                        raise InvalidDescriptor(f"{what}: two items have InstanceID {item.instance_id!r}{option}")
+                    seen.add((item.instance_id, configuration))
                 items.append(item)
         return cls(
             system_types=tuple(types.replace(",", " ").split()) if types else (),
@@ -452,6 +502,18 @@ class VirtualHardwareSection:
 
     def item(self, instance_id: str) -> HardwareItem | None:
         return next((i for i in self.items if i.instance_id == instance_id), None)
+
+    def items_for(self, configuration: str | None) -> tuple[HardwareItem, ...]:
+        """The items in use for a deployment option: per InstanceID the item naming ``configuration``,
+        else the one naming no option (DSP0243 9.8: the former replaces the latter)."""
+        chosen: dict[str, HardwareItem] = {}
+        for item in self.items:
+            if not item.applies_to(configuration):
+                continue
+            current = chosen.get(item.instance_id)
+            if current is None or (item.configurations and not current.configurations):
+                chosen[item.instance_id] = item
+        return tuple(chosen.values())
 
 
 # --- OperatingSystemSection, ProductSection, StartupSection, EulaSection, AnnotationSection ----------
@@ -469,9 +531,10 @@ class OperatingSystem:
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        os_id = _attr(el, "id")
+        os_id = (_attr(el, "id") or "").strip()
         return cls(
-            id=_optional_count(os_id, "<OperatingSystemSection> id") if os_id else None,
+            # oVirt writes a GUID where the CIM OS number goes; its Description names the OS.
+            id=int(os_id) if re.fullmatch(r"\d{1,9}", os_id) else None,
             version=_attr(el, "version"),
             description=_child_text(el, "Description"),
             vmw_os_type=_attr(el, "osType", VMW_NS),
@@ -493,15 +556,27 @@ class Property:
     description: str | None = None
     class_id: str | None = None
     instance: str | None = None
+    option_defaults: tuple[tuple[str, str], ...] = ()
+    """``(deployment option, default)`` from ``<Value ovf:value=… ovf:configuration=…/>`` children."""
 
     @property
     def full_key(self) -> str:
         return ".".join(part for part in (self.class_id, self.key, self.instance) if part)
 
+    def default_for(self, configuration: str | None) -> str | None:
+        """The default in deployment option ``configuration``: its ``<Value>`` if any, else ``default``."""
+        return next((v for c, v in self.option_defaults if c == configuration), self.default)
+
     @classmethod
     def from_xml(cls, el: ET.Element, class_id: str | None, instance: str | None) -> Self:
         key = _required_attr(el, "key", "<Property>")
         what = f"<Property key={key!r}>"
+        option_defaults: list[tuple[str, str]] = []
+        for value in _children(el, "Value"):
+            text = _attr(value, "value")
+            if text is None:
+                raise InvalidDescriptor(f"{what}: a <Value> has no ovf:value")
+            option_defaults.extend((c, text) for c in (_attr(value, "configuration") or "").split())
         return cls(
             key=key,
             type=_required_attr(el, "type", what),
@@ -513,6 +588,7 @@ class Property:
             description=_child_text(el, "Description"),
             class_id=class_id,
             instance=instance,
+            option_defaults=tuple(option_defaults),
         )
 
 
@@ -824,10 +900,21 @@ def _check_consistency(envelope: Envelope) -> None:
     _unique([n.name for n in envelope.networks], "<Network> name")
     systems = envelope.virtual_systems()
     collections = list(iter_collections(envelope.content))
-    _unique([s.id for s in systems] + [c.id for c in collections], "VirtualSystem/VirtualSystemCollection id")
+    # DSP0243 asks ids to be unique among siblings (vCloud Director names a vApp after its first VM);
+    # a VM picks its system by id, so two systems of one id anywhere are refused too.
+    for collection in collections:
+        _unique(
+            [c.id for c in collection.contents],
+            f"<VirtualSystemCollection id={collection.id!r}>: VirtualSystem/VirtualSystemCollection id",
+        )
+    _unique([s.id for s in systems], "VirtualSystem id")
     file_ids = {f.id for f in envelope.references}
     disk_ids = {d.disk_id for d in envelope.disks}
     network_names = {n.name for n in envelope.networks}
+    option_ids = {o.id for o in envelope.deployment_options}
+    _unique([o.id for o in envelope.deployment_options], "<Configuration> id")
+    if sum(o.default for o in envelope.deployment_options) > 1:
+        raise InvalidDescriptor("DeploymentOptionSection: more than one <Configuration> has ovf:default=true")
     for disk in envelope.disks:
         if disk.file_ref and disk.file_ref not in file_ids:
             raise InvalidDescriptor(f"<Disk diskId={disk.disk_id!r}> refers to unknown file {disk.file_ref!r}")
@@ -837,6 +924,11 @@ def _check_consistency(envelope: Envelope) -> None:
         for section in system.hardware:
             for item in section.items:
                 what = f"<VirtualSystem id={system.id!r}> {item.what}"
+                unknown = [c for c in item.configurations if c not in option_ids]
+                if unknown:
+                    raise InvalidDescriptor(
+                        f"{what}: ovf:configuration names {unknown[0]!r}, not an option of the DeploymentOptionSection"
+                    )
                 if item.parent and section.item(item.parent) is None:
                     raise InvalidDescriptor(f"{what}: Parent {item.parent!r} is not an item of the section")
                 for resource in item.host_resources if item.kind in ("disk", "cdrom", "dvd", "floppy") else ():
@@ -862,10 +954,23 @@ def _check_consistency(envelope: Envelope) -> None:
                 )
 
 
+def _file_ref_by_id(disk: VirtualDisk, references: tuple[FileReference, ...]) -> VirtualDisk:
+    """oVirt and virt-v2v put the file's href (``<image>/<volume>``) in ``fileRef``: make it the id."""
+    if disk.file_ref is None or any(f.id == disk.file_ref for f in references):
+        return disk
+    by_href = next((f for f in references if f.href == disk.file_ref), None)
+    return dataclasses.replace(disk, file_ref=by_href.id) if by_href is not None else disk
+
+
 def parse_envelope(data: bytes | str, *, max_bytes: int = MAX_DESCRIPTOR_BYTES) -> Envelope:
     """Parse and check an OVF descriptor. Raises an ``OvfError`` naming what is wrong."""
     root = _parse_xml(data, max_bytes)
     namespace = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else ""
+    if namespace == OVF09_NS:
+        raise UnsupportedFeature(
+            f"<Envelope> is VMware's pre-standard OVF 0.9 ({OVF09_NS!r}), which this library does not read: "
+            "convert it to OVF 1.x first (ovftool in.ovf out.ova)"
+        )
     if _local(root.tag) != "Envelope" or namespace not in _OVF_NAMESPACES:
         raise InvalidDescriptor(f"root element is {root.tag!r}, not an OVF <Envelope> in {OVF1_NS!r} or {OVF2_NS!r}")
     contents = [child for child in root if _is_content(child)]
@@ -873,12 +978,14 @@ def parse_envelope(data: bytes | str, *, max_bytes: int = MAX_DESCRIPTOR_BYTES) 
         raise InvalidDescriptor(f"<Envelope> must hold exactly one VirtualSystem or collection, not {len(contents)}")
     content = _content(contents[0])
     defaults = _property_defaults(content)
+    references = tuple(FileReference.from_xml(f) for f in _section_children(root, "References", "File"))
+    disks = tuple(VirtualDisk.from_xml(d, defaults) for d in _section_children(root, "DiskSection", "Disk"))
     envelope = Envelope(
         version=_OVF_NAMESPACES[namespace],
         ovf_version=_attr(root, "version"),
         content=content,
-        references=tuple(FileReference.from_xml(f) for f in _section_children(root, "References", "File")),
-        disks=tuple(VirtualDisk.from_xml(d, defaults) for d in _section_children(root, "DiskSection", "Disk")),
+        references=references,
+        disks=tuple(_file_ref_by_id(d, references) for d in disks),
         networks=tuple(Network.from_xml(n) for n in _section_children(root, "NetworkSection", "Network")),
         deployment_options=tuple(
             DeploymentOption.from_xml(o) for o in _section_children(root, "DeploymentOptionSection", "Configuration")

@@ -6,6 +6,7 @@ follows ``HostResource`` to the DiskSection and References, and ``Parent`` to th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +14,7 @@ from vdc.ovf.envelope import (
     DiskFormat,
     Envelope,
     HardwareItem,
+    VirtualDisk,
     VirtualHardwareSection,
     VirtualSystem,
     host_resource_target,
@@ -41,11 +43,39 @@ class DiskDrive:
 
 @dataclass(frozen=True)
 class NetworkAdapter:
-    """A NIC: the OVF network it connects to and its adapter model (lower case: e1000, vmxnet3 …)."""
+    """A NIC: the OVF network it connects to and its adapter model (lower case: e1000, vmxnet3 …).
+
+    ``model`` is the descriptor's first choice; ``alternatives`` every model ``ResourceSubType`` lists
+    (``"VMXNET3 virtio"``), in its order of preference, when it lists more than one.
+    """
 
     network: str | None
     model: str | None = None
     mac: str | None = None
+    alternatives: tuple[str, ...] = ()
+
+    def preferred_model(self, supported: Iterable[str]) -> str | None:
+        """The first alternative in ``supported``, else the first choice."""
+        known = set(supported)
+        return next((m for m in self.alternatives or (self.model,) if m in known), self.model)
+
+
+# Adapter names as exporters write them -> one name per model.
+_NIC_ALIASES = {"pcnet32": "pcnet", "vlance": "pcnet", "flexible": "pcnet", "virtio-net": "virtio", "pv": "virtio"}
+# oVirt/RHV write its interface type number (VmInterfaceType) as the ResourceSubType.
+_OVIRT_NIC_TYPES = {"0": "rtl8139", "1": "rtl8139", "2": "e1000", "3": "virtio"}
+# oVirt's ovf:disk-interface of a <Disk> -> the bus.
+_OVIRT_INTERFACES: dict[str, Bus] = {"virtio": "virtio", "virtio_scsi": "scsi", "ide": "ide", "sata": "sata"}
+
+
+def nic_models(item: HardwareItem) -> tuple[str, ...]:
+    """The adapter models a NIC item names, normalised (``PCNet32`` is ``pcnet``, oVirt's ``3`` is virtio)."""
+    models: list[str] = []
+    for name in item.sub_types:
+        model = _OVIRT_NIC_TYPES.get(name) or _NIC_ALIASES.get(name.lower(), name.lower())
+        if model not in models:
+            models.append(model)
+    return tuple(models)
 
 
 @dataclass(frozen=True)
@@ -101,8 +131,8 @@ def default_configuration(envelope: Envelope) -> str | None:
     return next((o.id for o in options if o.default), options[0].id if options else None)
 
 
-def _applies(item: HardwareItem, configuration: str | None) -> bool:
-    return not item.configurations or configuration in item.configurations
+def option_ids(envelope: Envelope) -> tuple[str, ...]:
+    return tuple(o.id for o in envelope.deployment_options)
 
 
 def _single(items: list[HardwareItem], what: str, system: VirtualSystem) -> HardwareItem | None:
@@ -122,7 +152,10 @@ def summarize(
     """The hardware of ``system`` for ``configuration`` (default: the descriptor's default option)."""
     section = select_hardware(system, system_type)
     chosen = configuration if configuration is not None else default_configuration(envelope)
-    items = [i for i in section.items if _applies(i, chosen)]
+    if chosen is not None and chosen not in option_ids(envelope):
+        known = ", ".join(option_ids(envelope)) or "none"
+        raise InvalidDescriptor(f"deployment option {chosen!r} is not in the descriptor (it has: {known})")
+    items = list(section.items_for(chosen))
     where = f"<VirtualSystem id={system.id!r}>"
 
     cpu = _single([i for i in items if i.kind == "cpu"], "CPU", system)
@@ -152,7 +185,9 @@ def summarize(
     cdroms: list[CdDrive] = []
     for item in items:
         if item.kind == "disk":
-            disks.append(_disk_drive(envelope, item, *bus_of(item), where))
+            drive = _disk_drive(envelope, item, *bus_of(item), where)
+            if drive.disk_id is None or all(d.disk_id != drive.disk_id for d in disks):  # one disk, however attached
+                disks.append(drive)
         elif item.kind in ("cdrom", "dvd"):
             file = None
             for resource in item.host_resources:
@@ -164,11 +199,13 @@ def summarize(
     nics = [
         NetworkAdapter(
             network=item.connections[0] if item.connections else None,
-            model=item.resource_sub_type.lower() if item.resource_sub_type else None,
+            model=models[0] if models else None,
             mac=item.address,
+            alternatives=models if len(models) > 1 else (),
         )
         for item in items
         if item.kind == "nic"
+        for models in (nic_models(item),)
     ]
     return HardwareSummary(
         cpus=cpus,
@@ -182,11 +219,24 @@ def summarize(
     )
 
 
+def _href_disk(envelope: Envelope, resource: str) -> VirtualDisk | None:
+    """oVirt's ``HostResource`` ``<image>/<volume>``: the disk whose file has that href (or that id)."""
+    text = resource.strip()
+    for disk in envelope.disks:
+        file = envelope.file(disk.file_ref) if disk.file_ref else None
+        if (file is not None and text in (file.href, file.id)) or text.rpartition("/")[2] == disk.disk_id:
+            return disk
+    return None
+
+
 def _disk_drive(envelope: Envelope, item: HardwareItem, bus: Bus | None, model: str | None, where: str) -> DiskDrive:
     for resource in item.host_resources:
         target = host_resource_target(resource)
         if target is None:
-            continue
+            ovirt_disk = _href_disk(envelope, resource)
+            if ovirt_disk is None:
+                continue
+            target = ("disk", ovirt_disk.disk_id)
         kind, ref = target
         if kind == "disk":
             disk = envelope.disk(ref)
@@ -198,7 +248,7 @@ def _disk_drive(envelope: Envelope, item: HardwareItem, bus: Bus | None, model: 
                 capacity_bytes=disk.capacity_bytes,
                 file=file.href if file else None,
                 format=disk.format,
-                bus=bus,
+                bus=bus or _OVIRT_INTERFACES.get((disk.interface or "").lower()),
                 controller_model=model,
             )
         reference = envelope.file(ref)

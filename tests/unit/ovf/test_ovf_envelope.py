@@ -87,7 +87,7 @@ def test_vapp_collection(samples: Path) -> None:
     assert [n.network for n in shapes["lb"].nics] == ["public", "internal"]
     assert shapes["app"].disks[0].format == DiskFormat("vmdk", "monolithicSparse")
     assert shapes["db"].disks[0].bus == "ide" and shapes["db"].floppies == 1
-    assert shapes["db"].nics == (NetworkAdapter("internal", "pcnet32"),)
+    assert shapes["db"].nics == (NetworkAdapter("internal", "pcnet"),)
     assert envelope.file("db-img") is not None and envelope.file("db-img").compression == "gzip"
 
     startup = {
