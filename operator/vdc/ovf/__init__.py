@@ -6,6 +6,7 @@ controller builds on it:
 - ``envelope``  parse a descriptor into frozen dataclasses (one per OVF element)
 - ``hardware``  the friendly per-system hardware summary (CPUs, memory, disks, NICs, CD-ROMs)
 - ``manifest``  ``.mf`` parsing, streaming digests, verification, ``.cert`` structure check
+- ``signature`` ``.cert`` verification (signature over the manifest, chain to a trust bundle) and signing
 - ``ova``       safe OVA (tar) and OVF-directory reading and streaming extraction
 - ``writer``    OVF 1.x descriptor (a system or a vApp), SHA-256 manifest and OVA tar for export
 - ``convert``   ``qemu-img info`` / ``convert`` wrappers

@@ -28,6 +28,11 @@ class DigestMismatch(OvfError):
     """A file's digest differs from the manifest, or a listed file is missing."""
 
 
+class SignatureInvalid(OvfError):
+    """The ``.cert``'s signature does not verify over the manifest (or a certificate of its chain was
+    changed): the package was altered after signing and is refused whatever the trust policy."""
+
+
 class UnsafeArchive(OvfError):
     """The OVA (tar) holds something that must not be extracted, or sizes that lie."""
 

@@ -4,9 +4,9 @@ A manifest line is ``SHA256(disk1.vmdk)= 3f…``; exporters vary the spacing (``
 and the case of the hex, both accepted. Digests are computed streaming, in 1 MiB reads, so a 100 GiB
 disk costs no memory; ``Hasher`` lets an extractor hash while it writes instead of reading twice.
 
-The ``.cert`` file is checked for structure only: one signature line naming the manifest and at
-least one well-formed PEM certificate. The signature itself is NOT verified (that needs an X.509 and
-RSA library and a trust store; none is a dependency), so a ``.cert`` proves nothing yet.
+The ``.cert`` file is parsed here for structure: one signature line naming the manifest and at
+least one well-formed PEM certificate. ``vdc.ovf.signature`` verifies it: the signature over the
+manifest's exact bytes with the signer's key, and the certificate chain against a trust bundle.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE--
 
 @dataclass(frozen=True)
 class CertificateFile:
-    """A ``.cert``: the manifest's signature and the signer's certificate chain (DER), unverified."""
+    """A ``.cert``: the manifest's signature and the signer's certificate chain (DER), as written; see
+    ``vdc.ovf.signature.check_signature`` for the verification."""
 
     algorithm: Algorithm
     signed_file: str
@@ -208,7 +209,8 @@ class CertificateFile:
 
 def parse_certificate_file(text: str | bytes, manifest_name: str, name: str = "certificate") -> CertificateFile:
     """Check a ``.cert`` for structure: the signature line must name ``manifest_name``, the signature
-    must be hex, and every PEM block must be base64 of a DER SEQUENCE. The signature is not verified."""
+    must be hex, and every PEM block must be base64 of a DER SEQUENCE. The signature is verified by
+    ``vdc.ovf.signature.check_signature``."""
     text = _decoded(text, "ascii", name)
     signatures = [m for line in text.splitlines() if (m := _LINE.match(line.strip()))]
     if len(signatures) != 1:

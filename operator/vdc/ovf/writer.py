@@ -1,4 +1,5 @@
-"""Export: an OVF 1.x descriptor from a ``HardwareSummary``, a SHA-256 manifest, and the OVA tar.
+"""Export: an OVF 1.x descriptor from a ``HardwareSummary``, a SHA-256 manifest, and the OVA tar
+(signed, with a ``.cert``, when given a ``Signer``).
 
 One VirtualSystem per descriptor (``build_descriptor``), or a vApp: one flat VirtualSystemCollection
 of systems with a StartupSection (``build_collection_descriptor``). ProductSections (with their
@@ -24,6 +25,7 @@ from vdc.ovf.envelope import OVF1_NS, RASD_NS, VMW_NS, VSSD_NS, ProductSection, 
 from vdc.ovf.errors import OvfError
 from vdc.ovf.hardware import Bus, HardwareSummary
 from vdc.ovf.manifest import Algorithm, Manifest, ManifestEntry, Progress, build_manifest
+from vdc.ovf.signature import Signer, sign_manifest
 from vdc.ovf.units import units_for
 
 ET.register_namespace("ovf", OVF1_NS)
@@ -404,18 +406,26 @@ def write_ova(
     *,
     algorithm: Algorithm = "SHA256",
     progress: Progress | None = None,
+    signer: Signer | None = None,
 ) -> Manifest:
-    """Write the OVA: descriptor, manifest, then ``files`` (package name → local path) in order.
+    """Write the OVA: descriptor, manifest, certificate (with ``signer``), then ``files`` (package
+    name → local path) in order, as DSP0243 wants.
 
+    With ``signer``, ``<stem>.cert`` holds the signature of the manifest's bytes (``signer.algorithm``,
+    RSA PKCS#1 v1.5 or ECDSA) and the signer's certificate chain, in ovftool's form.
     Written to ``out`` + ``.part`` and renamed, so a crash never leaves a half OVA under ``out``.
     The tar is POSIX (pax only where ustar cannot hold a name or size), with fixed owner and mtime.
     """
     manifest = manifest_for(descriptor_name, descriptor, files, algorithm)
     manifest_data = manifest.to_text().encode()
+    stem = descriptor_name.rsplit(".", 1)[0]
+    certificate = sign_manifest(manifest_data, f"{stem}.mf", signer) if signer is not None else None
     partial = out.with_name(out.name + ".part")
     with tarfile.open(partial, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(_tarinfo(descriptor_name, len(descriptor)), io.BytesIO(descriptor))
-        tar.addfile(_tarinfo(descriptor_name.rsplit(".", 1)[0] + ".mf", len(manifest_data)), io.BytesIO(manifest_data))
+        tar.addfile(_tarinfo(f"{stem}.mf", len(manifest_data)), io.BytesIO(manifest_data))
+        if certificate is not None:
+            tar.addfile(_tarinfo(f"{stem}.cert", len(certificate)), io.BytesIO(certificate))
         for name, path in files.items():
             with path.open("rb") as stream:
                 tar.addfile(_tarinfo(name, path.stat().st_size), _CountingReader(stream, progress))
