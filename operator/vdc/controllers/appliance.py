@@ -51,8 +51,17 @@ from vdc.libvirt.errors import LibvirtFailure, NotFound
 from vdc.ovf import convert
 from vdc.ovf.envelope import parse_envelope
 from vdc.ovf.errors import OvfError, UnsafeArchive
-from vdc.ovf.manifest import compare_digests, file_digest, require_verified, verify
-from vdc.ovf.ova import OvfPackage, extract_ova, open_ova, open_ovf_directory, package_paths, safe_member_name
+from vdc.ovf.manifest import compare_digests, file_digest, require_verified
+from vdc.ovf.ova import (
+    OvfPackage,
+    extract_directory,
+    extract_ova,
+    open_ova,
+    open_ovf_directory,
+    safe_member_name,
+    stored_digests,
+    stored_names,
+)
 from vdc.tenancy.view import TenancyView
 
 log = logging.getLogger(__name__)
@@ -279,9 +288,9 @@ class ApplianceController:
         await asyncio.to_thread(_fetch_file, url, descriptor, 16 << 20, report.progress_sync)
         try:
             envelope = parse_envelope(descriptor.read_bytes())
+            names = [n for ref in envelope.references if not ref.is_external for n in stored_names(ref)]  # chunks
         except OvfError as exc:
             raise ImportFailed(type(exc).__name__, f"{descriptor_name}: {exc}") from None
-        names = [ref.href for ref in envelope.references if not ref.is_external]
         stem = descriptor_name.rsplit(".", 1)[0]
         for name in names:
             safe = safe_member_name(name)
@@ -376,12 +385,14 @@ def _verify(
             result = extract_ova(package, extracted, max_member_bytes=max_bytes, progress=report.counter(total))
             files = {name: f.path for name, f in result.items()}
             if package.manifest is not None:
-                require_verified(compare_digests(package.manifest, {n: f.digests for n, f in result.items()}))
+                require_verified(compare_digests(package.manifest, stored_digests(result)))
         else:
             package = open_ovf_directory(path, max_member_bytes=max_bytes)
-            files = package_paths(package)
+            shutil.rmtree(extracted, ignore_errors=True)  # chunked files are joined (gzip ones inflated) there
+            result = extract_directory(package, extracted, max_member_bytes=max_bytes)
+            files = {name: f.path for name, f in result.items()}
             if package.manifest is not None:
-                require_verified(verify(package.manifest, files))
+                require_verified(compare_digests(package.manifest, stored_digests(result)))
     except OvfError as exc:
         raise ImportFailed(type(exc).__name__, str(exc)) from None
     checksums = [FileChecksum(file=e.file, algorithm=e.algorithm, digest=e.digest)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ovf_testlib import TarBuilder, minimal_descriptor
 
-from vdc.ovf.errors import InvalidDescriptor, OvfError, UnsafeArchive, UnsupportedFeature
+from vdc.ovf.errors import InvalidDescriptor, OvfError, UnsafeArchive
 from vdc.ovf.manifest import ManifestEntry, compare_digests, verify
 from vdc.ovf.ova import extract_ova, open_ova, open_ovf_directory, package_paths, safe_member_name
 
@@ -94,9 +94,9 @@ def test_referenced_file_must_be_present(make_tar: TarBuilder) -> None:
         open_ova(make_tar(good_members()[:2]))
 
 
-def test_chunked_files_are_refused_clearly(make_tar: TarBuilder) -> None:
+def test_a_chunked_file_needs_its_chunks(make_tar: TarBuilder) -> None:  # more in test_ovf_chunks.py
     ovf = minimal_descriptor({"disk.vmdk": len(DISK)}, file_attrs='ovf:chunkSize="1000"')
-    with pytest.raises(UnsupportedFeature, match="chunked"):
+    with pytest.raises(InvalidDescriptor, match=r"chunk 'disk\.vmdk\.000000000' is not in the package"):
         open_ova(make_tar([("app.ovf", ovf), ("disk.vmdk", DISK)]))
 
 
