@@ -102,6 +102,23 @@ class VirtualSystem(ApiModel):
     nics: list[ApplianceNic] = field("NICs.", default_factory=list)
 
 
+class DeploymentOption(ApiModel):
+    """A deployment option of the DeploymentOptionSection (small / medium / large …) and what it gives."""
+
+    id: ShortText = field("The option's id; name it in a VM's fromAppliance.deploymentOption.")
+    label: ShortText | None = field("Label.", default=None)
+    description: Text | None = field("Description.", default=None)
+    default: bool = field("Whether it is the descriptor's default.", default=False)
+    virtual_systems: list[VirtualSystem] = field(
+        "The hardware of each virtual system in this option.", default_factory=list, extra=list_map("id")
+    )
+    property_defaults: dict[ShortText, Text] = field(
+        "Property defaults this option sets (ProductSection <Value ovf:configuration>).",
+        default_factory=dict,
+        max_length=128,
+    )
+
+
 class ApplianceProperty(ApiModel):
     """A ProductSection property a VM may set."""
 
@@ -154,7 +171,17 @@ class ApplianceStatus(ApiModel):
     )
     progress: ApplianceProgress | None = field("Progress of the current phase.", default=None)
     ovf_version: ShortText | None = field("OVF version of the descriptor (1.x or 2.x).", default=None)
-    virtual_systems: list[VirtualSystem] = field("Parsed virtual systems.", default_factory=list, extra=list_map("id"))
+    virtual_systems: list[VirtualSystem] = field(
+        "Parsed virtual systems, with the hardware of the default deployment option.",
+        default_factory=list,
+        extra=list_map("id"),
+    )
+    deployment_options: list[DeploymentOption] = field(
+        "DeploymentOptionSection: the options a VM may choose, each with its hardware.",
+        default_factory=list,
+        extra=list_map("id"),
+        max_length=32,
+    )
     properties: list[ApplianceProperty] = field(
         "ProductSection properties.", default_factory=list, extra=list_map("key")
     )

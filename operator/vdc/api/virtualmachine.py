@@ -339,6 +339,12 @@ class FromAppliance(ApiModel):
         default=None,
     )
     virtual_system: ShortText | None = field("The VirtualSystem id (default: the first).", default=None)
+    deployment_option: ShortText | None = field(
+        "The appliance's deployment option (its status.deploymentOptions; default: the descriptor's default). "
+        "It chooses the hardware, disks and property defaults written into this spec.",
+        default=None,
+        update="immutable",
+    )
     properties: dict[
         Annotated[str, StringConstraints(max_length=253)], Annotated[str, StringConstraints(max_length=4096)]
     ] = field("Values of the appliance's user-configurable properties.", default_factory=dict, max_length=128)

@@ -505,6 +505,7 @@ class _Reporter:
         def change(s: ApplianceStatus, _g: int | None) -> ApplianceStatus:
             s.ovf_version = d.ovf_version
             s.virtual_systems = d.virtual_systems
+            s.deployment_options = d.deployment_options
             s.properties = d.properties
             s.networks = d.networks
             s.startup = d.startup

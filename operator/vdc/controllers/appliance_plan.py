@@ -17,10 +17,12 @@ from vdc.api.appliance import (
     ApplianceProperty,
     StartupEntry,
 )
+from vdc.api.appliance import DeploymentOption as ApiDeploymentOption
 from vdc.api.appliance import VirtualSystem as ApiVirtualSystem
 from vdc.api.quantity import format_bytes_mi
-from vdc.ovf.envelope import Envelope
-from vdc.ovf.hardware import summarize
+from vdc.controllers.vm_appliance import VM_NIC_MODELS
+from vdc.ovf.envelope import Envelope, VirtualSystem
+from vdc.ovf.hardware import default_configuration, summarize
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
@@ -52,10 +54,46 @@ class Description:
 
     ovf_version: str
     virtual_systems: list[ApiVirtualSystem]
+    deployment_options: list[ApiDeploymentOption]
     properties: list[ApplianceProperty]
     networks: list[ApplianceNetwork]
     startup: list[StartupEntry]
     images: list[DiskImage]
+
+
+def _api_system(
+    envelope: Envelope,
+    system: VirtualSystem,
+    option: str | None,
+    formats: dict[str, str],
+    volume_names: dict[str, str],
+) -> ApiVirtualSystem:
+    """The status form of ``system``'s hardware in deployment option ``option`` (None: the default)."""
+    hw = summarize(envelope, system, configuration=option)
+    os = system.operating_system
+    os_name = None
+    if os is not None:
+        os_name = os.description or os.vmw_os_type or os.vbox_os_type or (str(os.id) if os.id else None)
+    return ApiVirtualSystem(
+        id=system.id,
+        name=system.name,
+        os=os_name[:256] if os_name else None,
+        cpus=hw.cpus,
+        memory=format_bytes_mi(hw.memory_bytes) if hw.memory_bytes else None,
+        firmware={"efi": "UEFI", "bios": "BIOS", None: None}[hw.firmware],
+        disks=[
+            ApplianceDisk(
+                id=d.disk_id or f"disk{i}",
+                capacity=format_bytes_mi(d.capacity_bytes) if d.capacity_bytes else None,
+                format=formats.get(d.disk_id or ""),
+                file=d.file,
+                volume=volume_names.get(d.disk_id or ""),
+                bus=d.bus if d.bus in ("ide", "scsi", "sata", "virtio") else None,
+            )
+            for i, d in enumerate(hw.disks)
+        ],
+        nics=[ApplianceNic(network=n.network or "", model=n.preferred_model(VM_NIC_MODELS)) for n in hw.nics],
+    )
 
 
 def describe(envelope: Envelope, volume_names: dict[str, str]) -> Description:
@@ -71,35 +109,25 @@ def describe(envelope: Envelope, volume_names: dict[str, str]) -> Description:
         assert ref is not None  # parse_envelope checked every reference
         qemu_format = disk.format.qemu_format if disk.format is not None else "vmdk"
         images.append(DiskImage(disk.disk_id, ref.href, qemu_format, disk.capacity_bytes))
-    systems = []
-    for system in envelope.virtual_systems():
-        hw = summarize(envelope, system)
-        os = system.operating_system
-        os_name = None
-        if os is not None:
-            os_name = os.description or os.vmw_os_type or os.vbox_os_type or (str(os.id) if os.id else None)
-        systems.append(
-            ApiVirtualSystem(
-                id=system.id,
-                name=system.name,
-                os=os_name[:256] if os_name else None,
-                cpus=hw.cpus,
-                memory=format_bytes_mi(hw.memory_bytes) if hw.memory_bytes else None,
-                firmware={"efi": "UEFI", "bios": "BIOS", None: None}[hw.firmware],
-                disks=[
-                    ApplianceDisk(
-                        id=d.disk_id or f"disk{i}",
-                        capacity=format_bytes_mi(d.capacity_bytes) if d.capacity_bytes else None,
-                        format=formats.get(d.disk_id or ""),
-                        file=d.file,
-                        volume=volume_names.get(d.disk_id or ""),
-                        bus=d.bus if d.bus in ("ide", "scsi", "sata", "virtio") else None,
-                    )
-                    for i, d in enumerate(hw.disks)
-                ],
-                nics=[ApplianceNic(network=n.network or "", model=n.model) for n in hw.nics],
-            )
+    systems = [_api_system(envelope, s, None, formats, volume_names) for s in envelope.virtual_systems()]
+    default = default_configuration(envelope)
+    options = [
+        ApiDeploymentOption(
+            id=option.id,
+            label=option.label[:256] if option.label else None,
+            description=option.description[:4096] if option.description else None,
+            default=option.id == default,
+            virtual_systems=[
+                _api_system(envelope, s, option.id, formats, volume_names) for s in envelope.virtual_systems()
+            ],
+            property_defaults={
+                p.full_key: value
+                for p in envelope.properties()
+                if (value := p.default_for(option.id)) is not None and value != p.default
+            },
         )
+        for option in envelope.deployment_options
+    ]
     properties = []
     seen: set[str] = set()
     for prop in envelope.properties():
@@ -120,6 +148,7 @@ def describe(envelope: Envelope, volume_names: dict[str, str]) -> Description:
     return Description(
         ovf_version=envelope.ovf_version or envelope.version,
         virtual_systems=systems,
+        deployment_options=options,
         properties=properties,
         networks=[ApplianceNetwork(name=n.name, description=n.description) for n in envelope.networks],
         startup=[

@@ -220,8 +220,8 @@ class VmController:
         if source is None:
             raise DiskSpecError("an ovfEnv disk needs spec.fromAppliance")
         status = appliances[source.name]
-        system = chosen_system(status, source.virtual_system)
-        values = property_values(status, source.properties)
+        system = chosen_system(status, source.virtual_system, source.deployment_option)
+        values = property_values(status, source.properties, source.deployment_option)
         platform = {"Kind": "vdc-operator", "Vendor": "vdc.dev"}
         return environment_iso(environment_xml(system.id, values, platform))
 

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vdc.api.appliance import ApplianceStatus, StartupEntry, VirtualSystem
+from vdc.api.appliance import ApplianceStatus, DeploymentOption, StartupEntry, VirtualSystem
 
 OVF_ENV_DISK = "ovf-env"
 _BUSES = {"ide": "sata", "sata": "sata", "scsi": "scsi", "virtio": "virtio"}
 """OVF controller -> our disk bus: IDE becomes SATA (AHCI), which q35 machines have instead."""
 _NIC_MODELS = {"virtio": "virtio", "e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "pcnet": "rtl8139"}
+VM_NIC_MODELS = tuple(_NIC_MODELS)
+"""Adapter models a VM made from an appliance keeps (others, such as vmxnet3, become virtio)."""
 _INTEGER_TYPES = {"uint8", "sint8", "uint16", "sint16", "uint32", "sint32", "uint64", "sint64", "int"}
 
 
@@ -38,15 +40,31 @@ def _label(text: str) -> str:
     return label or "x"
 
 
-def chosen_system(status: ApplianceStatus, wanted: str | None) -> VirtualSystem:
-    if not status.virtual_systems:
+def chosen_option(status: ApplianceStatus, wanted: str | None) -> DeploymentOption | None:
+    """The deployment option ``wanted`` (None: the appliance's default, when it has options)."""
+    if wanted is None:
+        return next((o for o in status.deployment_options if o.default), None)
+    for option in status.deployment_options:
+        if option.id == wanted:
+            return option
+    if not status.deployment_options:
+        raise ApplianceMismatch(f"fromAppliance.deploymentOption {wanted!r}: the appliance has no deployment options")
+    known = ", ".join(f"{o.id} ({o.label})" if o.label else o.id for o in status.deployment_options)
+    raise ApplianceMismatch(f"fromAppliance.deploymentOption {wanted!r} is not in the appliance (it has: {known})")
+
+
+def chosen_system(status: ApplianceStatus, wanted: str | None, option: str | None = None) -> VirtualSystem:
+    """The virtual system ``wanted`` (None: the first) with the hardware of deployment option ``option``."""
+    chosen = chosen_option(status, option)
+    systems = chosen.virtual_systems if chosen is not None and chosen.virtual_systems else status.virtual_systems
+    if not systems:
         raise ApplianceMismatch("the appliance has no virtual system")
     if wanted is None:
-        return status.virtual_systems[0]
-    for system in status.virtual_systems:
+        return systems[0]
+    for system in systems:
         if system.id == wanted:
             return system
-    known = ", ".join(s.id for s in status.virtual_systems)
+    known = ", ".join(s.id for s in systems)
     raise ApplianceMismatch(f"fromAppliance.virtualSystem {wanted!r} is not in the appliance (it has: {known})")
 
 
@@ -62,8 +80,9 @@ def appliance_status(appliance: Mapping[str, Any] | None, name: str) -> Applianc
     return status
 
 
-def property_values(status: ApplianceStatus, given: Mapping[str, str]) -> dict[str, str]:
-    """Every property's value: the VM's where given (only user-configurable ones may be), else the default."""
+def property_values(status: ApplianceStatus, given: Mapping[str, str], option: str | None = None) -> dict[str, str]:
+    """Every property's value: the VM's where given (only user-configurable ones may be), else the
+    default of deployment option ``option`` (None: the appliance's default option)."""
     known = {p.key: p for p in status.properties}
     for key, value in given.items():
         prop = known.get(key)
@@ -78,6 +97,9 @@ def property_values(status: ApplianceStatus, given: Mapping[str, str]) -> dict[s
         if prop.type.startswith("uint") and value.startswith("-"):
             raise ApplianceMismatch(f"fromAppliance.properties: {key!r} is unsigned ({prop.type}), not {value!r}")
     values = {p.key: p.default for p in status.properties if p.default is not None}
+    chosen = chosen_option(status, option)
+    if chosen is not None:
+        values.update(chosen.property_defaults)
     values.update(given)
     return values
 
@@ -89,8 +111,9 @@ def disk_name(disk_id: str) -> str:
 def spec_defaults(spec: Mapping[str, Any], status: ApplianceStatus, pool: str) -> dict[str, Any]:
     """What to add to the VM's spec (a merge patch of ``spec``; empty: nothing is missing)."""
     source = spec["fromAppliance"]
-    system = chosen_system(status, source.get("virtualSystem"))
-    property_values(status, source.get("properties") or {})  # refuse bad values before anything is made
+    option = source.get("deploymentOption")
+    system = chosen_system(status, source.get("virtualSystem"), option)
+    property_values(status, source.get("properties") or {}, option)  # refuse bad values before anything is made
     patch: dict[str, Any] = {}
     if "cpu" not in spec and system.cpus:
         patch["cpu"] = {"count": system.cpus}
@@ -145,7 +168,8 @@ def spec_defaults(spec: Mapping[str, Any], status: ApplianceStatus, pool: str) -
 def base_volumes(status: ApplianceStatus) -> dict[str | None, str]:
     """Disk id -> base volume; None -> the first disk's (``clone.appliance.disk`` left out)."""
     out: dict[str | None, str] = {}
-    for system in status.virtual_systems:
+    every_option = [s for o in status.deployment_options for s in o.virtual_systems]
+    for system in [*status.virtual_systems, *every_option]:  # a disk may be in one option only
         for disk in system.disks:
             if disk.volume:
                 out.setdefault(None, disk.volume)

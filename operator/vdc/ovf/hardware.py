@@ -232,12 +232,13 @@ def _href_disk(envelope: Envelope, resource: str) -> VirtualDisk | None:
 def _disk_drive(envelope: Envelope, item: HardwareItem, bus: Bus | None, model: str | None, where: str) -> DiskDrive:
     for resource in item.host_resources:
         target = host_resource_target(resource)
-        if target is None:
-            ovirt_disk = _href_disk(envelope, resource)
-            if ovirt_disk is None:
-                continue
-            target = ("disk", ovirt_disk.disk_id)
-        kind, ref = target
+        ovirt_disk = _href_disk(envelope, resource) if target is None else None
+        if target is not None:
+            kind, ref = target
+        elif ovirt_disk is not None:
+            kind, ref = "disk", ovirt_disk.disk_id
+        else:
+            continue
         if kind == "disk":
             disk = envelope.disk(ref)
             if disk is None:  # parse_envelope checked this; an Envelope built by hand may not be
