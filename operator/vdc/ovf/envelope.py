@@ -438,7 +438,12 @@ class HardwareItem:
         what = f"<{element} InstanceID={instance_id!r}>"
         resource_type = parse_count(_child_text(el, "ResourceType"), f"{what} ResourceType")
         quantity = _child_text(el, "VirtualQuantity")
-        cores = _child_text(el, "CoresPerSocket")
+        cores = _child_text(el, "CoresPerSocket") or _child_text(el, "cpu_per_socket")  # oVirt: cpu_per_socket
+        sockets = _child_text(el, "num_of_sockets")
+        if not quantity and sockets and cores and resource_type == 3:  # oVirt: the count is the topology's
+            threads = _child_text(el, "threads_per_cpu") or "1"
+            topology = [parse_count(v, f"{what} CPU topology") for v in (sockets, cores, threads)]
+            quantity = str(topology[0] * topology[1] * topology[2])
         automatic = _child_text(el, "AutomaticAllocation")
         configuration = _attr(el, "configuration") or ""
         parent = _child_text(el, "Parent") or ""
@@ -454,7 +459,7 @@ class HardwareItem:
             host_resources=_child_texts(el, "HostResource"),
             connections=_child_texts(el, "Connection"),
             parent=None if parent in ("", _NULL_GUID) else parent,
-            address=_child_text(el, "Address") or None,
+            address=_child_text(el, "Address") or _child_text(el, "MACAddress") or None,  # oVirt: MACAddress
             address_on_parent=_child_text(el, "AddressOnParent") or None,
             automatic_allocation=_bool(automatic, f"{what} AutomaticAllocation", True) if automatic else None,
             required=_bool(_attr(el, "required"), f"{what} required", True),
