@@ -216,8 +216,9 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         quotas=quotas,
     )  # fmt: skip
     appliance_controller = ApplianceController(
-        appliances, pools, vms, connections, writer, work_dir=getattr(memo, "work_dir", None), tenancy=tenancy
-    )
+        appliances, pools, vms, connections, writer, work_dir=getattr(memo, "work_dir", None), tenancy=tenancy,
+        trust_configmap=getattr(memo, "appliance_trust_configmap", None),
+    )  # fmt: skip
     vm_controller = VmController(
         vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances, tenancy
     )

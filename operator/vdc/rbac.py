@@ -79,6 +79,14 @@ CLUSTER_WIDE: tuple[Access, ...] = (
         "tenancy: allowedNamespaces selectors match namespace labels (vdc.handlers.namespace_event)",
     ),
     Access(
+        "",
+        "configmaps",
+        ("get",),
+        "Appliance trust bundles (KubeWriter.configmap_data): the ConfigMap `vdc run --appliance-trust-configmap`"
+        " names, and an Appliance's spec.trustBundle.configMap in its own namespace (any tenant namespace);"
+        " by name only, no list/watch",
+    ),
+    Access(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
         ("list", "watch"),
@@ -91,8 +99,9 @@ SECRETS = Access(
     "",
     "secrets",
     ("get",),
-    "Host spec.credentialsSecretRef (SSH key / TLS client certificate) and VM spec.cloudInit.*SecretRef,"
-    " read by KubeWriter.secret_data; granted only where the chart is told they live",
+    "Host spec.credentialsSecretRef (SSH key / TLS client certificate), VM spec.cloudInit.*SecretRef and"
+    " Appliance spec.trustBundle.secret, read by KubeWriter.secret_data; granted only where the chart is told"
+    " they live",
 )
 """Granted per namespace (Role), restricted by resourceNames when the Secrets are named."""
 

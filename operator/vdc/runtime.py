@@ -66,6 +66,7 @@ def run(
     stats_interval: float = 15.0,
     work_dir: Path | None = None,
     election: ElectionConfig | None = None,
+    appliance_trust_configmap: tuple[str, str] | None = None,
 ) -> None:
     """Run the operator until interrupted; ``metrics_port`` 0 serves no metrics (and refreshes no stats).
 
@@ -89,8 +90,9 @@ def run(
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
     # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
     memo = kopf.Memo(
-        stats_interval=stats_interval if metrics_port else None, work_dir=work_dir, namespaces=tuple(namespace)
-    )
+        stats_interval=stats_interval if metrics_port else None, work_dir=work_dir, namespaces=tuple(namespace),
+        appliance_trust_configmap=appliance_trust_configmap,
+    )  # fmt: skip
     asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address, election))
 
 

@@ -41,3 +41,16 @@ def test_resync_interval_reaches_the_resync_loop(monkeypatch: pytest.MonkeyPatch
     assert handlers.RESYNC_SECONDS == 7.0
     with pytest.raises(ValueError):
         handlers.set_resync_interval(0)
+
+
+def test_appliance_trust_configmap(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("VDC_APPLIANCE_TRUST_CONFIGMAP", raising=False)
+    assert build_parser().parse_args(["run"]).appliance_trust_configmap is None
+    args = build_parser().parse_args(["run", "--appliance-trust-configmap=vdc-system/appliance-cas"])
+    assert args.appliance_trust_configmap == ("vdc-system", "appliance-cas")
+    monkeypatch.setenv("VDC_APPLIANCE_TRUST_CONFIGMAP", "trust/ca.bundle")
+    assert build_parser().parse_args(["run"]).appliance_trust_configmap == ("trust", "ca.bundle")
+    for bad in ("just-a-name", "ns/", "/name", "NS/name"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", f"--appliance-trust-configmap={bad}"])
+        assert "not namespace/name" in capsys.readouterr().err

@@ -70,6 +70,7 @@ CLIENT_CALLS = {
     "patch_namespaced_custom_object_status": "status patch",
     "patch_cluster_custom_object_status": "status patch",
     "read_namespaced_secret": ("", "secrets", "get"),
+    "read_namespaced_config_map": ("", "configmaps", "get"),  # Appliance trust bundles
     "create_namespaced_event": ("", "events", "create"),
     "patch_namespaced_custom_object": (GROUP, "virtualmachines", "patch"),  # a VM's spec from its Appliance
     "patch_cluster_custom_object": (GROUP, "hosts", "patch"),  # vdc.dev/remove-orphans cleared

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
 
-from vdc.api.common import CleanPath, Name, SharedWith, ShortText, cel, field, list_map, validations
+from vdc.api.common import CleanPath, Name, ObjectName, SharedWith, ShortText, cel, field, list_map, validations
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
 from vdc.api.quantity import Quantity
@@ -51,6 +51,23 @@ class ApplianceSource(ApiModel):
     )
 
 
+class TrustBundleRef(ApiModel):
+    """CA certificates (PEM) trusted to sign packages: a key of a ConfigMap or of a Secret in the
+    Appliance's own namespace; exactly one of configMap, secret."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel("has(self.configMap) != has(self.secret)", "set exactly one of configMap, secret")
+        )
+    }
+
+    config_map: ObjectName | None = field("A ConfigMap in the Appliance's namespace.", default=None)
+    secret: ObjectName | None = field("A Secret in the Appliance's namespace.", default=None)
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] = field(
+        "The key holding the PEM certificates.", default="ca.crt"
+    )
+
+
 class ApplianceSpec(ApiModel):
     """Desired state of an appliance."""
 
@@ -65,6 +82,18 @@ class ApplianceSpec(ApiModel):
         "Namespaces besides its own whose VMs may be made from this appliance (an appliance catalogue). "
         "Default: its own namespace only.",
         default_factory=SharedWith,
+        update="live",
+    )
+    require_signature: bool = field(
+        "Refuse the package (Failed, SignatureNotTrusted) unless its .cert signature chains to a trusted CA: "
+        "this trustBundle's or the operator's cluster-wide bundle. A signature that does not verify is "
+        "refused whatever this says.",
+        default=False,
+        update="live",
+    )
+    trust_bundle: TrustBundleRef | None = field(
+        "CA certificates, besides the operator's cluster-wide bundle, trusted to sign this package.",
+        default=None,
         update="live",
     )
 
@@ -161,6 +190,19 @@ class ApplianceProgress(ApiModel):
     bytes_total: int | None = field("Bytes in all (when known).", default=None, ge=0)
 
 
+class ApplianceSignature(ApiModel):
+    """What the package's .cert proves."""
+
+    state: Literal["Trusted", "Untrusted", "Unsigned"] = field(
+        "Trusted: the signature verifies and the signer's certificate chains to a trusted CA and is valid; "
+        "Untrusted: it verifies but is not vouched for (message says why); Unsigned: no .cert."
+    )
+    subject: ShortText | None = field("The signer's certificate subject (RFC 4514).", default=None)
+    issuer: ShortText | None = field("The signer's certificate issuer (RFC 4514).", default=None)
+    not_after: ShortText | None = field("When the signer's certificate expires (RFC 3339).", default=None)
+    message: Text | None = field("Why it is not trusted.", default=None)
+
+
 class ApplianceStatus(ApiModel):
     """Observed state of an appliance."""
 
@@ -194,6 +236,9 @@ class ApplianceStatus(ApiModel):
         max_length=1024,
     )
     message: Text | None = field("What the import is doing or what went wrong.", default=None)
+    signature: ApplianceSignature | None = field(
+        "The package's signature (.cert), checked after the manifest.", default=None
+    )
 
 
 class Appliance(Resource):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_interval,
         work_dir=args.work_dir,
         election=election,
+        appliance_trust_configmap=args.appliance_trust_configmap,
     )
     return 0
 
@@ -108,6 +111,15 @@ def whole_seconds(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 second: {text!r}")
     return value
+
+
+def namespaced_name(text: str) -> tuple[str, str]:
+    """argparse type: ``namespace/name`` of a namespaced object."""
+    namespace, _, name = text.partition("/")
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    if not (re.fullmatch(label, namespace) and re.fullmatch(rf"{label}(\.{label})*", name)):
+        raise argparse.ArgumentTypeError(f"not namespace/name: {text!r}")
+    return namespace, name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="where Appliance imports download and convert packages (default: $TMPDIR/vdc-appliances)",
+    )
+    run.add_argument(
+        "--appliance-trust-configmap",
+        type=namespaced_name,
+        default=os.environ.get("VDC_APPLIANCE_TRUST_CONFIGMAP") or None,
+        metavar="NAMESPACE/NAME",
+        help="ConfigMap whose PEM values are the CA certificates trusted to sign every Appliance's package "
+        "(cluster-wide; each Appliance may add its own with spec.trustBundle). Default: "
+        "$VDC_APPLIANCE_TRUST_CONFIGMAP, else none",
     )
     elect = run.add_argument_group(
         "leader election",

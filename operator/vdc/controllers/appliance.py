@@ -8,7 +8,10 @@ phases Downloading, Verifying, Converting and Ready, with progress in status:
   beside it), a file on a host or a volume in a pool (both through libvirt streams).
 * **Verifying**: ``spec.source.sha256`` of the whole package, then every member checked (no ``..``,
   links or devices; sizes as declared), extracted, and its digest compared with the manifest; the
-  descriptor parsed (no DTDs or entities).
+  descriptor parsed (no DTDs or entities). Then the signature (``.cert``, ``vdc.ovf.signature``): one
+  that does not verify over the manifest is refused; otherwise status.signature says Trusted (chains
+  to the cluster-wide trust bundle or ``spec.trustBundle``), Untrusted (why) or Unsigned, and
+  ``spec.requireSignature`` refuses anything but Trusted (``SignatureNotTrusted``).
 * **Converting**: each disk image converted to qcow2 by ``qemu-img`` here, after checking it is a
   standalone image of the declared format (no backing file or extents pointing elsewhere), so no
   hostile image reaches a host; no larger than ``spec.maxSize``.
@@ -23,6 +26,8 @@ retried until the spec changes. A lost connection or a host problem is retried w
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -31,12 +36,15 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import libvirt
+from cryptography import x509
 
-from vdc.api.appliance import Appliance, ApplianceProgress, ApplianceStatus, FileChecksum
+from vdc.api.appliance import Appliance, ApplianceProgress, ApplianceSignature, ApplianceStatus, FileChecksum
 from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
 from vdc.api.quantity import to_bytes
 from vdc.controllers.appliance_plan import Description, base_volume_name, describe
@@ -49,6 +57,7 @@ from vdc.libvirt import storage
 from vdc.libvirt.connection import ConnectionManager
 from vdc.libvirt.errors import LibvirtFailure, NotFound
 from vdc.ovf import convert
+from vdc.ovf import manifest as ovf_manifest
 from vdc.ovf.envelope import parse_envelope
 from vdc.ovf.errors import OvfError, UnsafeArchive
 from vdc.ovf.manifest import compare_digests, file_digest, require_verified
@@ -62,6 +71,7 @@ from vdc.ovf.ova import (
     stored_digests,
     stored_names,
 )
+from vdc.ovf.signature import UNSIGNED, SignatureCheck, TrustBundleError, check_signature, load_trust_bundle
 from vdc.tenancy.view import TenancyView
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,8 @@ PROGRESS_WRITE_SECONDS = 2.0
 CONVERTED = "converted.json"
 """In the work directory: the base images made, so adding hosts later needs no new download."""
 RETRY_SECONDS = (5.0, 15.0, 30.0, 60.0, 120.0)
+SIGNED = "signature"
+"""In the work directory: the package's manifest and certificate as read, for the signature check."""
 
 
 class ImportFailed(Exception):
@@ -92,8 +104,11 @@ class ApplianceController:
     def __init__(
         self, appliances: ObjectCache, pools: ObjectCache, vms: ObjectCache, connections: ConnectionManager,
         writer: KubeWriter, work_dir: Path | None = None, tenancy: TenancyView | None = None,
+        trust_configmap: tuple[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.tenancy = tenancy
+        self.trust_configmap = trust_configmap
+        """(namespace, name) of the ConfigMap whose PEM values are the cluster-wide trust bundle."""
         self.appliances = appliances
         self.pools = pools
         self.vms = vms
@@ -171,9 +186,11 @@ class ApplianceController:
             raise ImportWaiting(f"StoragePool {appliance.spec.storage_pool} runs on no Ready host yet")
 
         status = ApplianceStatus.model_validate(body.get("status") or {})
-        images = _converted(work) if status.virtual_systems else None
+        images = _converted(work) if status.virtual_systems and (work / SIGNED / "signed.json").is_file() else None
         if images is None:
             images = await self._prepare(appliance, work, max_bytes, report)
+        elif status.signature is None or status.observed_generation != body["metadata"].get("generation"):
+            await self._signature(appliance, work, report)  # the trust policy may have changed
 
         done: set[str] = set(status.hosts) & hosts
         missing = sorted(hosts - done - self._unsupported.get(uid, set()))
@@ -219,6 +236,11 @@ class ApplianceController:
         package, files, checksums = await asyncio.to_thread(
             _verify, fetched, extracted_dir, max_bytes, appliance.spec.source.sha256, report
         )
+        try:
+            await asyncio.to_thread(_keep_signed_files, package, work / SIGNED)
+        except OvfError as exc:
+            raise ImportFailed(type(exc).__name__, str(exc)) from None
+        await self._signature(appliance, work, report)
         volumes = {
             disk.disk_id: base_volume_name(namespace, name, uid, disk.disk_id) for disk in package.envelope.disks
         }
@@ -303,6 +325,60 @@ class ApplianceController:
             except ImportFailed:
                 (directory / companion).unlink(missing_ok=True)  # optional: none published
         return descriptor
+
+    # --- signature -----------------------------------------------------------------------------
+    async def _signature(self, appliance: Appliance, work: Path, report: _Reporter) -> SignatureCheck:
+        """Check the kept manifest and certificate against the trust bundles now; status.signature, and
+        ImportFailed for a signature that does not verify or one ``spec.requireSignature`` refuses."""
+        anchors, problems = await self._trust_anchors(appliance)
+        try:
+            result = await asyncio.to_thread(_check_signed_files, work / SIGNED, anchors)
+        except OvfError as exc:
+            await report.signature(None)
+            raise ImportFailed(type(exc).__name__, str(exc)) from None
+        if problems and result.state == "Untrusted":
+            result = dataclasses.replace(result, reason=f"{result.reason} ({'; '.join(problems)})")
+        await report.signature(result)
+        if appliance.spec.require_signature and not result.trusted:
+            what = "the package is not signed" if result.state == "Unsigned" else "the signature is not trusted"
+            raise ImportFailed("SignatureNotTrusted", f"spec.requireSignature is set and {what}: {result.message}")
+        return result
+
+    async def _trust_anchors(self, appliance: Appliance) -> tuple[list[x509.Certificate], list[str]]:
+        """The CA certificates of the cluster-wide bundle and of ``spec.trustBundle`` (a ConfigMap or Secret
+        of the Appliance's own namespace: the reference has no namespace), and what could not be read."""
+        sources: list[tuple[str, str, str, str | None]] = []  # kind, namespace, name, key (None: every key)
+        if self.trust_configmap is not None:
+            sources.append(("ConfigMap", *self.trust_configmap, None))
+        ref = appliance.spec.trust_bundle
+        if ref is not None:
+            kind, ref_name = ("ConfigMap", ref.config_map) if ref.config_map else ("Secret", ref.secret)
+            sources.append((kind, str(appliance.metadata["namespace"]), str(ref_name), ref.key))
+        anchors: list[x509.Certificate] = []
+        problems: list[str] = []
+        for kind, namespace, name, key in sources:
+            what = f"trust bundle {kind} {namespace}/{name}"
+            try:
+                if kind == "ConfigMap":
+                    data = await self.writer.configmap_data(namespace, name)
+                else:
+                    data = {k: base64.b64decode(v).decode("utf-8", "replace")
+                            for k, v in (await self.writer.secret_data(namespace, name)).items()}  # fmt: skip
+            except kubernetes.client.ApiException as exc:
+                problems.append(f"{what}: {exc.reason}")
+                continue
+            if key is not None and key not in data:
+                problems.append(f"{what} has no key {key}")
+                continue
+            values = {key: data[key]} if key is not None else {k: v for k, v in data.items() if "CERTIFICATE" in v}
+            if not values:
+                problems.append(f"{what} holds no PEM certificate")
+            for k, value in values.items():
+                try:
+                    anchors += load_trust_bundle(value, f"{what} key {k}")
+                except TrustBundleError as exc:
+                    problems.append(str(exc))
+        return anchors, problems
 
     # --- deletion ------------------------------------------------------------------------------
     def users(self, namespace: str, name: str) -> list[Key]:
@@ -398,6 +474,44 @@ def _verify(
     checksums = [FileChecksum(file=e.file, algorithm=e.algorithm, digest=e.digest)
                  for e in (package.manifest.entries if package.manifest else ())]  # fmt: skip
     return package, files, checksums
+
+
+def _keep_signed_files(package: OvfPackage, target: Path) -> None:
+    """The package's manifest and certificate, as read now, into ``target`` (with ``signed.json`` naming
+    them): the signature is checked over these bytes, now and whenever the trust policy changes."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    names = {"manifest": package.manifest_name, "certificate": package.certificate_name}
+    for role, name in names.items():
+        if name is None:
+            continue
+        if package.kind == "ova":
+            unpacked = target / "unpacked"
+            unpacked.mkdir(exist_ok=True)
+            found = extract_ova(package, unpacked, names=(name,), max_member_bytes=ovf_manifest.MAX_MANIFEST_BYTES)
+            found[name].path.replace(target / role)
+        else:
+            shutil.copyfile(package.source / name, target / role)
+    shutil.rmtree(target / "unpacked", ignore_errors=True)
+    if package.manifest_name is not None:
+        kept = ovf_manifest.parse_manifest((target / "manifest").read_bytes(), package.manifest_name)
+        if kept != package.manifest:
+            raise UnsafeArchive(f"{package.manifest_name} changed while the package was being read")
+    (target / "signed.json").write_text(json.dumps(names))
+
+
+def _check_signed_files(kept: Path, anchors: list[x509.Certificate]) -> SignatureCheck:
+    names = json.loads((kept / "signed.json").read_text())
+    if names.get("certificate") is None or names.get("manifest") is None:
+        return UNSIGNED
+    return check_signature(
+        (kept / "certificate").read_bytes(),
+        (kept / "manifest").read_bytes(),
+        names["manifest"],
+        trusted=anchors,
+        now=datetime.now(UTC),
+        cert_name=names["certificate"],
+    )
 
 
 def _convert(source: Path, source_format: str, target: Path, max_bytes: int) -> None:
@@ -510,6 +624,17 @@ class _Reporter:
             s.networks = d.networks
             s.startup = d.startup
             s.checksums = checksums
+            return s
+
+        await self._write(change)
+
+    async def signature(self, result: SignatureCheck | None) -> None:
+        def change(s: ApplianceStatus, _g: int | None) -> ApplianceStatus:
+            s.signature = None
+            if result is not None:
+                expiry = result.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if result.not_after else None
+                s.signature = ApplianceSignature(state=result.state, subject=result.subject, issuer=result.issuer,
+                                                 not_after=expiry, message=result.reason or None)  # fmt: skip
             return s
 
         await self._write(change)

@@ -102,6 +102,11 @@ class KubeWriter:
         secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
         return {k: str(v) for k, v in (secret.data or {}).items()}
 
+    async def configmap_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A ConfigMap's ``data`` (raises kubernetes ApiException, e.g. 404)."""
+        configmap = await asyncio.to_thread(self._core.read_namespaced_config_map, name, namespace)
+        return {k: str(v) for k, v in (configmap.data or {}).items()}
+
     async def event(
         self, info: KindInfo, body: dict[str, Any], reason: str, message: str, *, warning: bool = False
     ) -> None:
