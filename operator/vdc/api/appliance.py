@@ -167,12 +167,22 @@ class ApplianceNetwork(ApiModel):
 
 
 class StartupEntry(ApiModel):
-    """StartupSection entry of a vApp."""
+    """StartupSection entry of a vApp: members start in order and stop in reverse order."""
 
     id: ShortText = field("Virtual system id.")
-    order: int = field("Start order (lower first).", default=0)
+    order: int = field("Start order (lower first; members stop in reverse order).", default=0)
     start_delay: int = field("Seconds to wait after starting.", default=0, ge=0)
-    stop_delay: int = field("Seconds to wait after stopping.", default=0, ge=0)
+    stop_delay: int = field(
+        "With stopAction guestShutdown: seconds the guest may take to shut down before it is forced off "
+        "(0: the VM's terminationGracePeriodSeconds).",
+        default=0,
+        ge=0,
+    )
+    stop_action: Literal["powerOff", "guestShutdown", "none"] = field(
+        "How the member stops: powerOff (forced off at once), guestShutdown (ACPI shutdown) or none (the "
+        "VM's normal stop).",
+        default="powerOff",
+    )
 
 
 class FileChecksum(ApiModel):

@@ -152,7 +152,9 @@ def describe(envelope: Envelope, volume_names: dict[str, str]) -> Description:
         properties=properties,
         networks=[ApplianceNetwork(name=n.name, description=n.description) for n in envelope.networks],
         startup=[
-            StartupEntry(id=s.id, order=s.order, start_delay=s.start_delay, stop_delay=s.stop_delay)
+            StartupEntry(
+                id=s.id, order=s.order, start_delay=s.start_delay, stop_delay=s.stop_delay, stop_action=s.stop_action
+            )
             for s in envelope.startup()
         ],
         images=images,

@@ -28,12 +28,16 @@ from vdc.controllers.vm_appliance import (
     ApplianceMismatch,
     ApplianceWait,
     Sibling,
+    StopBehaviour,
+    StopSibling,
     appliance_status,
     base_volumes,
     chosen_system,
     property_values,
     spec_defaults,
     startup_wait,
+    stop_behaviour,
+    stop_wait,
 )
 from vdc.controllers.vm_disks import (
     ApplianceImagesMissing,
@@ -68,6 +72,10 @@ RESTART_REQUIRED = "RestartRequired"
 HOST_FILE_REFUSED = "HostFileRefused"
 """Stalled reason: the host's vdc qemu hook refused the VM's kernel/initrd (a symlink out of bounds)."""
 STOPPING_POLL_SECONDS = 2.0
+WAITING_FOR_STOP_ORDER = "WaitingForStopOrder"
+"""Ready/Reconciling reason of a vApp member held back from stopping until the members after it stopped."""
+_GUEST_MAY_RUN = ("Running", "Starting", "Stopping", "Migrating", "Unknown")
+"""Phases in which a VM's guest may be on (any other: it is off, or was never started)."""
 UNREACHABLE_POLL_SECONDS = 15.0
 
 PRINTABLE = {"Stopped": "Stopped", "Running": "Running"}
@@ -258,6 +266,45 @@ class VmController:
             if boot:
                 ages[boot] = now - _parse_time(boot)
         return startup_wait(status.startup, mine, siblings, ages)
+
+    def _stop_order(self, body: dict[str, Any]) -> tuple[str | None, StopBehaviour] | None:
+        """For a vApp member (fromAppliance, a StartupSection): why it may not stop yet (None: it may) and
+        how it stops (stopAction, stopDelay). None for any other VM. Read from the raw body: a VM being
+        deleted need not be valid."""
+        source = (body.get("spec") or {}).get("fromAppliance") or {}
+        if not source.get("name"):
+            return None
+        meta = body["metadata"]
+        ns = str(meta.get("namespace"))
+        where = source.get("namespace") or ns
+        appliance = self.appliances.get((where, source["name"]))
+        if appliance is None:
+            return None
+        status = ApplianceStatus.model_validate(appliance.get("status") or {})
+        if not status.startup or not status.virtual_systems:
+            return None
+        first = status.virtual_systems[0].id
+        siblings = []
+        for other in self.vms:
+            other_meta, other_spec = other["metadata"], other.get("spec") or {}
+            other_source = other_spec.get("fromAppliance") or {}
+            if (
+                other_meta.get("uid") == meta.get("uid")
+                or other_meta.get("namespace") != ns
+                or other_source.get("name") != source["name"]
+                or (other_source.get("namespace") or ns) != where
+            ):
+                continue
+            siblings.append(
+                StopSibling(
+                    name=str(other_meta.get("name")),
+                    virtual_system=other_source.get("virtualSystem") or first,
+                    stopping=bool(other_meta.get("deletionTimestamp")) or other_spec.get("runStrategy") == "Halted",
+                    stopped=(other.get("status") or {}).get("phase") not in _GUEST_MAY_RUN,
+                )
+            )
+        mine = source.get("virtualSystem") or first
+        return stop_wait(status.startup, mine, siblings), stop_behaviour(status.startup, mine)
 
     # --- disks -----------------------------------------------------------------------------
     async def _seed(self, vm: VirtualMachine) -> bytes:
@@ -530,17 +577,21 @@ class VmController:
         since = self._shutdown_since.get(uid)
         annotations = body["metadata"].get("annotations") or {}
         restart = restart_pending(annotations.get(RESTART_ANNOTATION), old.boot_time)
+        stop = self._stop_order(body) if strategy == "Halted" else None  # a vApp member: stop order, stopAction
+        grace = vm.spec.termination_grace_period_seconds
+        if stop is not None and stop[1].grace_seconds is not None:
+            grace = stop[1].grace_seconds
         plan = plan_vm(
             strategy,
             desired,
             observed,
             booted_before=old.boot_time is not None,
             shutdown_elapsed=None if since is None else time.time() - since,
-            grace_seconds=vm.spec.termination_grace_period_seconds,
+            grace_seconds=grace,
             restart_requested=restart,
         )
         start_wait = self._start_order_wait(vm) if "start" in plan.actions else None
-        plan = _held_back(plan, start_wait)
+        plan = _stop_ordered(_held_back(plan, start_wait), stop)
         started = "start" in plan.actions
         if plan.actions:
             await self._act(body, conn, host, desired, plan, old, observed is None)
@@ -552,10 +603,12 @@ class VmController:
                 observed,
                 booted_before=old.boot_time is not None or started,
                 shutdown_elapsed=None if since is None else time.time() - since,
-                grace_seconds=vm.spec.termination_grace_period_seconds,
+                grace_seconds=grace,
                 restart_requested=restart and not started,
             )
-            plan = _held_back(plan, start_wait)
+            plan = _stop_ordered(_held_back(plan, start_wait), stop)
+        if plan.reason == WAITING_FOR_STOP_ORDER and _condition_message(old, READY) != plan.message:
+            await self.writer.event(VirtualMachine.KIND, body, WAITING_FOR_STOP_ORDER, plan.message)
         if (observed is None or observed.state != "running") and plan.phase != "Stopping":
             self._shutdown_since.pop(uid, None)
         if self._nic_status.get(uid):
@@ -719,14 +772,60 @@ class VmController:
         annotations = meta.get("annotations") or {}
         placed = self.host_of(body)
         holding = await self._hosts_holding(uid)  # also a domain made before status said so
+        hosts = sorted({*holding, *([placed] if placed else [])})
+        if holding:
+            await self._stop_in_order(body, holding)  # a vApp member: DeletionWaits while it must wait
         self._assumed.pop(uid, None)
         self._shutdown_since.pop(uid, None)
-        hosts = sorted({*holding, *([placed] if placed else [])})
         if not hosts:
             return "the VM was never placed on a host"
         outcomes = [await self._delete_on(body, host, annotations) for host in hosts]
         self._disk_status.pop(uid, None)
         return "; ".join(outcomes)
+
+    async def _stop_in_order(self, body: dict[str, Any], hosts: list[str]) -> None:
+        """Before a vApp member's domain is removed: the members after it in the start order stop first,
+        and with stopAction guestShutdown and a stopDelay its guest gets that long to shut down (ACPI).
+        Raises DeletionWaits meanwhile (the deletion is retried); the reason is in status too."""
+        stop = self._stop_order(body)
+        if stop is None:
+            return
+        wait, behaviour = stop
+        uid = str(body["metadata"]["uid"])
+        if wait is None and (behaviour.power_off or behaviour.grace_seconds is None):
+            return  # forced off at once, as any VM being deleted
+        for host in hosts:
+            conn = self.connections.get(host)
+            if conn is None or not conn.connected:
+                continue  # _delete_on says what to do about an unreachable host
+            observed = await conn.call(lambda c: domains.observe_domain(c, uid))
+            if observed is None or observed.state not in ("running", "paused"):
+                continue
+            if wait is not None:
+                await self._stop_waits(body, wait)
+                raise DeletionWaits(wait)
+            assert behaviour.grace_seconds is not None
+            since = self._shutdown_since.get(uid)
+            if since is None:
+                await conn.call(lambda c: domains.shutdown(c, uid))
+                since = self._shutdown_since[uid] = time.time()
+            elapsed = time.time() - since
+            if elapsed < behaviour.grace_seconds:
+                message = (
+                    f"waiting for the guest to shut down before the domain is removed "
+                    f"({int(elapsed)}s of {behaviour.grace_seconds}s, its vApp stopDelay)"
+                )
+                await self._stop_waits(body, message)
+                raise DeletionWaits(message)
+
+    async def _stop_waits(self, body: dict[str, Any], message: str) -> None:
+        """A VM being deleted says in its status why its domain is not removed yet."""
+        try:
+            old = VirtualMachineStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            return
+        generation = body["metadata"].get("generation")
+        await self._report(body, old, "Stopping", generation, waiting=(WAITING_FOR_STOP_ORDER, message))
 
     async def _delete_on(self, body: dict[str, Any], host: str, annotations: dict[str, str]) -> str:
         meta = body["metadata"]
@@ -808,6 +907,24 @@ def _held_back(plan: VmPlan, start_wait: str | None) -> VmPlan:
     return dataclasses.replace(
         plan, actions=actions, phase="Starting", ready=False, reason="WaitingForStartOrder", message=start_wait
     )
+
+
+def _stop_ordered(plan: VmPlan, stop: tuple[str | None, StopBehaviour] | None) -> VmPlan:
+    """``plan`` for a vApp member being stopped (``stop``: see ``VmController._stop_order``): without its
+    shutdown or destroy while a member after it in the start order has not stopped; with stopAction
+    powerOff, forced off at once instead of asked to shut down."""
+    if stop is None or not {"shutdown", "destroy"} & set(plan.actions):
+        return plan
+    wait, behaviour = stop
+    if wait is not None:
+        actions = tuple(a for a in plan.actions if a not in ("shutdown", "destroy"))
+        return dataclasses.replace(
+            plan, actions=actions, phase="Stopping", ready=False, reason=WAITING_FOR_STOP_ORDER, message=wait
+        )
+    if behaviour.power_off and "shutdown" in plan.actions:
+        actions = tuple("destroy" if a == "shutdown" else a for a in plan.actions)
+        return dataclasses.replace(plan, actions=actions, message="forcing the domain off (vApp stopAction powerOff)")
+    return plan
 
 
 def _parse_time(rfc3339: str) -> float:

@@ -206,3 +206,66 @@ def startup_wait(
         if age < entry.start_delay:
             return f"waiting {int(entry.start_delay - age)}s more after {entry.id} started (its startDelay)"
     return None
+
+
+# --- stop order (StartupSection stopAction / stopDelay) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopSibling:
+    """Another VM made from the same appliance in the same namespace, as the stop order sees it."""
+
+    name: str
+    virtual_system: str | None
+    stopping: bool
+    """Asked to stop as well: runStrategy Halted, or being deleted."""
+    stopped: bool
+    """Its guest is off (or never ran); a VM that is gone is not a sibling at all."""
+
+
+@dataclass(frozen=True)
+class StopBehaviour:
+    """How a vApp member stops (its StartupSection stopAction and stopDelay)."""
+
+    power_off: bool
+    """stopAction powerOff: forced off at once, the guest is not asked to shut down."""
+    grace_seconds: int | None
+    """How long the guest may take to shut down (ACPI) before it is forced off; None: the VM's own
+    ``terminationGracePeriodSeconds`` (stopAction guestShutdown with stopDelay 0, or none)."""
+
+
+def stop_wait(startup: Iterable[StartupEntry], system: str, siblings: Iterable[StopSibling]) -> str | None:
+    """Why this vApp member may not stop yet (None: it may). Members stop in reverse start order: every
+    sibling of a higher StartupSection order that is being stopped too must have stopped first. A
+    sibling meant to keep running holds nothing up (the order is among members stopped together)."""
+    order = {e.id: e for e in startup}
+    mine = order.get(system)
+    if mine is None:
+        return None
+    blocking = sorted(
+        (entry.order, sibling.name, entry.id)
+        for sibling in siblings
+        if sibling.stopping
+        and not sibling.stopped
+        and (entry := order.get(sibling.virtual_system or "")) is not None
+        and entry.order > mine.order
+    )
+    if not blocking:
+        return None
+    later, name, later_id = blocking[0]
+    more = f" and {len(blocking) - 1} more" if len(blocking) > 1 else ""
+    return (
+        f"waiting for VM {name} ({later_id}, start order {later}){more} to stop first: "
+        f"vApp members stop in reverse start order ({system} has order {mine.order})"
+    )
+
+
+def stop_behaviour(startup: Iterable[StartupEntry], system: str) -> StopBehaviour:
+    """powerOff: forced off at once; guestShutdown: an ACPI shutdown, forced off after stopDelay seconds
+    (0: the VM's own grace period); none (or not in the StartupSection): the VM's normal stop."""
+    entry = next((e for e in startup if e.id == system), None)
+    if entry is None or entry.stop_action == "none":
+        return StopBehaviour(power_off=False, grace_seconds=None)
+    if entry.stop_action == "powerOff":
+        return StopBehaviour(power_off=True, grace_seconds=0)
+    return StopBehaviour(power_off=False, grace_seconds=entry.stop_delay or None)
