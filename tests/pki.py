@@ -3,8 +3,12 @@ for signing OVAs (``vdc.ovf.signature.Signer``). Nothing is cached; RSA 2048 key
 
 from __future__ import annotations
 
+import io
+import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vdc.ovf.manifest import Algorithm
-from vdc.ovf.signature import Signer
+from vdc.ovf.signature import Signer, sign_manifest
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -115,3 +119,24 @@ def _chain(issuer: Identity) -> list[x509.Certificate]:
 def bundle(*cas: Identity) -> str:
     """A PEM trust bundle of the CAs' certificates."""
     return b"".join(ca.cert_pem for ca in cas).decode()
+
+
+def signed_copy(ova: Path, out: Path, signer: Signer, *, edit_manifest: Callable[[bytes], bytes] | None = None) -> Path:
+    """``ova`` re-packed as ``out`` with a ``.cert`` signing its manifest, placed after the manifest
+    (DSP0243's order). ``edit_manifest`` changes the manifest after it was signed (a tampered package)."""
+    with tarfile.open(ova) as source, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as target:
+        for member in source.getmembers():
+            data = source.extractfile(member)
+            assert data is not None, member.name
+            if not member.name.endswith(".mf"):
+                target.addfile(member, data)
+                continue
+            manifest = data.read()
+            cert = sign_manifest(manifest, member.name, signer)
+            if edit_manifest is not None:
+                manifest = edit_manifest(manifest)
+            for name, content in ((member.name, manifest), (member.name[: -len(".mf")] + ".cert", cert)):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(content), 0o644
+                target.addfile(info, io.BytesIO(content))
+    return out

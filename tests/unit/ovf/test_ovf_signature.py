@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from ovf_testlib import TarBuilder, minimal_descriptor
 
-from pki import Identity, bundle, make_ca, make_intermediate, make_signer
+from pki import Identity, bundle, make_ca, make_intermediate, make_signer, signed_copy
 from vdc.ovf.errors import DigestMismatch, ManifestError, OvfError, SignatureInvalid
 from vdc.ovf.manifest import Algorithm, compare_digests, require_verified
 from vdc.ovf.ova import extract_ova, open_ova
@@ -320,3 +320,20 @@ def test_trust_bundle_must_be_pem_certificates(pki: Pki) -> None:
     with pytest.raises(TrustBundleError, match="bundle: not PEM certificates"):
         load_trust_bundle(broken, "bundle")
     assert len(load_trust_bundle("# our CAs\n" + bundle(pki.root, pki.other_root))) == 2
+
+
+def test_signed_copy_of_an_unsigned_ova(tmp_path: Path, pki: Pki) -> None:
+    """tests/pki.signed_copy (what the e2e tests sign the tiny guest's OVAs with)."""
+    unsigned = signed_ova(tmp_path, None)
+    copy = signed_copy(unsigned, tmp_path / "copy.ova", pki.vendor.signer())
+    assert list(members(copy)) == ["appliance.ovf", "appliance.mf", "appliance.cert", "disk1.vmdk"]
+    assert check(copy, bundle(pki.root)).state == "Trusted"
+    respaced = signed_copy(
+        unsigned,
+        tmp_path / "respaced.ova",
+        pki.vendor.signer(),
+        edit_manifest=lambda m: m.replace(b"SHA256(", b"SHA256 ("),
+    )
+    assert open_ova(respaced).manifest == open_ova(unsigned).manifest  # the same digests, other bytes
+    with pytest.raises(SignatureInvalid):
+        check(respaced, bundle(pki.root))
