@@ -44,7 +44,7 @@ def test_the_status_lists_each_option_with_its_label_description_and_hardware(st
     assert shapes == {
         "tiny": (2, "12288Mi", ["system"]),
         "small": (4, "12288Mi", ["system"]),
-        "large": (16, "65536Mi", ["system", "data"]),
+        "large": (16, "65536Mi", ["system", "data", "scratch"]),
     }
     default = status.virtual_systems[0]
     assert (default.cpus, [d.id for d in default.disks]) == (4, ["system"])  # the default option's hardware
@@ -63,7 +63,9 @@ def spec(option: str | None = None, **extra: Any) -> dict[str, Any]:
 def test_a_vm_gets_the_hardware_and_disks_of_its_option(status: ApplianceStatus) -> None:
     large = spec_defaults(spec("large"), status, "pool")
     assert (large["cpu"], large["memory"]) == ({"count": 16}, {"size": "65536Mi"})
-    assert [d["name"] for d in large["disks"]] == ["disk-system", "disk-data", "ovf-env"]
+    assert [d["name"] for d in large["disks"]] == ["disk-system", "disk-data", "disk-scratch", "ovf-env"]
+    assert large["disks"][1]["source"]["clone"]["appliance"] == {"name": "mgr", "disk": "data"}
+    assert large["disks"][2]["source"] == {"blank": {"pool": "pool", "size": "2048Mi"}}  # empty: no base image
     default = spec_defaults(spec(), status, "pool")
     assert (default["cpu"], [d["name"] for d in default["disks"]]) == ({"count": 4}, ["disk-system", "ovf-env"])
     assert spec_defaults(spec("tiny"), status, "pool")["cpu"] == {"count": 2}

@@ -87,7 +87,7 @@ def _api_system(
                 capacity=format_bytes_mi(d.capacity_bytes) if d.capacity_bytes else None,
                 format=formats.get(d.disk_id or ""),
                 file=d.file,
-                volume=volume_names.get(d.disk_id or ""),
+                volume=volume_names.get(d.disk_id or "") if d.file else None,  # a blank disk has no base image
                 bus=d.bus if d.bus in ("ide", "scsi", "sata", "virtio") else None,
             )
             for i, d in enumerate(hw.disks)
