@@ -488,7 +488,7 @@ def _keep_signed_files(package: OvfPackage, target: Path) -> None:
         if package.kind == "ova":
             unpacked = target / "unpacked"
             unpacked.mkdir(exist_ok=True)
-            found = extract_ova(package, unpacked, names=(name,), max_member_bytes=ovf_manifest.MAX_MANIFEST_BYTES)
+            found = extract_ova(package, unpacked, names=(name,))  # sizes were checked by open_ova
             found[name].path.replace(target / role)
         else:
             shutil.copyfile(package.source / name, target / role)

@@ -337,3 +337,24 @@ def test_signed_copy_of_an_unsigned_ova(tmp_path: Path, pki: Pki) -> None:
     assert open_ova(respaced).manifest == open_ova(unsigned).manifest  # the same digests, other bytes
     with pytest.raises(SignatureInvalid):
         check(respaced, bundle(pki.root))
+
+
+def test_the_appliance_controller_keeps_and_checks_the_signed_files(tmp_path: Path, pki: Pki) -> None:
+    """vdc.controllers.appliance: the manifest and .cert as read from the package (a disk far larger than
+    a manifest beside them), checked again later from the copies kept in the work directory."""
+    from vdc.controllers.appliance import _check_signed_files, _keep_signed_files
+
+    disk = tmp_path / "disk1.vmdk"
+    disk.write_bytes(b"\0" * (3 << 20))
+    descriptor = minimal_descriptor({disk.name: disk.stat().st_size})
+    ova = tmp_path / "big.ova"
+    write_ova(ova, "big.ovf", descriptor, {disk.name: disk}, signer=pki.vendor.signer("SHA512"))
+    kept = tmp_path / "work" / "signature"
+    _keep_signed_files(open_ova(ova), kept)
+    assert sorted(p.name for p in kept.iterdir()) == ["certificate", "manifest", "signed.json"]
+    assert _check_signed_files(kept, list(load_trust_bundle(bundle(pki.root)))).state == "Trusted"
+    assert _check_signed_files(kept, []).state == "Untrusted"
+    unsigned = tmp_path / "unsigned.ova"
+    write_ova(unsigned, "big.ovf", descriptor, {disk.name: disk})
+    _keep_signed_files(open_ova(unsigned), kept)
+    assert _check_signed_files(kept, []) == UNSIGNED
