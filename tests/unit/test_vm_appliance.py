@@ -155,7 +155,9 @@ def test_a_vapp_member_stops_after_the_members_after_it_in_the_start_order() -> 
     assert "reverse start order (app has order 2)" in wait
     assert "v-app (app, start order 2) and 1 more" in (stop_wait(VAPP.startup, "db", [web_up, app_up]) or "")
     assert stop_wait(VAPP.startup, "app", [StopSibling("v-web", "web", True, True)]) is None  # stopped
-    assert stop_wait(VAPP.startup, "app", [StopSibling("v-web", "web", False, False)]) is None  # kept running
+    kept = stop_wait(VAPP.startup, "app", [StopSibling("v-web", "web", False, False)])  # meant to keep running
+    assert kept is not None and kept.endswith("it is not being stopped: stop or delete v-web too")
+    assert "not being stopped" not in wait
     assert stop_wait(VAPP.startup, "app", [StopSibling("v-app2", "app", True, False)]) is None  # same order
     assert stop_wait(VAPP.startup, "other", [web_up]) is None  # not in the StartupSection
 
@@ -239,6 +241,8 @@ def test_the_controller_finds_the_siblings_stopping_with_a_member() -> None:
     assert stop[1] == StopBehaviour(power_off=True, grace_seconds=0)
     controller, _ = _controller(db, others[1], others[2], others[3])
     assert controller._stop_order(db) == (None, StopBehaviour(power_off=True, grace_seconds=0))
+    controller, _ = _controller(db, _member("v-web", "web"))  # running on: it holds db up, and says so
+    assert "stop or delete v-web too" in ((controller._stop_order(db) or ("", None))[0] or "")
     assert controller._stop_order({"metadata": {"namespace": "ns"}, "spec": {}}) is None  # not from an appliance
 
 

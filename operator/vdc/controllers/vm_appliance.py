@@ -218,7 +218,7 @@ class StopSibling:
     name: str
     virtual_system: str | None
     stopping: bool
-    """Asked to stop as well: runStrategy Halted, or being deleted."""
+    """Asked to stop as well (runStrategy Halted, or being deleted): only the message depends on it."""
     stopped: bool
     """Its guest is off (or never ran); a VM that is gone is not a sibling at all."""
 
@@ -236,27 +236,29 @@ class StopBehaviour:
 
 def stop_wait(startup: Iterable[StartupEntry], system: str, siblings: Iterable[StopSibling]) -> str | None:
     """Why this vApp member may not stop yet (None: it may). Members stop in reverse start order: every
-    sibling of a higher StartupSection order that is being stopped too must have stopped first. A
-    sibling meant to keep running holds nothing up (the order is among members stopped together)."""
+    sibling of a higher StartupSection order must have stopped (or be gone) first, as ``startup_wait``
+    has every lower one run first. A sibling meant to keep running holds it up too (the message says
+    to stop it): two members stopped or deleted at once reach the operator one after the other, and
+    the first must not go before it sees the second."""
     order = {e.id: e for e in startup}
     mine = order.get(system)
     if mine is None:
         return None
     blocking = sorted(
-        (entry.order, sibling.name, entry.id)
+        (entry.order, sibling.name, entry.id, sibling.stopping)
         for sibling in siblings
-        if sibling.stopping
-        and not sibling.stopped
+        if not sibling.stopped
         and (entry := order.get(sibling.virtual_system or "")) is not None
         and entry.order > mine.order
     )
     if not blocking:
         return None
-    later, name, later_id = blocking[0]
+    later, name, later_id, stopping = blocking[0]
     more = f" and {len(blocking) - 1} more" if len(blocking) > 1 else ""
+    hint = "" if stopping else f"; it is not being stopped: stop or delete {name} too"
     return (
         f"waiting for VM {name} ({later_id}, start order {later}){more} to stop first: "
-        f"vApp members stop in reverse start order ({system} has order {mine.order})"
+        f"vApp members stop in reverse start order ({system} has order {mine.order}){hint}"
     )
 
 
