@@ -244,7 +244,10 @@ class ApplianceController:
         volumes = {
             disk.disk_id: base_volume_name(namespace, name, uid, disk.disk_id) for disk in package.envelope.disks
         }
-        description = describe(package.envelope, volumes)
+        try:  # summarising the hardware is where a descriptor's items are checked against each other
+            description = describe(package.envelope, volumes)
+        except OvfError as exc:
+            raise ImportFailed(type(exc).__name__, str(exc)) from None
         await report.describe(description, checksums)
 
         await report.phase("Converting", "converting disk images to qcow2")

@@ -220,11 +220,13 @@ def summarize(
 
 
 def _href_disk(envelope: Envelope, resource: str) -> VirtualDisk | None:
-    """oVirt's ``HostResource`` ``<image>/<volume>``: the disk whose file has that href (or that id)."""
+    """oVirt's ``HostResource`` ``<image>/<volume>``: the disk whose file has that href or id (the whole
+    path or its last part, which oVirt's OVA export names its files by), or whose id it is."""
     text = resource.strip()
+    names = {text, text.rpartition("/")[2]}
     for disk in envelope.disks:
         file = envelope.file(disk.file_ref) if disk.file_ref else None
-        if (file is not None and text in (file.href, file.id)) or text.rpartition("/")[2] == disk.disk_id:
+        if (file is not None and names & {file.href, file.id}) or disk.disk_id in names:
             return disk
     return None
 

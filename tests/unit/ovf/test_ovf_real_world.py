@@ -232,6 +232,13 @@ def ovirt_export(disk_attrs: str, host_resource: str, file_id: str = VOLUME) -> 
             DiskFormat("qcow2"),
         ),
         (
+            "an OVA whose files are named by volume, its items by image/volume",
+            ovirt_export(f'ovf:size="20" ovf:fileRef="{VOLUME}" ovf:volume-format="COW"', f"{IMAGE}/{VOLUME}").replace(
+                f'ovf:href="{IMAGE}/{VOLUME}"', f'ovf:href="{VOLUME}"'
+            ),
+            DiskFormat("qcow2"),
+        ),
+        (
             "oVirt 4.4 OVA export",
             ovirt_export(
                 f'ovf:capacity="20" ovf:capacityAllocationUnits="byte * 2^30" ovf:populatedSize="1073741824" '
@@ -253,7 +260,8 @@ def test_ovirt_and_virt_v2v_exports_import(flavour: str, text: str, expected_for
     hw = summarize(envelope, system)
     assert (hw.cpus, hw.memory_bytes) == (2, 4096 * MiB)
     (drive,) = hw.disks
-    assert (drive.disk_id, drive.capacity_bytes, drive.file) == (VOLUME, 20 * GiB, f"{IMAGE}/{VOLUME}")
+    assert (drive.disk_id, drive.capacity_bytes) == (VOLUME, 20 * GiB)
+    assert drive.file == envelope.references[0].href
     assert (drive.format, drive.bus) == (expected_format, "scsi")
     (nic,) = hw.nics
     assert (nic.network, nic.model) == ("ovirtmgmt", "virtio")
