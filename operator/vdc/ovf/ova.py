@@ -442,7 +442,8 @@ def _inside(directory: Path, name: str) -> Path | None:
 
 
 def package_paths(package: OvfPackage) -> dict[str, Path]:
-    """For a directory package: every payload file's local path (to hand to ``manifest.verify``)."""
+    """For a directory package: every payload file's local path (to hand to ``manifest.verify``); a
+    chunked file appears as its chunks (``extract_directory`` joins them, hashing on the way)."""
     if package.kind != "directory":
         raise ValueError("package_paths is for directory packages; extract an OVA first")
     return {name: package.source / name for name in package.payload_names()}
