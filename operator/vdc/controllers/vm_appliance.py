@@ -1,5 +1,6 @@
-"""A VM made from an Appliance (``spec.fromAppliance``): what its spec gets from the appliance, the
-property values its guest sees, and when a vApp member may start. Pure.
+"""A VM made from an Appliance (``spec.fromAppliance``): what its spec gets from the appliance (in the
+deployment option it names), the property values its guest sees, and when a vApp member may start
+and stop. Pure.
 
 The appliance's hardware is written into the VM's spec once (only what the spec leaves out), so the
 VM then behaves like any other and ``kubectl get vm -o yaml`` shows what it has: cpu, memory and
