@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vdc.api.conditions import get_condition, set_condition
+from vdc.api.conditions import KstatusState, get_condition, set_condition, set_kstatus
 
 STATUSES = st.sampled_from(["True", "False", "Unknown"])
 
@@ -34,3 +35,24 @@ def test_one_condition_per_type_whatever_the_sequence(updates: list[tuple[str, s
         assert cond is not None
         if cond.status == status:
             break
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("Current", {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
+        ("InProgress", {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
+        ("Failed", {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+    ],
+)
+def test_the_kstatus_triplet_is_set_together(state: KstatusState, expected: dict[str, str]) -> None:
+    conds = set_kstatus([], state, "Why", "what to do", observed_generation=3)
+    assert {c.type: c.status for c in conds} == expected
+    assert all(c.observed_generation == 3 for c in conds)
+    assert {c.type: c.message for c in conds if c.status == "True" and c.type != "Ready"} in (
+        {},
+        {"Reconciling": "what to do"},
+        {"Stalled": "what to do"},
+    )
+    flipped = set_kstatus(conds, "Current", "Done", ready_message="all good")
+    assert get_condition(flipped, "Ready") is not None and get_condition(flipped, "Ready").message == "all good"  # type: ignore[union-attr]

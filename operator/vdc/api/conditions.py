@@ -81,6 +81,39 @@ def set_condition(
     return result
 
 
+KstatusState = Literal["Current", "InProgress", "Failed"]
+"""What kstatus (and Argo CD / Flux health) will call the object."""
+
+
+def set_kstatus(
+    conditions: list[Condition],
+    state: KstatusState,
+    reason: str,
+    message: str = "",
+    *,
+    observed_generation: int | None = None,
+    ready_reason: str | None = None,
+    ready_message: str | None = None,
+    now: str | None = None,
+) -> list[Condition]:
+    """Ready, Reconciling and Stalled set together, so that no combination kstatus misreads is written:
+
+    * ``Current``: Ready=True, Reconciling=False, Stalled=False;
+    * ``InProgress``: Ready=False, Reconciling=True (``reason``/``message`` say what it waits for), Stalled=False;
+    * ``Failed``: Ready=False, Reconciling=False, Stalled=True (``message`` says what to fix).
+
+    ``ready_reason``/``ready_message`` give Ready its own reason and message where they differ.
+    """
+    Triplet = tuple[ConditionStatus, str, str]
+    ready: Triplet = ("True" if state == "Current" else "False", ready_reason or reason, ready_message or message)
+    reconciling: Triplet = ("True", reason, message) if state == "InProgress" else ("False", reason, "")
+    stalled: Triplet = ("True", reason, message) if state == "Failed" else ("False", reason, "")
+    result = conditions
+    for type_, (status, why, text) in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled)):
+        result = set_condition(result, type_, status, why, text, observed_generation=observed_generation, now=now)
+    return result
+
+
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
