@@ -22,6 +22,7 @@ from vdc.api.common import (
 )
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
+from vdc.api.operation import OperationRef
 from vdc.api.quantity import Quantity
 
 MAX_DISKS = 16
@@ -501,6 +502,11 @@ class VirtualMachineStatus(ApiModel):
         "NICs.",
         default_factory=list,
         extra=list_map("name"),
+    )
+    operation: OperationRef | None = field(
+        "The operation (a migration …) that owns the VM: while set, the operator reports the VM but does not "
+        "converge it on a host. Written by the operation, not by the VM controller.",
+        default=None,
     )
 
 
