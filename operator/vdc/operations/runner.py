@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
 from vdc.api.conditions import now_rfc3339, set_kstatus
+from vdc.api.meta import KindInfo
 from vdc.api.operation import OperationStatus
+from vdc.kube.client import KubeWriter
 from vdc.operations.plan import CANCELLED, FAILED, SUCCEEDED, Plan, advance
 
 Context = TypeVar("Context")
@@ -22,6 +24,22 @@ class OperationStore(Protocol):
         """Write ``status`` if the object is still at the body's resourceVersion, else raise."""
 
     async def event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None: ...
+
+
+class KubeOperationStore:
+    """An operation kind's status and Events on the API server. A status write carries the body's
+    resourceVersion: if another writer (a second replica, a user) changed the object since it was read,
+    the write fails with 409 and the work queue reconciles again from what the server has."""
+
+    def __init__(self, writer: KubeWriter, info: KindInfo) -> None:
+        self.writer = writer
+        self.info = info
+
+    async def write_status(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+        await self.writer.patch_status(self.info, dict(body), status, unchanged=True)
+
+    async def event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
+        await self.writer.event(self.info, dict(body), reason, message, warning=warning)
 
 
 def with_conditions(status: OperationStatus, generation: int | None) -> OperationStatus:
