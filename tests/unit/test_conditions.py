@@ -43,6 +43,7 @@ def test_one_condition_per_type_whatever_the_sequence(updates: list[tuple[str, s
         ("Current", {"Ready": "True", "Reconciling": "False", "Stalled": "False"}),
         ("InProgress", {"Ready": "False", "Reconciling": "True", "Stalled": "False"}),
         ("Failed", {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
+        ("NotReady", {"Ready": "False", "Reconciling": "False", "Stalled": "False"}),
     ],
 )
 def test_the_kstatus_triplet_is_set_together(state: KstatusState, expected: dict[str, str]) -> None:

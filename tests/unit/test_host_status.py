@@ -151,7 +151,7 @@ def test_connected_host_conditions() -> None:
     assert "9.0.0" in ready.message
     assert "node-1" in ready.message
     assert (stalled.status, stalled.reason) == ("False", "Connected")
-    assert (reconciling.status, reconciling.reason) == ("False", "Observed")
+    assert (reconciling.status, reconciling.reason) == ("False", "Connected")
     assert {c.observed_generation for c in status.conditions} == {3}
     assert all(c.last_transition_time for c in status.conditions)
     assert len({c.type for c in status.conditions}) == len(status.conditions) == 3

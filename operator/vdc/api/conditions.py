@@ -81,8 +81,8 @@ def set_condition(
     return result
 
 
-KstatusState = Literal["Current", "InProgress", "Failed"]
-"""What kstatus (and Argo CD / Flux health) will call the object."""
+KstatusState = Literal["Current", "InProgress", "Failed", "NotReady"]
+"""What kstatus (and Argo CD / Flux health) will call the object; ``NotReady`` is settled but not Ready."""
 
 
 def set_kstatus(
@@ -100,7 +100,10 @@ def set_kstatus(
 
     * ``Current``: Ready=True, Reconciling=False, Stalled=False;
     * ``InProgress``: Ready=False, Reconciling=True (``reason``/``message`` say what it waits for), Stalled=False;
-    * ``Failed``: Ready=False, Reconciling=False, Stalled=True (``message`` says what to fix).
+    * ``Failed``: Ready=False, Reconciling=False, Stalled=True (``message`` says what to fix);
+    * ``NotReady``: Ready=False, Reconciling=False, Stalled=False: observed, nothing under way and nothing to
+      fix in the spec (an unreachable host, no host matching the selector). kstatus calls it Current, Argo CD
+      Progressing with Ready's message.
 
     ``ready_reason``/``ready_message`` give Ready its own reason and message where they differ.
     """

@@ -45,7 +45,7 @@ import libvirt
 from cryptography import x509
 
 from vdc.api.appliance import Appliance, ApplianceProgress, ApplianceSignature, ApplianceStatus, FileChecksum
-from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
+from vdc.api.conditions import KstatusState, set_kstatus
 from vdc.api.quantity import to_bytes
 from vdc.controllers.appliance_plan import Description, base_volume_name, describe
 from vdc.controllers.errors import DeletionWaits
@@ -579,13 +579,8 @@ class _Reporter:
                 s.progress = ApplianceProgress() if phase not in ("Ready", "Failed") else None
             if hosts is not None:
                 s.hosts = hosts
-            busy = not ready and not stalled
-            conds = set_condition(s.conditions, READY, "True" if ready else "False", reason, message,
-                                  observed_generation=g)  # fmt: skip
-            conds = set_condition(conds, RECONCILING, "True" if busy else "False", reason,
-                                  message if busy else "", observed_generation=g)  # fmt: skip
-            s.conditions = set_condition(conds, STALLED, "True" if stalled else "False", reason,
-                                         message if stalled else "", observed_generation=g)  # fmt: skip
+            state: KstatusState = "Current" if ready else "Failed" if stalled else "InProgress"
+            s.conditions = set_kstatus(s.conditions, state, reason, message, observed_generation=g)
             return s
 
         return await self._write(change)

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vdc.api.computequota import ComputeQuota, ComputeQuotaStatus
-from vdc.api.conditions import READY, RECONCILING, STALLED, set_condition
+from vdc.api.conditions import set_kstatus
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.tenancy.quota import LABELS, hard_limits
@@ -38,10 +38,7 @@ class QuotaController:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             message = f"invalid spec: {problems}"
-            conds = set_condition(
-                old.conditions, READY, "False", "InvalidSpec", message, observed_generation=generation
-            )
-            conds = set_condition(conds, STALLED, "True", "InvalidSpec", message, observed_generation=generation)
+            conds = set_kstatus(old.conditions, "Failed", "InvalidSpec", message, observed_generation=generation)
             await self._write(body, ComputeQuotaStatus(observed_generation=generation, conditions=conds))
             return None
         used = self.tenancy.usage(key[0], self.host_of)
@@ -49,9 +46,7 @@ class QuotaController:
             LABELS[name] for name, limit in hard_limits(quota.spec.hard).items() if getattr(used, name) > limit
         ]  # e.g. after a limit was lowered below what runs: nothing is stopped, nothing new is placed
         message = f"over the limit for {', '.join(over)}: no new VM is placed" if over else "within limits"
-        conds = set_condition(old.conditions, READY, "True", "Counted", message, observed_generation=generation)
-        conds = set_condition(conds, STALLED, "False", "Counted", observed_generation=generation)
-        conds = set_condition(conds, RECONCILING, "False", "Counted", observed_generation=generation)
+        conds = set_kstatus(old.conditions, "Current", "Counted", message, observed_generation=generation)
         status = ComputeQuotaStatus(
             observed_generation=generation, conditions=conds, hard=quota.spec.hard, used=used.to_amounts()
         )

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.conditions import READY, Condition, set_kstatus
 from vdc.api.meta import KindInfo
 from vdc.controllers.errors import ReportedFailure, first_line
 from vdc.kube.cache import Key, ObjectCache
@@ -28,9 +28,7 @@ REASON = "ReconcileError"
 def failed_status(status: dict[str, Any], generation: int | None, message: str) -> dict[str, Any]:
     """``status`` (wire form) with the failure's conditions set; the kind's other fields untouched."""
     conds = [Condition.model_validate(c) for c in status.get("conditions") or []]
-    conds = set_condition(conds, READY, "False", REASON, message, observed_generation=generation)
-    conds = set_condition(conds, RECONCILING, "True", REASON, message, observed_generation=generation)
-    conds = set_condition(conds, STALLED, "False", REASON, observed_generation=generation)
+    conds = set_kstatus(conds, "InProgress", REASON, message, observed_generation=generation)
     return {**status, "observedGeneration": generation, "conditions": [c.to_wire() for c in conds]}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes
 import libvirt
 
-from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.conditions import READY, Condition, set_kstatus
 from vdc.api.host import (
     REMOVE_ORPHANS_ANNOTATION,
     Host,
@@ -113,22 +113,18 @@ def host_status(
         )
         if observed.orphans is not None:
             status = status.model_copy(update={"orphans": observed.orphans})
-        conditions = set_condition(
+        conditions = set_kstatus(
             status.conditions,
-            READY,
-            "True",
+            "Current",
             "Connected",
             f"libvirt {facts.libvirt_version} on {facts.hostname} answers",
             observed_generation=generation,
         )
-        conditions = set_condition(conditions, STALLED, "False", "Connected", observed_generation=generation)
     else:
         reason = "Connecting" if old is None or old.phase in (None, "Connecting") else "Disconnected"
         status = status.model_copy(update={"phase": "Connecting" if reason == "Connecting" else "NotReady"})
         message = f"cannot reach libvirt: {observed.error}" if observed.error else "connecting to libvirt"
-        conditions = set_condition(status.conditions, READY, "False", reason, message, observed_generation=generation)
-        conditions = set_condition(conditions, STALLED, "False", reason, observed_generation=generation)
-    conditions = set_condition(conditions, RECONCILING, "False", "Observed", observed_generation=generation)
+        conditions = set_kstatus(status.conditions, "NotReady", reason, message, observed_generation=generation)
     status = status.model_copy(update={"conditions": conditions})
     if observed.last_seen is not None:
         status = status.model_copy(update={"last_seen": _rfc3339(observed.last_seen)})
@@ -201,9 +197,11 @@ class HostController:
         except (CredentialsError, kubernetes.client.ApiException) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             message = f"host credentials: {reason}; fix spec.credentialsSecretRef or the Secret"
-            status = host_status(host.spec, body["metadata"].get("generation"),
-                                 HostObservation(connected=False, error=message), host.status)  # fmt: skip
-            conds = set_condition(status.conditions, STALLED, "True", "CredentialsInvalid", message)
+            generation = body["metadata"].get("generation")
+            status = host_status(host.spec, generation, HostObservation(connected=False, error=message), host.status)
+            conds = set_kstatus(
+                status.conditions, "Failed", "CredentialsInvalid", message, observed_generation=generation
+            )
             wire = status.model_copy(update={"conditions": conds}).to_wire()
             if _worth_writing(body.get("status") or {}, wire) and (
                 sent := await self.writer.patch_status(Host.KIND, body, wire)

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.conditions import Condition, set_kstatus
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.storagepool import PoolHostStatus, StoragePool, StoragePoolStatus
 from vdc.controllers.errors import DeletionWaits
@@ -96,34 +96,22 @@ def pool_status(
         capacity, available = sum(r.capacity for r in running), sum(r.available for r in running)
     conds: list[Condition] = list(old.conditions) if old else []
     failing = [h for h in hosts if h.state != "Running"]
+    stalled = [h for h in hosts if h.state == "Failed"]
     if not results:
-        conds = set_condition(
-            conds, READY, "False", "NoHosts", "no Ready host matches hostSelector", observed_generation=generation
-        )
+        conds = set_kstatus(conds, "NotReady", "NoHosts", "no Ready host matches hostSelector",
+                            observed_generation=generation)  # fmt: skip
     elif failing:
         message = "; ".join(f"{h.host}: {h.state}{' - ' + h.message if h.message else ''}" for h in failing)
-        conds = set_condition(conds, READY, "False", "NotRunningEverywhere", message, observed_generation=generation)
+        if stalled:
+            conds = set_kstatus(conds, "Failed", "PoolFailed", "; ".join(f"{h.host}: {h.message}" for h in stalled),
+                                ready_reason="NotRunningEverywhere", ready_message=message,
+                                observed_generation=generation)  # fmt: skip
+        else:
+            conds = set_kstatus(conds, "InProgress", "Realising", message, ready_reason="NotRunningEverywhere",
+                                observed_generation=generation)  # fmt: skip
     else:
-        conds = set_condition(
-            conds, READY, "True", "Running", f"running on {len(hosts)} host(s)", observed_generation=generation
-        )
-    stalled = [h for h in hosts if h.state == "Failed"]
-    conds = set_condition(
-        conds,
-        STALLED,
-        "True" if stalled else "False",
-        "PoolFailed" if stalled else "Running",
-        "; ".join(f"{h.host}: {h.message}" for h in stalled),
-        observed_generation=generation,
-    )
-    busy = bool(failing) and not stalled
-    conds = set_condition(
-        conds,
-        RECONCILING,
-        "True" if busy else "False",
-        "Realising" if busy else "Running",
-        observed_generation=generation,
-    )
+        conds = set_kstatus(conds, "Current", "Running", f"running on {len(hosts)} host(s)",
+                            observed_generation=generation)  # fmt: skip
     return StoragePoolStatus(
         observed_generation=generation,
         conditions=conds,

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, set_condition
+from vdc.api.conditions import Condition, set_condition, set_kstatus
 from vdc.api.virtualswitch import AddressAllocation, SwitchHostStatus, VirtualSwitch, VirtualSwitchStatus
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.host import host_is_schedulable
@@ -220,28 +220,22 @@ def switch_status(
     conds: list[Condition] = list(old.conditions) if old else []
     failing = [h for h in hosts if h.state != "Active"]
     if problem:
-        conds = set_condition(conds, READY, "False", "Unsupported", problem, observed_generation=generation)
-        conds = set_condition(conds, STALLED, "True", "Unsupported", problem, observed_generation=generation)
+        conds = set_kstatus(conds, "Failed", "Unsupported", problem, observed_generation=generation)
     elif not hosts:
-        conds = set_condition(conds, READY, "False", "NoHosts", "no Ready host matches hostSelector",
-                              observed_generation=generation)  # fmt: skip
-        conds = set_condition(conds, STALLED, "False", "NoHosts", observed_generation=generation)
+        conds = set_kstatus(conds, "NotReady", "NoHosts", "no Ready host matches hostSelector",
+                            observed_generation=generation)  # fmt: skip
     elif failing:
         message = "; ".join(f"{h.host}: {h.state}{' - ' + h.message if h.message else ''}" for h in failing)
-        conds = set_condition(conds, READY, "False", "NotActiveEverywhere", message, observed_generation=generation)
-        conds = set_condition(conds, STALLED, "False", "NotActiveEverywhere", observed_generation=generation)
+        conds = set_kstatus(conds, "InProgress", "Realising", message, ready_reason="NotActiveEverywhere",
+                            observed_generation=generation)  # fmt: skip
     else:
-        conds = set_condition(conds, READY, "True", "Active", f"active on {len(hosts)} host(s)",
-                              observed_generation=generation)  # fmt: skip
-        conds = set_condition(conds, STALLED, "False", "Active", observed_generation=generation)
+        conds = set_kstatus(conds, "Current", "Active", f"active on {len(hosts)} host(s)",
+                            observed_generation=generation)  # fmt: skip
     if conflicts:  # the switch works; the owners in conflict are refused (their VMs say so too)
         conds = set_condition(conds, ADDRESS_CONFLICT, "True", "AddressConflict", conflict_message(conflicts),
                               observed_generation=generation)  # fmt: skip
     elif any(c.type == ADDRESS_CONFLICT for c in conds):
         conds = set_condition(conds, ADDRESS_CONFLICT, "False", "NoConflict", observed_generation=generation)
-    busy = bool(failing) and not problem
-    conds = set_condition(conds, RECONCILING, "True" if busy else "False", "Realising" if busy else "Observed",
-                          observed_generation=generation)  # fmt: skip
     allocations = [a.to_api() for a in ipam.allocations] if ipam else list(old.allocations if old else [])
     return VirtualSwitchStatus(
         observed_generation=generation,

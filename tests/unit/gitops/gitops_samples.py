@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vdc.api import Appliance, Host, StoragePool, VirtualMachine, VirtualSwitch
-from vdc.api.conditions import READY, STALLED, Condition, set_condition
+from vdc.api.conditions import READY, STALLED, Condition, set_kstatus
 from vdc.api.virtualmachine import RunStrategy
 from vdc.controllers.appliance import ApplianceController, _Reporter
 from vdc.controllers.computequota import QuotaController
@@ -120,7 +120,7 @@ def _host_samples() -> list[Sample]:
     message = "host credentials: secret vdc-system/hv1-ssh not found; fix spec.credentialsSecretRef or the Secret"
     creds = host_status(host.spec, GENERATION, HostObservation(connected=False, error=message), None)
     creds = creds.model_copy(
-        update={"conditions": set_condition(creds.conditions, STALLED, "True", "CredentialsInvalid", message)}
+        update={"conditions": set_kstatus(creds.conditions, "Failed", "CredentialsInvalid", message)}
     )
     return [
         Sample("Host", "connected", "ready", body(ready)),
