@@ -33,10 +33,9 @@ from vdc.libvirt.network_xml import (
     DnsConfig,
     Ipv4Config,
     Ipv6Config,
-    NetworkBandwidthConfig,
-    NetworkBandwidthLimitConfig,
     NetworkConfig,
 )
+from vdc.libvirt.xml_common import BandwidthConfig, BandwidthLimitConfig
 
 if os.geteuid() != 0 or not all(shutil.which(t) for t in ("virsh", "libvirtd", "virtlogd", "dnsmasq", "ip")):
     pytest.skip(
@@ -271,9 +270,9 @@ def test_ipv6_dns_and_mtu_reach_the_bridge_and_dnsmasq(conn: typing.Any, host: R
 
 
 def test_bandwidth_is_shaped_on_the_bridge(conn: typing.Any, host: RigHost, network: NetworkConfig) -> None:
-    limits = NetworkBandwidthConfig(
-        inbound=NetworkBandwidthLimitConfig(average=1000, peak=2000, burst=256),
-        outbound=NetworkBandwidthLimitConfig(average=500),
+    limits = BandwidthConfig(
+        inbound=BandwidthLimitConfig(average=1000, peak=2000, burst=256),
+        outbound=BandwidthLimitConfig(average=500),
     )
     try:
         obs = networks.ensure_network(conn, dataclasses.replace(network, bandwidth=limits))

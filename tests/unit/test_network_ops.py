@@ -27,12 +27,11 @@ from vdc.libvirt.network_xml import (
     DnsConfig,
     DnsTxtConfig,
     Ipv4Config,
-    NetworkBandwidthConfig,
-    NetworkBandwidthLimitConfig,
     NetworkConfig,
     NetworkXmlError,
 )
 from vdc.libvirt.networks import NetworkFailure
+from vdc.libvirt.xml_common import BandwidthConfig, BandwidthLimitConfig
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
@@ -279,7 +278,7 @@ def test_ensure_network_replaces_a_transient_network_that_differs(conn: typing.A
             name="bridge",
             bridge="br0",
             forward="bridge",
-            bandwidth=NetworkBandwidthConfig(outbound=NetworkBandwidthLimitConfig(1000)),
+            bandwidth=BandwidthConfig(outbound=BandwidthLimitConfig(1000)),
         ),
         NetworkConfig(name="ovs", bridge="ovsbr0", forward="bridge", openvswitch=True, vlan=7),
     ],

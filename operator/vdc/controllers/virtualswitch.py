@@ -39,11 +39,10 @@ from vdc.libvirt.network_xml import (
     DnsTxtConfig,
     Ipv4Config,
     Ipv6Config,
-    NetworkBandwidthConfig,
-    NetworkBandwidthLimitConfig,
     NetworkConfig,
     OverlayConfig,
 )
+from vdc.libvirt.xml_common import BandwidthConfig, BandwidthLimitConfig
 from vdc.scheduler.selectors import matches
 
 log = logging.getLogger(__name__)
@@ -123,10 +122,10 @@ def network_config(
     bandwidth = None
     if spec.bandwidth is not None and (spec.bandwidth.inbound or spec.bandwidth.outbound):
 
-        def limit(value: Any) -> NetworkBandwidthLimitConfig | None:
-            return None if value is None else NetworkBandwidthLimitConfig(value.average, value.peak, value.burst)
+        def limit(value: Any) -> BandwidthLimitConfig | None:
+            return None if value is None else BandwidthLimitConfig(value.average, value.peak, value.burst)
 
-        bandwidth = NetworkBandwidthConfig(limit(spec.bandwidth.inbound), limit(spec.bandwidth.outbound))
+        bandwidth = BandwidthConfig(limit(spec.bandwidth.inbound), limit(spec.bandwidth.outbound))
     if spec.mode == "bridge":
         assert spec.bridge is not None  # admission: bridge mode needs bridge.name
         if spec.vlan is not None:

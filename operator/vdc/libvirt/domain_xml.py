@@ -30,9 +30,9 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Literal, Self, TypeVar, get_args
+from typing import Literal, Self, get_args
 
-from vdc.libvirt.xmlutil import XmlHelpers
+from vdc.libvirt.xml_common import BandwidthConfig, BandwidthLimitConfig, XmlError, XmlHelpers
 
 OWNER_NS = "https://vdc.dev/xmlns/owner/v1"
 """XML namespace of our ownership metadata inside a domain's ``<metadata>``."""
@@ -74,10 +74,6 @@ _GRAPHICS_TYPES: tuple[GraphicsType, ...] = get_args(GraphicsType)
 _LIFECYCLE_ACTIONS: tuple[LifecycleAction, ...] = get_args(LifecycleAction)
 _CRASH_ACTIONS: tuple[CrashAction, ...] = get_args(CrashAction)
 
-_S = TypeVar("_S", bound=str)
-
-# XML 1.0 Char production minus what a parser would not give back unchanged (a lone \r becomes \n).
-_ILLEGAL_XML_CHARS = re.compile("[^\t\n\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _MEMORY_UNITS = {
     "b": 1,
@@ -97,7 +93,7 @@ _MEMORY_UNITS = {
 }
 
 
-class DomainXmlError(ValueError):
+class DomainXmlError(XmlError):
     """The XML is not a domain we can read, or a config cannot be expressed in libvirt XML."""
 
 
@@ -105,19 +101,6 @@ class DomainXmlError(ValueError):
 
 
 _xml = XmlHelpers(DomainXmlError)
-_xml_safe = _xml.safe
-_new = _xml.new
-_sub = _xml.sub
-_pick = _xml.pick
-_int = _xml.integer
-_attr = _xml.attr
-_child = _xml.child
-_text = _xml.text
-_expect_tag = _xml.expect_tag
-
-
-def _opt_int(value: str | None, what: str) -> int | None:
-    return None if value is None else _int(value, what)
 
 
 def _kib(el: ET.Element) -> int:
@@ -125,7 +108,7 @@ def _kib(el: ET.Element) -> int:
     unit = (el.get("unit") or "KiB").lower()
     if unit not in _MEMORY_UNITS:
         raise DomainXmlError(f"<{el.tag}>: unknown unit {el.get('unit')!r}")
-    return math.ceil(_int(el.text, f"<{el.tag}>") * _MEMORY_UNITS[unit] / 1024)
+    return math.ceil(_xml.integer(el.text, f"<{el.tag}>") * _MEMORY_UNITS[unit] / 1024)
 
 
 def _positive(value: int | None, what: str) -> None:
@@ -154,25 +137,25 @@ class OwnerMetadata:
     host_file_dirs: tuple[str, ...] = ()
 
     def to_xml(self) -> ET.Element:
-        el = _new(
+        el = _xml.new(
             OWNER_TAG,
             {"namespace": self.namespace, "name": self.name, "uid": self.uid, "generation": self.generation},
         )
         if self.host_file_dirs:
-            files = _sub(el, HOST_FILES_TAG)
+            files = _xml.sub(el, HOST_FILES_TAG)
             for path in self.host_file_dirs:
-                _sub(files, ALLOWED_TAG, {"path": path})
+                _xml.sub(files, ALLOWED_TAG, {"path": path})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, OWNER_TAG)
+        _xml.expect_tag(el, OWNER_TAG)
         return cls(
-            namespace=_attr(el, "namespace"),
-            name=_attr(el, "name"),
-            uid=_attr(el, "uid"),
-            generation=_opt_int(el.get("generation"), "owner generation"),
-            host_file_dirs=tuple(_attr(a, "path") for a in el.findall(f"{HOST_FILES_TAG}/{ALLOWED_TAG}")),
+            namespace=_xml.attr(el, "namespace"),
+            name=_xml.attr(el, "name"),
+            uid=_xml.attr(el, "uid"),
+            generation=_xml.opt_integer(el.get("generation"), "owner generation"),
+            host_file_dirs=tuple(_xml.attr(a, "path") for a in el.findall(f"{HOST_FILES_TAG}/{ALLOWED_TAG}")),
         )
 
 
@@ -220,34 +203,34 @@ class CpuConfig:
         return self.mode == "default" and self.sockets is None
 
     def to_xml(self) -> ET.Element:
-        el = _new("cpu")
+        el = _xml.new("cpu")
         if self.mode == "custom":
             el.set("mode", "custom")
             el.set("match", "exact")
-            _sub(el, "model", {"fallback": "forbid"}, self.model)
+            _xml.sub(el, "model", {"fallback": "forbid"}, self.model)
         elif self.mode != "default":
             el.set("mode", self.mode)
         if self.sockets is not None:
-            _sub(el, "topology", {"sockets": self.sockets, "cores": self.cores, "threads": self.threads})
+            _xml.sub(el, "topology", {"sockets": self.sockets, "cores": self.cores, "threads": self.threads})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "cpu")
+        _xml.expect_tag(el, "cpu")
         model = el.find("model")
         model_name = model.text if model is not None and model.text else None
         mode_attr = el.get("mode")
         if mode_attr is None:
             mode: CpuMode = "custom" if model_name else "default"
         else:
-            mode = _pick(mode_attr, _CPU_MODES, "cpu mode")
+            mode = _xml.pick(mode_attr, _CPU_MODES, "cpu mode")
         topology = el.find("topology")
         return cls(
             mode=mode,
             model=model_name if mode == "custom" else None,
-            sockets=None if topology is None else _int(topology.get("sockets"), "cpu topology sockets"),
-            cores=None if topology is None else _int(topology.get("cores"), "cpu topology cores"),
-            threads=None if topology is None else _int(topology.get("threads"), "cpu topology threads"),
+            sockets=None if topology is None else _xml.integer(topology.get("sockets"), "cpu topology sockets"),
+            cores=None if topology is None else _xml.integer(topology.get("cores"), "cpu topology cores"),
+            threads=None if topology is None else _xml.integer(topology.get("threads"), "cpu topology threads"),
         )
 
 
@@ -268,18 +251,20 @@ class CpuTuneConfig:
             raise DomainXmlError(f"cputune quota must be -1 (unlimited) or at least 1, got {self.quota}")
 
     def to_xml(self) -> ET.Element:
-        el = _new("cputune")
+        el = _xml.new("cputune")
         for tag in ("shares", "period", "quota"):
             value = getattr(self, tag)
             if value is not None:
-                _sub(el, tag, text=value)
+                _xml.sub(el, tag, text=value)
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self | None:
         """None when the element holds none of the values we model (e.g. only ``<vcpupin>``)."""
-        _expect_tag(el, "cputune")
-        values = {tag: _opt_int(_text(el.find(tag)), f"cputune {tag}") for tag in ("shares", "period", "quota")}
+        _xml.expect_tag(el, "cputune")
+        values = {
+            tag: _xml.opt_integer(_xml.text(el.find(tag)), f"cputune {tag}") for tag in ("shares", "period", "quota")
+        }
         if all(v is None for v in values.values()):
             return None
         return cls(**values)
@@ -309,29 +294,29 @@ class OsConfig:
             raise DomainXmlError("initrd and cmdline need a kernel")
 
     def to_xml(self) -> ET.Element:
-        el = _new("os", {"firmware": "efi" if self.firmware == "efi" else None})
-        _sub(el, "type", {"arch": self.arch, "machine": self.machine}, "hvm")
+        el = _xml.new("os", {"firmware": "efi" if self.firmware == "efi" else None})
+        _xml.sub(el, "type", {"arch": self.arch, "machine": self.machine}, "hvm")
         for tag in ("kernel", "initrd", "cmdline"):
             value = getattr(self, tag)
             if value is not None:
-                _sub(el, tag, text=value)
+                _xml.sub(el, tag, text=value)
         for dev in self.boot_devices:
-            _sub(el, "boot", {"dev": dev})
+            _xml.sub(el, "boot", {"dev": dev})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "os")
-        os_type = _child(el, "type")
+        _xml.expect_tag(el, "os")
+        os_type = _xml.child(el, "type")
         firmware = el.get("firmware")
         return cls(
-            arch=_attr(os_type, "arch"),
+            arch=_xml.attr(os_type, "arch"),
             machine=os_type.get("machine"),
-            firmware=_pick(firmware, _FIRMWARES, "os firmware") if firmware is not None else "bios",
-            kernel=_text(el.find("kernel")),
-            initrd=_text(el.find("initrd")),
-            cmdline=_text(el.find("cmdline")),
-            boot_devices=tuple(_pick(b.get("dev"), _BOOT_DEVICES, "os boot dev") for b in el.findall("boot")),
+            firmware=_xml.pick(firmware, _FIRMWARES, "os firmware") if firmware is not None else "bios",
+            kernel=_xml.text(el.find("kernel")),
+            initrd=_xml.text(el.find("initrd")),
+            cmdline=_xml.text(el.find("cmdline")),
+            boot_devices=tuple(_xml.pick(b.get("dev"), _BOOT_DEVICES, "os boot dev") for b in el.findall("boot")),
         )
 
 
@@ -370,18 +355,18 @@ class IoTuneConfig:
             raise DomainXmlError("iotune total_iops_sec cannot be combined with read_iops_sec/write_iops_sec")
 
     def to_xml(self) -> ET.Element:
-        el = _new("iotune")
+        el = _xml.new("iotune")
         for name in _IOTUNE_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                _sub(el, name, text=value)
+                _xml.sub(el, name, text=value)
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self | None:
         """None when the element holds none of the limits we model (e.g. only ``*_max`` values)."""
-        _expect_tag(el, "iotune")
-        values = {name: _opt_int(_text(el.find(name)), f"iotune {name}") for name in _IOTUNE_FIELDS}
+        _xml.expect_tag(el, "iotune")
+        values = {name: _xml.opt_integer(_xml.text(el.find(name)), f"iotune {name}") for name in _IOTUNE_FIELDS}
         if all(v is None for v in values.values()):
             return None
         return cls(**values)
@@ -407,8 +392,8 @@ class DiskConfig:
         _positive(self.boot_order, "disk boot order")
 
     def to_xml(self) -> ET.Element:
-        el = _new("disk", {"type": "file", "device": self.device})
-        _sub(
+        el = _xml.new("disk", {"type": "file", "device": self.device})
+        _xml.sub(
             el,
             "driver",
             {
@@ -419,101 +404,45 @@ class DiskConfig:
             },
         )
         if self.source_file is not None:
-            _sub(el, "source", {"file": self.source_file})
-        _sub(el, "target", {"dev": self.target_dev, "bus": self.bus})
+            _xml.sub(el, "source", {"file": self.source_file})
+        _xml.sub(el, "target", {"dev": self.target_dev, "bus": self.bus})
         if self.iotune is not None:
             el.append(self.iotune.to_xml())
         if self.boot_order is not None:
-            _sub(el, "boot", {"order": self.boot_order})
+            _xml.sub(el, "boot", {"order": self.boot_order})
         if self.readonly:
-            _sub(el, "readonly")
+            _xml.sub(el, "readonly")
         if self.serial is not None:
-            _sub(el, "serial", text=self.serial)
+            _xml.sub(el, "serial", text=self.serial)
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "disk")
+        _xml.expect_tag(el, "disk")
         if el.get("type", "file") != "file":
             raise DomainXmlError(f"disk type {el.get('type')!r} is not modelled (only 'file')")
         driver = el.find("driver")
         source = el.find("source")
-        target = _child(el, "target")
+        target = _xml.child(el, "target")
         boot = el.find("boot")
         iotune = el.find("iotune")
         driver_type = None if driver is None else driver.get("type")
         return cls(
-            target_dev=_attr(target, "dev"),
-            bus=_pick(target.get("bus"), _DISK_BUSES, "disk target bus"),
+            target_dev=_xml.attr(target, "dev"),
+            bus=_xml.pick(target.get("bus"), _DISK_BUSES, "disk target bus"),
             source_file=None if source is None else source.get("file"),
-            driver_type="raw" if driver_type is None else _pick(driver_type, _DRIVER_TYPES, "disk driver type"),
-            device=_pick(el.get("device", "disk"), _DISK_DEVICES, "disk device"),
+            driver_type="raw" if driver_type is None else _xml.pick(driver_type, _DRIVER_TYPES, "disk driver type"),
+            device=_xml.pick(el.get("device", "disk"), _DISK_DEVICES, "disk device"),
             readonly=el.find("readonly") is not None,
-            serial=_text(el.find("serial")),
-            boot_order=None if boot is None else _int(boot.get("order"), "disk boot order"),
-            cache=_pick(driver.get("cache", "default") if driver is not None else "default", _CACHE_MODES, "cache"),
-            io=_pick(driver.get("io", "default") if driver is not None else "default", _IO_MODES, "disk io"),
+            serial=_xml.text(el.find("serial")),
+            boot_order=None if boot is None else _xml.integer(boot.get("order"), "disk boot order"),
+            cache=_xml.pick(driver.get("cache", "default") if driver is not None else "default", _CACHE_MODES, "cache"),
+            io=_xml.pick(driver.get("io", "default") if driver is not None else "default", _IO_MODES, "disk io"),
             iotune=None if iotune is None else IoTuneConfig.from_xml(iotune),
         )
 
 
 # --- network interfaces --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BandwidthLimitConfig:
-    """``<inbound>``/``<outbound>``: average and peak in KiB/s, burst in KiB."""
-
-    average: int
-    peak: int | None = None
-    burst: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("average", "peak", "burst"):
-            _positive(getattr(self, name), f"bandwidth {name}")
-
-    def to_xml(self, tag: Literal["inbound", "outbound"] = "inbound") -> ET.Element:
-        return _new(tag, {"average": self.average, "peak": self.peak, "burst": self.burst})
-
-    @classmethod
-    def from_xml(cls, el: ET.Element) -> Self:
-        return cls(
-            average=_int(el.get("average"), f"bandwidth {el.tag} average"),
-            peak=_opt_int(el.get("peak"), f"bandwidth {el.tag} peak"),
-            burst=_opt_int(el.get("burst"), f"bandwidth {el.tag} burst"),
-        )
-
-
-@dataclass(frozen=True)
-class BandwidthConfig:
-    """``<bandwidth>``: inbound (towards the guest) and outbound limits; at least one."""
-
-    inbound: BandwidthLimitConfig | None = None
-    outbound: BandwidthLimitConfig | None = None
-
-    def __post_init__(self) -> None:
-        if self.inbound is None and self.outbound is None:
-            raise DomainXmlError("bandwidth needs inbound or outbound (use None for no limits)")
-
-    def to_xml(self) -> ET.Element:
-        el = _new("bandwidth")
-        if self.inbound is not None:
-            el.append(self.inbound.to_xml("inbound"))
-        if self.outbound is not None:
-            el.append(self.outbound.to_xml("outbound"))
-        return el
-
-    @classmethod
-    def from_xml(cls, el: ET.Element) -> Self | None:
-        """None when neither direction is limited."""
-        _expect_tag(el, "bandwidth")
-        inbound, outbound = el.find("inbound"), el.find("outbound")
-        if inbound is None and outbound is None:
-            return None
-        return cls(
-            inbound=None if inbound is None else BandwidthLimitConfig.from_xml(inbound),
-            outbound=None if outbound is None else BandwidthLimitConfig.from_xml(outbound),
-        )
 
 
 @dataclass(frozen=True)
@@ -532,15 +461,15 @@ class InterfaceConfig:
             raise DomainXmlError(f"interface mac {self.mac!r} is not a lowercase aa:bb:cc:dd:ee:ff address")
 
     def to_xml(self) -> ET.Element:
-        el = _new("interface", {"type": "network"})
-        _sub(el, "mac", {"address": self.mac})
-        _sub(el, "source", {"network": self.network})
+        el = _xml.new("interface", {"type": "network"})
+        _xml.sub(el, "mac", {"address": self.mac})
+        _xml.sub(el, "source", {"network": self.network})
         if self.bandwidth is not None:
             el.append(self.bandwidth.to_xml())
         if self.target_dev is not None:
-            _sub(el, "target", {"dev": self.target_dev})
-        _sub(el, "model", {"type": self.model})
-        _sub(el, "link", {"state": self.link_state})
+            _xml.sub(el, "target", {"dev": self.target_dev})
+        _xml.sub(el, "model", {"type": self.model})
+        _xml.sub(el, "link", {"state": self.link_state})
         return el
 
     def to_string(self) -> str:
@@ -549,18 +478,18 @@ class InterfaceConfig:
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "interface")
+        _xml.expect_tag(el, "interface")
         if el.get("type") != "network":
             raise DomainXmlError(f"interface type {el.get('type')!r} is not modelled (only 'network')")
         bandwidth = el.find("bandwidth")
         target = el.find("target")
         link = el.find("link")
         return cls(
-            network=_attr(_child(el, "source"), "network"),
-            mac=_attr(_child(el, "mac"), "address"),
-            model=_pick(_attr(_child(el, "model"), "type"), _NIC_MODELS, "interface model"),
-            bandwidth=None if bandwidth is None else BandwidthConfig.from_xml(bandwidth),
-            link_state="up" if link is None else _pick(link.get("state"), _LINK_STATES, "interface link state"),
+            network=_xml.attr(_xml.child(el, "source"), "network"),
+            mac=_xml.attr(_xml.child(el, "mac"), "address"),
+            model=_xml.pick(_xml.attr(_xml.child(el, "model"), "type"), _NIC_MODELS, "interface model"),
+            bandwidth=None if bandwidth is None else _xml.read(BandwidthConfig.from_xml, bandwidth),
+            link_state="up" if link is None else _xml.pick(link.get("state"), _LINK_STATES, "interface link state"),
             target_dev=None if target is None else target.get("dev"),
         )
 
@@ -576,20 +505,20 @@ class SerialConsoleConfig:
 
     def to_xml(self) -> ET.Element:
         """The ``<serial>`` element; :meth:`console_xml` gives the matching ``<console>``."""
-        el = _new("serial", {"type": "pty"})
+        el = _xml.new("serial", {"type": "pty"})
         if self.log_file is not None:
-            _sub(el, "log", {"file": self.log_file, "append": "on"})
-        _sub(el, "target", {"port": 0})
+            _xml.sub(el, "log", {"file": self.log_file, "append": "on"})
+        _xml.sub(el, "target", {"port": 0})
         return el
 
     def console_xml(self) -> ET.Element:
-        el = _new("console", {"type": "pty"})
-        _sub(el, "target", {"type": "serial", "port": 0})
+        el = _xml.new("console", {"type": "pty"})
+        _xml.sub(el, "target", {"type": "serial", "port": 0})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "serial")
+        _xml.expect_tag(el, "serial")
         if el.get("type") != "pty":
             raise DomainXmlError(f"serial type {el.get('type')!r} is not modelled (only 'pty')")
         log = el.find("log")
@@ -604,18 +533,18 @@ class GraphicsConfig:
     listen: str = "127.0.0.1"
 
     def to_xml(self) -> ET.Element:
-        el = _new("graphics", {"type": self.type, "port": -1, "autoport": "yes", "listen": self.listen})
-        _sub(el, "listen", {"type": "address", "address": self.listen})
+        el = _xml.new("graphics", {"type": self.type, "port": -1, "autoport": "yes", "listen": self.listen})
+        _xml.sub(el, "listen", {"type": "address", "address": self.listen})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "graphics")
+        _xml.expect_tag(el, "graphics")
         listen = next((li.get("address") for li in el.findall("listen") if li.get("type") == "address"), None)
         listen = listen or el.get("listen")
         if listen is None:
             raise DomainXmlError("graphics has no listen address")
-        return cls(type=_pick(el.get("type"), _GRAPHICS_TYPES, "graphics type"), listen=listen)
+        return cls(type=_xml.pick(el.get("type"), _GRAPHICS_TYPES, "graphics type"), listen=listen)
 
 
 # --- the domain ----------------------------------------------------------------------------------
@@ -676,36 +605,36 @@ class DomainConfig:
             raise DomainXmlError("os boot_devices and per-disk boot_order cannot be used together")
 
     def to_xml(self) -> ET.Element:
-        root = _new("domain", {"type": self.domain_type})
-        _sub(root, "name", text=self.name)
-        _sub(root, "uuid", text=self.uuid)
-        _sub(root, "metadata").append(self.owner.to_xml())
-        _sub(root, "memory", {"unit": "KiB"}, self.memory_kib)
-        _sub(root, "currentMemory", {"unit": "KiB"}, self.current_memory_kib)
+        root = _xml.new("domain", {"type": self.domain_type})
+        _xml.sub(root, "name", text=self.name)
+        _xml.sub(root, "uuid", text=self.uuid)
+        _xml.sub(root, "metadata").append(self.owner.to_xml())
+        _xml.sub(root, "memory", {"unit": "KiB"}, self.memory_kib)
+        _xml.sub(root, "currentMemory", {"unit": "KiB"}, self.current_memory_kib)
         if self.max_vcpus is None:
-            _sub(root, "vcpu", text=self.vcpus)
+            _xml.sub(root, "vcpu", text=self.vcpus)
         else:
-            _sub(root, "vcpu", {"current": self.vcpus}, self.max_vcpus)
+            _xml.sub(root, "vcpu", {"current": self.vcpus}, self.max_vcpus)
         if self.cputune is not None:
             root.append(self.cputune.to_xml())
         root.append(self.os.to_xml())
-        features = _sub(root, "features")
-        _sub(features, "acpi")
-        _sub(features, "apic")
+        features = _xml.sub(root, "features")
+        _xml.sub(features, "acpi")
+        _xml.sub(features, "apic")
         if not self.cpu.is_empty:
             root.append(self.cpu.to_xml())
-        _sub(root, "on_poweroff", text=self.on_poweroff)
-        _sub(root, "on_reboot", text=self.on_reboot)
-        _sub(root, "on_crash", text=self.on_crash)
+        _xml.sub(root, "on_poweroff", text=self.on_poweroff)
+        _xml.sub(root, "on_reboot", text=self.on_reboot)
+        _xml.sub(root, "on_crash", text=self.on_crash)
 
-        devices = _sub(root, "devices")
+        devices = _xml.sub(root, "devices")
         if self.emulator is not None:
-            _sub(devices, "emulator", text=self.emulator)
+            _xml.sub(devices, "emulator", text=self.emulator)
         for disk in self.disks:
             devices.append(disk.to_xml())
         if any(d.bus == "scsi" for d in self.disks):
             # Without it libvirt picks an emulated HBA (lsilogic); virtio-scsi is what guests expect.
-            _sub(devices, "controller", {"type": "scsi", "index": 0, "model": "virtio-scsi"})
+            _xml.sub(devices, "controller", {"type": "scsi", "index": 0, "model": "virtio-scsi"})
         for nic in self.interfaces:
             devices.append(nic.to_xml())
         if self.serial is not None:
@@ -713,10 +642,10 @@ class DomainConfig:
             devices.append(self.serial.console_xml())
         if self.graphics is not None:
             devices.append(self.graphics.to_xml())
-        _sub(devices, "memballoon", {"model": "virtio" if self.memballoon else "none"})
+        _xml.sub(devices, "memballoon", {"model": "virtio" if self.memballoon else "none"})
         if self.rng:
-            rng = _sub(devices, "rng", {"model": "virtio"})
-            _sub(rng, "backend", {"model": "random"}, "/dev/urandom")
+            rng = _xml.sub(devices, "rng", {"model": "virtio"})
+            _xml.sub(rng, "backend", {"model": "random"}, "/dev/urandom")
         return root
 
     def to_string(self) -> str:
@@ -725,15 +654,15 @@ class DomainConfig:
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "domain")
+        _xml.expect_tag(el, "domain")
         owner = el.find(f"metadata/{OWNER_TAG}")
         if owner is None:
             raise DomainXmlError("domain has no vdc owner metadata: not one of ours")
-        memory = _kib(_child(el, "memory"))
+        memory = _kib(_xml.child(el, "memory"))
         current = el.find("currentMemory")
-        vcpu = _child(el, "vcpu")
-        max_vcpus = _int(vcpu.text, "vcpu")
-        current_vcpus = _opt_int(vcpu.get("current"), "vcpu current")
+        vcpu = _xml.child(el, "vcpu")
+        max_vcpus = _xml.integer(vcpu.text, "vcpu")
+        current_vcpus = _xml.opt_integer(vcpu.get("current"), "vcpu current")
         cputune = el.find("cputune")
         cpu = el.find("cpu")
         devices = el.find("devices")
@@ -743,16 +672,16 @@ class DomainConfig:
         graphics = next((g for g in devices.findall("graphics") if g.get("type") in _GRAPHICS_TYPES), None)
         balloon = devices.find("memballoon")
         return cls(
-            name=_text(_child(el, "name")) or "",
-            uuid=(_text(_child(el, "uuid")) or "").strip(),
+            name=_xml.text(_xml.child(el, "name")) or "",
+            uuid=(_xml.text(_xml.child(el, "uuid")) or "").strip(),
             owner=OwnerMetadata.from_xml(owner),
             memory_kib=memory,
             current_memory_kib=memory if current is None else _kib(current),
             vcpus=max_vcpus if current_vcpus is None else current_vcpus,
             max_vcpus=None if current_vcpus is None or current_vcpus == max_vcpus else max_vcpus,
-            domain_type=_pick(el.get("type"), _DOMAIN_TYPES, "domain type"),
+            domain_type=_xml.pick(el.get("type"), _DOMAIN_TYPES, "domain type"),
             cpu=CpuConfig() if cpu is None else CpuConfig.from_xml(cpu),
-            os=OsConfig.from_xml(_child(el, "os")),
+            os=OsConfig.from_xml(_xml.child(el, "os")),
             disks=tuple(
                 DiskConfig.from_xml(d)
                 for d in devices.findall("disk")
@@ -764,10 +693,10 @@ class DomainConfig:
             serial=None if serial is None else SerialConsoleConfig.from_xml(serial),
             graphics=None if graphics is None else GraphicsConfig.from_xml(graphics),
             cputune=None if cputune is None else CpuTuneConfig.from_xml(cputune),
-            emulator=_text(devices.find("emulator")),
-            on_poweroff=_pick(_text(el.find("on_poweroff")) or "destroy", _LIFECYCLE_ACTIONS, "on_poweroff"),
-            on_reboot=_pick(_text(el.find("on_reboot")) or "restart", _LIFECYCLE_ACTIONS, "on_reboot"),
-            on_crash=_pick(_text(el.find("on_crash")) or "destroy", _CRASH_ACTIONS, "on_crash"),
+            emulator=_xml.text(devices.find("emulator")),
+            on_poweroff=_xml.pick(_xml.text(el.find("on_poweroff")) or "destroy", _LIFECYCLE_ACTIONS, "on_poweroff"),
+            on_reboot=_xml.pick(_xml.text(el.find("on_reboot")) or "restart", _LIFECYCLE_ACTIONS, "on_reboot"),
+            on_crash=_xml.pick(_xml.text(el.find("on_crash")) or "destroy", _CRASH_ACTIONS, "on_crash"),
             memballoon=balloon is not None and balloon.get("model") != "none",
             rng=any(
                 r.get("model") == "virtio" and b.get("model") == "random"

@@ -55,7 +55,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Self, get_args
 
-from vdc.libvirt.xmlutil import XmlHelpers
+from vdc.libvirt.xml_common import BandwidthConfig, XmlError, XmlHelpers
 
 ForwardMode = Literal["nat", "none", "bridge"]
 """``nat``: NAT to the host's uplink; ``none``: isolated (no ``<forward>``); ``bridge``: an existing host bridge."""
@@ -82,11 +82,9 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
 """A DHCP host name dnsmasq takes (it lands in dnsmasq's hosts file, comma separated)."""
 VLAN_TAG_MAX = 4095
 MTU_MIN, MTU_MAX = 68, 65535
-BANDWIDTH_MAX = 2**32 - 1
-"""libvirt's ``speed`` and ``BurstSize``: unsigned 32-bit, at least 1."""
 
 
-class NetworkXmlError(ValueError):
+class NetworkXmlError(XmlError):
     """The XML is not a network we can read, or a config cannot be expressed in libvirt XML."""
 
 
@@ -94,21 +92,6 @@ class NetworkXmlError(ValueError):
 
 
 _xml = XmlHelpers(NetworkXmlError)
-_new = _xml.new
-_sub = _xml.sub
-_pick = _xml.pick
-_int = _xml.integer
-_attr = _xml.attr
-_child = _xml.child
-_text = _xml.text
-_expect_tag = _xml.expect_tag
-_parse = _xml.parse
-_to_string = _xml.to_string
-_check_uuid = _xml.check_uuid
-
-
-def _opt_int(value: str | None, what: str) -> int | None:
-    return None if value is None else _int(value, what)
 
 
 def _ipv4(value: str, what: str) -> ipaddress.IPv4Address:
@@ -152,7 +135,7 @@ def _unique(values: Iterable[object], what: str) -> None:
 
 
 def _yes_no(value: str | None, what: str) -> bool:
-    return _pick(value or "no", ("yes", "no"), what) == "yes"
+    return _xml.pick(value or "no", ("yes", "no"), what) == "yes"
 
 
 # --- DHCP ----------------------------------------------------------------------------------------
@@ -179,7 +162,7 @@ class DhcpHostConfig:
             )
 
     def to_xml(self) -> ET.Element:
-        return _new("host", {"mac": self.mac, "name": self.name, "ip": self.ip})
+        return _xml.new("host", {"mac": self.mac, "name": self.name, "ip": self.ip})
 
     def to_string(self) -> str:
         """The ``<host/>`` element on one line (for ``virNetworkUpdate``)."""
@@ -188,12 +171,12 @@ class DhcpHostConfig:
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
         """Raises :class:`NetworkXmlError` for a host without a MAC address (libvirt allows name-only hosts)."""
-        _expect_tag(el, "host")
-        return cls(mac=_attr(el, "mac").lower(), ip=_attr(el, "ip"), name=el.get("name"))
+        _xml.expect_tag(el, "host")
+        return cls(mac=_xml.attr(el, "mac").lower(), ip=_xml.attr(el, "ip"), name=el.get("name"))
 
     @classmethod
     def from_string(cls, text: str) -> Self:
-        return cls.from_xml(_parse(text))
+        return cls.from_xml(_xml.parse(text))
 
 
 @dataclass(frozen=True)
@@ -208,12 +191,12 @@ class DhcpRangeConfig:
             raise NetworkXmlError(f"DHCP range {self.start} - {self.end} is reversed")
 
     def to_xml(self) -> ET.Element:
-        return _new("range", {"start": self.start, "end": self.end})
+        return _xml.new("range", {"start": self.start, "end": self.end})
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "range")
-        return cls(start=_attr(el, "start"), end=_attr(el, "end"))
+        _xml.expect_tag(el, "range")
+        return cls(start=_xml.attr(el, "start"), end=_xml.attr(el, "end"))
 
 
 # --- addresses -----------------------------------------------------------------------------------
@@ -269,9 +252,9 @@ class Ipv4Config:
             raise NetworkXmlError(f"{what} {value} is the network or broadcast address of {self.network}")
 
     def to_xml(self) -> ET.Element:
-        el = _new("ip", {"address": self.address, "prefix": self.prefix})
+        el = _xml.new("ip", {"address": self.address, "prefix": self.prefix})
         if self.dhcp_range is not None or self.hosts:
-            dhcp = _sub(el, "dhcp")
+            dhcp = _xml.sub(el, "dhcp")
             if self.dhcp_range is not None:
                 dhcp.append(self.dhcp_range.to_xml())
             for host in self.hosts:
@@ -280,11 +263,11 @@ class Ipv4Config:
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "ip")
-        address = _attr(el, "address")
+        _xml.expect_tag(el, "ip")
+        address = _xml.attr(el, "address")
         prefix, netmask = el.get("prefix"), el.get("netmask")
         if prefix is not None:
-            length = _int(prefix, "IPv4 prefix")
+            length = _xml.integer(prefix, "IPv4 prefix")
         elif netmask is not None:
             try:
                 length = ipaddress.IPv4Network(f"0.0.0.0/{netmask}").prefixlen
@@ -319,18 +302,18 @@ class Ipv6Config:
             raise NetworkXmlError(f"IPv6 prefix must be 1-128, got {self.prefix}")
 
     def to_xml(self) -> ET.Element:
-        return _new("ip", {"family": "ipv6", "address": self.address, "prefix": self.prefix})
+        return _xml.new("ip", {"family": "ipv6", "address": self.address, "prefix": self.prefix})
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "ip")
-        return cls(address=_attr(el, "address"), prefix=_int(_attr(el, "prefix"), "IPv6 prefix"))
+        _xml.expect_tag(el, "ip")
+        return cls(address=_xml.attr(el, "address"), prefix=_xml.integer(_xml.attr(el, "prefix"), "IPv6 prefix"))
 
 
 def _is_ipv6(el: ET.Element) -> bool:
     family = el.get("family")
     if family is not None:
-        return _pick(family, ("ipv4", "ipv6"), "ip family") == "ipv6"
+        return _xml.pick(family, ("ipv4", "ipv6"), "ip family") == "ipv6"
     return ":" in (el.get("address") or "")
 
 
@@ -365,15 +348,15 @@ class DnsConfig:
     def to_xml(self) -> ET.Element | None:
         if not self.forwarders:
             return None
-        el = _new("dns")
+        el = _xml.new("dns")
         for forwarder in self.forwarders:
-            _sub(el, "forwarder", {"addr": forwarder})
+            _xml.sub(el, "forwarder", {"addr": forwarder})
         return el
 
     def domain_xml(self) -> ET.Element | None:
         if self.domain is None:
             return None
-        return _new("domain", {"name": self.domain, "localOnly": "yes" if self.local_only else None})
+        return _xml.new("domain", {"name": self.domain, "localOnly": "yes" if self.local_only else None})
 
     @classmethod
     def from_xml(cls, dns: ET.Element | None, domain: ET.Element | None) -> Self | None:
@@ -381,18 +364,18 @@ class DnsConfig:
         says anything we model."""
         forwarders: list[str] = []
         if dns is not None:
-            _expect_tag(dns, "dns")
+            _xml.expect_tag(dns, "dns")
             for forwarder in dns.findall("forwarder"):
                 if forwarder.get("domain") is not None:
                     raise NetworkXmlError("a DNS forwarder for one domain is not modelled")
-                forwarders.append(_attr(forwarder, "addr"))
+                forwarders.append(_xml.attr(forwarder, "addr"))
         if domain is not None:
-            _expect_tag(domain, "domain")
+            _xml.expect_tag(domain, "domain")
         if not forwarders and domain is None:
             return None
         return cls(
             forwarders=tuple(forwarders),
-            domain=None if domain is None else _attr(domain, "name"),
+            domain=None if domain is None else _xml.attr(domain, "name"),
             local_only=False if domain is None else _yes_no(domain.get("localOnly"), "domain localOnly"),
         )
 
@@ -414,7 +397,7 @@ class DnsTxtConfig:
         _xml.safe(self.value, f"DNS TXT record {self.name} value")
 
     def to_xml(self) -> ET.Element:
-        return _new("txt", {"name": self.name, "value": self.value})
+        return _xml.new("txt", {"name": self.name, "value": self.value})
 
     def to_string(self) -> str:
         """The ``<txt/>`` element on one line (for ``virNetworkUpdate``)."""
@@ -422,8 +405,8 @@ class DnsTxtConfig:
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "txt")
-        return cls(name=_attr(el, "name"), value=_attr(el, "value"))
+        _xml.expect_tag(el, "txt")
+        return cls(name=_xml.attr(el, "name"), value=_xml.attr(el, "value"))
 
 
 # --- overlay -------------------------------------------------------------------------------------
@@ -455,88 +438,20 @@ class OverlayConfig:
             _check_ifname(self.underlay, "overlay underlay interface")
 
     def to_xml(self) -> ET.Element:
-        return _new(
+        return _xml.new(
             OVERLAY_TAG,
             {"vni": self.vni, "port": self.port, "local": self.local, "device": self.device, "underlay": self.underlay},
         )
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, OVERLAY_TAG)
+        _xml.expect_tag(el, OVERLAY_TAG)
         return cls(
-            vni=_int(_attr(el, "vni"), "overlay vni"),
-            port=_int(_attr(el, "port"), "overlay port"),
-            local=_attr(el, "local"),
-            device=_attr(el, "device"),
+            vni=_xml.integer(_xml.attr(el, "vni"), "overlay vni"),
+            port=_xml.integer(_xml.attr(el, "port"), "overlay port"),
+            local=_xml.attr(el, "local"),
+            device=_xml.attr(el, "device"),
             underlay=el.get("underlay"),
-        )
-
-
-# --- bandwidth -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NetworkBandwidthLimitConfig:
-    """``<inbound>``/``<outbound>``: average and peak in KiB/s, burst in KiB (each 1 to 2^32-1)."""
-
-    average: int
-    peak: int | None = None
-    burst: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("average", "peak", "burst"):
-            value = getattr(self, name)
-            if value is not None and not 1 <= value <= BANDWIDTH_MAX:
-                raise NetworkXmlError(
-                    f"bandwidth {name} must be 1-{BANDWIDTH_MAX} (use None for no limit), got {value}"
-                )
-
-    def to_xml(self, tag: Literal["inbound", "outbound"] = "inbound") -> ET.Element:
-        return _new(tag, {"average": self.average, "peak": self.peak, "burst": self.burst})
-
-    @classmethod
-    def from_xml(cls, el: ET.Element) -> Self:
-        return cls(
-            average=_int(el.get("average"), f"bandwidth {el.tag} average"),
-            peak=_opt_int(el.get("peak"), f"bandwidth {el.tag} peak"),
-            burst=_opt_int(el.get("burst"), f"bandwidth {el.tag} burst"),
-        )
-
-
-@dataclass(frozen=True)
-class NetworkBandwidthConfig:
-    """``<bandwidth>`` of the whole network, shaped on its bridge: ``inbound`` is traffic into the
-    network (towards the guests), ``outbound`` traffic out of it. At least one direction.
-
-    libvirt shapes with ``tc`` (htb classes with sfq leaves, an ingress policer): on a host whose
-    kernel lacks one of those queueing disciplines the network fails to start.
-    """
-
-    inbound: NetworkBandwidthLimitConfig | None = None
-    outbound: NetworkBandwidthLimitConfig | None = None
-
-    def __post_init__(self) -> None:
-        if self.inbound is None and self.outbound is None:
-            raise NetworkXmlError("bandwidth needs inbound or outbound (use None for no limits)")
-
-    def to_xml(self) -> ET.Element:
-        el = _new("bandwidth")
-        if self.inbound is not None:
-            el.append(self.inbound.to_xml("inbound"))
-        if self.outbound is not None:
-            el.append(self.outbound.to_xml("outbound"))
-        return el
-
-    @classmethod
-    def from_xml(cls, el: ET.Element) -> Self | None:
-        """None when neither direction is limited."""
-        _expect_tag(el, "bandwidth")
-        inbound, outbound = el.find("inbound"), el.find("outbound")
-        if inbound is None and outbound is None:
-            return None
-        return cls(
-            inbound=None if inbound is None else NetworkBandwidthLimitConfig.from_xml(inbound),
-            outbound=None if outbound is None else NetworkBandwidthLimitConfig.from_xml(outbound),
         )
 
 
@@ -574,7 +489,7 @@ class NetworkConfig:
     ipv4: Ipv4Config | None = None
     ipv6: Ipv6Config | None = None
     dns: DnsConfig | None = None
-    bandwidth: NetworkBandwidthConfig | None = None
+    bandwidth: BandwidthConfig | None = None
     openvswitch: bool = False
     vlan: int | None = None
     dns_txt: tuple[DnsTxtConfig, ...] = ()
@@ -583,7 +498,7 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "\n" in self.name:
             raise NetworkXmlError(f"network name {self.name!r} must be non-empty and contain no '/' or newline")
-        _check_uuid(self.uuid, "network uuid")
+        _xml.check_uuid(self.uuid, "network uuid")
         if self.forward not in _FORWARD_MODES:
             raise NetworkXmlError(f"forward mode {self.forward!r} is not one of {', '.join(_FORWARD_MODES)}")
         _check_ifname(self.bridge, "bridge name")
@@ -633,17 +548,17 @@ class NetworkConfig:
 
     def to_xml(self) -> ET.Element:
         """The elements in the order libvirt writes them (``virNetworkDefFormatBuf``)."""
-        root = _new("network")
-        _sub(root, "name", text=self.name)
+        root = _xml.new("network")
+        _xml.sub(root, "name", text=self.name)
         if self.uuid is not None:
-            _sub(root, "uuid", text=self.uuid)
+            _xml.sub(root, "uuid", text=self.uuid)
         if self.overlay is not None:
-            _sub(root, "metadata").append(self.overlay.to_xml())
+            _xml.sub(root, "metadata").append(self.overlay.to_xml())
         if self.forward != "none":
-            _sub(root, "forward", {"mode": self.forward})
-        _sub(root, "bridge", {"name": self.bridge})
+            _xml.sub(root, "forward", {"mode": self.forward})
+        _xml.sub(root, "bridge", {"name": self.bridge})
         if self.mtu is not None:
-            _sub(root, "mtu", {"size": self.mtu})
+            _xml.sub(root, "mtu", {"size": self.mtu})
         dns = None
         if self.dns is not None:
             for el in (self.dns.domain_xml(), self.dns.to_xml()):
@@ -652,11 +567,11 @@ class NetworkConfig:
             dns = root.find("dns")
         if self.dns_txt:
             if dns is None:
-                dns = _sub(root, "dns")
+                dns = _xml.sub(root, "dns")
             for txt in self.dns_txt:
                 dns.append(txt.to_xml())
         if self.vlan is not None:
-            _sub(_sub(root, "vlan"), "tag", {"id": self.vlan})
+            _xml.sub(_xml.sub(root, "vlan"), "tag", {"id": self.vlan})
         if self.bandwidth is not None:
             root.append(self.bandwidth.to_xml())
         if self.ipv4 is not None:
@@ -664,22 +579,22 @@ class NetworkConfig:
         if self.ipv6 is not None:
             root.append(self.ipv6.to_xml())
         if self.openvswitch:
-            _sub(root, "virtualport", {"type": "openvswitch"})
+            _xml.sub(root, "virtualport", {"type": "openvswitch"})
         return root
 
     def to_string(self) -> str:
         """The network XML, indented two spaces, without a trailing newline."""
-        return _to_string(self.to_xml())
+        return _xml.to_string(self.to_xml())
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "network")
+        _xml.expect_tag(el, "network")
         forward = el.find("forward")
         mode: ForwardMode = "none"
         if forward is not None:
             # <forward/> without a mode is nat.
-            mode = _pick(forward.get("mode", "nat"), _FORWARD_ELEMENT_MODES, "forward mode")
-        bridge = _child(el, "bridge")
+            mode = _xml.pick(forward.get("mode", "nat"), _FORWARD_ELEMENT_MODES, "forward mode")
+        bridge = _xml.child(el, "bridge")
         mtu = el.find("mtu")
         ipv4s = [ip for ip in el.findall("ip") if not _is_ipv6(ip)]
         ipv6s = [ip for ip in el.findall("ip") if _is_ipv6(ip)]
@@ -693,32 +608,31 @@ class NetworkConfig:
             raise NetworkXmlError("a vlan trunk is not modelled (only one access tag)")
         virtualport = el.find("virtualport")
         if virtualport is not None:
-            _pick(virtualport.get("type"), ("openvswitch",), "virtualport type")
-        uuid = _text(el.find("uuid"))
+            _xml.pick(virtualport.get("type"), ("openvswitch",), "virtualport type")
+        uuid = _xml.text(el.find("uuid"))
         overlay = el.find(f"metadata/{OVERLAY_TAG}")
         return cls(
-            name=_text(_child(el, "name")) or "",
-            bridge=_attr(bridge, "name"),
+            name=_xml.text(_xml.child(el, "name")) or "",
+            bridge=_xml.attr(bridge, "name"),
             forward=mode,
             uuid=None if uuid is None else uuid.strip(),
-            mtu=None if mtu is None else _int(mtu.get("size"), "mtu size"),
+            mtu=None if mtu is None else _xml.integer(mtu.get("size"), "mtu size"),
             ipv4=Ipv4Config.from_xml(ipv4s[0]) if ipv4s else None,
             ipv6=Ipv6Config.from_xml(ipv6s[0]) if ipv6s else None,
             dns=DnsConfig.from_xml(el.find("dns"), el.find("domain")),
-            bandwidth=None if bandwidth is None else NetworkBandwidthConfig.from_xml(bandwidth),
+            bandwidth=None if bandwidth is None else _xml.read(BandwidthConfig.from_xml, bandwidth),
             openvswitch=virtualport is not None,
-            vlan=_int(_attr(tags[0], "id"), "vlan tag id") if tags else None,
+            vlan=_xml.integer(_xml.attr(tags[0], "id"), "vlan tag id") if tags else None,
             dns_txt=tuple(DnsTxtConfig.from_xml(txt) for txt in el.findall("dns/txt")),
             overlay=None if overlay is None else OverlayConfig.from_xml(overlay),
         )
 
     @classmethod
     def from_string(cls, text: str) -> Self:
-        return cls.from_xml(_parse(text))
+        return cls.from_xml(_xml.parse(text))
 
 
 __all__ = [
-    "BANDWIDTH_MAX",
     "MTU_MAX",
     "MTU_MIN",
     "OVERLAY_NS",
@@ -731,8 +645,6 @@ __all__ = [
     "ForwardMode",
     "Ipv4Config",
     "Ipv6Config",
-    "NetworkBandwidthConfig",
-    "NetworkBandwidthLimitConfig",
     "NetworkConfig",
     "NetworkXmlError",
     "OverlayConfig",

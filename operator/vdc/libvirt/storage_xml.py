@@ -31,12 +31,11 @@ a backing store on a raw volume), so that a round trip through libvirt is exact.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Literal, Self, TypeVar, get_args
+from typing import Literal, Self, get_args
 
-from vdc.libvirt.xmlutil import XmlHelpers
+from vdc.libvirt.xml_common import XmlError, XmlHelpers
 
 PoolType = Literal["dir", "netfs", "logical", "rbd", "iscsi"]
 SourceFormat = Literal["auto", "nfs", "glusterfs", "cifs", "lvm2"]
@@ -52,10 +51,6 @@ _AUTH_TYPES: tuple[AuthType, ...] = get_args(AuthType)
 _VOLUME_FORMATS: tuple[VolumeFormat, ...] = get_args(VolumeFormat)
 _BACKING_FORMATS: tuple[BackingFormat, ...] = get_args(BackingFormat)
 
-_S = TypeVar("_S", bound=str)
-
-# XML 1.0 Char production minus what a parser would not give back unchanged (a lone \r becomes \n).
-_ILLEGAL_XML_CHARS = re.compile("[^\t\n\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # libvirt's virScaleInteger: suffixes are case-insensitive; "k", "KiB" are powers of 1024, "KB" of 1000.
 _SIZE_UNITS = {"b": 1, "bytes": 1}
 for _power, _letter in enumerate("kmgtpe", start=1):
@@ -77,7 +72,7 @@ _SOURCE_FORMATS_BY_TYPE: dict[PoolType, tuple[SourceFormat, ...]] = {
 _AUTH_BY_TYPE: dict[PoolType, AuthType] = {"rbd": "ceph", "iscsi": "chap"}
 
 
-class StorageXmlError(ValueError):
+class StorageXmlError(XmlError):
     """The XML is not a pool or volume we can read, or a config cannot be expressed in libvirt XML."""
 
 
@@ -85,18 +80,6 @@ class StorageXmlError(ValueError):
 
 
 _xml = XmlHelpers(StorageXmlError)
-_xml_safe = _xml.safe
-_new = _xml.new
-_sub = _xml.sub
-_pick = _xml.pick
-_int = _xml.integer
-_attr = _xml.attr
-_child = _xml.child
-_text = _xml.text
-_expect_tag = _xml.expect_tag
-_parse = _xml.parse
-_to_string = _xml.to_string
-_check_uuid = _xml.check_uuid
 
 
 def _bytes(el: ET.Element) -> int:
@@ -104,7 +87,7 @@ def _bytes(el: ET.Element) -> int:
     unit = (el.get("unit") or "bytes").lower()
     if unit not in _SIZE_UNITS:
         raise StorageXmlError(f"<{el.tag}>: unknown unit {el.get('unit')!r}")
-    return _int(el.text, f"<{el.tag}>") * _SIZE_UNITS[unit]
+    return _xml.integer(el.text, f"<{el.tag}>") * _SIZE_UNITS[unit]
 
 
 def _check_name(value: str, what: str) -> None:
@@ -129,13 +112,13 @@ class PoolHostConfig:
             raise StorageXmlError(f"source host port must be 1-65535, got {self.port}")
 
     def to_xml(self) -> ET.Element:
-        return _new("host", {"name": self.name, "port": self.port})
+        return _xml.new("host", {"name": self.name, "port": self.port})
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "host")
+        _xml.expect_tag(el, "host")
         port = el.get("port")
-        return cls(name=_attr(el, "name"), port=None if port is None else _int(port, "source host port"))
+        return cls(name=_xml.attr(el, "name"), port=None if port is None else _xml.integer(port, "source host port"))
 
 
 @dataclass(frozen=True)
@@ -151,20 +134,20 @@ class PoolAuthConfig:
     def __post_init__(self) -> None:
         if (self.secret_usage is None) == (self.secret_uuid is None):
             raise StorageXmlError("auth needs exactly one of secret_usage and secret_uuid")
-        _check_uuid(self.secret_uuid, "auth secret uuid")
+        _xml.check_uuid(self.secret_uuid, "auth secret uuid")
 
     def to_xml(self) -> ET.Element:
-        el = _new("auth", {"type": self.type, "username": self.username})
-        _sub(el, "secret", {"usage": self.secret_usage, "uuid": self.secret_uuid})
+        el = _xml.new("auth", {"type": self.type, "username": self.username})
+        _xml.sub(el, "secret", {"usage": self.secret_usage, "uuid": self.secret_uuid})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "auth")
-        secret = _child(el, "secret")
+        _xml.expect_tag(el, "auth")
+        secret = _xml.child(el, "secret")
         return cls(
-            type=_pick(el.get("type"), _AUTH_TYPES, "auth type"),
-            username=_attr(el, "username"),
+            type=_xml.pick(el.get("type"), _AUTH_TYPES, "auth type"),
+            username=_xml.attr(el, "username"),
             secret_usage=secret.get("usage"),
             secret_uuid=secret.get("uuid"),
         )
@@ -206,35 +189,35 @@ class PoolSourceConfig:
         }
 
     def to_xml(self) -> ET.Element:
-        el = _new("source")
+        el = _xml.new("source")
         for host in self.hosts:
             el.append(host.to_xml())
         if self.dir is not None:
-            _sub(el, "dir", {"path": self.dir})
+            _xml.sub(el, "dir", {"path": self.dir})
         for device in self.devices:
-            _sub(el, "device", {"path": device})
+            _xml.sub(el, "device", {"path": device})
         if self.name is not None:
-            _sub(el, "name", text=self.name)
+            _xml.sub(el, "name", text=self.name)
         if self.format is not None:
-            _sub(el, "format", {"type": self.format})
+            _xml.sub(el, "format", {"type": self.format})
         if self.auth is not None:
             el.append(self.auth.to_xml())
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "source")
+        _xml.expect_tag(el, "source")
         source_dir = el.find("dir")
         source_format = el.find("format")
         auth = el.find("auth")
         return cls(
             hosts=tuple(PoolHostConfig.from_xml(h) for h in el.findall("host")),
-            dir=None if source_dir is None else _attr(source_dir, "path"),
-            name=_text(el.find("name")),
-            devices=tuple(_attr(d, "path") for d in el.findall("device")),
+            dir=None if source_dir is None else _xml.attr(source_dir, "path"),
+            name=_xml.text(el.find("name")),
+            devices=tuple(_xml.attr(d, "path") for d in el.findall("device")),
             format=None
             if source_format is None
-            else _pick(source_format.get("type"), _SOURCE_FORMATS, "source format"),
+            else _xml.pick(source_format.get("type"), _SOURCE_FORMATS, "source format"),
             auth=None if auth is None else PoolAuthConfig.from_xml(auth),
         )
 
@@ -261,7 +244,7 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         _check_name(self.name, "pool name")
-        _check_uuid(self.uuid, "pool uuid")
+        _xml.check_uuid(self.uuid, "pool uuid")
         if self.type not in _POOL_TYPES:
             raise StorageXmlError(f"pool type {self.type!r} is not one of {', '.join(_POOL_TYPES)}")
         if (self.type == "rbd") != (self.target_path is None):
@@ -291,36 +274,36 @@ class PoolConfig:
             raise StorageXmlError(f"an iscsi pool needs exactly one source device (the target IQN), got {src.devices}")
 
     def to_xml(self) -> ET.Element:
-        root = _new("pool", {"type": self.type})
-        _sub(root, "name", text=self.name)
+        root = _xml.new("pool", {"type": self.type})
+        _xml.sub(root, "name", text=self.name)
         if self.uuid is not None:
-            _sub(root, "uuid", text=self.uuid)
+            _xml.sub(root, "uuid", text=self.uuid)
         if not self.source.is_empty:
             root.append(self.source.to_xml())
         if self.target_path is not None:
-            _sub(_sub(root, "target"), "path", text=self.target_path)
+            _xml.sub(_xml.sub(root, "target"), "path", text=self.target_path)
         return root
 
     def to_string(self) -> str:
         """The pool XML, indented two spaces, without a trailing newline."""
-        return _to_string(self.to_xml())
+        return _xml.to_string(self.to_xml())
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "pool")
+        _xml.expect_tag(el, "pool")
         source = el.find("source")
-        uuid = _text(el.find("uuid"))
+        uuid = _xml.text(el.find("uuid"))
         return cls(
-            name=_text(_child(el, "name")) or "",
-            type=_pick(el.get("type"), _POOL_TYPES, "pool type"),
+            name=_xml.text(_xml.child(el, "name")) or "",
+            type=_xml.pick(el.get("type"), _POOL_TYPES, "pool type"),
             uuid=None if uuid is None else uuid.strip(),
-            target_path=_text(el.find("target/path")),
+            target_path=_xml.text(el.find("target/path")),
             source=PoolSourceConfig() if source is None else PoolSourceConfig.from_xml(source),
         )
 
     @classmethod
     def from_string(cls, text: str) -> Self:
-        return cls.from_xml(_parse(text))
+        return cls.from_xml(_xml.parse(text))
 
 
 # --- volumes -------------------------------------------------------------------------------------
@@ -338,17 +321,17 @@ class BackingStoreConfig:
             raise StorageXmlError("backing store path must be non-empty")
 
     def to_xml(self) -> ET.Element:
-        el = _new("backingStore")
-        _sub(el, "path", text=self.path)
-        _sub(el, "format", {"type": self.format})
+        el = _xml.new("backingStore")
+        _xml.sub(el, "path", text=self.path)
+        _xml.sub(el, "format", {"type": self.format})
         return el
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
-        _expect_tag(el, "backingStore")
+        _xml.expect_tag(el, "backingStore")
         return cls(
-            path=_text(_child(el, "path")) or "",
-            format=_pick(_child(el, "format").get("type"), _BACKING_FORMATS, "backing store format"),
+            path=_xml.text(_xml.child(el, "path")) or "",
+            format=_xml.pick(_xml.child(el, "format").get("type"), _BACKING_FORMATS, "backing store format"),
         )
 
 
@@ -380,47 +363,47 @@ class VolumeConfig:
             raise StorageXmlError(f"only a qcow2 volume can have a backing store, not {self.format}")
 
     def to_xml(self) -> ET.Element:
-        root = _new("volume")
-        _sub(root, "name", text=self.name)
-        _sub(root, "capacity", {"unit": "bytes"}, self.capacity_bytes)
-        _sub(root, "allocation", {"unit": "bytes"}, self.allocation_bytes)
-        target = _sub(root, "target")
+        root = _xml.new("volume")
+        _xml.sub(root, "name", text=self.name)
+        _xml.sub(root, "capacity", {"unit": "bytes"}, self.capacity_bytes)
+        _xml.sub(root, "allocation", {"unit": "bytes"}, self.allocation_bytes)
+        target = _xml.sub(root, "target")
         if self.target_path is not None:
-            _sub(target, "path", text=self.target_path)
-        _sub(target, "format", {"type": self.format})
+            _xml.sub(target, "path", text=self.target_path)
+        _xml.sub(target, "format", {"type": self.format})
         if self.backing is not None:
             root.append(self.backing.to_xml())
         return root
 
     def to_string(self) -> str:
         """The volume XML, indented two spaces, without a trailing newline."""
-        return _to_string(self.to_xml())
+        return _xml.to_string(self.to_xml())
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
         """Raises :class:`StorageXmlError` for formats we do not model (vmdk, dir …)."""
-        _expect_tag(el, "volume")
-        capacity = _bytes(_child(el, "capacity"))
+        _xml.expect_tag(el, "volume")
+        capacity = _bytes(_xml.child(el, "capacity"))
         allocation = el.find("allocation")
         target = el.find("target")
         volume_format = None if target is None else target.find("format")
         backing = el.find("backingStore")
         return cls(
-            name=_text(_child(el, "name")) or "",
+            name=_xml.text(_xml.child(el, "name")) or "",
             capacity_bytes=capacity,
             format="raw"
             if volume_format is None
-            else _pick(volume_format.get("type"), _VOLUME_FORMATS, "volume format"),
+            else _xml.pick(volume_format.get("type"), _VOLUME_FORMATS, "volume format"),
             # libvirt's default allocation is the capacity (fully allocated).
             allocation_bytes=capacity if allocation is None else _bytes(allocation),
             # libvirt writes an empty <backingStore/> for an image without one.
             backing=None if backing is None or backing.find("path") is None else BackingStoreConfig.from_xml(backing),
-            target_path=None if target is None else _text(target.find("path")),
+            target_path=None if target is None else _xml.text(target.find("path")),
         )
 
     @classmethod
     def from_string(cls, text: str) -> Self:
-        return cls.from_xml(_parse(text))
+        return cls.from_xml(_xml.parse(text))
 
 
 __all__ = [
