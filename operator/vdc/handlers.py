@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,14 @@ from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import EventType, ObjectEvent, Watch
+from vdc.controllers import appliance as appliance_module
+from vdc.controllers import computequota as quota_module
+from vdc.controllers import host as host_module
+from vdc.controllers import storagepool as pool_module
+from vdc.controllers import virtualswitch as switch_module
+from vdc.controllers import vm_watches
 from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
@@ -30,7 +38,7 @@ from vdc.controllers.host import HostController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import VmController
-from vdc.controllers.vm_plan import RESTART_ANNOTATION, restart_pending
+from vdc.controllers.vm_plan import restart_requested
 from vdc.kube import lister
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
@@ -81,10 +89,32 @@ class Runtime:
     quota_controller: QuotaController
     quota_queue: WorkQueue[Key]
     first_sight_queue: WorkQueue[Sighting]
+    cluster: ClusterView
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
     blocked_deletions: set[str] = field(default_factory=set)
+    watches: dict[str, list[tuple[Watch, WorkQueue[Key]]]] = field(default_factory=dict)
+    """Watched kind -> (watch, the queue of the controller that declared it): see :meth:`fan_out`."""
+
+    def __post_init__(self) -> None:
+        declared: tuple[tuple[Iterable[Watch], WorkQueue[Key]], ...] = (
+            (host_module.WATCHES, self.host_queue),
+            (pool_module.WATCHES, self.pool_queue),
+            (switch_module.WATCHES, self.switch_queue),
+            (appliance_module.WATCHES, self.appliance_queue),
+            (vm_watches.WATCHES, self.vm_queue),
+            (quota_module.WATCHES, self.quota_queue),
+        )
+        for watches, queue in declared:
+            for watch in watches:
+                self.watches.setdefault(watch.kind, []).append((watch, queue))
+
+    def fan_out(self, kind: str, event: ObjectEvent) -> None:
+        """Every controller watching ``kind`` gets the keys its map function returns for ``event``."""
+        for watch, queue in self.watches.get(kind, ()):
+            for key in watch.map(self.cluster, event):
+                queue.add(key)  # deduplicated while queued
 
     def sighted(self, plural: str, key: Key, event: kopf.RawEvent, body: dict[str, Any]) -> None:
         """An object without a status gets one soon, whatever its controller's queue (vdc.controllers.first_sight)."""
@@ -93,21 +123,6 @@ class Runtime:
 
     def caches(self) -> tuple[ObjectCache, ...]:
         return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas)
-
-    def vms_on(self, host: str) -> list[Key]:
-        """VMs placed on ``host``."""
-        return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) == host]
-
-    def unplaced_vms(self) -> list[Key]:
-        return [key_of(vm) for vm in self.vms if self.vm_controller.host_of(vm) is None]
-
-    def vms_in(self, namespace: str) -> list[Key]:
-        return [key_of(vm) for vm in self.vms.in_namespace(namespace)]
-
-    def count_quotas(self, namespace: str) -> None:
-        """The namespace's ComputeQuotas count again."""
-        for key in self.quota_controller.in_namespace(namespace):
-            self.quota_queue.add(key)  # deduplicated while queued: a burst of VM changes, few counts
 
 
 _runtime: Runtime | None = None
@@ -147,15 +162,11 @@ def _queue_all_pools(rt: Runtime) -> None:
         rt.appliance_queue.add(key_of(body))
 
 
-def _switches_of(vm: dict[str, Any]) -> set[str]:
-    return {nic.get("switch") for nic in vm.get("spec", {}).get("interfaces", []) if nic.get("switch")}
-
-
 def _on_connection_change(host: str) -> None:
     rt = runtime()
     rt.host_queue.add(("", host))
     _queue_all_pools(rt)
-    for key in rt.vms_on(host) + rt.unplaced_vms():
+    for key in rt.cluster.vms_on(host) + rt.cluster.unplaced_vms():
         rt.vm_queue.add(key)
 
 
@@ -210,14 +221,16 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     switch_controller = SwitchController(switches, hosts, vms, connections, writer)
     appliances, namespaces, quotas = ObjectCache(), ObjectCache(), ObjectCache()
     watched = tuple(getattr(memo, "namespaces", ()))
-    host_controller = HostController(hosts, vms, connections, writer, pools=pools, namespaces=watched)
+    cluster = ClusterView(hosts=hosts, vms=vms, pools=pools, switches=switches, appliances=appliances,
+                          namespaces=namespaces, quotas=quotas)  # fmt: skip
+    host_controller = HostController(hosts, vms, connections, writer, pools=pools, namespaces=watched, cluster=cluster)
     tenancy = TenancyView(
         namespaces=namespaces, hosts=hosts, pools=pools, switches=switches, appliances=appliances, vms=vms,
         quotas=quotas,
     )  # fmt: skip
     appliance_controller = ApplianceController(
         appliances, pools, vms, connections, writer, work_dir=getattr(memo, "work_dir", None), tenancy=tenancy,
-        trust_configmap=getattr(memo, "appliance_trust_configmap", None),
+        trust_configmap=getattr(memo, "appliance_trust_configmap", None), cluster=cluster,
     )  # fmt: skip
     vm_controller = VmController(
         vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances, tenancy
@@ -268,6 +281,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         quotas=quotas,
         quota_controller=quota_controller,
         first_sight_queue=WorkQueue("first-sight", first_sight.reconcile, workers=2),
+        cluster=cluster,
         quota_queue=WorkQueue(
             "computequotas",
             quota_controller.reconcile,
@@ -286,7 +300,9 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
         _runtime.stats = StatsRefresher(connections, vms, stats_interval)
-        _runtime.collector = DatacenterCollector(hosts, pools, switches, vms, _runtime.stats.current)
+        _runtime.collector = DatacenterCollector(
+            hosts, pools, switches, vms, _runtime.stats.current, ledger=cluster.ledger
+        )
         REGISTRY.register(_runtime.collector)
         _runtime.stats.start()
 
@@ -318,58 +334,50 @@ def _only_our_status_changed(event: kopf.RawEvent, body: dict[str, Any]) -> bool
     return observed is not None and observed == body["metadata"].get("generation")
 
 
-def _usage_may_change(event: kopf.RawEvent, body: dict[str, Any], cached: dict[str, Any] | None) -> bool:
-    """Whether a VM event may change what its namespace's quotas count: it went, its spec changed, or its
-    status names another host or other disks (our own status writes otherwise count nothing new)."""
-    if event["type"] == "DELETED" or not _only_our_status_changed(event, body) or cached is None:
-        return True
-    new, old = body.get("status") or {}, cached.get("status") or {}
-    return bool(new.get("host") != old.get("host") or new.get("disks") != old.get("disks"))
+def _event(event: kopf.RawEvent, body: dict[str, Any], old: dict[str, Any] | None) -> ObjectEvent:
+    kind: EventType = event["type"] if event["type"] in ("ADDED", "MODIFIED", "DELETED") else "MODIFIED"
+    return ObjectEvent(kind, key_of(body), body, old, _only_our_status_changed(event, body))
 
 
 def _restart_requested(body: dict[str, Any]) -> bool:
     """A restart annotation newer than the last boot (metadata changes leave the generation alone)."""
-    annotations = body["metadata"].get("annotations") or {}
-    return restart_pending(annotations.get(RESTART_ANNOTATION), (body.get("status") or {}).get("bootTime"))
+    return restart_requested(body)
+
+
+def _take_in(cache: ObjectCache, event: kopf.RawEvent) -> ObjectEvent:
+    """The cache (and so the cluster view) takes the event in; the event as the watches' map functions see it."""
+    body: dict[str, Any] = dict(event["object"])
+    old = cache.get(key_of(body))
+    if event["type"] == "DELETED":
+        cache.remove(body)
+    else:
+        cache.upsert(body)
+    return _event(event, body, old)
 
 
 @kopf.on.event(GROUP, VERSION, "hosts")
 def host_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body: dict[str, Any] = dict(event["object"])
-    key = rt.hosts.remove(body) if event["type"] == "DELETED" else rt.hosts.upsert(body)
-    rt.sighted("hosts", key, event, body)
-    if not _only_our_status_changed(event, body) or REMOVE_ORPHANS_ANNOTATION in (
-        body["metadata"].get("annotations") or {}
+    change = _take_in(rt.hosts, event)
+    rt.sighted("hosts", change.key, event, change.body)
+    if change.changed or REMOVE_ORPHANS_ANNOTATION in (
+        change.body["metadata"].get("annotations") or {}
     ):  # an admin asked for the host's orphans to go (metadata changes leave the generation alone)
-        rt.host_queue.add(key)
-    _queue_all_pools(rt)  # a host that turned Ready (or changed labels) may need pools
-    # A host that changed (its status too: Ready, allocatable) may now fit VMs that fit nowhere before.
-    # Its own VMs need a look only when its connection changes, which the connection reports.
-    for vm_key in rt.unplaced_vms():
-        rt.vm_queue.add(vm_key)
+        rt.host_queue.add(change.key)
+    rt.fan_out("Host", change)
 
 
 @kopf.on.event(GROUP, VERSION, "virtualmachines")
 def vm_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body: dict[str, Any] = dict(event["object"])
-    if _usage_may_change(event, body, rt.vms.get(key_of(body))):
-        rt.count_quotas(str(body["metadata"].get("namespace")))
-    if event["type"] == "DELETED":
-        rt.vms.remove(body)
-        rt.vm_controller.forget(str(body["metadata"].get("uid")))
-        for vm_key in rt.unplaced_vms():  # its room (and its quota) is free now
-            rt.vm_queue.add(vm_key)
-        for switch in _switches_of(body):  # its addresses are free now
-            rt.switch_queue.add(("", switch))
-        return
-    key = rt.vms.upsert(body)
-    rt.sighted("virtualmachines", key, event, body)
-    if not _only_our_status_changed(event, body) or _restart_requested(body):
-        rt.vm_queue.add(key)
-        for switch in _switches_of(body):  # the switch's IPAM serves its NICs
-            rt.switch_queue.add(("", switch))
+    change = _take_in(rt.vms, event)
+    if change.deleted:
+        rt.vm_controller.forget(str(change.body["metadata"].get("uid")))
+    else:
+        rt.sighted("virtualmachines", change.key, event, change.body)
+        if change.changed or _restart_requested(change.body):
+            rt.vm_queue.add(change.key)
+    rt.fan_out("VirtualMachine", change)
 
 
 async def _delete_or_wait(
@@ -397,27 +405,21 @@ async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "storagepools")
 def pool_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body = dict(event["object"])
-    key = rt.pools.remove(body) if event["type"] == "DELETED" else rt.pools.upsert(body)
-    rt.sighted("storagepools", key, event, body)
-    if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
-        rt.pool_queue.add(key)
-    for vm_key in rt.unplaced_vms():  # pool availability decides placement too
-        rt.vm_queue.add(vm_key)
+    change = _take_in(rt.pools, event)
+    rt.sighted("storagepools", change.key, event, change.body)
+    if not change.deleted and change.changed:
+        rt.pool_queue.add(change.key)
+    rt.fan_out("StoragePool", change)
 
 
 @kopf.on.event(GROUP, VERSION, "virtualswitches")
 def switch_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body = dict(event["object"])
-    key = rt.switches.remove(body) if event["type"] == "DELETED" else rt.switches.upsert(body)
-    rt.sighted("virtualswitches", key, event, body)
-    if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
-        rt.switch_queue.add(key)
-    # New addresses or hosts on the switch: its VMs may be waiting for them, unplaced VMs for hosts.
-    for vm in rt.vms:
-        if key[1] in _switches_of(vm) or rt.vm_controller.host_of(vm) is None:
-            rt.vm_queue.add(key_of(vm))
+    change = _take_in(rt.switches, event)
+    rt.sighted("virtualswitches", change.key, event, change.body)
+    if not change.deleted and change.changed:
+        rt.switch_queue.add(change.key)
+    rt.fan_out("VirtualSwitch", change)
 
 
 @kopf.on.delete(GROUP, VERSION, "virtualswitches")
@@ -428,18 +430,11 @@ async def switch_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "appliances")
 def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body = dict(event["object"])
-    key = rt.appliances.remove(body) if event["type"] == "DELETED" else rt.appliances.upsert(body)
-    rt.sighted("appliances", key, event, body)
-    if event["type"] != "DELETED" and not _only_our_status_changed(event, body):
-        rt.appliance_queue.add(key)
-    # VMs made from it wait for it to be Ready (or say that it failed); its progress writes do not matter.
-    status: dict[str, Any] = body.get("status") or {}  # type: ignore[assignment]
-    # A spec change (sharedWith) may grant or revoke other namespaces' access.
-    changed = not _only_our_status_changed(event, body)
-    if event["type"] == "DELETED" or changed or status.get("phase") in ("Ready", "Failed"):
-        for vm_key in rt.appliance_controller.users(*key):
-            rt.vm_queue.add(vm_key)
+    change = _take_in(rt.appliances, event)
+    rt.sighted("appliances", change.key, event, change.body)
+    if not change.deleted and change.changed:
+        rt.appliance_queue.add(change.key)
+    rt.fan_out("Appliance", change)
 
 
 @kopf.on.delete(GROUP, VERSION, "appliances")
@@ -454,33 +449,16 @@ async def pool_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "namespaces")
 def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
-    """Namespace labels decide allowedNamespaces selectors: a change may grant or revoke access."""
+    """Namespace labels decide allowedNamespaces selectors: the watches say who looks again."""
     rt = runtime()
-    body: dict[str, Any] = dict(event["object"])
-    name = body["metadata"]["name"]
-    old = rt.namespaces.get(("", name))
-    if event["type"] == "DELETED":
-        rt.namespaces.remove(body)
-        return
-    rt.namespaces.upsert(body)
-    old_labels = ((old or {}).get("metadata") or {}).get("labels")
-    if old is not None and old_labels != body["metadata"].get("labels"):
-        for vm_key in rt.vms_in(name):
-            rt.vm_queue.add(vm_key)
-        for appliance in rt.appliances:
-            rt.appliance_queue.add(key_of(appliance))
+    rt.fan_out("Namespace", _take_in(rt.namespaces, event))
 
 
 @kopf.on.event(GROUP, VERSION, "computequotas")
 def quota_event(event: kopf.RawEvent, **_: Any) -> None:
     rt = runtime()
-    body: dict[str, Any] = dict(event["object"])
-    key = rt.quotas.remove(body) if event["type"] == "DELETED" else rt.quotas.upsert(body)
-    rt.sighted("computequotas", key, event, body)
-    if _only_our_status_changed(event, body):
-        return
-    if event["type"] != "DELETED":
-        rt.quota_queue.add(key)
-    for vm_key in rt.unplaced_vms():  # new limits: VMs waiting for quota may fit now
-        if vm_key[0] == key[0]:
-            rt.vm_queue.add(vm_key)
+    change = _take_in(rt.quotas, event)
+    rt.sighted("computequotas", change.key, event, change.body)
+    if not change.deleted and change.changed:
+        rt.quota_queue.add(change.key)
+    rt.fan_out("ComputeQuota", change)

@@ -13,10 +13,11 @@ from typing import Any
 import libvirt
 import pytest
 
+from vdc.cluster.requests import requested
 from vdc.kube.cache import ObjectCache
 from vdc.libvirt.connection import ConnectionManager
 from vdc.metrics import REGISTRY
-from vdc.metrics.refresher import StatsRefresher, requested
+from vdc.metrics.refresher import StatsRefresher
 from vdc.metrics.vmstats import DomainRecord, parse_stats, read_domain_stats, split_domain_name, vm_stats
 
 UID = "0f3c9a52-1d55-4a4b-9b65-0a6e7f1d2c3b"

@@ -47,11 +47,13 @@ from cryptography import x509
 from vdc.api.appliance import Appliance, ApplianceProgress, ApplianceSignature, ApplianceStatus, FileChecksum
 from vdc.api.conditions import KstatusState, set_kstatus
 from vdc.api.quantity import to_bytes
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.controllers.appliance_plan import Description, base_volume_name, describe
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.storagepool import libvirt_pool_name
 from vdc.fetch import FetchFailed, FetchInterrupted, fetch
-from vdc.kube.cache import Key, ObjectCache
+from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import storage
 from vdc.libvirt.connection import ConnectionManager
@@ -104,8 +106,10 @@ class ApplianceController:
     def __init__(
         self, appliances: ObjectCache, pools: ObjectCache, vms: ObjectCache, connections: ConnectionManager,
         writer: KubeWriter, work_dir: Path | None = None, tenancy: TenancyView | None = None,
-        trust_configmap: tuple[str, str] | None = None,
+        trust_configmap: tuple[str, str] | None = None, cluster: ClusterView | None = None,
     ) -> None:  # fmt: skip
+        self.cluster = cluster if cluster is not None else ClusterView(vms=vms, pools=pools, appliances=appliances)
+        """Whose index says which VMs are made from an appliance."""
         self.tenancy = tenancy
         self.trust_configmap = trust_configmap
         """(namespace, name) of the ConfigMap whose PEM values are the cluster-wide trust bundle."""
@@ -386,17 +390,7 @@ class ApplianceController:
     # --- deletion ------------------------------------------------------------------------------
     def users(self, namespace: str, name: str) -> list[Key]:
         """VMs made from the appliance (their disks are overlays on its base images), in any namespace."""
-        out = []
-        for vm in self.vms:
-            meta = vm["metadata"]
-            spec = vm.get("spec") or {}
-            own = str(meta.get("namespace"))
-            refs = [spec.get("fromAppliance") or {}] + [
-                ((d.get("source") or {}).get("clone") or {}).get("appliance") or {} for d in spec.get("disks") or []
-            ]
-            if any(r.get("name") == name and r.get("namespace", own) == namespace for r in refs):
-                out.append((own, str(meta["name"])))
-        return sorted(out)
+        return sorted(self.cluster.vms_using("Appliance", name, namespace))
 
     async def delete(self, body: dict[str, Any]) -> str:
         meta = body["metadata"]
@@ -667,3 +661,19 @@ class _Reporter:
 
 def _ready_reason(status: ApplianceStatus) -> str | None:
     return next((c.reason for c in status.conditions if c.type == "Ready"), None)
+
+
+def _every_appliance(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """Base images go wherever the pool runs: a Host that changed may need them (or no longer)."""
+    return [key_of(body) for body in view.appliances]
+
+
+def _every_appliance_on_new_labels(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """Namespace labels decide sharedWith/allowedNamespaces selectors: access may be granted or revoked."""
+    return _every_appliance(view, event) if event.labels_changed else []
+
+
+WATCHES = (
+    Watch(kind="Host", map=_every_appliance),
+    Watch(kind="Namespace", map=_every_appliance_on_new_labels),
+)

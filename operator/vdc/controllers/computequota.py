@@ -8,6 +8,8 @@ from pydantic import ValidationError
 
 from vdc.api.computequota import ComputeQuota, ComputeQuotaStatus
 from vdc.api.conditions import set_kstatus
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.kube.cache import Key, ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.tenancy.quota import LABELS, hard_limits
@@ -20,9 +22,6 @@ class QuotaController:
         self.tenancy = tenancy
         self.host_of = host_of
         self.writer = writer
-
-    def in_namespace(self, namespace: str) -> list[Key]:
-        return [(namespace, b["metadata"]["name"]) for b in self.quotas.in_namespace(namespace)]
 
     async def reconcile(self, key: Key) -> float | None:
         body = self.quotas.get(key)
@@ -60,3 +59,23 @@ class QuotaController:
         ):
             meta = body["metadata"]
             self.quotas.note_status((meta["namespace"], meta["name"]), sent)
+
+
+def usage_may_change(event: ObjectEvent) -> bool:
+    """Whether a VM event may change what its namespace's quotas count: it went, its spec changed, or its
+    status names another host or other disks (our own status writes otherwise count nothing new)."""
+    if event.deleted or event.changed or event.old is None:
+        return True
+    new, old = event.body.get("status") or {}, event.old.get("status") or {}
+    return bool(new.get("host") != old.get("host") or new.get("disks") != old.get("disks"))
+
+
+def _quotas_of_vm(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """The ComputeQuotas of the VM's namespace count again (deduplicated while queued: a burst, few counts)."""
+    if not usage_may_change(event):
+        return []
+    namespace = event.key[0]
+    return [(namespace, b["metadata"]["name"]) for b in view.quotas.in_namespace(namespace)]
+
+
+WATCHES = (Watch(kind="VirtualMachine", map=_quotas_of_vm),)

@@ -28,6 +28,9 @@ from vdc.api.host import (
     OrphanRemoval,
 )
 from vdc.api.quantity import format_bytes_mi, to_bytes
+from vdc.cluster.hosts import schedulable
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import Watch
 from vdc.controllers.orphans import (
     POOL_PREFIX,
     LiveVms,
@@ -132,9 +135,8 @@ def host_status(
 
 
 def host_is_schedulable(body: dict[str, Any]) -> bool:
-    status = body.get("status") or {}
-    ready = next((c for c in status.get("conditions", []) if c.get("type") == READY), None)
-    return bool(ready and ready.get("status") == "True")
+    """Kept for the VM controller until it reads ``vdc.cluster``: ``vdc.cluster.hosts.schedulable``."""
+    return schedulable(body)
 
 
 class HostController:
@@ -149,16 +151,18 @@ class HostController:
         *,
         pools: Iterable[dict[str, Any]] = (),
         namespaces: Sequence[str] = (),
+        cluster: ClusterView | None = None,
     ) -> None:
         """``pools``: the StoragePool cache (volumes they publish are never orphans); ``namespaces``: the
-        namespaces the operator watches (empty: all), outside which nothing is taken for an orphan."""
+        namespaces the operator watches (empty: all), outside which nothing is taken for an orphan;
+        ``cluster``: the view whose ledger says what is allocated, and where the facts read are kept."""
         self.hosts = hosts
         self.vms = vms
         self.connections = connections
         self.writer = writer
         self.pools = pools
         self.namespaces = tuple(namespaces)
-        self._facts: dict[str, HostFacts] = {}
+        self.cluster = cluster if cluster is not None else ClusterView(hosts=hosts, vms=vms)
 
     def live(self) -> LiveVms:
         """The live VMs (and published volumes) orphans are judged against, as the caches hold them now."""
@@ -173,22 +177,13 @@ class HostController:
         return await asyncio.to_thread(effective_uri, name, host.spec.uri, data)
 
     def facts(self, host: str) -> HostFacts | None:
-        return self._facts.get(host)
-
-    def allocated_on(self, host: str) -> tuple[int, int]:
-        cpus = memory = 0
-        for vm in self.vms:
-            if (vm.get("status") or {}).get("host") == host:
-                spec = vm.get("spec", {})
-                cpus += int(spec.get("cpu", {}).get("count", 1))
-                memory += to_bytes(spec.get("memory", {}).get("size", "0"))
-        return cpus, memory
+        return self.cluster.facts(host)
 
     async def reconcile(self, key: Key) -> float | None:
         body = self.hosts.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             await self.connections.remove(key[1])
-            self._facts.pop(key[1], None)
+            self.cluster.note_facts(key[1], None)
             return None
         host = Host.model_validate(body)
         name = key[1]
@@ -218,9 +213,10 @@ class HostController:
         orphans: HostOrphans | None = None
         if conn.connected:
             try:
-                facts = self._facts.get(name)
+                facts = self.cluster.facts(name)
                 if facts is None:
-                    facts = self._facts[name] = await conn.call(read_host_facts)
+                    facts = await conn.call(read_host_facts)
+                    self.cluster.note_facts(name, facts)
                 # An admin asked: remove what is orphaned now, then look again. Once per request: a request
                 # already answered in status (an event came before the annotation's removal) is not redone.
                 if token is not None and (last_removal is None or last_removal.token != token):
@@ -232,23 +228,23 @@ class HostController:
                     orphans = orphans_status(seen.orphans, last_removal)
                 elif old_orphans is not None or removal is not None:
                     orphans = (old_orphans or HostOrphans()).model_copy(update={"last_removal": last_removal})
-                cpus, memory = self.allocated_on(name)
+                used = self.cluster.allocated(name)  # the ledger: what the scheduler and metrics read too
                 observation = HostObservation(
                     connected=True,
                     facts=facts,
                     domains_total=seen.total,
                     domains_managed=seen.managed,
                     domains_running=seen.running,
-                    allocated_cpus=cpus,
-                    allocated_memory=memory,
+                    allocated_cpus=used.vcpus,
+                    allocated_memory=used.memory_bytes,
                     last_seen=conn.last_seen,
                     orphans=orphans,
                 )
             except LibvirtFailure as exc:
-                self._facts.pop(name, None)
+                self.cluster.note_facts(name, None)
                 observation = HostObservation(connected=False, error=str(exc))
         else:
-            self._facts.pop(name, None)
+            self.cluster.note_facts(name, None)
         status = host_status(host.spec, body["metadata"].get("generation"), observation, host.status)
         wire = status.to_wire()
         old_wire = body.get("status") or {}
@@ -388,3 +384,7 @@ def _remove_orphan_volumes(conn: libvirt.virConnect, live: LiveVms, elsewhere: f
         except LibvirtFailure as exc:
             failed.append(f"{label}: {exc}")
     return _Removed(volumes=tuple(removed), failed=tuple(failed))
+
+
+WATCHES: tuple[Watch, ...] = ()
+"""A Host is requeued by its own events and by its libvirt connection's (see vdc.handlers), nothing else."""

@@ -24,11 +24,15 @@ from typing import Any
 
 from vdc.api.conditions import Condition, set_condition, set_kstatus
 from vdc.api.virtualswitch import AddressAllocation, SwitchHostStatus, VirtualSwitch, VirtualSwitchStatus
+from vdc.cluster.hosts import matching_hosts
+from vdc.cluster.hosts import switches_on as switches_on  # see WATCHES' note
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.controllers.errors import DeletionWaits
-from vdc.controllers.host import host_is_schedulable
+from vdc.controllers.vm_plan import restart_requested
 from vdc.ipam import Allocation, Claim, Pool, Request, Result, allocate, mac_for, owner_of, recover
 from vdc.keylocks import KeyLocks
-from vdc.kube.cache import Key, ObjectCache
+from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import networks
 from vdc.libvirt.connection import ConnectionManager
@@ -43,7 +47,6 @@ from vdc.libvirt.network_xml import (
     OverlayConfig,
 )
 from vdc.libvirt.xml_common import BandwidthConfig, BandwidthLimitConfig
-from vdc.scheduler.selectors import matches
 
 log = logging.getLogger(__name__)
 
@@ -246,16 +249,6 @@ def switch_status(
     )
 
 
-def switches_on(switches: ObjectCache, host: str) -> frozenset[str]:
-    """Switches active on ``host``: what the scheduler sees."""
-    return frozenset(
-        body["metadata"]["name"]
-        for body in switches
-        for entry in (body.get("status") or {}).get("hosts", [])
-        if entry.get("host") == host and entry.get("state") == "Active"
-    )
-
-
 def _dhcp_entries(conn: Any, name: str) -> tuple[DhcpHostConfig, ...] | None:
     """The static DHCP entries the network ``name`` has on the host (None: no such network there)."""
     observed = networks.observe_network(conn, name)
@@ -300,15 +293,6 @@ class SwitchController:
         self._locks: KeyLocks[str] = KeyLocks()
         """switch -> owner -> why it got no address (read by the VM controller)."""
 
-    def matching_hosts(self, switch: VirtualSwitch) -> list[str]:
-        return sorted(
-            body["metadata"]["name"]
-            for body in self.hosts
-            if not body["metadata"].get("deletionTimestamp")
-            and matches(switch.spec.host_selector, body["metadata"].get("labels") or {})
-            and host_is_schedulable(body)
-        )
-
     def overlay_peers(self, hosts: list[str]) -> list[OverlayPeer]:
         """The hosts among ``hosts`` with an underlay address: each one's peers are the others."""
         peers = []
@@ -338,7 +322,7 @@ class SwitchController:
             status = switch_status(switch, [], None, generation, switch.status, problem=str(exc))
             await self._write(key, body, status)
             return None
-        hosts = self.matching_hosts(switch)
+        hosts = matching_hosts(self.hosts, switch.spec.host_selector)
         # A bridge switch's addresses are handed out by the LAN (or cloud-init), not by libvirt.
         served = pool is not None and switch.spec.mode != "bridge"
         present = await self._present_entries(name, hosts) if served else {}
@@ -463,3 +447,24 @@ def allocation_for(switch_body: dict[str, Any] | None, owner: str) -> AddressAll
         if entry.get("owner") == owner:
             return AddressAllocation.model_validate(entry)
     return None
+
+
+def _every_switch(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A Host that turned Ready, changed labels or went: switches realised on it (or now to be) look again."""
+    return [key_of(body) for body in view.switches]
+
+
+def _switches_of_vm(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A VM that changed or went: the switches its NICs are on (their IPAM serves it, or frees its addresses)."""
+    if not (event.deleted or event.changed or restart_requested(event.body)):
+        return []
+    nics = (event.body.get("spec") or {}).get("interfaces") or []
+    return sorted({("", str(nic["switch"])) for nic in nics if nic.get("switch")})
+
+
+WATCHES = (
+    Watch(kind="Host", map=_every_switch),
+    Watch(kind="VirtualMachine", map=_switches_of_vm),
+)
+"""``switches_on`` lives in ``vdc.cluster.hosts``; the VM controller imports it from here until it reads
+the cluster view."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from vdc.api.virtualmachine import Phase, RunStrategy
 from vdc.libvirt.domain_xml import DomainConfig
@@ -107,6 +107,13 @@ def restart_pending(requested_at: str | None, boot_time: str | None) -> bool:
         return False
     requested, booted = _parse_time(requested_at), _parse_time(boot_time)
     return requested is not None and booted is not None and requested > booted
+
+
+def restart_requested(body: dict[str, Any]) -> bool:
+    """A VM body whose restart annotation is newer than its last boot (a metadata change: the generation
+    stays, so this is how an event that is otherwise our own status write coming back still counts)."""
+    annotations = body["metadata"].get("annotations") or {}
+    return restart_pending(annotations.get(RESTART_ANNOTATION), (body.get("status") or {}).get("bootTime"))
 
 
 def plan_vm(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vdc.kube.patch import apply_merge_patch
 
 Key = tuple[str, str]
 """(namespace, name); namespace is "" for cluster-scoped objects."""
+
+
+Listener = Callable[[Key, dict[str, Any] | None, dict[str, Any] | None], None]
+"""Told ``(key, old body, new body)`` after every change to a cache (None: absent before / removed)."""
 
 
 def key_of(body: dict[str, Any]) -> Key:
@@ -23,6 +27,15 @@ class ObjectCache:
         self._by_namespace: dict[str, dict[Key, None]] = {}
         self._unconfirmed: set[Key] = set()
         """Keys primed from a LIST that no watch event has delivered since (see :meth:`prime`)."""
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` after every upsert, removal and noted status (indexes kept incrementally)."""
+        self._listeners.append(listener)
+
+    def _told(self, key: Key, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for listener in self._listeners:
+            listener(key, old, new)
 
     def prime(self, bodies: list[dict[str, Any]]) -> None:
         """Fill the cache from a LIST before the watch starts, so that nothing is decided on a partial view
@@ -50,6 +63,7 @@ class ObjectCache:
         self._by_namespace.setdefault(key[0], {})[key] = None
         if body["metadata"].get("uid"):
             self._by_uid[body["metadata"]["uid"]] = key
+        self._told(key, old, body)
         return key
 
     def remove(self, body: dict[str, Any]) -> Key:
@@ -61,6 +75,7 @@ class ObjectCache:
             keys.pop(key, None)
             if not keys:
                 self._by_namespace.pop(key[0], None)
+            self._told(key, old, None)
         return key
 
     def get(self, key: Key) -> dict[str, Any] | None:
@@ -73,7 +88,8 @@ class ObjectCache:
         """Apply our own status patch locally so the next reconcile does not write it again."""
         body = self._bodies.get(key)
         if body is not None:
-            self._bodies[key] = {**body, "status": apply_merge_patch(body.get("status") or {}, status_patch)}
+            new = self._bodies[key] = {**body, "status": apply_merge_patch(body.get("status") or {}, status_patch)}
+            self._told(key, body, new)
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
         """The objects of one namespace (without walking the others)."""

@@ -10,7 +10,7 @@ live sources.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from vdc.api.quantity import to_bytes
+from vdc.cluster.requests import NOTHING, Requested
 from vdc.metrics.vmstats import VmStats
 
 Body = dict[str, Any]
@@ -117,8 +118,11 @@ def families(
     switches: Iterable[Body],
     vms: Iterable[Body],
     stats: Iterable[VmStats],
+    allocated: Mapping[str, Requested] | None = None,
 ) -> list[Metric]:
-    """Every datacenter metric family (empty families included) from object bodies and VM stats."""
+    """Every datacenter metric family (empty families included) from object bodies and VM stats.
+    ``allocated``: the cluster's allocation ledger (host -> what its VMs request; the same figures the
+    scheduler and the Host status use); None: what each Host's status last said."""
     out = {spec.name: spec.family() for spec in SPECS}
 
     def add(name: str, labels: Iterable[str], value: float | None) -> None:
@@ -132,10 +136,14 @@ def families(
         if status.get("hostname"):
             info = [status.get(field) or "" for field in INFO.values()]
             add("vdc_host_info", [host, *info], 1.0)
-        for part in ("capacity", "allocatable", "allocated"):
+        for part in ("capacity", "allocatable") if allocated is not None else ("capacity", "allocatable", "allocated"):
             res = status.get(part) or {}
             add(f"vdc_host_{part}_cpus", [host], res.get("cpus"))
             add(f"vdc_host_{part}_memory_bytes", [host], _bytes(res.get("memory")))
+        if allocated is not None:
+            used = allocated.get(host, NOTHING)
+            add("vdc_host_allocated_cpus", [host], used.vcpus)
+            add("vdc_host_allocated_memory_bytes", [host], used.memory_bytes)
         for kind, count in (status.get("domains") or {}).items():
             add("vdc_host_domains", [host, kind], count)
         if (orphans := status.get("orphans")) is not None:
@@ -187,11 +195,15 @@ class DatacenterCollector(Collector):
         switches: Iterable[Body],
         vms: Iterable[Body],
         stats: Callable[[], Iterable[VmStats]],
+        ledger: Callable[[], Mapping[str, Requested]] | None = None,
     ) -> None:
+        """``ledger``: the cluster's allocation ledger (``ClusterView.ledger``)."""
         self._hosts, self._pools, self._switches, self._vms, self._stats = hosts, pools, switches, vms, stats
+        self._ledger = ledger
 
     def describe(self) -> Iterator[Metric]:
         return iter([spec.family() for spec in SPECS])
 
     def collect(self) -> Iterator[Metric]:
-        return iter(families(self._hosts, self._pools, self._switches, self._vms, self._stats()))
+        allocated = self._ledger() if self._ledger is not None else None
+        return iter(families(self._hosts, self._pools, self._switches, self._vms, self._stats(), allocated))

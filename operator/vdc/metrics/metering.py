@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from vdc.cluster.requests import NOTHING, Requested
 from vdc.metrics.vmstats import VmStats
+
+__all__ = ["Allocation", "Reading", "Requested", "Usage", "integrate", "reading"]
 
 
 @dataclass(frozen=True)
@@ -47,15 +50,6 @@ class Usage:
         )
 
 
-@dataclass(frozen=True)
-class Requested:
-    """What the VirtualMachine object asks for: used where the driver does not report a figure."""
-
-    vcpus: int
-    memory_bytes: int
-    disk_bytes: int
-
-
 def reading(at: float, stats: Iterable[VmStats], requested: Mapping[str, Requested]) -> Reading:
     """A reading from one host's VM stats: running VMs only; the domain's own figures first (what
     libvirt gave it), else the VM's spec (``requested`` by uid)."""
@@ -63,7 +57,7 @@ def reading(at: float, stats: Iterable[VmStats], requested: Mapping[str, Request
     for vm in stats:
         if not vm.running:
             continue
-        asked = requested.get(vm.uid, Requested(0, 0, 0))
+        asked = requested.get(vm.uid, NOTHING)
         running[vm.uid] = Allocation(
             namespace=vm.namespace,
             vcpus=vm.vcpus if vm.vcpus is not None else asked.vcpus,

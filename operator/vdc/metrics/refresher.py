@@ -9,32 +9,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from vdc.aio import cancel_and_wait
-from vdc.api.quantity import to_bytes
+from vdc.cluster.requests import requested
 from vdc.kube.cache import ObjectCache
 from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.errors import LibvirtFailure
 from vdc.metrics import METERING_DISK, METERING_MEMORY, METERING_VCPU
-from vdc.metrics.metering import Reading, Requested, Usage, integrate, reading
+from vdc.metrics.metering import Reading, Usage, integrate, reading
 from vdc.metrics.vmstats import DomainRecord, VmStats, read_domain_stats, vm_stats
 
 log = logging.getLogger(__name__)
 
 MAX_GAP_INTERVALS = 4
 """An interval longer than this many refresh intervals (a host unreadable meanwhile) is not metered."""
-
-
-def requested(vm: Mapping[str, Any]) -> Requested:
-    """What a VirtualMachine body asks for (spec CPUs and memory, disk capacities from its status)."""
-    spec, status = vm.get("spec") or {}, vm.get("status") or {}
-    try:
-        memory = to_bytes(str((spec.get("memory") or {}).get("size", "0")))
-        disks = sum(to_bytes(str(d["capacity"])) for d in status.get("disks") or [] if d.get("capacity"))
-    except (ValueError, TypeError, ArithmeticError):
-        memory = disks = 0
-    return Requested(int((spec.get("cpu") or {}).get("count", 1)), memory, disks)
 
 
 class StatsRefresher:

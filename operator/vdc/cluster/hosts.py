@@ -1,0 +1,91 @@
+"""Hosts as placement and realisation see them: labels, schedulable, facts, what pools and switches
+run there, and which hosts a selector matches. Pure functions over cached bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vdc.api.common import LabelSelector
+from vdc.api.conditions import READY
+from vdc.api.quantity import to_bytes
+from vdc.scheduler.selectors import matches
+
+if TYPE_CHECKING:
+    from vdc.libvirt.host_facts import HostFacts
+
+__all__ = ["HostInfo", "host_info", "matching_hosts", "pools_on", "schedulable", "switches_on"]
+
+Body = Mapping[str, Any]
+
+
+def schedulable(body: Body) -> bool:
+    """Whether the Host's status says Ready=True (its libvirt answered at its last reconcile)."""
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), None)
+    return bool(ready and ready.get("status") == "True")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostInfo:
+    """One Host: what its object says and what was read from it (``facts``: None until connected)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    schedulable: bool = False
+    maintenance: bool = False
+    deleting: bool = False
+    allocatable_cpus: int = 0
+    allocatable_memory: int = 0
+    facts: HostFacts | None = None
+
+
+def host_info(body: Body, facts: HostFacts | None = None) -> HostInfo:
+    meta, status = body["metadata"], body.get("status") or {}
+    alloc = status.get("allocatable") or {}
+    try:
+        memory = to_bytes(str(alloc.get("memory", "0")))
+    except (ValueError, TypeError, ArithmeticError):
+        memory = 0
+    return HostInfo(
+        name=str(meta["name"]),
+        labels=meta.get("labels") or {},
+        schedulable=schedulable(body),
+        maintenance=bool((body.get("spec") or {}).get("maintenance")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        allocatable_cpus=int(alloc.get("cpus", 0)),
+        allocatable_memory=memory,
+        facts=facts,
+    )
+
+
+def matching_hosts(hosts: Iterable[Body], selector: LabelSelector) -> list[str]:
+    """Hosts a pool or switch is realised on: not being deleted, labels matching ``selector``, Ready. Sorted."""
+    return sorted(
+        str(body["metadata"]["name"])
+        for body in hosts
+        if not body["metadata"].get("deletionTimestamp")
+        and matches(selector, body["metadata"].get("labels") or {})
+        and schedulable(body)
+    )
+
+
+def pools_on(pools: Iterable[Body], host: str) -> dict[str, int]:
+    """Pool name -> bytes free (less reserved) for pools Running on ``host``: what the scheduler sees."""
+    free: dict[str, int] = {}
+    for body in pools:
+        for entry in (body.get("status") or {}).get("hosts", []):
+            if entry.get("host") == host and entry.get("state") == "Running":
+                free[body["metadata"]["name"]] = to_bytes(entry.get("available") or "0")
+    return free
+
+
+def switches_on(switches: Iterable[Body], host: str) -> frozenset[str]:
+    """Switches Active on ``host``: what the scheduler sees."""
+    return frozenset(
+        body["metadata"]["name"]
+        for body in switches
+        for entry in (body.get("status") or {}).get("hosts", [])
+        if entry.get("host") == host and entry.get("state") == "Active"
+    )

@@ -1,0 +1,151 @@
+"""``ClusterView``: one typed, indexed view over the object caches and the facts read from hosts.
+
+Pure (no I/O): it reads the ``ObjectCache``s the watches keep and the host facts the Host controller
+reports, and keeps its VM indexes incrementally from the VM cache's changes. Nothing here is the only
+truth of anything: a VM's host is ``status.host`` (written before anything is made on a host), so the
+whole view is rebuilt from the caches when the operator starts; a reservation only bridges the moment
+between a placement and its status write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from vdc.api.common import LabelSelector
+from vdc.cluster import hosts as _hosts
+from vdc.cluster.hosts import HostInfo, host_info
+from vdc.cluster.index import UsedKind, VmIndex
+from vdc.cluster.requests import Requested
+from vdc.kube.cache import Key, ObjectCache, key_of
+from vdc.scheduler.placement import HostCandidate
+from vdc.tenancy.view import host_files_of
+
+if TYPE_CHECKING:
+    from vdc.libvirt.host_facts import HostFacts
+
+__all__ = ["ClusterView"]
+
+
+class ClusterView:
+    def __init__(
+        self,
+        *,
+        hosts: ObjectCache | None = None,
+        vms: ObjectCache | None = None,
+        pools: ObjectCache | None = None,
+        switches: ObjectCache | None = None,
+        appliances: ObjectCache | None = None,
+        namespaces: ObjectCache | None = None,
+        quotas: ObjectCache | None = None,
+    ) -> None:
+        self.hosts = hosts if hosts is not None else ObjectCache()
+        self.vms = vms if vms is not None else ObjectCache()
+        self.pools = pools if pools is not None else ObjectCache()
+        self.switches = switches if switches is not None else ObjectCache()
+        self.appliances = appliances if appliances is not None else ObjectCache()
+        self.namespaces = namespaces if namespaces is not None else ObjectCache()
+        self.quotas = quotas if quotas is not None else ObjectCache()
+        self._facts: dict[str, HostFacts] = {}
+        self._index = VmIndex()
+        for body in self.vms:  # whatever the cache holds already; from here on, its changes
+            self._index.changed(key_of(body), None, body)
+        self.vms.listen(self._index.changed)
+
+    # --- hosts ---------------------------------------------------------------------------------
+    def facts(self, host: str) -> HostFacts | None:
+        return self._facts.get(host)
+
+    def note_facts(self, host: str, facts: HostFacts | None) -> None:
+        """What the Host controller read from the host (None: forget it, the host is gone or unreachable)."""
+        if facts is None:
+            self._facts.pop(host, None)
+        else:
+            self._facts[host] = facts
+
+    def host(self, name: str) -> HostInfo | None:
+        body = self.hosts.get(("", name))
+        return None if body is None else host_info(body, self._facts.get(name))
+
+    def matching_hosts(self, selector: LabelSelector) -> list[str]:
+        return _hosts.matching_hosts(self.hosts, selector)
+
+    def pools_on(self, host: str) -> dict[str, int]:
+        return _hosts.pools_on(self.pools, host)
+
+    def switches_on(self, host: str) -> frozenset[str]:
+        return _hosts.switches_on(self.switches, host)
+
+    # --- the assignment ------------------------------------------------------------------------
+    def host_of(self, vm: dict[str, Any]) -> str | None:
+        """The host a VM body is assigned to: its ``status.host``, else its reservation."""
+        host = (vm.get("status") or {}).get("host")
+        return host or self._index.reservation(str(vm["metadata"].get("uid") or ""))
+
+    def reserve(self, vm: dict[str, Any], host: str) -> None:
+        """Placement chose ``host``: count the VM there now, before its status says so."""
+        self._index.reserve(key_of(vm), str(vm["metadata"].get("uid") or ""), host)
+
+    def release(self, vm: dict[str, Any]) -> None:
+        self._index.release(key_of(vm), str(vm["metadata"].get("uid") or ""))
+
+    def forget(self, uid: str) -> None:
+        """The VM is gone: drop its reservation (the cache's removal does that too)."""
+        key = self.vms.key_for_uid(uid)
+        if key is not None:
+            self._index.release(key, uid)
+        else:
+            self._index.release(("", ""), uid)
+
+    # --- reverse indexes -----------------------------------------------------------------------
+    def vms_on(self, host: str) -> list[Key]:
+        return self._index.vms_on(host)
+
+    def unplaced_vms(self) -> list[Key]:
+        return self._index.unplaced()
+
+    def vms_using(self, kind: UsedKind, name: str, namespace: str = "") -> list[Key]:
+        """VMs whose spec uses the switch, pool or appliance (``namespace``: the appliance's)."""
+        return self._index.vms_using(kind, (namespace, name))
+
+    def vms_in(self, namespace: str) -> list[Key]:
+        return [key_of(body) for body in self.vms.in_namespace(namespace)]
+
+    # --- the ledger ----------------------------------------------------------------------------
+    def requested(self, key: Key) -> Requested:
+        """What the cached VM requests (``vdc.cluster.requested`` of its body)."""
+        return self._index.requested(key)
+
+    def allocated(self, host: str) -> Requested:
+        """What the VMs assigned to ``host`` request together, reservations included."""
+        return self._index.allocated(host)
+
+    def ledger(self) -> dict[str, Requested]:
+        """Host -> ``allocated(host)`` for every host that has VMs assigned."""
+        return self._index.ledger()
+
+    def candidates(self, exclude: Key | None = None, *, connected: Callable[[str], bool]) -> list[HostCandidate]:
+        """Every Host as the scheduler sees it: allocatable from its status, allocated from the ledger
+        (less ``exclude``, the VM being placed, if it counts there), pools and switches running there."""
+        out = []
+        excluded = self._index.host_of(exclude) if exclude is not None else None
+        for body in self.hosts:
+            info = host_info(body)
+            used = self.allocated(info.name)
+            if excluded == info.name and exclude is not None:
+                used = used - self.requested(exclude)
+            out.append(
+                HostCandidate(
+                    name=info.name,
+                    labels=info.labels,
+                    ready=info.schedulable and connected(info.name),
+                    maintenance=info.maintenance,
+                    allocatable_cpus=info.allocatable_cpus,
+                    allocatable_memory=info.allocatable_memory,
+                    allocated_cpus=used.vcpus,
+                    allocated_memory=used.memory_bytes,
+                    pools=self.pools_on(info.name),
+                    switches=self.switches_on(info.name),
+                    host_files=host_files_of(body),
+                )
+            )
+        return out

@@ -1,0 +1,56 @@
+"""What the VirtualMachine controller watches besides VirtualMachines, and which VMs a change there
+concerns (``WATCHES``; see ``vdc.cluster.watches``). Every fan-out reads the cluster view's indexes."""
+
+from __future__ import annotations
+
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import ObjectEvent, Watch
+from vdc.kube.cache import Key
+
+__all__ = ["WATCHES"]
+
+
+def _unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A Host that changed (its status too: Ready, allocatable), a pool's availability: VMs that fit nowhere
+    may fit now. A Host's own VMs need a look only when its connection changes, which the connection says."""
+    return view.unplaced_vms()
+
+
+def _unplaced_when_one_went(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A VM that went frees its room (and its quota)."""
+    return view.unplaced_vms() if event.deleted else []
+
+
+def _switch_users_and_unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """New addresses or hosts on a switch: its VMs may be waiting for them, unplaced VMs for hosts."""
+    return [*view.vms_using("VirtualSwitch", event.key[1]), *view.unplaced_vms()]
+
+
+def _appliance_users(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """VMs made from an appliance wait for it to be Ready (or say that it failed); its progress writes do not
+    matter. A spec change (sharedWith) may grant or revoke other namespaces' access."""
+    phase = (event.body.get("status") or {}).get("phase")
+    if event.deleted or event.changed or phase in ("Ready", "Failed"):
+        return sorted(view.vms_using("Appliance", event.key[1], event.key[0]))
+    return []
+
+
+def _namespace_vms(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """Namespace labels decide allowedNamespaces selectors: a change may grant or revoke access."""
+    return view.vms_in(event.key[1]) if event.labels_changed else []
+
+
+def _unplaced_in_quota_namespace(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """New limits: VMs waiting for quota may fit now."""
+    return [key for key in view.unplaced_vms() if key[0] == event.key[0]] if event.changed else []
+
+
+WATCHES = (
+    Watch(kind="Host", map=_unplaced),
+    Watch(kind="VirtualMachine", map=_unplaced_when_one_went),
+    Watch(kind="StoragePool", map=_unplaced),
+    Watch(kind="VirtualSwitch", map=_switch_users_and_unplaced),
+    Watch(kind="Appliance", map=_appliance_users),
+    Watch(kind="Namespace", map=_namespace_vms),
+    Watch(kind="ComputeQuota", map=_unplaced_in_quota_namespace),
+)

@@ -1,0 +1,210 @@
+"""vdc.cluster: one requested(vm), the VM indexes kept incrementally from the cache (checked against a scan
+after random changes), reservations, the rebuild at start-up, and the scheduler, Host status and metrics
+reading the same ledger."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from vdc.api.common import LabelSelector
+from vdc.api.host import HostSpec
+from vdc.cluster import ClusterView, Requested, requested
+from vdc.cluster.hosts import matching_hosts, pools_on, switches_on
+from vdc.controllers.host import HostObservation, host_status
+from vdc.kube.cache import Key, ObjectCache, key_of
+from vdc.libvirt.host_facts import HostFacts
+from vdc.metrics.collectors import families
+
+pytestmark = pytest.mark.unit
+MI = 2**20
+
+
+def vm(
+    name: str, *, ns: str = "t", host: str | None = None, cpus: int = 1, memory: str = "256Mi",
+    switches: tuple[str, ...] = (), pool: str | None = None, appliance: str | None = None, uid: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    spec: dict[str, Any] = {"cpu": {"count": cpus}, "memory": {"size": memory}}
+    spec["interfaces"] = [{"name": f"n{i}", "switch": s} for i, s in enumerate(switches)]
+    if pool:
+        spec["disks"] = [{"name": "root", "source": {"blank": {"pool": pool, "size": "1Gi"}}}]
+    if appliance:
+        spec["fromAppliance"] = {"name": appliance}
+    body: dict[str, Any] = {"metadata": {"name": name, "namespace": ns, "uid": uid or f"uid-{ns}-{name}"}, "spec": spec}
+    if host:
+        body["status"] = {"host": host}
+    return body
+
+
+def host(name: str, *, ready: bool = True, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "uid": f"h-{name}", "labels": labels or {}},
+        "spec": {"uri": "test:///default"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "allocatable": {"cpus": 16, "memory": "16Gi"},
+        },
+    }
+
+
+def test_requested_is_spec_cpus_and_memory_and_status_disks() -> None:
+    body = vm("a", cpus=3, memory="512Mi")
+    body["status"] = {"disks": [{"name": "root", "capacity": "1Gi"}, {"name": "x"}, {"capacity": "bad"}]}
+    assert requested(body) == Requested(3, 512 * MI, 2**30)
+    assert requested({"metadata": {}, "spec": {}}) == Requested(1, 0, 0)  # count defaults to 1
+    assert requested({"metadata": {}, "spec": {"memory": {"size": "lots"}}}).memory_bytes == 0
+
+
+def test_indexes_follow_the_cache() -> None:
+    vms = ObjectCache()
+    view = ClusterView(vms=vms)
+    vms.upsert(vm("a", host="h1", switches=("lan",), pool="fast"))
+    vms.upsert(vm("b", switches=("lan", "dmz"), appliance="appl"))
+    vms.upsert(vm("c", ns="u", appliance="appl"))
+    assert view.vms_on("h1") == [("t", "a")]
+    assert view.unplaced_vms() == [("t", "b"), ("u", "c")]
+    assert sorted(view.vms_using("VirtualSwitch", "lan")) == [("t", "a"), ("t", "b")]
+    assert view.vms_using("StoragePool", "fast") == [("t", "a")]
+    assert view.vms_using("Appliance", "appl", "t") == [("t", "b")]
+    assert view.vms_using("Appliance", "appl", "u") == [("u", "c")]
+    vms.note_status(("t", "b"), {"host": "h2"})  # our own status write, applied locally
+    assert view.vms_on("h2") == [("t", "b")] and view.unplaced_vms() == [("u", "c")]
+    vms.upsert(vm("a", host="h1"))  # NICs and disks gone from the spec
+    assert view.vms_using("VirtualSwitch", "lan") == [("t", "b")]
+    assert view.vms_using("StoragePool", "fast") == []
+    vms.remove(vm("b"))
+    assert view.vms_on("h2") == [] and view.vms_using("VirtualSwitch", "dmz") == []
+    assert view.allocated("h2") == Requested()
+
+
+def test_a_reservation_counts_until_the_status_says_so_or_the_vm_goes() -> None:
+    vms = ObjectCache()
+    view = ClusterView(vms=vms)
+    body = vm("a", cpus=2)
+    vms.upsert(body)
+    view.reserve(body, "h1")
+    assert view.host_of(body) == "h1" and view.vms_on("h1") == [("t", "a")] and view.unplaced_vms() == []
+    assert view.allocated("h1") == Requested(2, 256 * MI, 0)
+    vms.note_status(("t", "a"), {"host": "h1"})
+    assert view.host_of(vms.get(("t", "a")) or {}) == "h1"
+    vms.note_status(("t", "a"), {"host": None})  # the reservation went when the status said it
+    assert view.unplaced_vms() == [("t", "a")] and view.allocated("h1") == Requested()
+    view.reserve(body, "h2")
+    vms.remove(body)
+    assert view.vms_on("h2") == [] and view.host_of(body) is None
+    view.reserve(body, "h3")
+    view.release(body)
+    assert view.host_of(body) is None
+
+
+def test_the_view_is_rebuilt_from_a_primed_cache() -> None:
+    vms = ObjectCache()
+    vms.prime([vm("a", host="h1", cpus=2), vm("b", host="h1"), vm("c")])
+    view = ClusterView(vms=vms)
+    assert sorted(view.vms_on("h1")) == [("t", "a"), ("t", "b")] and view.unplaced_vms() == [("t", "c")]
+    assert view.allocated("h1") == Requested(3, 512 * MI, 0)
+
+
+def _scan(vms: ObjectCache, reserved: dict[str, str]) -> tuple[dict[str, set[Key]], set[Key], dict[str, Requested]]:
+    on: dict[str, set[Key]] = {}
+    unplaced: set[Key] = set()
+    ledger: dict[str, Requested] = {}
+    for body in vms:
+        where = (body.get("status") or {}).get("host") or reserved.get(body["metadata"]["uid"])
+        if where is None:
+            unplaced.add(key_of(body))
+        else:
+            on.setdefault(where, set()).add(key_of(body))
+            ledger[where] = ledger.get(where, Requested()) + requested(body)
+    return on, unplaced, ledger
+
+
+def test_incremental_indexes_equal_a_scan_after_random_changes() -> None:
+    rng = random.Random(14)
+    vms = ObjectCache()
+    view = ClusterView(vms=vms)
+    reserved: dict[str, str] = {}
+    names = [f"vm{i}" for i in range(30)]
+    for _ in range(2000):
+        name, target = rng.choice(names), rng.choice(["h1", "h2", "h3", None])
+        key = ("t", name)
+        action = rng.random()
+        if action < 0.5:
+            body = vm(name, host=target, cpus=rng.randint(1, 4), switches=(rng.choice(["a", "b"]),))
+            vms.upsert(body)
+            uid = body["metadata"]["uid"]
+            if target and reserved.get(uid) == target:
+                del reserved[uid]
+        elif action < 0.65 and vms.get(key) is not None:
+            body = vms.get(key) or {}
+            vms.remove(body)
+            reserved.pop(body["metadata"]["uid"], None)
+        elif action < 0.85 and vms.get(key) is not None and target:
+            body = vms.get(key) or {}
+            view.reserve(body, target)
+            reserved[body["metadata"]["uid"]] = target
+        elif vms.get(key) is not None:
+            vms.note_status(key, {"host": target})
+            uid = (vms.get(key) or {})["metadata"]["uid"]
+            if target and reserved.get(uid) == target:
+                del reserved[uid]
+        on, unplaced, ledger = _scan(vms, reserved)
+        assert {h: set(view.vms_on(h)) for h in on} == on
+        assert set(view.unplaced_vms()) == unplaced
+        assert {h: r for h, r in view.ledger().items() if r != Requested()} == ledger
+        assert set(view.vms_using("VirtualSwitch", "a")) == {
+            key_of(b) for b in vms if any(n["switch"] == "a" for n in b["spec"]["interfaces"])
+        }
+
+
+def test_scheduler_host_status_and_metrics_read_the_same_ledger() -> None:
+    hosts, vms = ObjectCache(), ObjectCache()
+    view = ClusterView(hosts=hosts, vms=vms)
+    for name in ("h1", "h2"):
+        hosts.upsert(host(name))
+    vms.upsert(vm("a", host="h1", cpus=2, memory="1Gi"))
+    vms.upsert(vm("b", host="h1", memory="512Mi"))
+    placing = vm("c", cpus=4, memory="2Gi")
+    vms.upsert(placing)
+    view.reserve(placing, "h1")  # placed, its status not written yet: counted everywhere alike
+    vms.upsert(vm("d", ns="u", host="h2", memory="128Mi"))
+    want = {"h1": Requested(7, 3584 * MI, 0), "h2": Requested(1, 128 * MI, 0)}
+
+    scheduler = {c.name: (c.allocated_cpus, c.allocated_memory) for c in view.candidates(connected=lambda h: True)}
+    facts = HostFacts(hostname="x", host_uuid="u", cpus=16, memory_bytes=16 * 2**30, libvirt_version="10.0.0",
+                      hypervisor="QEMU", hypervisor_version="8.0.0", domain_types=frozenset({"qemu"}))  # fmt: skip
+    status = {}
+    for name in ("h1", "h2"):
+        used = view.allocated(name)
+        observed = HostObservation(
+            connected=True, facts=facts, allocated_cpus=used.vcpus, allocated_memory=used.memory_bytes
+        )
+        allocated = host_status(HostSpec(uri="test:///default"), 1, observed, None).allocated
+        assert allocated is not None
+        status[name] = (allocated.cpus, int(str(allocated.memory).removesuffix("Mi")) * MI)
+    metric = {}
+    for family in families(hosts, [], [], vms, [], view.ledger()):
+        for sample in family.samples:
+            if family.name in ("vdc_host_allocated_cpus", "vdc_host_allocated_memory_bytes"):
+                metric.setdefault(sample.labels["host"], {})[family.name] = int(sample.value)
+    metrics = {h: (m["vdc_host_allocated_cpus"], m["vdc_host_allocated_memory_bytes"]) for h, m in metric.items()}
+    expected = {h: (r.vcpus, r.memory_bytes) for h, r in want.items()}
+    assert scheduler == status == metrics == expected
+    # The VM being placed does not count against itself.
+    mine = {c.name: c.allocated_cpus for c in view.candidates(("t", "c"), connected=lambda h: True)}
+    assert mine == {"h1": 3, "h2": 1}
+
+
+def test_hosts_pools_and_switches_per_host() -> None:
+    hosts = [host("a", labels={"zone": "1"}), host("b", labels={"zone": "2"}), host("c", ready=False)]
+    deleting = host("d", labels={"zone": "1"})
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert matching_hosts([*hosts, deleting], LabelSelector()) == ["a", "b"]
+    assert matching_hosts(hosts, LabelSelector.model_validate({"matchLabels": {"zone": "1"}})) == ["a"]
+    pools = [{"metadata": {"name": "p"}, "status": {"hosts": [
+        {"host": "a", "state": "Running", "available": "1Gi"}, {"host": "b", "state": "Failed"}]}}]  # fmt: skip
+    switches = [{"metadata": {"name": "s"}, "status": {"hosts": [{"host": "a", "state": "Active"}]}}]
+    assert pools_on(pools, "a") == {"p": 2**30} and pools_on(pools, "b") == {}
+    assert switches_on(switches, "a") == {"s"} and switches_on(switches, "b") == frozenset()

@@ -1,0 +1,93 @@
+"""The requeue fan-out each controller declares (``WATCHES``), run over a cluster view: what is requeued
+when another kind changes (the policy handlers.py used to hold, kept as it was)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vdc.cluster import ClusterView, ObjectEvent, Watch
+from vdc.controllers import appliance, computequota, host, storagepool, virtualswitch, vm_watches
+from vdc.kube.cache import Key, ObjectCache, key_of
+
+pytestmark = pytest.mark.unit
+
+CONTROLLERS: dict[str, tuple[Watch, ...]] = {
+    "hosts": host.WATCHES,
+    "pools": storagepool.WATCHES,
+    "switches": virtualswitch.WATCHES,
+    "appliances": appliance.WATCHES,
+    "vms": vm_watches.WATCHES,
+    "quotas": computequota.WATCHES,
+}
+
+
+def obj(name: str, ns: str = "", **extra: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns, "uid": f"u-{ns}-{name}", **extra.pop("meta", {})}, **extra}
+
+
+@pytest.fixture
+def view() -> ClusterView:
+    caches = {k: ObjectCache() for k in ("hosts", "vms", "pools", "switches", "appliances", "namespaces", "quotas")}
+    v = ClusterView(**caches)
+    v.pools.upsert(obj("fast"))
+    v.switches.upsert(obj("lan"))
+    v.appliances.upsert(obj("web", "t"))
+    v.quotas.upsert(obj("q", "t"))
+    v.vms.upsert(obj("placed", "t", spec={"interfaces": [{"switch": "lan"}]}, status={"host": "h1"}))
+    v.vms.upsert(obj("waiting", "t", spec={"fromAppliance": {"name": "web"}}))
+    v.vms.upsert(obj("other", "u", spec={}))
+    return v
+
+
+def fan_out(view: ClusterView, kind: str, event: ObjectEvent) -> dict[str, list[Key]]:
+    out = {}
+    for controller, watches in CONTROLLERS.items():
+        keys = sorted({key for w in watches if w.kind == kind for key in w.map(view, event)})
+        if keys:
+            out[controller] = keys
+    return out
+
+
+def event(type_: str, body: dict[str, Any], old: dict[str, Any] | None = None, own: bool = False) -> ObjectEvent:
+    return ObjectEvent(type_, key_of(body), body, old, own)  # type: ignore[arg-type]
+
+
+def test_a_host_change_requeues_pools_switches_appliances_and_unplaced_vms(view: ClusterView) -> None:
+    got = fan_out(view, "Host", event("MODIFIED", obj("h1"), own=True))
+    assert got == {
+        "pools": [("", "fast")],
+        "switches": [("", "lan")],
+        "appliances": [("t", "web")],
+        "vms": [("t", "waiting"), ("u", "other")],
+    }
+
+
+def test_a_vm_change_requeues_its_switches_and_quotas_a_deletion_the_unplaced(view: ClusterView) -> None:
+    body = view.vms.get(("t", "placed")) or {}
+    assert fan_out(view, "VirtualMachine", event("MODIFIED", body, body)) == {
+        "switches": [("", "lan")], "quotas": [("t", "q")]}  # fmt: skip
+    assert fan_out(view, "VirtualMachine", event("MODIFIED", body, body, own=True)) == {}  # our write back
+    moved = {**body, "status": {"host": "h2"}}
+    assert fan_out(view, "VirtualMachine", event("MODIFIED", moved, body, own=True)) == {"quotas": [("t", "q")]}
+    view.vms.remove(body)
+    assert fan_out(view, "VirtualMachine", event("DELETED", body, body)) == {
+        "switches": [("", "lan")], "quotas": [("t", "q")], "vms": [("t", "waiting"), ("u", "other")]}  # fmt: skip
+
+
+def test_switch_pool_appliance_namespace_and_quota_changes(view: ClusterView) -> None:
+    unplaced = [("t", "waiting"), ("u", "other")]
+    assert fan_out(view, "VirtualSwitch", event("MODIFIED", obj("lan"), own=True)) == {
+        "vms": [("t", "placed"), *unplaced]}  # fmt: skip
+    assert fan_out(view, "StoragePool", event("MODIFIED", obj("fast"), own=True)) == {"vms": unplaced}
+    progress = obj("web", "t", status={"phase": "Importing"})
+    assert fan_out(view, "Appliance", event("MODIFIED", progress, own=True)) == {}
+    ready = obj("web", "t", status={"phase": "Ready"})
+    assert fan_out(view, "Appliance", event("MODIFIED", ready, own=True)) == {"vms": [("t", "waiting")]}
+    relabelled = obj("t", meta={"labels": {"team": "x"}})
+    assert fan_out(view, "Namespace", event("MODIFIED", relabelled, obj("t"))) == {
+        "appliances": [("t", "web")], "vms": [("t", "placed"), ("t", "waiting")]}  # fmt: skip
+    assert fan_out(view, "Namespace", event("MODIFIED", obj("t"), obj("t"))) == {}
+    assert fan_out(view, "ComputeQuota", event("MODIFIED", obj("q", "t"), own=True)) == {}
+    assert fan_out(view, "ComputeQuota", event("MODIFIED", obj("q", "t"))) == {"vms": [("t", "waiting")]}
