@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from vdc.api.virtualmachine import restart_pending
 from vdc.cli.format import (
     format_addresses,
     format_hosts,
@@ -20,7 +21,6 @@ from vdc.cli.format import (
     vm_state_line,
     wait_outcome,
 )
-from vdc.controllers.vm_plan import restart_pending
 
 
 def test_table_aligns_columns_and_marks_empty_cells() -> None:

@@ -22,6 +22,9 @@ from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
 from vdc.api.quantity import Quantity
 
+POOL_PREFIX = "vdc-"
+"""What the libvirt pools we create are called on the hosts (``vdc-<name>``): nothing without it is touched."""
+
 PoolType = Literal["dir", "netfs", "logical", "rbd", "iscsi"]
 HostAddress = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
@@ -200,3 +203,8 @@ class StoragePool(Resource):
     metadata: dict[str, object] = field("Standard object metadata.", default_factory=dict)
     spec: StoragePoolSpec = field("Desired state.")
     status: StoragePoolStatus | None = field("Observed state, written by the operator.", default=None)
+
+
+def libvirt_pool_name(name: str) -> str:
+    """The libvirt pool of the StoragePool ``name`` on every host."""
+    return f"{POOL_PREFIX}{name}"

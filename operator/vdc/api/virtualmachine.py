@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import StringConstraints
@@ -27,6 +28,27 @@ from vdc.api.quantity import Quantity
 
 MAX_DISKS = 16
 MAX_INTERFACES = 16
+
+RESTART_ANNOTATION = "vdc.dev/restart-requested-at"
+"""An RFC 3339 time (``vdc restart`` sets it): the VM restarts once if it has not booted since."""
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def restart_pending(requested_at: str | None, boot_time: str | None) -> bool:
+    """A restart was requested (:data:`RESTART_ANNOTATION`) after the guest last booted (``status.bootTime``).
+    A VM that never booted, or a request that is not an RFC 3339 time with a zone, asks for nothing."""
+    if not requested_at or not boot_time:
+        return False
+    requested, booted = _parse_time(requested_at), _parse_time(boot_time)
+    return requested is not None and booted is not None and requested > booted
+
 
 RunStrategy = Literal["Always", "RerunOnFailure", "Manual", "Halted", "Once"]
 Phase = Literal[

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from vdc.api.quantity import to_bytes
-from vdc.controllers.vm_plan import restart_pending
+from vdc.api.virtualmachine import restart_pending
 
 NONE = "<none>"
 

@@ -16,9 +16,9 @@ from typing import Any, BinaryIO, TextIO, cast
 import libvirt
 
 from vdc.api.meta import GROUP, VERSION
+from vdc.api.storagepool import libvirt_pool_name
 from vdc.cli.context import CliError, Kube, add_common_options, host_connection, libvirt_error, vm_domain, vm_host
 from vdc.cli.format import condition, progress_line
-from vdc.controllers.storagepool import libvirt_pool_name
 from vdc.libvirt import storage
 from vdc.libvirt.domain_xml import DiskConfig, DomainConfig, DomainXmlError
 from vdc.libvirt.errors import LibvirtFailure

@@ -7,9 +7,9 @@ import sys
 import time
 from typing import Any
 
+from vdc.api.virtualmachine import RESTART_ANNOTATION
 from vdc.cli.context import FIELD_MANAGER, CliError, Kube, add_common_options, positive_seconds
 from vdc.cli.format import format_addresses, format_hosts, rfc3339_now, vm_state_line, wait_outcome
-from vdc.controllers.vm_plan import RESTART_ANNOTATION
 
 POLL_SECONDS = 1.0
 RUN_STRATEGY = {"start": "Always", "stop": "Halted"}

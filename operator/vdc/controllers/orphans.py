@@ -36,11 +36,9 @@ from vdc.api.host import (
     OrphanRemoval,
     OrphanVolume,
 )
+from vdc.api.storagepool import POOL_PREFIX as POOL_PREFIX
+from vdc.api.storagepool import libvirt_pool_name
 from vdc.libvirt.inventory import DomainSeen, VolumeSeen, volume_reference
-
-POOL_PREFIX = "vdc-"
-"""``controllers.storagepool.POOL_PREFIX`` (not imported: that module imports controllers.host, which
-imports this one; a unit test ties the two)."""
 
 VM_VOLUME_EXTENSIONS = ("qcow2", "iso")
 """What ``vm_disks.volume_name`` is called with (blank/clone disks; cloud-init and OVF environment seeds)."""
@@ -97,13 +95,13 @@ class LiveVms:
                 for kind, key in (("volume", "name"), ("clone", "baseVolume")):
                     src = source.get(kind) or {}
                     if src.get("pool") and src.get(key):
-                        volumes.add((_libvirt_pool(src["pool"]), str(src[key])))
+                        volumes.add((libvirt_pool_name(src["pool"]), str(src[key])))
             for disk in (vm.get("status") or {}).get("disks") or []:
                 if disk.get("pool") and disk.get("volume"):
-                    volumes.add((_libvirt_pool(disk["pool"]), str(disk["volume"])))
+                    volumes.add((libvirt_pool_name(disk["pool"]), str(disk["volume"])))
         for pool in pools:
             for published in (pool.get("spec") or {}).get("publishedVolumes") or []:
-                volumes.add((_libvirt_pool(pool["metadata"]["name"]), str(published["name"])))
+                volumes.add((libvirt_pool_name(pool["metadata"]["name"]), str(published["name"])))
         uids.discard("")
         return cls(frozenset(uids), frozenset(names), frozenset(volumes), frozenset(namespaces) or None)
 
@@ -168,10 +166,6 @@ def find_orphans(
             del orphans[key]
         changed = bool(keep)
     return Orphans(orphan_domains, tuple(sorted(orphans.values(), key=lambda v: (v.pool, v.name))))
-
-
-def _libvirt_pool(pool: str) -> str:
-    return f"{POOL_PREFIX}{pool}"
 
 
 def _pool(libvirt_pool: str) -> str:
