@@ -15,15 +15,16 @@ from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.storagepool import POOL_PREFIX as POOL_PREFIX
 from vdc.api.storagepool import PoolHostStatus, StoragePool, StoragePoolStatus
 from vdc.api.storagepool import libvirt_pool_name as libvirt_pool_name
+from vdc.cluster.hosts import matching_hosts, pools_on
+from vdc.cluster.view import ClusterView
+from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.controllers.errors import DeletionWaits
-from vdc.controllers.host import host_is_schedulable
-from vdc.kube.cache import Key, ObjectCache
+from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import storage
 from vdc.libvirt.connection import ConnectionManager
 from vdc.libvirt.errors import LibvirtFailure
 from vdc.libvirt.storage_xml import PoolConfig, PoolHostConfig, PoolSourceConfig
-from vdc.scheduler.selectors import matches
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,9 @@ def pool_status(
     )
 
 
-def pools_on(pools: ObjectCache, host: str) -> dict[str, int]:
-    """Pool name -> bytes free (less reserved) for pools Running on ``host``: what the scheduler sees."""
-    free: dict[str, int] = {}
-    for body in pools:
-        for entry in (body.get("status") or {}).get("hosts", []):
-            if entry.get("host") == host and entry.get("state") == "Running":
-                free[body["metadata"]["name"]] = to_bytes(entry.get("available") or "0")
-    return free
+__all__ = ["WATCHES", "PoolController", "pool_config", "pool_status", "pools_on"]
+"""``pools_on`` lives in ``vdc.cluster.hosts``; the VM controller imports it from here until it reads
+the cluster view."""
 
 
 class PoolDeletionBlocked(DeletionWaits):
@@ -140,15 +136,6 @@ class PoolController:
         self.connections = connections
         self.writer = writer
 
-    def matching_hosts(self, pool: StoragePool) -> list[str]:
-        return sorted(
-            body["metadata"]["name"]
-            for body in self.hosts
-            if not body["metadata"].get("deletionTimestamp")
-            and matches(pool.spec.host_selector, body["metadata"].get("labels") or {})
-            and host_is_schedulable(body)
-        )
-
     async def reconcile(self, key: Key) -> float | None:
         body = self.pools.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -156,7 +143,7 @@ class PoolController:
         pool = StoragePool.model_validate(body)
         config = pool_config(pool)
         results: list[PoolOnHost] = []
-        for host in self.matching_hosts(pool):
+        for host in matching_hosts(self.hosts, pool.spec.host_selector):
             conn = self.connections.get(host)
             if conn is None or not conn.connected:
                 results.append(PoolOnHost(host, None, message="host unreachable"))
@@ -219,3 +206,11 @@ class PoolController:
                 except LibvirtFailure as exc:
                     log.info("pool %s on %s: %s", name, host, exc)
         return f"pool {name} undefined on its hosts (its directory and files are left in place)"
+
+
+def _every_pool(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A Host that turned Ready, changed labels or went: pools realised on it (or now to be) look again."""
+    return [key_of(body) for body in view.pools]
+
+
+WATCHES = (Watch(kind="Host", map=_every_pool),)
