@@ -55,8 +55,8 @@ from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 from prometheus_client import Gauge
 
+from vdc.instruments import REGISTRY
 from vdc.kube.client import load_config
-from vdc.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 

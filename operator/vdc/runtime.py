@@ -104,8 +104,9 @@ async def _serve(
     address: str,
     election: ElectionConfig | None = None,
 ) -> None:
+    from vdc.instruments import REGISTRY
     from vdc.leader import LEADER
-    from vdc.metrics import REGISTRY, server
+    from vdc.metrics import server
 
     runner = await server.start(REGISTRY, address, port) if port else None
     if runner is not None:

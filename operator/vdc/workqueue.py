@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from vdc.aio import cancel_and_wait
-from vdc.metrics import RECONCILE_ERRORS, RECONCILE_TIME, RECONCILE_TOTAL, WORKQUEUE_ADDS, WORKQUEUE_DEPTH
+from vdc.instruments import RECONCILE_ERRORS, RECONCILE_TIME, RECONCILE_TOTAL, WORKQUEUE_ADDS, WORKQUEUE_DEPTH
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)

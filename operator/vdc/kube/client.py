@@ -14,8 +14,8 @@ from typing import Any
 import kubernetes
 
 from vdc.api.meta import GROUP, VERSION, KindInfo
+from vdc.instruments import API_WRITES
 from vdc.kube.patch import merge_patch
-from vdc.metrics import API_WRITES
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import libvirt
 
 from vdc.aio import cancel_and_wait
+from vdc.instruments import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, connection_alive, translate
-from vdc.metrics import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
