@@ -130,9 +130,10 @@ import asyncio  # noqa: E402
 import time  # noqa: E402
 
 from vdc.controllers.errors import DeletionWaits  # noqa: E402
-from vdc.controllers.vm import WAITING_FOR_STOP_ORDER, VmController, _stop_ordered  # noqa: E402
+from vdc.controllers.vm import VmController  # noqa: E402
 from vdc.controllers.vm_appliance import StopBehaviour, StopSibling, stop_behaviour, stop_wait  # noqa: E402
 from vdc.controllers.vm_plan import VmPlan  # noqa: E402
+from vdc.controllers.vm_vapp import WAITING_FOR_STOP_ORDER, stop_ordered  # noqa: E402
 from vdc.kube.cache import ObjectCache  # noqa: E402
 from vdc.libvirt.domains import DomainObservation  # noqa: E402
 
@@ -173,14 +174,14 @@ def test_stop_action_and_stop_delay() -> None:
 
 def test_a_halted_member_is_held_back_or_forced_off_as_its_stop_action_says() -> None:
     stopping = VmPlan(("define", "shutdown"), "Stopping", False, "Stopping", "asking the guest to shut down")
-    held = _stop_ordered(stopping, ("waiting for VM v-web", StopBehaviour(False, None)))
+    held = stop_ordered(stopping, ("waiting for VM v-web", StopBehaviour(False, None)))
     assert (held.actions, held.reason, held.message) == (("define",), WAITING_FOR_STOP_ORDER, "waiting for VM v-web")
-    forced = _stop_ordered(stopping, (None, StopBehaviour(True, 0)))
+    forced = stop_ordered(stopping, (None, StopBehaviour(True, 0)))
     assert forced.actions == ("define", "destroy") and "powerOff" in forced.message
-    assert _stop_ordered(stopping, (None, StopBehaviour(False, 20))) is stopping
-    assert _stop_ordered(stopping, None) is stopping
+    assert stop_ordered(stopping, (None, StopBehaviour(False, 20))) is stopping
+    assert stop_ordered(stopping, None) is stopping
     stopped = VmPlan((), "Stopped", True, "Stopped", "stopped")
-    assert _stop_ordered(stopped, ("waiting", StopBehaviour(True, 0))) is stopped
+    assert stop_ordered(stopped, ("waiting", StopBehaviour(True, 0))) is stopped
 
 
 def _member(name: str, system: str, *, strategy: str = "Always", phase: str = "Running", ns: str = "ns",

@@ -7,10 +7,8 @@ from typing import Any
 import pytest
 
 from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers.disk_sources import SEED_BYTES, ApplianceImagesMissing, DiskSpecError
 from vdc.controllers.vm_disks import (
-    SEED_BYTES,
-    ApplianceImagesMissing,
-    DiskSpecError,
     plan_volumes,
     pool_bytes,
     target_devices,

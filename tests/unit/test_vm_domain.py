@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers.disk_sources import AttachedVolume
 from vdc.controllers.vm_domain import (
     CONSOLE_LOG_DIR,
     CPU_PERIOD_US,
-    AttachedVolume,
     UnsupportedSpec,
     domain_for,
     domain_name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vdc.api.virtualmachine import InterfaceStatus
-from vdc.controllers.vm import nic_status_observed
+from vdc.controllers.vm_nics import nic_status_observed
 from vdc.libvirt.domain_xml import DomainConfig, InterfaceConfig, OwnerMetadata
 from vdc.libvirt.domains import DomainObservation
 

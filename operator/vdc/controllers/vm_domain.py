@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 from vdc.api.quantity import to_bytes
-from vdc.api.virtualmachine import IoTune, VirtualMachine
+from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers.disk_sources import AttachedVolume, source_of
 from vdc.controllers.vm_disks import target_devices
 from vdc.libvirt.domain_xml import (
     CpuConfig,
@@ -19,7 +19,6 @@ from vdc.libvirt.domain_xml import (
     DomainXmlError,
     GraphicsConfig,
     InterfaceConfig,
-    IoTuneConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -42,14 +41,6 @@ def domain_name(namespace: str, name: str) -> str:
 
 class UnsupportedSpec(ValueError):
     """The spec asks for something this version cannot build yet (says what, for a Stalled condition)."""
-
-
-@dataclass(frozen=True)
-class AttachedVolume:
-    """Where a disk's volume is on the host."""
-
-    path: str
-    format: Literal["qcow2", "raw", "iso"]
 
 
 def domain_for(
@@ -89,32 +80,8 @@ def _disks(vm: VirtualMachine, volumes: Mapping[str, AttachedVolume]) -> tuple[D
         volume = volumes.get(disk.name)
         if volume is None:
             raise UnsupportedSpec(f"disk {disk.name} has no volume yet")
-        cdrom = volume.format == "iso"
-        configs.append(
-            DiskConfig(
-                target_dev=devices[disk.name],
-                bus="sata" if cdrom and disk.bus == "virtio" else disk.bus,
-                source_file=volume.path,
-                driver_type="raw" if cdrom else volume.format,  # type: ignore[arg-type]
-                device="cdrom" if cdrom else "disk",
-                readonly=disk.read_only or cdrom,
-                serial=disk.serial,
-                boot_order=disk.boot_order,
-                cache=disk.cache,
-                io=disk.io,
-                iotune=_iotune(disk.iotune),
-            )
-        )
+        configs.append(source_of(disk).disk_config(disk, devices[disk.name], volume))
     return tuple(configs)
-
-
-def _iotune(tune: IoTune | None) -> IoTuneConfig | None:
-    if tune is None:
-        return None
-    values = tune.model_dump()
-    if not any(v for v in values.values()):
-        return None
-    return IoTuneConfig(**{k: (v or None) for k, v in values.items()})
 
 
 def _domain_for(

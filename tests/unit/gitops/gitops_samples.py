@@ -31,8 +31,8 @@ from vdc.controllers.computequota import QuotaController
 from vdc.controllers.host import HostObservation, host_status
 from vdc.controllers.storagepool import PoolOnHost, pool_status
 from vdc.controllers.virtualswitch import SwitchOnHost, switch_status
-from vdc.controllers.vm import VmController
 from vdc.controllers.vm_plan import plan_vm
+from vdc.controllers.vm_status import Converged, Outcome, VmRef, vm_status
 from vdc.kube.cache import ObjectCache
 from vdc.kube.patch import merge_patch
 from vdc.libvirt.domain_xml import DomainConfig, OsConfig, OwnerMetadata
@@ -232,7 +232,7 @@ def _appliance_samples() -> list[Sample]:
 
 # --- VirtualMachine: the controller's own status writer ---------------------------------------
 class _Writer:
-    """The KubeWriter surface ``VmController._report`` uses; keeps the status patch."""
+    """The KubeWriter surface a controller's status writer uses; keeps the status patch."""
 
     def __init__(self) -> None:
         self.status: dict[str, Any] | None = None
@@ -265,22 +265,25 @@ def _vm_samples() -> list[Sample]:
             }
         )
 
-    def report(strategy: RunStrategy, phase: Any, **kwargs: Any) -> dict[str, Any]:
-        writer = _Writer()
-        controller = VmController(ObjectCache(), ObjectCache(), None, writer, None)  # type: ignore[arg-type]
+    ref = VmRef("gitops-demo", "web", UID, GENERATION)
+
+    def report(strategy: RunStrategy, outcome: Outcome) -> dict[str, Any]:
+        """The VM's status as the controller writes it (``vm_status``) from one reconcile's outcome."""
         body = vm(strategy).to_wire()
-        asyncio.run(controller._report(body, None, phase, GENERATION, **kwargs))
-        assert writer.status is not None
-        return {**body, "status": writer.status}
+        return {**body, "status": merge_patch({}, vm_status(None, outcome).to_wire())}
 
     def planned(strategy: RunStrategy, observed: DomainObservation | None) -> dict[str, Any]:
         plan = plan_vm(strategy, DESIRED, observed, booted_before=True, shutdown_elapsed=None, grace_seconds=60)
-        scheduled = ("True", "Scheduled", "placed on hv1")
-        return report(strategy, plan.phase, host="hv1", scheduled=scheduled, plan=plan, boot_time=NOW, domain=DESIRED)
+        state = "Current" if plan.ready else "InProgress"
+        converged = Converged(NOW, plan.restart_required)
+        return report(
+            strategy, Outcome(ref, plan.phase, state, plan.reason, plan.message, host="hv1", converged=converged)
+        )
 
     running = DomainObservation(state="running", defined=DESIRED, live=DESIRED)
     off = DomainObservation(state="shutoff", cause="shutdown", defined=DESIRED)
-    scheduled = ("True", "Scheduled", "placed on hv1")
+    unschedulable = "0/2 hosts fit: 2 have too few CPUs"
+    unreachable = "host hv1 is unreachable: timeout"
     no_pool = "pool 'fast' is not running on host hv1"
     bad_spec = "disk 'data': clone of an Appliance image is not built yet"
     return [
@@ -297,25 +300,35 @@ def _vm_samples() -> list[Sample]:
             "VirtualMachine",
             "unschedulable",
             "working",
-            report("Always", "Scheduling", scheduled=("False", "Unschedulable", "0/2 hosts fit: 2 have too few CPUs")),
+            report(
+                "Always",
+                Outcome(
+                    ref,
+                    "Scheduling",
+                    "InProgress",
+                    "Unschedulable",
+                    unschedulable,
+                    unschedulable=("Unschedulable", unschedulable),
+                ),
+            ),
         ),
         Sample(
             "VirtualMachine",
             "waiting-for-pool",
             "working",
-            report("Always", "Provisioning", host="hv1", scheduled=scheduled, waiting=("WaitingForPool", no_pool)),
+            report("Always", Outcome(ref, "Provisioning", "InProgress", "WaitingForPool", no_pool, host="hv1")),
         ),
         Sample(
             "VirtualMachine",
             "host-unreachable",
             "working",
-            report("Always", "Unknown", host="hv1", scheduled=scheduled, unknown="host hv1 is unreachable: timeout"),
+            report("Always", Outcome(ref, "Unknown", "Unknown", "HostUnreachable", unreachable, host="hv1")),
         ),
         Sample(
             "VirtualMachine",
             "invalid-spec",
             "stalled",
-            report("Always", "Failed", stalled=("UnsupportedSpec", bad_spec)),
+            report("Always", Outcome(ref, "Failed", "Failed", "UnsupportedSpec", bad_spec)),
             bad_spec,
         ),
     ]

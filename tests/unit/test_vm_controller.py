@@ -1,0 +1,331 @@
+"""The VM controller's orchestration (place → provision → converge → report) with fakes at its two edges
+only: libvirt is libvirt's own in-process test driver behind a fake host connection (one private
+driver state per host, every call recorded, chosen calls failing), and the API server is a fake
+KubeWriter over real ObjectCaches. Everything between — tenancy, scheduler, disk sources, domain
+XML, the plan, ``vm_status`` — is the real code."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers.errors import ReportedFailure
+from vdc.controllers.storagepool import libvirt_pool_name
+from vdc.controllers.vm import DOMAIN_ON_SEVERAL_HOSTS, VmController
+from vdc.kube.cache import ObjectCache, key_of
+from vdc.libvirt import storage
+from vdc.libvirt.errors import HostUnreachable, translate
+from vdc.libvirt.storage_xml import PoolConfig
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
+
+T = TypeVar("T")
+NS, NAME = "shop", "web"
+Journal = list[tuple[str, ...]]
+
+
+# --- the libvirt edge ---------------------------------------------------------------------------
+class RecordingLibvirt:
+    """A test-driver connection that records each call made on it and fails the ones named in ``fail``."""
+
+    def __init__(self, inner: Any, host: str, journal: Journal) -> None:
+        self._inner, self._host, self._journal = inner, host, journal
+        self.fail: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._journal.append(("libvirt", self._host, name))
+            if name in self.fail:
+                libvirt.virResetLastError()  # the message is ours, not a stale one from an earlier lookup
+                raise libvirt.libvirtError(self.fail[name])
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class FakeHost:
+    """What the controller uses of a HostConnection: ``connected``, ``last_error``, ``call``."""
+
+    def __init__(self, name: str, node_xml: Path, journal: Journal) -> None:
+        self.name = name
+        self.connected = True
+        self.last_error: str | None = None
+        self.raw = libvirt.open(f"test://{node_xml}")  # its own driver state: a host of its own
+        self.libvirt = RecordingLibvirt(self.raw, name, journal)
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        if not self.connected:
+            raise HostUnreachable(f"host {self.name} is not connected: {self.last_error}")
+        try:
+            return fn(self.libvirt)
+        except libvirt.libvirtError as exc:
+            raise translate(exc) from exc
+
+    def domain(self, uid: str) -> Any | None:
+        try:
+            return self.raw.lookupByUUIDString(uid)
+        except libvirt.libvirtError:
+            return None
+
+
+class FakeConnections:
+    def __init__(self, hosts: dict[str, FakeHost]) -> None:
+        self.hosts = hosts
+
+    def get(self, name: str) -> FakeHost | None:
+        return self.hosts.get(name)
+
+    def names(self) -> list[str]:
+        return list(self.hosts)
+
+
+class FakeHostController:
+    def facts(self, host: str) -> None:
+        return None  # read from the host itself
+
+
+# --- the API edge -------------------------------------------------------------------------------
+class FakeWriter:
+    """KubeWriter: a status patch is recorded and returned as sent; Events are recorded."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, bool]] = []
+
+    async def patch_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        self.journal.append(("status", str(status.get("phase")), str(status.get("host"))))
+        self.statuses.append(copy.deepcopy(status))
+        return status
+
+    async def event(self, kind: Any, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
+        self.journal.append(("event", reason))
+        self.events.append((reason, message, warning))
+
+    async def patch_spec(self, kind: Any, body: dict[str, Any], spec: dict[str, Any]) -> None:
+        raise AssertionError("the VM controller wrote a spec")
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        raise AssertionError("no Secret expected")
+
+
+# --- the rig ------------------------------------------------------------------------------------
+def host_body(name: str, ready: bool = True) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "uid": f"host-{name}", "labels": {}},
+        "spec": {"uri": "test:///default", "hostFiles": {"allowedPaths": ["/boot"]}},
+        "status": {
+            "allocatable": {"cpus": 8, "memory": "8Gi"},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def vm_body(strategy: str = "Always", **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": NAME, "namespace": NS, "uid": str(uuid.uuid4()), "generation": 1},
+        "spec": {
+            "runStrategy": strategy,
+            "cpu": {"count": 1},
+            "memory": {"size": "64Mi"},
+            "boot": {"kernel": {"kernel": "/boot/vmlinuz"}},
+            **spec,
+        },
+    }
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, *hosts: tuple[str, bool]) -> None:
+        node = tmp_path / "node.xml"
+        node.write_text("<node>\n</node>\n")
+        self.journal: Journal = []
+        self.hosts = {name: FakeHost(name, node, self.journal) for name, _ in hosts}
+        self.vms, host_cache = ObjectCache(), ObjectCache()
+        for name, ready in hosts:
+            host_cache.upsert(host_body(name, ready))
+        self.writer = FakeWriter(self.journal)
+        self.controller = VmController(
+            self.vms,
+            host_cache,
+            FakeConnections(self.hosts),
+            self.writer,
+            FakeHostController(),  # type: ignore[arg-type]
+        )
+
+    def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.vms.upsert(body)
+        return body
+
+    def reconcile(self, body: dict[str, Any]) -> float | None:
+        return asyncio.run(self.controller.reconcile(key_of(body)))
+
+    def status(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict((self.vms.get(key_of(body)) or {}).get("status") or {})
+
+    def condition(self, body: dict[str, Any], type_: str) -> dict[str, Any]:
+        return next(c for c in self.status(body).get("conditions", []) if c["type"] == type_)
+
+    def reasons(self) -> list[str]:
+        return [reason for reason, _, _ in self.writer.events]
+
+
+def define_foreign_copy(host: FakeHost, uid: str, name: str) -> None:
+    """A domain with the VM's UUID made on ``host`` outside this controller's run (an older crash)."""
+    host.raw.defineXML(
+        f"<domain type='test'><name>{name}</name><uuid>{uid}</uuid><memory>65536</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+
+
+# --- the orchestration --------------------------------------------------------------------------
+def test_a_new_vm_is_placed_provisioned_on_the_chosen_host_and_reported_ready(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", False), ("hv2", True))  # hv1 is not Ready: the scheduler picks hv2
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    assert rig.reconcile(vm) is None
+    status = rig.status(vm)
+    assert (status["phase"], status["host"], status["domainUuid"]) == ("Running", "hv2", uid)
+    assert status["domainName"] == f"{NS}_{NAME}" and status["bootTime"]
+    assert rig.condition(vm, "Ready")["status"] == "True"
+    assert rig.condition(vm, "Reconciling")["status"] == "False"
+    assert rig.condition(vm, "Stalled")["status"] == "False"
+    assert rig.condition(vm, "Scheduled")["message"] == "placed on host hv2"
+    assert rig.hosts["hv1"].domain(uid) is None
+    domain = rig.hosts["hv2"].domain(uid)
+    assert domain is not None and domain.isActive()
+    assert rig.reasons() == ["Scheduled", "Started"]
+    writes = len(rig.writer.statuses)
+    assert rig.reconcile(vm) is None and len(rig.writer.statuses) == writes  # steady state: no write
+
+
+def test_the_placement_is_written_before_anything_is_made_on_the_host(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    rig.reconcile(vm)
+    placed = rig.journal.index(("status", "Provisioning", "hv1"))
+    looks = ("lookupByUUIDString", "getCapabilities", "getInfo", "getHostname", "getLibVersion", "getVersion")
+    made = [i for i, entry in enumerate(rig.journal) if entry[:2] == ("libvirt", "hv1") and entry[2] not in looks]
+    assert made and placed < min(made)
+    assert rig.writer.statuses[0]["host"] == "hv1"
+
+
+def test_a_libvirt_failure_reaches_ready_false_with_its_message(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    rig.hosts["hv1"].libvirt.fail["defineXML"] = "disk image is locked by another process"
+    vm = rig.add(vm_body())
+    with pytest.raises(ReportedFailure, match=r"host hv1: .*locked by another process"):
+        rig.reconcile(vm)
+    ready = rig.condition(vm, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "LibvirtError"
+    assert "disk image is locked by another process" in ready["message"]
+    assert rig.condition(vm, "Reconciling")["status"] == "True"
+    assert rig.status(vm)["host"] == "hv1"  # where it happened: deletion looks there
+    assert ("LibvirtError", ready["message"], True) in rig.writer.events
+    with pytest.raises(ReportedFailure):
+        rig.reconcile(vm)
+    assert rig.reasons().count("LibvirtError") == 1  # once per distinct message
+    del rig.hosts["hv1"].libvirt.fail["defineXML"]
+    rig.reconcile(vm)
+    assert rig.condition(vm, "Ready")["status"] == "True"
+
+
+def test_provision_works_on_an_explicit_host_other_than_status_host(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True), ("hv2", True))
+    for host in rig.hosts.values():
+        storage.ensure_pool(host.raw, PoolConfig(name=libvirt_pool_name("fast"), type="dir", target_path="/vdc/fast"))
+    vm = vm_body(disks=[{"name": "data", "source": {"blank": {"pool": "fast", "size": "1Gi"}}}])
+    vm["status"] = {"host": "hv1"}
+    rig.add(vm)
+    made = asyncio.run(rig.controller.provision(VirtualMachine.model_validate(vm), "hv2"))
+    assert made.host == "hv2" and made.desired.uuid == vm["metadata"]["uid"]
+    assert made.desired.domain_type == "test"  # from hv2's own facts
+    assert [(d.name, d.host, d.volume) for d in made.disks] == [("data", "hv2", f"{NS}_{NAME}_data.qcow2")]
+    assert made.desired.disks[0].source_file == made.disks[0].path
+    volume = f"{NS}_{NAME}_data.qcow2"
+    assert storage.observe_volume(rig.hosts["hv2"].raw, libvirt_pool_name("fast"), volume) is not None
+    assert storage.observe_volume(rig.hosts["hv1"].raw, libvirt_pool_name("fast"), volume) is None
+    assert not [e for e in rig.journal if e[:2] == ("libvirt", "hv1")]  # status.host untouched
+    assert rig.writer.statuses == [] and rig.writer.events == []  # nothing written to the API
+
+
+def test_two_hosts_holding_the_domain_is_reported_not_resolved_silently(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True), ("hv2", True))
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    for host in rig.hosts.values():
+        define_foreign_copy(host, uid, f"{NS}_{NAME}")
+    assert rig.reconcile(vm) is not None  # looked at again later
+    stalled = rig.condition(vm, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == DOMAIN_ON_SEVERAL_HOSTS
+    assert "hv1, hv2" in stalled["message"]
+    assert rig.condition(vm, "Ready")["status"] == "False"
+    assert rig.status(vm).get("host") is None  # neither was picked
+    assert rig.reasons() == [DOMAIN_ON_SEVERAL_HOSTS]
+    rig.reconcile(vm)
+    assert rig.reasons() == [DOMAIN_ON_SEVERAL_HOSTS]  # one Event, not one per look
+    # Deletion removes it from every holder.
+    outcome = asyncio.run(rig.controller.delete(rig.vms.get(key_of(vm)) or vm))
+    assert "hv1" in outcome and "hv2" in outcome
+    assert rig.hosts["hv1"].domain(uid) is None and rig.hosts["hv2"].domain(uid) is None
+
+
+def test_one_host_holding_the_domain_is_adopted(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True), ("hv2", True))
+    vm = rig.add(vm_body())
+    define_foreign_copy(rig.hosts["hv2"], vm["metadata"]["uid"], f"{NS}_{NAME}")
+    rig.reconcile(vm)
+    assert rig.status(vm)["host"] == "hv2" and rig.status(vm)["phase"] == "Running"
+    assert "Scheduled" not in rig.reasons()  # adopted, not scheduled
+
+
+def test_halted_stops_the_domain(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    rig.reconcile(vm)
+    assert rig.hosts["hv1"].domain(uid).isActive()
+    halted = copy.deepcopy(rig.vms.get(key_of(vm)) or {})
+    halted["spec"]["runStrategy"] = "Halted"
+    halted["metadata"]["generation"] = 2
+    rig.vms.upsert(halted)
+    rig.reconcile(halted)
+    assert not rig.hosts["hv1"].domain(uid).isActive()
+    status = rig.status(vm)
+    assert status["phase"] == "Stopped" and status["observedGeneration"] == 2
+    assert rig.condition(vm, "Ready")["status"] == "True"  # stopped as the spec says: Ready
+    assert ("libvirt", "hv1", "lookupByUUIDString") in rig.journal
+    assert "Stopping" in rig.reasons()
+
+
+def test_an_unreachable_host_makes_ready_unknown(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    rig.reconcile(vm)
+    rig.hosts["hv1"].connected = False
+    rig.hosts["hv1"].last_error = "connection reset"
+    assert rig.reconcile(vm) == 15.0
+    ready = rig.condition(vm, "Ready")
+    assert (ready["status"], ready["reason"]) == ("Unknown", "HostUnreachable")
+    assert "connection reset" in ready["message"]
+    assert rig.status(vm)["phase"] == "Unknown" and rig.condition(vm, "Reconciling")["status"] == "True"
+
+
+def test_an_access_refusal_is_reported_before_anything_is_placed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body(boot={"kernel": {"kernel": "/etc/shadow"}}))
+    assert rig.reconcile(vm) is None
+    stalled = rig.condition(vm, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "AccessDenied"
+    assert rig.status(vm).get("host") is None
+    assert not [e for e in rig.journal if e[0] == "libvirt"]
