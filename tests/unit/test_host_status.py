@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, get_condition
 from vdc.api.host import HostDomainCounts, HostReservation, HostResources, HostSpec, HostStatus
 from vdc.api.quantity import to_bytes
-from vdc.controllers.host import HostObservation, allocatable, host_is_schedulable, host_status
+from vdc.cluster.hosts import schedulable as host_is_schedulable
+from vdc.controllers.host import HostObservation, allocatable, host_status
 from vdc.libvirt.host_facts import HostFacts
 
 GIB = 2**30

@@ -28,7 +28,6 @@ from vdc.api.host import (
     OrphanRemoval,
 )
 from vdc.api.quantity import format_bytes_mi, to_bytes
-from vdc.cluster.hosts import schedulable
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import Watch
 from vdc.controllers.orphans import (
@@ -132,11 +131,6 @@ def host_status(
     if observed.last_seen is not None:
         status = status.model_copy(update={"last_seen": _rfc3339(observed.last_seen)})
     return status
-
-
-def host_is_schedulable(body: dict[str, Any]) -> bool:
-    """Kept for the VM controller until it reads ``vdc.cluster``: ``vdc.cluster.hosts.schedulable``."""
-    return schedulable(body)
 
 
 class HostController:

@@ -15,7 +15,7 @@ from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.storagepool import POOL_PREFIX as POOL_PREFIX
 from vdc.api.storagepool import PoolHostStatus, StoragePool, StoragePoolStatus
 from vdc.api.storagepool import libvirt_pool_name as libvirt_pool_name
-from vdc.cluster.hosts import matching_hosts, pools_on
+from vdc.cluster.hosts import matching_hosts
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.controllers.errors import DeletionWaits
@@ -118,11 +118,6 @@ def pool_status(
         capacity=format_bytes_mi(capacity),
         available=format_bytes_mi(max(0, available - reserved)),
     )
-
-
-__all__ = ["WATCHES", "PoolController", "pool_config", "pool_status", "pools_on"]
-"""``pools_on`` lives in ``vdc.cluster.hosts``; the VM controller imports it from here until it reads
-the cluster view."""
 
 
 class PoolDeletionBlocked(DeletionWaits):

@@ -25,7 +25,6 @@ from typing import Any
 from vdc.api.conditions import Condition, set_condition, set_kstatus
 from vdc.api.virtualswitch import AddressAllocation, SwitchHostStatus, VirtualSwitch, VirtualSwitchStatus
 from vdc.cluster.hosts import matching_hosts
-from vdc.cluster.hosts import switches_on as switches_on  # see WATCHES' note
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.controllers.errors import DeletionWaits
@@ -466,5 +465,3 @@ WATCHES = (
     Watch(kind="Host", map=_every_switch),
     Watch(kind="VirtualMachine", map=_switches_of_vm),
 )
-"""``switches_on`` lives in ``vdc.cluster.hosts``; the VM controller imports it from here until it reads
-the cluster view."""

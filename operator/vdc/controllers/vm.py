@@ -25,9 +25,11 @@ from pydantic import ValidationError
 
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.conditions import READY, now_rfc3339
-from vdc.api.quantity import format_bytes_mi, to_bytes
+from vdc.api.quantity import format_bytes_mi
 from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachine, VirtualMachineStatus
 from vdc.cloudinit import CloudInitError
+from vdc.cluster.requests import requested
+from vdc.cluster.view import ClusterView
 from vdc.controllers.disk_sources import (
     ApplianceImagesMissing,
     AttachedVolume,
@@ -37,9 +39,8 @@ from vdc.controllers.disk_sources import (
     VolumePlan,
 )
 from vdc.controllers.errors import DeletionWaits, ReportedFailure, first_line
-from vdc.controllers.host import HostController, host_is_schedulable
-from vdc.controllers.storagepool import pools_on
-from vdc.controllers.virtualswitch import SwitchController, allocation_for, libvirt_network_name, switches_on
+from vdc.controllers.host import HostController
+from vdc.controllers.virtualswitch import SwitchController, allocation_for, libvirt_network_name
 from vdc.controllers.vm_appliance import (
     ApplianceMismatch,
     ApplianceWait,
@@ -82,8 +83,8 @@ from vdc.libvirt.domain_xml import DomainConfig, InterfaceConfig
 from vdc.libvirt.errors import ConfigRejected, HookRefused, HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
-from vdc.scheduler.placement import HostCandidate, PlacementRequest, place
-from vdc.tenancy.view import TenancyView, host_files_of
+from vdc.scheduler.placement import PlacementRequest, place
+from vdc.tenancy.view import TenancyView
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,6 @@ class _SourceContext:
         return await self.writer.secret_data(namespace, name)
 
 
-def _requested(vm: dict[str, Any]) -> tuple[int, int]:
-    spec = vm.get("spec", {})
-    return int(spec.get("cpu", {}).get("count", 1)), to_bytes(spec.get("memory", {}).get("size", "0"))
-
-
 def ref_of(body: dict[str, Any]) -> VmRef:
     meta = body["metadata"]
     return VmRef(str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), meta.get("generation"))
@@ -168,6 +164,7 @@ class VmController:
         switch_controller: SwitchController | None = None,
         appliances: ObjectCache | None = None,
         tenancy: TenancyView | None = None,
+        cluster: ClusterView | None = None,
     ) -> None:
         self.pools = pools if pools is not None else ObjectCache()
         self.appliances = appliances if appliances is not None else ObjectCache()
@@ -182,8 +179,14 @@ class VmController:
             namespaces=ObjectCache(), hosts=hosts, pools=self.pools, switches=self.switches,
             appliances=self.appliances, vms=vms, quotas=ObjectCache(),
         )  # fmt: skip
-        self._assumed: dict[str, str] = {}
-        """uid -> host chosen but not yet visible in the cached status (kube-scheduler's assume cache)."""
+        if cluster is None and isinstance(host_controller, HostController):
+            cluster = host_controller.cluster  # the one view the operator shares
+        self.cluster = (
+            cluster
+            if cluster is not None
+            else ClusterView(hosts=hosts, vms=vms, pools=self.pools, switches=self.switches, appliances=self.appliances)
+        )
+        """The VM -> host assignment (status.host, else the reservation placement made) and the ledger."""
         self._shutdown_since: dict[str, float] = {}
         """uid -> when (epoch seconds) the guest was asked to shut down; kept in status too (durable)."""
         self._locks: KeyLocks[Key] = KeyLocks()
@@ -275,7 +278,7 @@ class VmController:
 
     # --- place -----------------------------------------------------------------------------
     def host_of(self, vm: dict[str, Any]) -> str | None:
-        return (vm.get("status") or {}).get("host") or self._assumed.get(vm["metadata"].get("uid", ""))
+        return self.cluster.host_of(vm)
 
     async def place(self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus) -> str:
         """The VM's host: its status, or the one host holding its domain (adoption), or the scheduler's
@@ -290,7 +293,8 @@ class VmController:
                 outcome = Outcome(ref, "Unknown", "Failed", DOMAIN_ON_SEVERAL_HOSTS, message)  # a Warning Event too
                 raise Halt(outcome, UNREACHABLE_POLL_SECONDS)
             if holders:
-                host = self._assumed[ref.uid] = holders[0]  # counted (quota, capacity) before its status says so
+                host = holders[0]
+                self.cluster.reserve(body, host)  # counted (quota, capacity) before its status says so
         if host is not None and (refused := self.tenancy.host_files_refusal(host, ref.namespace, inputs.host_files)):
             raise Halt(Outcome(ref, "Failed", "Failed", "AccessDenied", refused))
         if host is not None:
@@ -313,10 +317,10 @@ class VmController:
         if over is not None:  # VM deletions and quota changes bring it back
             raise Halt(Outcome(ref, "Scheduling", "Failed", "QuotaExceeded", over,
                                unschedulable=("QuotaExceeded", over)))  # fmt: skip
-        cpus, memory = _requested(body)
+        asked = requested(body)
         request = PlacementRequest(
-            cpus=cpus,
-            memory=memory,
+            cpus=asked.vcpus,
+            memory=asked.memory_bytes,
             pinned_host=spec.host,
             selector=spec.host_selector,
             pool_bytes=pool_bytes(inputs.plans),
@@ -325,46 +329,16 @@ class VmController:
             host_files=inputs.host_files,
             tenant=self.tenancy.tenant(ref.namespace),
         )
-        decision = place(request, self._candidates(ref.uid))
+        decision = place(request, self.cluster.candidates(key_of(body), connected=self._connected))
         if decision.host is None:  # retried when hosts change
             raise Halt(Outcome(ref, "Scheduling", "InProgress", "Unschedulable", decision.reason,
                                unschedulable=("Unschedulable", decision.reason)))  # fmt: skip
-        self._assumed[ref.uid] = decision.host
+        self.cluster.reserve(body, decision.host)
         return decision.host, decision.reason
 
-    def _candidates(self, exclude_uid: str) -> list[HostCandidate]:
-        used: dict[str, tuple[int, int]] = {}
-        for other in self.vms:
-            if other["metadata"].get("uid") == exclude_uid:
-                continue
-            host = self.host_of(other)
-            if host:
-                cpus, memory = _requested(other)
-                c, m = used.get(host, (0, 0))
-                used[host] = (c + cpus, m + memory)
-        candidates = []
-        for body in self.hosts:
-            name = body["metadata"]["name"]
-            status = body.get("status") or {}
-            alloc = status.get("allocatable") or {}
-            conn = self.connections.get(name)
-            cpus, memory = used.get(name, (0, 0))
-            candidates.append(
-                HostCandidate(
-                    name=name,
-                    labels=body["metadata"].get("labels") or {},
-                    ready=host_is_schedulable(body) and conn is not None and conn.connected,
-                    maintenance=bool(body.get("spec", {}).get("maintenance")),
-                    allocatable_cpus=int(alloc.get("cpus", 0)),
-                    allocatable_memory=to_bytes(alloc.get("memory", "0")),
-                    allocated_cpus=cpus,
-                    allocated_memory=memory,
-                    pools=pools_on(self.pools, name),
-                    switches=switches_on(self.switches, name),
-                    host_files=host_files_of(body),
-                )
-            )
-        return candidates
+    def _connected(self, host: str) -> bool:
+        conn = self.connections.get(host)
+        return conn is not None and conn.connected
 
     async def _find_existing(self, uid: str) -> list[str]:
         """Every connected host with a domain of this UUID: adoption (a crash mid-create) when there is one;
@@ -604,8 +578,6 @@ class VmController:
                 await self.writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
         for event in outcome.events:
             await self.writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
-        if outcome.host and status.host == outcome.host:
-            self._assumed.pop(uid, None)
 
     # --- vApps ------------------------------------------------------------------------
     def _appliances_of(self, vm: VirtualMachine) -> dict[str, ApplianceStatus]:
@@ -628,7 +600,7 @@ class VmController:
     def forget(self, uid: str) -> None:
         """The VM is gone from the API: drop what was kept about it in memory."""
         self._deleted.discard(uid)
-        self._assumed.pop(uid, None)
+        self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
 
     async def delete(self, body: dict[str, Any]) -> str:
@@ -647,7 +619,7 @@ class VmController:
         hosts = sorted({*holding, *([placed] if placed else [])})
         if holding:
             await self._stop_in_order(body, holding)  # a vApp member: DeletionWaits while it must wait
-        self._assumed.pop(uid, None)
+        self.cluster.release(body)
         self._shutdown_since.pop(uid, None)
         if not hosts:
             return "the VM was never placed on a host"
