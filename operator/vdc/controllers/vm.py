@@ -95,8 +95,6 @@ DOMAIN_ON_SEVERAL_HOSTS = "DomainOnSeveralHosts"
 STOPPING_POLL_SECONDS = 2.0
 UNREACHABLE_POLL_SECONDS = 15.0
 
-PRINTABLE = {"Stopped": "Stopped", "Running": "Running"}
-
 
 class DeletionBlocked(DeletionWaits):
     """The VM's domain cannot be removed now (its host is unreachable); says how to get out."""
@@ -241,8 +239,9 @@ class VmController:
         if stalled_reason(old) == HOST_FILE_REFUSED and old.observed_generation == ref.generation:
             raise Halt(None)  # the host's hook refused this spec's files: only a new spec (or a re-created VM) helps
         try:
-            await self._fill_in_from_appliance(body, vm)
-            return self._resolve(vm)
+            appliances = self._appliances_of(vm)
+            await self._fill_in_from_appliance(body, vm, appliances)
+            return self._resolve(vm, appliances, access.volumes)
         except (ApplianceWait, ApplianceImagesMissing) as exc:  # appliance events bring it back
             raise Halt(Outcome(ref, "Provisioning", "InProgress", "WaitingForAppliance", str(exc))) from exc
         except ApplianceMismatch as exc:
@@ -254,13 +253,14 @@ class VmController:
                 raise Halt(None) from exc
             raise
 
-    async def _fill_in_from_appliance(self, body: dict[str, Any], vm: VirtualMachine) -> None:
+    async def _fill_in_from_appliance(
+        self, body: dict[str, Any], vm: VirtualMachine, appliances: dict[str, ApplianceStatus]
+    ) -> None:
         """What the spec leaves out comes from the VM's appliance, written into the spec once; Halt then
         (the watch brings the new spec)."""
         source = vm.spec.from_appliance
         if source is None:
             return
-        appliances = self._appliances_of(vm)
         where = source.namespace or str(vm.metadata["namespace"])
         pool = str((self.appliances.get((where, source.name)) or {})["spec"]["storagePool"])
         patch = spec_defaults(body["spec"], appliances[source.name], pool)
@@ -269,12 +269,25 @@ class VmController:
             log.info("vm %s/%s: spec filled in from appliance %s", where, vm.metadata["name"], source.name)
             raise Halt(None)
 
-    def _resolve(self, vm: VirtualMachine) -> Inputs:
+    def _resolve(
+        self,
+        vm: VirtualMachine,
+        appliances: dict[str, ApplianceStatus] | None = None,
+        access: Mapping[str, str] | None = None,
+    ) -> Inputs:
         """The VM's appliances and volume plans (raises ApplianceWait, ApplianceMismatch, DiskSpecError)."""
-        appliances = self._appliances_of(vm)
+        appliances = self._appliances_of(vm) if appliances is None else appliances
         plans = plan_volumes(vm, {name: base_volumes(status) for name, status in appliances.items()})
-        access = self.tenancy.check_vm(vm).volumes
-        return Inputs(vm, ref_of(vm.to_wire()), appliances, plans, access, _host_files_of(vm))
+        access = self.tenancy.check_vm(vm).volumes if access is None else access
+        meta = vm.metadata
+        generation = meta.get("generation")
+        ref = VmRef(
+            str(meta["namespace"]),
+            str(meta["name"]),
+            str(meta["uid"]),
+            generation if isinstance(generation, int) else None,
+        )
+        return Inputs(vm, ref, appliances, plans, access, _host_files_of(vm))
 
     # --- place -----------------------------------------------------------------------------
     def host_of(self, vm: dict[str, Any]) -> str | None:
@@ -401,7 +414,10 @@ class VmController:
         try:
             return await self.provision(inputs.vm, host, inputs)
         except Exception as exc:
-            raise _halt_for(exc, inputs.ref, host, "Provisioning", old) from exc
+            halt = _halt_for(exc, inputs.ref, host, "Provisioning", old)
+            if halt is None:
+                raise
+            raise halt from exc
 
     def _nics(self, vm: VirtualMachine) -> list[tuple[InterfaceConfig, InterfaceStatus]]:
         """Each NIC's port on its switch, with the address the switch's IPAM gave it.
@@ -473,7 +489,10 @@ class VmController:
             refusal = f"host {made.host} refused to start the domain: {exc.refusal}"
             raise Halt(Outcome(inputs.ref, "Failed", "Failed", HOST_FILE_REFUSED, refusal, host=made.host)) from exc
         except Exception as exc:
-            raise _halt_for(exc, inputs.ref, made.host, "Starting", old) from exc
+            halt = _halt_for(exc, inputs.ref, made.host, "Starting", old)
+            if halt is None:
+                raise
+            raise halt from exc
 
     async def _converge(
         self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned
@@ -728,9 +747,9 @@ def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:
     return () if kernel is None else tuple(p for p in (kernel.kernel, kernel.initrd) if p)
 
 
-def _halt_for(exc: Exception, ref: VmRef, host: str, phase: Phase, old: VirtualMachineStatus) -> Exception:
+def _halt_for(exc: Exception, ref: VmRef, host: str, phase: Phase, old: VirtualMachineStatus) -> Halt | None:
     """What a failure while provisioning or converging on ``host`` means for the VM (``phase``: the one it
-    is in meanwhile): a Halt with the outcome to report, or ``exc`` itself when it is unexpected.
+    is in meanwhile): a Halt with the outcome to report; None when it is unexpected.
 
     A libvirt error reaches status within the attempt that met it (with the host it happened on, so
     deletion finds what was made there), and a Warning Event once per distinct message; the work queue
@@ -739,8 +758,6 @@ def _halt_for(exc: Exception, ref: VmRef, host: str, phase: Phase, old: VirtualM
     def halt(phase: Phase, state: State, reason: str, message: str, requeue: float | None = None) -> Halt:
         return Halt(Outcome(ref, phase, state, reason, message, host=host), requeue)
 
-    if isinstance(exc, Halt):
-        return exc
     if isinstance(exc, PoolMissing):
         return halt("Provisioning", "InProgress", "WaitingForPool", str(exc), UNREACHABLE_POLL_SECONDS)
     if isinstance(exc, WaitingForAddress):
@@ -754,11 +771,12 @@ def _halt_for(exc: Exception, ref: VmRef, host: str, phase: Phase, old: VirtualM
     if isinstance(exc, HostUnreachable):
         return halt("Unknown", "Unknown", "HostUnreachable", str(exc), UNREACHABLE_POLL_SECONDS)
     if not isinstance(exc, LibvirtFailure):
-        return exc
+        return None
     message = f"host {host}: {first_line(exc)}"
     if isinstance(exc, ConfigRejected):  # libvirt refuses the spec: retrying alone will not help
         stalled = halt("Failed", "Failed", "LibvirtRejected", message)
         stalled.then = ReportedFailure(message)
+        stalled.then.__cause__ = exc
         return stalled
     events = () if condition_message(old, READY) == message else (Event("LibvirtError", message, warning=True),)
     failed = Halt(Outcome(ref, phase, "InProgress", "LibvirtError", message, host=host, events=events))

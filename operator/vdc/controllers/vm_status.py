@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vdc.api.conditions import READY, STALLED, Condition, ConditionStatus, set_condition, set_kstatus
+from vdc.api.conditions import READY, STALLED, Condition, set_condition, set_kstatus
 from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachineStatus
 from vdc.controllers.vm_domain import domain_name
 
@@ -136,7 +136,3 @@ def condition_message(status: VirtualMachineStatus | None, type_: str) -> str | 
 
 def stalled_reason(status: VirtualMachineStatus) -> str | None:
     return next((c.reason for c in status.conditions if c.type == STALLED and c.status == "True"), None)
-
-
-def condition_status(status: VirtualMachineStatus, type_: str) -> ConditionStatus | None:
-    return next((c.status for c in status.conditions if c.type == type_), None)
