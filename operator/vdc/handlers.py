@@ -4,6 +4,7 @@ deletion waits for the controller to clean up. All decisions live in vdc.control
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import signal
@@ -52,21 +53,23 @@ from vdc.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 120.0
-"""Mean seconds between safety-net resyncs (`vdc run --resync-interval`)."""
+"""Mean seconds between safety-net resyncs unless ``memo.resync_seconds`` (`vdc run --resync-interval`) says."""
 HOST_COUNTS_DELAY = 2.0
 
 
-def set_resync_interval(seconds: float) -> None:
-    """Set before the operator starts (the resync task reads it on every round)."""
-    global RESYNC_SECONDS
+def resync_interval(memo: kopf.Memo) -> float:
+    """Mean seconds between resyncs: ``memo.resync_seconds`` (set by ``vdc.runtime.run``), else the default."""
+    seconds = getattr(memo, "resync_seconds", None)
+    if seconds is None:
+        return RESYNC_SECONDS
     if not seconds > 0:
         raise ValueError(f"resync interval must be more than 0 seconds, not {seconds!r}")
-    RESYNC_SECONDS = seconds
+    return float(seconds)
 
 
 @dataclass
 class Runtime:
-    """Everything the handlers share, created at start-up."""
+    """Everything the handlers share, created at start-up and kept in kopf's memo (:func:`runtime`)."""
 
     hosts: ObjectCache
     vms: ObjectCache
@@ -90,6 +93,7 @@ class Runtime:
     quota_queue: WorkQueue[Key]
     first_sight_queue: WorkQueue[Sighting]
     cluster: ClusterView
+    resync_seconds: float = RESYNC_SECONDS
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     collector: DatacenterCollector | None = None
@@ -125,28 +129,28 @@ class Runtime:
         return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas)
 
 
-_runtime: Runtime | None = None
-
-
-def runtime() -> Runtime:
-    if _runtime is None:
+def runtime(memo: kopf.Memo) -> Runtime:
+    """The operator's :class:`Runtime`, which :func:`start` puts in kopf's operator-wide memo (every
+    object's memo is a shallow copy of it, so every handler finds the same one)."""
+    rt = getattr(memo, "runtime", None)
+    if not isinstance(rt, Runtime):
         raise RuntimeError("the operator has not started")
-    return _runtime
+    return rt
 
 
-def _on_domain_event(event: DomainEvent) -> None:
+def _on_domain_event(memo: kopf.Memo, event: DomainEvent) -> None:
     if event.event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
         return  # our own defines; a definition changed behind our back is corrected at resync
-    rt = runtime()
+    rt = runtime(memo)
     rt.host_queue.add_after(("", event.host), HOST_COUNTS_DELAY)  # domain counts: many events, one write
     key = rt.vms.key_for_uid(event.uuid)
     if key is not None:
         rt.vm_queue.add(key)
 
 
-def _on_pool_event(event: PoolEvent) -> None:
+def _on_pool_event(memo: kopf.Memo, event: PoolEvent) -> None:
     """A pool or network of ours changed on a host (destroyed behind our back, say): look again."""
-    rt = runtime()
+    rt = runtime(memo)
     queue = rt.pool_queue if event.kind == "pool" else rt.switch_queue
     if event.name.startswith(POOL_PREFIX):  # the same "vdc-" prefix for pools and networks
         queue.add(("", event.name.removeprefix(POOL_PREFIX)))
@@ -162,8 +166,8 @@ def _queue_all_pools(rt: Runtime) -> None:
         rt.appliance_queue.add(key_of(body))
 
 
-def _on_connection_change(host: str) -> None:
-    rt = runtime()
+def _on_connection_change(memo: kopf.Memo, host: str) -> None:
+    rt = runtime(memo)
     rt.host_queue.add(("", host))
     _queue_all_pools(rt)
     for key in rt.cluster.vms_on(host) + rt.cluster.unplaced_vms():
@@ -174,7 +178,7 @@ async def _resync(rt: Runtime) -> None:
     """A slow, jittered safety net; events do the real work."""
     first = True
     while True:
-        await asyncio.sleep(RESYNC_SECONDS * random.uniform(0.9, 1.1))
+        await asyncio.sleep(rt.resync_seconds * random.uniform(0.9, 1.1))
         if first:  # the watches have delivered their initial listings by now
             first = False
             for cache in rt.caches():
@@ -210,12 +214,13 @@ async def _prime(api: Any, watched: tuple[str, ...], caches: dict[str, ObjectCac
 
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
-    global _runtime
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
     hosts, vms, pools, switches = ObjectCache(), ObjectCache(), ObjectCache(), ObjectCache()
     writer = KubeWriter()
     connections = ConnectionManager(
-        on_domain_event=_on_domain_event, on_change=_on_connection_change, on_pool_event=_on_pool_event
+        on_domain_event=functools.partial(_on_domain_event, memo),
+        on_change=functools.partial(_on_connection_change, memo),
+        on_pool_event=functools.partial(_on_pool_event, memo),
     )
     pool_controller = PoolController(pools, hosts, connections, writer)
     switch_controller = SwitchController(switches, hosts, vms, connections, writer)
@@ -244,7 +249,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         "virtualswitches": (VirtualSwitch.KIND, switches), "appliances": (Appliance.KIND, appliances),
         "virtualmachines": (VirtualMachine.KIND, vms), "computequotas": (ComputeQuota.KIND, quotas),
     })  # fmt: skip
-    _runtime = Runtime(
+    rt = Runtime(
         hosts=hosts,
         vms=vms,
         pools=pools,
@@ -282,6 +287,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         quota_controller=quota_controller,
         first_sight_queue=WorkQueue("first-sight", first_sight.reconcile, workers=2),
         cluster=cluster,
+        resync_seconds=resync_interval(memo),
         quota_queue=WorkQueue(
             "computequotas",
             quota_controller.reconcile,
@@ -289,27 +295,26 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
             on_error=failure_reporter(ComputeQuota.KIND, quotas, writer),
         ),
     )
-    _runtime.host_queue.start()
-    _runtime.first_sight_queue.start()
-    _runtime.pool_queue.start()
-    _runtime.switch_queue.start()
-    _runtime.vm_queue.start()
-    _runtime.appliance_queue.start()
-    _runtime.quota_queue.start()
-    _runtime.resync = asyncio.create_task(_resync(_runtime), name="resync")
+    memo.runtime = rt  # before anything runs that looks for it
+    rt.host_queue.start()
+    rt.first_sight_queue.start()
+    rt.pool_queue.start()
+    rt.switch_queue.start()
+    rt.vm_queue.start()
+    rt.appliance_queue.start()
+    rt.quota_queue.start()
+    rt.resync = asyncio.create_task(_resync(rt), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
-        _runtime.stats = StatsRefresher(connections, vms, stats_interval)
-        _runtime.collector = DatacenterCollector(
-            hosts, pools, switches, vms, _runtime.stats.current, ledger=cluster.ledger
-        )
-        REGISTRY.register(_runtime.collector)
-        _runtime.stats.start()
+        rt.stats = StatsRefresher(connections, vms, stats_interval)
+        rt.collector = DatacenterCollector(hosts, pools, switches, vms, rt.stats.current, ledger=cluster.ledger)
+        REGISTRY.register(rt.collector)
+        rt.stats.start()
 
 
 @kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    rt = runtime()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     if rt.resync is not None:
         rt.resync.cancel()
     if rt.stats is not None:
@@ -356,8 +361,8 @@ def _take_in(cache: ObjectCache, event: kopf.RawEvent) -> ObjectEvent:
 
 
 @kopf.on.event(GROUP, VERSION, "hosts")
-def host_event(event: kopf.RawEvent, **_: Any) -> None:
-    rt = runtime()
+def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     change = _take_in(rt.hosts, event)
     rt.sighted("hosts", change.key, event, change.body)
     if change.changed or REMOVE_ORPHANS_ANNOTATION in (
@@ -368,8 +373,8 @@ def host_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "virtualmachines")
-def vm_event(event: kopf.RawEvent, **_: Any) -> None:
-    rt = runtime()
+def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     change = _take_in(rt.vms, event)
     if change.deleted:
         rt.vm_controller.forget(str(change.body["metadata"].get("uid")))
@@ -381,10 +386,13 @@ def vm_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 async def _delete_or_wait(
-    info: KindInfo, body: kopf.Body, delete: Callable[[dict[str, Any]], Awaitable[str]], logger: kopf.Logger
+    rt: Runtime,
+    info: KindInfo,
+    body: kopf.Body,
+    delete: Callable[[dict[str, Any]], Awaitable[str]],
+    logger: kopf.Logger,
 ) -> None:
     """Run a controller's deletion; while it must wait, say why once (an Event) and retry."""
-    rt = runtime()
     uid = str(body.get("metadata", {}).get("uid"))
     try:
         outcome = await delete(dict(body))
@@ -398,13 +406,14 @@ async def _delete_or_wait(
 
 
 @kopf.on.delete(GROUP, VERSION, "virtualmachines")
-async def vm_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    await _delete_or_wait(VirtualMachine.KIND, body, runtime().vm_controller.delete, logger)
+async def vm_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    await _delete_or_wait(rt, VirtualMachine.KIND, body, rt.vm_controller.delete, logger)
 
 
 @kopf.on.event(GROUP, VERSION, "storagepools")
-def pool_event(event: kopf.RawEvent, **_: Any) -> None:
-    rt = runtime()
+def pool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     change = _take_in(rt.pools, event)
     rt.sighted("storagepools", change.key, event, change.body)
     if not change.deleted and change.changed:
@@ -413,8 +422,8 @@ def pool_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "virtualswitches")
-def switch_event(event: kopf.RawEvent, **_: Any) -> None:
-    rt = runtime()
+def switch_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     change = _take_in(rt.switches, event)
     rt.sighted("virtualswitches", change.key, event, change.body)
     if not change.deleted and change.changed:
@@ -423,13 +432,14 @@ def switch_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, "virtualswitches")
-async def switch_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    await _delete_or_wait(VirtualSwitch.KIND, body, runtime().switch_controller.delete, logger)
+async def switch_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    await _delete_or_wait(rt, VirtualSwitch.KIND, body, rt.switch_controller.delete, logger)
 
 
 @kopf.on.event(GROUP, VERSION, "appliances")
-def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
-    rt = runtime()
+def appliance_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     change = _take_in(rt.appliances, event)
     rt.sighted("appliances", change.key, event, change.body)
     if not change.deleted and change.changed:
@@ -438,25 +448,27 @@ def appliance_event(event: kopf.RawEvent, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, "appliances")
-async def appliance_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    await _delete_or_wait(Appliance.KIND, body, runtime().appliance_controller.delete, logger)
+async def appliance_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    await _delete_or_wait(rt, Appliance.KIND, body, rt.appliance_controller.delete, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, "storagepools")
-async def pool_delete(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    await _delete_or_wait(StoragePool.KIND, body, runtime().pool_controller.delete, logger)
+async def pool_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    await _delete_or_wait(rt, StoragePool.KIND, body, rt.pool_controller.delete, logger)
 
 
 @kopf.on.event("", "v1", "namespaces")
-def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
+def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Namespace labels decide allowedNamespaces selectors: the watches say who looks again."""
-    rt = runtime()
+    rt = runtime(memo)
     rt.fan_out("Namespace", _take_in(rt.namespaces, event))
 
 
 @kopf.on.event(GROUP, VERSION, "computequotas")
-def quota_event(event: kopf.RawEvent, **_: Any) -> None:
-    rt = runtime()
+def quota_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
     change = _take_in(rt.quotas, event)
     rt.sighted("computequotas", change.key, event, change.body)
     if not change.deleted and change.changed:

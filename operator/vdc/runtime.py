@@ -73,10 +73,10 @@ def run(
     With ``election``, nothing of the operator starts before this replica holds the Lease (see
     ``vdc.leader``); /metrics and /healthz, and a stand-in for kopf's liveness endpoint, answer
     while it stands by."""
-    import vdc.handlers  # (registers the kopf handlers)
+    import vdc.handlers  # noqa: F401  (registers the kopf handlers)
 
-    if resync_seconds is not None:
-        vdc.handlers.set_resync_interval(resync_seconds)
+    if resync_seconds is not None and not resync_seconds > 0:
+        raise ValueError(f"resync interval must be more than 0 seconds, not {resync_seconds!r}")
 
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck operator.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -88,12 +88,33 @@ def run(
         # kopf logs every handled watch event at INFO ("Handler 'vm_event' succeeded."): noise at scale.
         logging.getLogger("kopf.objects").setLevel(max(level, logging.WARNING))
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
-    # handlers.start reads the stats interval from kopf's memo (None: no metrics, no stats refresh).
-    memo = kopf.Memo(
-        stats_interval=stats_interval if metrics_port else None, work_dir=work_dir, namespaces=tuple(namespace),
+    memo = operator_memo(
+        namespace=namespace,
+        resync_seconds=resync_seconds,
+        stats_interval=stats_interval if metrics_port else None,
+        work_dir=work_dir,
         appliance_trust_configmap=appliance_trust_configmap,
-    )  # fmt: skip
+    )
     asyncio.run(_serve(namespace, liveness, memo, metrics_port, metrics_address, election))
+
+
+def operator_memo(
+    *,
+    namespace: list[str],
+    resync_seconds: float | None = None,
+    stats_interval: float | None = None,
+    work_dir: Path | None = None,
+    appliance_trust_configmap: tuple[str, str] | None = None,
+) -> kopf.Memo:
+    """What ``vdc.handlers.start`` reads from kopf's memo: the settings of this run (``stats_interval`` None:
+    no metrics, no stats refresh; ``resync_seconds`` None: the default). ``start`` adds the runtime."""
+    return kopf.Memo(
+        namespaces=tuple(namespace),
+        resync_seconds=resync_seconds,
+        stats_interval=stats_interval,
+        work_dir=work_dir,
+        appliance_trust_configmap=appliance_trust_configmap,
+    )
 
 
 async def _serve(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import kopf
 import pytest
 
-from vdc import handlers
+from vdc import handlers, runtime
 from vdc.cli.main import build_parser
 
 
@@ -35,12 +36,19 @@ def test_bad_values_are_refused(flag: str, capsys: pytest.CaptureFixture[str]) -
     assert flag.split("=")[0] in capsys.readouterr().err
 
 
-def test_resync_interval_reaches_the_resync_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(handlers, "RESYNC_SECONDS", handlers.RESYNC_SECONDS)
-    handlers.set_resync_interval(7.0)
-    assert handlers.RESYNC_SECONDS == 7.0
+def test_resync_interval_reaches_the_resync_loop() -> None:
+    """Through kopf's memo (no module global): ``run`` puts it there, ``start`` gives it to the runtime."""
+    assert handlers.resync_interval(runtime.operator_memo(namespace=[], resync_seconds=7.0)) == 7.0
+    assert handlers.resync_interval(runtime.operator_memo(namespace=[])) == handlers.RESYNC_SECONDS
     with pytest.raises(ValueError):
-        handlers.set_resync_interval(0)
+        handlers.resync_interval(kopf.Memo(resync_seconds=0))
+    with pytest.raises(ValueError):
+        runtime.run(namespace=[], liveness=None, resync_seconds=0)
+
+
+def test_the_handlers_find_the_runtime_in_the_memo() -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        handlers.runtime(kopf.Memo())
 
 
 def test_appliance_trust_configmap(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
