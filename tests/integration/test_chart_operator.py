@@ -2,7 +2,11 @@
 server (CRDs from the chart's crds/), a token for the ServiceAccount, and `vdc run` with the flags
 the chart's Deployment passes. It must reconcile every kind it handles (status, finalizers, Events,
 Secrets) without a single 403. No libvirt host is needed: the Hosts point at sockets that do not
-exist and must turn Ready=False."""
+exist and must turn Ready=False.
+
+The API server keeps an audit log of the ServiceAccount's requests: what the operator really asked for
+(kopf's watches and finalizer patches included) must be granted by vdc.rbac, which the chart is tied to
+(test_chart_install.py), and nothing but the deliberately ungranted Secret may be refused."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import yaml
 
 import helmchart
 import rig
+from vdc import rbac
+from vdc.api.meta import GROUP
 
 T = TypeVar("T")
 RELEASE, NAMESPACE, TENANT = "vdc", "vdc-system", "tenant-a"
@@ -34,6 +40,14 @@ VALUES: dict[str, Any] = {
 # Flags of `vdc run` the chart passes that this checkout's CLI may not have yet (added in parallel
 # work): dropped, with their value, only while `vdc run --help` does not list them.
 PENDING_FLAGS = ("--metrics-port",)
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["system:serviceaccount:{NAMESPACE}:{SA}"]
+  - level: None
+"""
 
 
 def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 60) -> T:
@@ -51,10 +65,29 @@ def wait_until(what: str, fn: Callable[[], T | None], timeout: float = 60) -> T:
 def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rig.ControlPlane]:
     """A private control plane: the operator here must not touch other tests' objects."""
     state = tmp_path_factory.mktemp("vdc-chart-operator")
+    policy = state / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    audit = f"--audit-policy-file={policy} --audit-log-path={state / 'audit.log'}"
     try:
-        yield rig.start_controlplane(state)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("VDC_APISERVER_EXTRA_ARGS", f"{os.environ.get('VDC_APISERVER_EXTRA_ARGS', '')} {audit}".strip())
+            control_plane = rig.start_controlplane(state)
+        yield control_plane
     finally:
         rig.stop_controlplane(state)
+
+
+def audited(cp: rig.ControlPlane) -> list[dict[str, Any]]:
+    """The ServiceAccount's requests on API resources (discovery's non-resource URLs left out)."""
+    lines = (cp.state / "audit.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.strip()]
+    return [e for e in events if e.get("objectRef") and e["user"]["username"].endswith(f":{NAMESPACE}:{SA}")]
+
+
+def access(event: dict[str, Any]) -> tuple[str, str, str]:
+    ref = event["objectRef"]
+    resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    return ref.get("apiGroup", ""), resource, event["verb"]
 
 
 def sa_kubeconfig(cp: rig.ControlPlane, path: Path) -> Path:
@@ -157,6 +190,28 @@ def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane,
     assert lines and all(isinstance(line, dict) for line in lines)  # --log-format=json from the chart's values
     assert len(lines) >= clean_lines > 0
     assert not [line for line in lines[:clean_lines] if denied.search(line.get("message", ""))], clean
+    _check_audit(cp)
+
+
+def _check_audit(cp: rig.ControlPlane) -> None:
+    """What the operator asked the API server for, recorded by the API server itself."""
+    events = audited(cp)
+    made = {access(e) for e in events}
+    grants = (*rbac.CLUSTER_WIDE, rbac.SECRETS, *rbac.LEADER_ELECTION)
+    granted = {(a.group, a.resource, verb) for a in grants for verb in a.verbs}
+    assert not made - granted, f"requests vdc.rbac does not grant: {sorted(made - granted)}"
+    refused = sorted(
+        {(*access(e), e["objectRef"].get("name")) for e in events if e.get("responseStatus", {}).get("code") == 403}
+    )
+    assert refused == [("", "secrets", "get", "not-granted")], refused
+    # kopf's part, from what it really did: a list and a watch of every kind it has handlers for ...
+    watched = {(GROUP, p) for p in rbac.WATCHED} | {("", p) for p in rbac.WATCHED_CORE}
+    assert {(g, r) for g, r, v in made if v == "watch"} >= watched
+    assert {(g, r) for g, r, v in made if v == "list"} >= watched
+    # ... and finalizer patches only on the kinds vdc.rbac says have deletion handlers (or annotations)
+    patched = {r for g, r, v in made if v == "patch" and g == GROUP and "/" not in r}
+    assert patched >= {"storagepools", "virtualswitches", "virtualmachines"}
+    assert patched <= set(rbac.WITH_FINALIZER + rbac.ANNOTATED)
 
 
 def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: int) -> None:

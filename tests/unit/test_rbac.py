@@ -1,103 +1,200 @@
-"""vdc.rbac (the list the chart's RBAC is checked against) against the code: the kopf handlers that
-are registered and the Kubernetes client calls the operator makes. A new watch, deletion handler or
-API call without its line in vdc.rbac fails here."""
+"""vdc.rbac (the list the chart's RBAC is checked against, tests/integration/test_chart_install.py) against
+what the operator's own code sends to the API server: every entry point that talks to Kubernetes (the
+KubeWriter, the cache primer, the leader election's Lease calls) is driven here through a recording
+kubernetes client, and each request it makes must be granted by vdc.rbac. A new entry point fails
+until it is driven here; a new request inside one fails until vdc.rbac (and so the chart) grants it.
+
+What kopf itself requests for the handlers vdc.handlers registers (list/watch per kind, finalizer
+patches, its Events) is not readable from kopf's public API (``OperatorRegistry`` has no public
+accessors); it is recorded from a real run under the chart's ServiceAccount, in the API server's audit
+log, by tests/integration/test_chart_operator.py.
+"""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-import kopf
+import kubernetes
+import pytest
 
-import vdc.handlers  # noqa: F401  (registers the handlers)
-from vdc import rbac
-from vdc.api import ALL_KINDS
-from vdc.api.meta import GROUP
+from vdc import leader, rbac
+from vdc.api import ALL_KINDS, Host, VirtualMachine
+from vdc.api.meta import GROUP, VERSION
+from vdc.kube import lister
+from vdc.kube.client import KubeWriter
 
-SOURCE = Path(rbac.__file__).parent
+pytestmark = pytest.mark.unit
 
+Access = tuple[str, str, str]
+"""(API group, resource or resource/subresource, verb)."""
 
-def _names(handlers: object) -> set[tuple[str, str]]:
-    return {(h.selector.group, h.selector.any_name) for h in handlers}  # type: ignore[attr-defined]
-
-
-def _granted(resource: str, group: str = GROUP) -> set[str]:
-    return {v for a in rbac.CLUSTER_WIDE if a.group == group and a.resource == resource for v in a.verbs}
-
-
-def test_watched_kinds_are_the_ones_with_kopf_handlers() -> None:
-    registry = kopf.get_default_registry()
-    resource_handlers = [
-        *registry._watching.get_all_handlers(),
-        *registry._changing.get_all_handlers(),
-        *registry._spawning.get_all_handlers(),
-        *registry._indexing.get_all_handlers(),
-        *registry._webhooks.get_all_handlers(),
-    ]
-    assert _names(resource_handlers) == {(GROUP, plural) for plural in rbac.WATCHED} | {
-        ("", plural) for plural in rbac.WATCHED_CORE
-    }
-    for plural in rbac.WATCHED:
-        assert {"list", "watch"} <= _granted(plural), plural
+VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def test_finalizer_patch_exactly_where_kopf_has_changing_handlers() -> None:
-    changing = _names(kopf.get_default_registry()._changing.get_all_handlers())
-    assert changing == {(GROUP, plural) for plural in rbac.WITH_FINALIZER}
-    for plural in rbac.WATCHED:
-        assert ("patch" in _granted(plural)) == (plural in rbac.WITH_FINALIZER + rbac.ANNOTATED), plural
+class _Response:
+    """What the kubernetes client's REST layer returns (``rest.RESTResponse``'s surface)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.status, self.reason = 200, "OK"
+        self.data = json.dumps(data).encode()
+        self.headers = {"content-type": "application/json"}
+
+    def read(self) -> bytes:
+        return self.data
+
+    def getheaders(self) -> dict[str, str]:
+        return self.headers
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
 
 
-def test_annotation_patch_exactly_where_an_annotation_is_removed() -> None:
-    source = "\n".join(p.read_text() for p in (SOURCE / "controllers").glob("*.py"))
-    kinds = set(re.findall(r"remove_annotation\(\s*(\w+)\.KIND", source))
-    assert {info.plural for info in (k.KIND for k in ALL_KINDS) if info.kind in kinds} == set(rbac.ANNOTATED)
+@dataclass
+class Recorder:
+    """Stands in for ``ApiClient.rest_client``: records each request and answers 200 as an API server would
+    in shape: the object written for a create or update, an empty list for a list, else an empty object."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+    def request(self, method: str, url: str, body: Any = None, **_: Any) -> _Response:
+        self.requests.append((method, url))
+        if method in ("POST", "PUT") and isinstance(body, dict):
+            return _Response(body)
+        return _Response({"items": [], "metadata": {}} if access(method, url)[2] == "list" else {})
+
+    def accesses(self) -> set[Access]:
+        return {access(method, url) for method, url in self.requests}
 
 
-def test_status_patch_for_every_kind_whose_controller_writes_status() -> None:
-    source = "\n".join(p.read_text() for p in (SOURCE / "controllers").glob("*.py"))
-    kinds = set(re.findall(r"patch_status\(\s*(\w+)\.KIND", source))
-    plurals = {info.plural for info in (k.KIND for k in ALL_KINDS) if info.kind in kinds}
-    assert plurals, "no patch_status calls found: the pattern no longer matches the code"
-    status_resources = {a.resource for a in rbac.CLUSTER_WIDE if a.resource.endswith("/status")}
-    assert status_resources == {f"{p}/status" for p in plurals}
-    assert all(_granted(r) == {"patch"} for r in status_resources)
+def access(method: str, url: str) -> Access:
+    """The RBAC access a request needs, as the API server's request info resolves it."""
+    split = urlsplit(url)
+    parts = split.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]  # /namespaces/<ns>/<resource>...
+    resource = "/".join([rest[0], *rest[2:3]])
+    if method in VERBS:
+        return group, resource, VERBS[method]
+    if len(rest) > 1:
+        return group, resource, "get"
+    return group, resource, "watch" if parse_qs(split.query).get("watch") == ["true"] else "list"
 
 
-# Every kubernetes-client call in the operator, and the access it needs. A new call fails the test
-# below until it is added here and to vdc.rbac (and so to the chart).
-CLIENT_CALLS = {
-    "patch_namespaced_custom_object_status": "status patch",
-    "patch_cluster_custom_object_status": "status patch",
-    "read_namespaced_secret": ("", "secrets", "get"),
-    "read_namespaced_config_map": ("", "configmaps", "get"),  # Appliance trust bundles
-    "create_namespaced_event": ("", "events", "create"),
-    "patch_namespaced_custom_object": (GROUP, "virtualmachines", "patch"),  # a VM's spec from its Appliance
-    "patch_cluster_custom_object": (GROUP, "hosts", "patch"),  # vdc.dev/remove-orphans cleared
-    # vdc.leader.LeaseApi: the calls kubernetes.leaderelection's LeaseLock makes, through it
-    "read_namespaced_lease": (rbac.LEASE_GROUP, "leases", "get"),
-    "create_namespaced_lease": (rbac.LEASE_GROUP, "leases", "create"),
-    "replace_namespaced_lease": (rbac.LEASE_GROUP, "leases", "update"),
+def recording_client() -> tuple[kubernetes.client.ApiClient, Recorder]:
+    client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host="https://api.invalid"))
+    recorder = Recorder()
+    client.rest_client = recorder
+    return client, recorder
+
+
+def granted() -> set[Access]:
+    accesses = (*rbac.CLUSTER_WIDE, rbac.SECRETS, *rbac.LEADER_ELECTION)
+    return {(a.group, a.resource, verb) for a in accesses for verb in a.verbs}
+
+
+def body(kind: Any, name: str = "x") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "uid": "u", "resourceVersion": "7", "generation": 1}
+    if kind.KIND.scope == "Namespaced":
+        meta["namespace"] = "tenant"
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind.KIND.kind, "metadata": meta, "status": {}}
+
+
+# Every KubeWriter method that talks to the API server, driven for every kind it is used for.
+WRITER_CALLS: dict[str, Callable[[KubeWriter], list[Awaitable[object]]]] = {
+    "patch_status": lambda w: [w.patch_status(k.KIND, body(k), {"phase": "X"}) for k in ALL_KINDS],
+    "patch_spec": lambda w: [w.patch_spec(VirtualMachine.KIND, body(VirtualMachine), {"cpu": {"count": 1}})],
+    "remove_annotation": lambda w: [w.remove_annotation(Host.KIND, body(Host), "vdc.dev/remove-orphans", "t")],
+    "secret_data": lambda w: [w.secret_data("tenant", "creds")],
+    "configmap_data": lambda w: [w.configmap_data("tenant", "cas")],
+    "event": lambda w: [w.event(k.KIND, body(k), "Why", "what") for k in ALL_KINDS],
 }
+"""``patch_spec`` and ``remove_annotation`` for the kinds the operator writes them on (a VM's spec from its
+Appliance; a Host's vdc.dev/remove-orphans): those are the grants vdc.rbac must hold."""
 
 
-def test_every_kubernetes_client_call_is_accounted_for() -> None:
-    source = "\n".join(p.read_text() for p in SOURCE.rglob("*.py"))
-    calls = set(re.findall(r"self\._(?:core|custom|apps|rbac|coordination)\.(\w+)", source))
-    assert calls == set(CLIENT_CALLS)
-    # only these API classes are instantiated (as self._core / self._custom / the Lease's
-    # self._coordination), so the calls above are all
-    assert set(re.findall(r"kubernetes\.client\.(\w+Api)\(", source)) == {
-        "CoreV1Api",
-        "CustomObjectsApi",
-        "CoordinationV1Api",
+def test_every_kube_writer_method_is_driven_here() -> None:
+    methods = {
+        name for name, fn in inspect.getmembers(KubeWriter, inspect.iscoroutinefunction) if not name.startswith("_")
     }
-    listed = (*rbac.CLUSTER_WIDE, rbac.SECRETS, *rbac.LEADER_ELECTION)
-    for access in CLIENT_CALLS.values():
-        if isinstance(access, tuple):
-            group, resource, verb = access
-            found = [a for a in listed if (a.group, a.resource) == (group, resource)]
-            assert any(verb in a.verbs for a in found), access
+    assert methods == set(WRITER_CALLS)
+
+
+def test_what_the_kube_writer_sends_is_granted() -> None:
+    client, recorder = recording_client()
+    writer = KubeWriter(client)
+
+    async def drive() -> None:
+        for calls in WRITER_CALLS.values():
+            for call in calls(writer):
+                await call
+
+    asyncio.run(drive())
+    sent = recorder.accesses()
+    assert not sent - granted(), f"requests vdc.rbac does not grant: {sorted(sent - granted())}"
+    # and the grants for writes are all used by them (status of every kind, Events, Secrets, ConfigMaps)
+    assert {(GROUP, f"{k.KIND.plural}/status", "patch") for k in ALL_KINDS} <= sent
+    assert {("", "events", "create"), ("", "secrets", "get"), ("", "configmaps", "get")} <= sent
+
+
+def test_what_priming_the_caches_sends_is_granted() -> None:
+    """vdc.handlers.start lists every watched kind (cluster-wide, or per watched namespace) and the
+    namespaces before kopf's watches start."""
+    client, recorder = recording_client()
+    for plural in rbac.WATCHED:
+        lister.list_custom(client, plural)
+        lister.list_custom(client, plural, ("tenant-a", "tenant-b"))
+    lister.list_namespaces(client)
+    sent = recorder.accesses()
+    assert sent == {(GROUP, plural, "list") for plural in rbac.WATCHED} | {("", "namespaces", "list")}
+    assert sent <= granted()
+    assert {name for name, fn in inspect.getmembers(lister, inspect.isfunction) if fn.__module__ == lister.__name__
+            and not name.startswith("_") and "api" in inspect.signature(fn).parameters} == {
+        "list_custom",
+        "list_namespaces",
+    }  # fmt: skip
+
+
+def test_leader_election_sends_exactly_get_create_update_on_its_lease() -> None:
+    client, recorder = recording_client()
+    config = leader.ElectionConfig(lease_name="vdc", lease_namespace="vdc-system", identity="me")
+    api = leader.LeaseApi(kubernetes.client.CoordinationV1Api(client), config)
+    lease = kubernetes.client.V1Lease(
+        metadata=kubernetes.client.V1ObjectMeta(name="vdc"), spec=kubernetes.client.V1LeaseSpec(holder_identity="me")
+    )
+    api.read_namespaced_lease("vdc", "vdc-system")
+    api.create_namespaced_lease("vdc-system", lease)
+    api.replace_namespaced_lease("vdc", "vdc-system", lease)
+    api.release()
+    sent = recorder.accesses()
+    assert sent == {(rbac.LEASE_GROUP, "leases", verb) for verb in ("get", "create", "update")}
+    assert sent <= {(a.group, a.resource, v) for a in rbac.LEADER_ELECTION for v in a.verbs}
+    assert all("/namespaces/vdc-system/leases" in url for _, url in recorder.requests)
+
+
+def test_the_request_mapping_follows_the_api_servers_request_info() -> None:
+    base = "https://api.invalid"
+    assert access("GET", f"{base}/apis/{GROUP}/{VERSION}/hosts?watch=true") == (GROUP, "hosts", "watch")
+    assert access("GET", f"{base}/apis/{GROUP}/{VERSION}/namespaces/t/virtualmachines") == (
+        GROUP,
+        "virtualmachines",
+        "list",
+    )
+    assert access("PATCH", f"{base}/apis/{GROUP}/{VERSION}/namespaces/t/virtualmachines/v/status") == (
+        GROUP,
+        "virtualmachines/status",
+        "patch",
+    )
+    assert access("GET", f"{base}/api/v1/namespaces") == ("", "namespaces", "list")
+    assert access("GET", f"{base}/api/v1/namespaces/t") == ("", "namespaces", "get")
+    assert access("GET", f"{base}/api/v1/namespaces/t/secrets/s") == ("", "secrets", "get")
+    assert access("POST", f"{base}/api/v1/namespaces/t/events") == ("", "events", "create")
 
 
 def test_leader_election_needs_exactly_get_create_update_on_leases() -> None:
