@@ -1,9 +1,12 @@
 """Every Kubernetes API access the operator makes, in one list: the chart's RBAC is checked against it.
 
-The Helm chart (charts/vdc-operator/templates/rbac.yaml) grants exactly these; a unit test ties the
-list to the kopf handlers registered in vdc.handlers, and an integration test installs the chart and
-compares what its ServiceAccount may do (`kubectl auth can-i --list`) with this list. A new API call
-in the code means a new line here, then the chart.
+The Helm chart (charts/vdc-operator/templates/rbac.yaml) grants exactly these: an integration test
+installs the chart and compares what its ServiceAccount may do (`kubectl auth can-i --list`) with this
+list. What the operator really asks for is checked against it from behaviour: a unit test
+(tests/unit/test_rbac.py) records every request the operator's own API code sends, and an integration
+test (tests/integration/test_chart_operator.py) reads the API server's audit log of a run under the
+chart's ServiceAccount (kopf's watches and finalizer patches included). A new API call in the code means
+a new line here, then the chart.
 
 Pure data: no I/O, no imports of kopf or the kubernetes client.
 """
