@@ -134,7 +134,7 @@ def test_clone(conn: Any) -> None:
 def test_clone_of_an_appliance_image() -> None:
     machine, disk = one({"clone": {"pool": POOL, "appliance": {"name": "tiny"}, "size": "4Gi"}})
     source = source_of(disk)
-    assert source.appliance(disk) == "tiny"
+    assert source.appliance(disk) == (None, "tiny")
     with pytest.raises(ApplianceImagesMissing, match="appliance tiny is not Ready"):
         source.plan(machine, disk, {})
     with pytest.raises(DiskSpecError, match="has no disk None with an image"):

@@ -106,8 +106,8 @@ class DiskSource(Protocol):
     grows: ClassVar[bool]
     """The volume grows when the spec's size does."""
 
-    def appliance(self, disk: Disk) -> str | None:
-        """The appliance (name) the disk is made from, if any: placement needs its images."""
+    def appliance(self, disk: Disk) -> tuple[str | None, str] | None:
+        """The appliance (namespace, None: the VM's; name) the disk is made from, if any: its images."""
 
     def plan(self, vm: VirtualMachine, disk: Disk, images: Mapping[str, Mapping[str | None, str]]) -> VolumePlan:
         """Which volume the disk is. ``images``: appliance name -> its base volumes by disk id."""
@@ -164,7 +164,7 @@ class _Source:
     def spec(self, disk: Disk) -> Any:
         return getattr(disk.source, self.field)
 
-    def appliance(self, disk: Disk) -> str | None:
+    def appliance(self, disk: Disk) -> tuple[str | None, str] | None:
         return None
 
     def reserve(self, plan: VolumePlan) -> int:
@@ -226,9 +226,9 @@ class Clone(_Source):
 
     kind, field, grows = "clone", "clone", True
 
-    def appliance(self, disk: Disk) -> str | None:
+    def appliance(self, disk: Disk) -> tuple[str | None, str] | None:
         ref = self.spec(disk).appliance
-        return None if ref is None else str(ref.name)
+        return None if ref is None else (ref.namespace, ref.name)
 
     def plan(self, vm: VirtualMachine, disk: Disk, images: Mapping[str, Mapping[str | None, str]]) -> VolumePlan:
         src = self.spec(disk)

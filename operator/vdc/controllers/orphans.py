@@ -41,7 +41,7 @@ from vdc.api.storagepool import libvirt_pool_name
 from vdc.libvirt.inventory import DomainSeen, VolumeSeen, volume_reference
 
 VM_VOLUME_EXTENSIONS = ("qcow2", "iso")
-"""What ``vm_disks.volume_name`` is called with (blank/clone disks; cloud-init and OVF environment seeds)."""
+"""What ``disk_sources.volume_name`` is called with (blank/clone disks; cloud-init and OVF environment seeds)."""
 
 _VM_VOLUME = re.compile(
     rf"^(?P<ns>{DNS_LABEL[1:-1]})_(?P<vm>{DNS_SUBDOMAIN[1:-1]})_(?P<disk>{DNS_LABEL[1:-1]})"

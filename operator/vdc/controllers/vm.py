@@ -37,6 +37,7 @@ from vdc.controllers.disk_sources import (
     PoolMissing,
     VolumeFormat,
     VolumePlan,
+    source_of,
 )
 from vdc.controllers.errors import DeletionWaits, ReportedFailure, first_line
 from vdc.controllers.host import HostController
@@ -603,8 +604,8 @@ class VmController:
         """The Ready appliances the VM is made from (fromAppliance, clone disks); ApplianceWait when one
         is not Ready yet, ApplianceMismatch when one failed."""
         ns = str(vm.metadata["namespace"])
-        refs = {(d.source.clone.appliance.namespace or ns, d.source.clone.appliance.name)
-                for d in vm.spec.disks if d.source.clone and d.source.clone.appliance}  # fmt: skip
+        made_from = [source_of(d).appliance(d) for d in vm.spec.disks]
+        refs = {(where or ns, name) for where, name in filter(None, made_from)}
         if vm.spec.from_appliance is not None:
             refs.add((vm.spec.from_appliance.namespace or ns, vm.spec.from_appliance.name))
         return {name: appliance_status(self.appliances.get((where, name)), name) for where, name in sorted(refs)}
