@@ -329,3 +329,24 @@ def test_an_access_refusal_is_reported_before_anything_is_placed(tmp_path: Path)
     assert stalled["status"] == "True" and stalled["reason"] == "AccessDenied"
     assert rig.status(vm).get("host") is None
     assert not [e for e in rig.journal if e[0] == "libvirt"]
+
+
+def test_a_vm_owned_by_an_operation_is_not_converged_until_it_is_released(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    rig.reconcile(vm)
+    uid = vm["metadata"]["uid"]
+    owned = copy.deepcopy(rig.vms.get(key_of(vm)) or {})
+    owned["metadata"]["generation"] = 2
+    owned["spec"]["runStrategy"] = "Halted"  # a change that converging would act on
+    owned["status"]["operation"] = {"kind": "VirtualMachineMigration", "name": "move-web", "uid": "op-1"}
+    rig.vms.upsert(owned)
+    calls, writes = len(rig.journal), len(rig.writer.statuses)
+    assert rig.reconcile(owned) is None
+    assert rig.hosts["hv1"].domain(uid).isActive()  # type: ignore[union-attr]
+    assert len(rig.writer.statuses) == writes and not any(c[0] == "libvirt" for c in rig.journal[calls:])
+    released = copy.deepcopy(owned)
+    released["status"].pop("operation")
+    rig.vms.upsert(released)
+    rig.reconcile(released)
+    assert not rig.hosts["hv1"].domain(uid).isActive()  # type: ignore[union-attr]

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vdc.api.virtualmachine import RunStrategy
-from vdc.controllers.vm_plan import LIVE_FIELDS, VmPlan, comparable, differing_fields, plan_vm, restart_pending
+from vdc.api.virtualmachine import RunStrategy, restart_pending
+from vdc.controllers.vm_plan import LIVE_FIELDS, VmPlan, comparable, differing_fields, plan_vm
 from vdc.libvirt.domain_xml import (
     CpuConfig,
     CpuMode,

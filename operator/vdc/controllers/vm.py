@@ -26,7 +26,15 @@ from pydantic import ValidationError
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.conditions import READY, now_rfc3339
 from vdc.api.quantity import format_bytes_mi
-from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachine, VirtualMachineStatus
+from vdc.api.virtualmachine import (
+    RESTART_ANNOTATION,
+    DiskStatus,
+    InterfaceStatus,
+    Phase,
+    VirtualMachine,
+    VirtualMachineStatus,
+    restart_pending,
+)
 from vdc.cloudinit import CloudInitError
 from vdc.cluster.requests import requested
 from vdc.cluster.view import ClusterView
@@ -53,7 +61,7 @@ from vdc.controllers.vm_appliance import (
 from vdc.controllers.vm_disks import plan_volumes, pool_bytes, target_devices
 from vdc.controllers.vm_domain import UnsupportedSpec, domain_for, domain_name
 from vdc.controllers.vm_nics import AddressRefused, WaitingForAddress, bandwidth, nic_status_observed
-from vdc.controllers.vm_plan import RESTART_ANNOTATION, VmPlan, plan_vm, restart_pending
+from vdc.controllers.vm_plan import VmPlan, plan_vm
 from vdc.controllers.vm_status import (
     Converged,
     Event,
@@ -84,6 +92,7 @@ from vdc.libvirt.domain_xml import DomainConfig, InterfaceConfig
 from vdc.libvirt.errors import ConfigRejected, HookRefused, HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
+from vdc.operations.ownership import converge_hold
 from vdc.scheduler.placement import PlacementRequest, place
 from vdc.tenancy.view import TenancyView
 
@@ -207,6 +216,10 @@ class VmController:
             await self.report(body, None, Outcome(ref_of(body), "Failed", "Failed", "InvalidSpec", str(exc)))
             return None
         old = vm.status or VirtualMachineStatus()
+        hold = converge_hold(body)
+        if hold is not None:  # the owning operation reports the VM; releasing it brings the VM back here
+            log.debug("vm %s/%s: not converged: %s", *key, hold)
+            return None
         uid = str(vm.metadata["uid"])
         if uid not in self._shutdown_since and old.shutdown_requested_at:  # asked before a restart
             self._shutdown_since[uid] = parse_time(old.shutdown_requested_at)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
-from vdc.api.virtualmachine import Phase, RunStrategy
+from vdc.api.virtualmachine import RESTART_ANNOTATION, Phase, RunStrategy, restart_pending
 from vdc.libvirt.domain_xml import DomainConfig
 from vdc.libvirt.domains import DomainObservation
 
@@ -86,27 +85,6 @@ def only_link_states_differ(current: DomainConfig, desired: DomainConfig) -> boo
     return all(
         dataclasses.replace(h, link_state=w.link_state) == w for h, w in zip(have, desired.interfaces, strict=True)
     )
-
-
-RESTART_ANNOTATION = "vdc.dev/restart-requested-at"
-"""An RFC 3339 time (``vdc restart`` sets it): the VM restarts once if it has not booted since."""
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
-
-
-def restart_pending(requested_at: str | None, boot_time: str | None) -> bool:
-    """A restart was requested after the guest last booted. A VM that never booted, or a request that is
-    not an RFC 3339 time with a zone, asks for nothing."""
-    if not requested_at or not boot_time:
-        return False
-    requested, booted = _parse_time(requested_at), _parse_time(boot_time)
-    return requested is not None and booted is not None and requested > booted
 
 
 def restart_requested(body: dict[str, Any]) -> bool:
