@@ -238,9 +238,10 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         trust_configmap=getattr(memo, "appliance_trust_configmap", None), cluster=cluster,
     )  # fmt: skip
     vm_controller = VmController(
-        vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances, tenancy
-    )
-    quota_controller = QuotaController(quotas, tenancy, vm_controller.host_of, writer)
+        vms, hosts, connections, writer, host_controller, pools, switches, switch_controller, appliances, tenancy,
+        cluster=cluster,
+    )  # fmt: skip
+    quota_controller = QuotaController(quotas, tenancy, cluster.host_of, writer)  # placed: status.host or reserved
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas}  # fmt: skip
     await _prime(writer.api_client, watched, primed, namespaces)
