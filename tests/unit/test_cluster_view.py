@@ -79,7 +79,7 @@ def test_indexes_follow_the_cache() -> None:
     assert view.allocated("h2") == Requested()
 
 
-def test_a_reservation_counts_until_the_status_says_so_or_the_vm_goes() -> None:
+def test_a_reservation_counts_until_the_vm_goes_even_past_an_older_event() -> None:
     vms = ObjectCache()
     view = ClusterView(vms=vms)
     body = vm("a", cpus=2)
@@ -89,7 +89,13 @@ def test_a_reservation_counts_until_the_status_says_so_or_the_vm_goes() -> None:
     assert view.allocated("h1") == Requested(2, 256 * MI, 0)
     vms.note_status(("t", "a"), {"host": "h1"})
     assert view.host_of(vms.get(("t", "a")) or {}) == "h1"
-    vms.note_status(("t", "a"), {"host": None})  # the reservation went when the status said it
+    # A watch event older than our status write (no status.host yet) arrives late: still counted on h1,
+    # or the quota and the capacity would admit one VM too many.
+    vms.upsert(body)
+    assert view.host_of(vms.get(("t", "a")) or {}) == "h1" and view.unplaced_vms() == []
+    assert view.allocated("h1") == Requested(2, 256 * MI, 0)
+    view.release(body)  # a placement undone
+    vms.note_status(("t", "a"), {"host": None})
     assert view.unplaced_vms() == [("t", "a")] and view.allocated("h1") == Requested()
     view.reserve(body, "h2")
     vms.remove(body)
@@ -134,9 +140,6 @@ def test_incremental_indexes_equal_a_scan_after_random_changes() -> None:
         if action < 0.5:
             body = vm(name, host=target, cpus=rng.randint(1, 4), switches=(rng.choice(["a", "b"]),))
             vms.upsert(body)
-            uid = body["metadata"]["uid"]
-            if target and reserved.get(uid) == target:
-                del reserved[uid]
         elif action < 0.65 and vms.get(key) is not None:
             body = vms.get(key) or {}
             vms.remove(body)
@@ -147,9 +150,6 @@ def test_incremental_indexes_equal_a_scan_after_random_changes() -> None:
             reserved[body["metadata"]["uid"]] = target
         elif vms.get(key) is not None:
             vms.note_status(key, {"host": target})
-            uid = (vms.get(key) or {})["metadata"]["uid"]
-            if target and reserved.get(uid) == target:
-                del reserved[uid]
         on, unplaced, ledger = _scan(vms, reserved)
         assert {h: set(view.vms_on(h)) for h in on} == on
         assert set(view.unplaced_vms()) == unplaced

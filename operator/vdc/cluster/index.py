@@ -68,7 +68,7 @@ class VmIndex:
         self._using: dict[Ref, dict[Key, None]] = {}
         self._ledger: dict[str, Requested] = {}
         self._reserved: dict[str, str] = {}
-        """uid -> host chosen at placement whose ``status.host`` the cache does not show yet."""
+        """uid -> host chosen at placement (``status.host`` wins when both are there), until the VM goes."""
         self._bodies: dict[Key, Mapping[str, Any]] = {}
 
     # --- feeding -------------------------------------------------------------------------------
@@ -82,14 +82,14 @@ class VmIndex:
             return
         self._bodies[key] = new
         uid = str(new["metadata"].get("uid") or "")
-        status_host = (new.get("status") or {}).get("host")
-        if status_host and self._reserved.get(uid) == status_host:
-            del self._reserved[uid]  # the status says it now: the reservation has done its work
+        # The reservation stays while the VM lives, even once its status says the host: a watch event
+        # older than our own status write (no status.host yet) can still arrive, and the VM must not
+        # count as unplaced then (the quota and the capacity would admit one VM too many).
         self._set(key, entry_of(new, self._reserved.get(uid)))
 
     def reserve(self, key: Key, uid: str, host: str) -> None:
         """Count the VM on ``host`` from now on, before its status says so (the quota, the capacity and the
-        next placement see it at once); dropped when the cache shows ``status.host`` or the VM goes."""
+        next placement see it at once); dropped when the VM goes or the placement is undone."""
         self._reserved[uid] = host
         body = self._bodies.get(key)
         if body is not None and str(body["metadata"].get("uid")) == uid:
