@@ -19,6 +19,7 @@ from vdc.api.appliance import Appliance
 from vdc.api.computequota import ComputeQuota
 from vdc.api.host import REMOVE_ORPHANS_ANNOTATION, Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
+from vdc.api.migration import VirtualMachineMigration
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
@@ -36,6 +37,7 @@ from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.failures import failure_reporter
 from vdc.controllers.first_sight import FirstSight, Sighting
 from vdc.controllers.host import HostController
+from vdc.controllers.migration import MigrationController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import VmController
@@ -93,6 +95,10 @@ class Runtime:
     quota_queue: WorkQueue[Key]
     first_sight_queue: WorkQueue[Sighting]
     cluster: ClusterView
+    migrations: ObjectCache
+    policies: ObjectCache
+    migration_controller: MigrationController
+    migration_queue: WorkQueue[Key]
     resync_seconds: float = RESYNC_SECONDS
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
@@ -126,7 +132,8 @@ class Runtime:
             self.first_sight_queue.add((plural, key))
 
     def caches(self) -> tuple[ObjectCache, ...]:
-        return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas)
+        return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas,
+                self.migrations, self.policies)  # fmt: skip
 
 
 def runtime(memo: kopf.Memo) -> Runtime:
@@ -189,6 +196,13 @@ async def _resync(rt: Runtime) -> None:
         for body in rt.vms:
             rt.vm_queue.add(key_of(body))
         _queue_all_pools(rt)
+        _queue_running_migrations(rt)
+
+
+def _queue_running_migrations(rt: Runtime) -> None:
+    for body in rt.migrations:
+        if (body.get("status") or {}).get("phase") not in ("Succeeded", "Failed", "Cancelled"):
+            rt.migration_queue.add(key_of(body))
 
 
 def _dump_tasks() -> None:
@@ -199,7 +213,7 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), where)
 
 
-CLUSTER_SCOPED = ("hosts", "storagepools", "virtualswitches")
+CLUSTER_SCOPED = ("hosts", "storagepools", "virtualswitches", "migrationpolicies")
 
 
 async def _prime(api: Any, watched: tuple[str, ...], caches: dict[str, ObjectCache], namespaces: ObjectCache) -> None:
@@ -242,13 +256,19 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         cluster=cluster,
     )  # fmt: skip
     quota_controller = QuotaController(quotas, tenancy, cluster.host_of, writer)  # placed: status.host or reserved
+    migrations, policies = ObjectCache(), ObjectCache()
+    migration_controller = MigrationController(
+        migrations, vms, policies, namespaces, connections, writer, vm_controller, cluster
+    )
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
-              "virtualmachines": vms, "computequotas": quotas}  # fmt: skip
+              "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
+              "migrationpolicies": policies}  # fmt: skip
     await _prime(writer.api_client, watched, primed, namespaces)
     first_sight = FirstSight(writer, {
         "hosts": (Host.KIND, hosts), "storagepools": (StoragePool.KIND, pools),
         "virtualswitches": (VirtualSwitch.KIND, switches), "appliances": (Appliance.KIND, appliances),
         "virtualmachines": (VirtualMachine.KIND, vms), "computequotas": (ComputeQuota.KIND, quotas),
+        "virtualmachinemigrations": (VirtualMachineMigration.KIND, migrations),
     })  # fmt: skip
     rt = Runtime(
         hosts=hosts,
@@ -295,6 +315,15 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
             workers=1,
             on_error=failure_reporter(ComputeQuota.KIND, quotas, writer),
         ),
+        migrations=migrations,
+        policies=policies,
+        migration_controller=migration_controller,
+        migration_queue=WorkQueue(
+            "migrations",
+            migration_controller.reconcile,
+            workers=4,
+            on_error=failure_reporter(VirtualMachineMigration.KIND, migrations, writer),
+        ),
     )
     memo.runtime = rt  # before anything runs that looks for it
     rt.host_queue.start()
@@ -304,6 +333,8 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     rt.vm_queue.start()
     rt.appliance_queue.start()
     rt.quota_queue.start()
+    rt.migration_queue.start()
+    _queue_running_migrations(rt)  # each resumes where its status says (vdc.operations)
     rt.resync = asyncio.create_task(_resync(rt), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
@@ -325,6 +356,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await rt.vm_queue.stop()
     await rt.appliance_queue.stop()
     await rt.quota_queue.stop()
+    await rt.migration_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
@@ -475,3 +507,30 @@ def quota_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if not change.deleted and change.changed:
         rt.quota_queue.add(change.key)
     rt.fan_out("ComputeQuota", change)
+
+
+@kopf.on.event(GROUP, VERSION, "virtualmachinemigrations")
+def migration_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    change = _take_in(rt.migrations, event)
+    rt.sighted("virtualmachinemigrations", change.key, event, change.body)
+    if not change.deleted and (change.changed or change.body["metadata"].get("deletionTimestamp")):
+        rt.migration_queue.add(change.key)
+    rt.fan_out("VirtualMachineMigration", change)
+
+
+@kopf.on.delete(GROUP, VERSION, "virtualmachinemigrations")
+async def migration_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+    """Deleting a migration cancels it: the libvirt job is aborted and its steps undone before it goes."""
+    rt = runtime(memo)
+    try:
+        outcome = await rt.migration_controller.delete(dict(body))
+    except DeletionWaits as exc:
+        raise kopf.TemporaryError(str(exc), delay=1) from exc
+    logger.info(outcome)
+
+
+@kopf.on.event(GROUP, VERSION, "migrationpolicies")
+def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Policies are read when a migration is scheduled and watched: a cache is all they need."""
+    _take_in(runtime(memo).policies, event)

@@ -8,17 +8,32 @@ from vdc.api.appliance import Appliance
 from vdc.api.computequota import ComputeQuota
 from vdc.api.host import Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
+from vdc.api.migration import MigrationPolicy, VirtualMachineMigration
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
 
-ALL_KINDS: tuple[type[Host | StoragePool | VirtualSwitch | Appliance | VirtualMachine | ComputeQuota], ...] = (
+ALL_KINDS: tuple[
+    type[
+        Host
+        | StoragePool
+        | VirtualSwitch
+        | Appliance
+        | VirtualMachine
+        | ComputeQuota
+        | VirtualMachineMigration
+        | MigrationPolicy
+    ],
+    ...,
+] = (
     Host,
     StoragePool,
     VirtualSwitch,
     Appliance,
     VirtualMachine,
     ComputeQuota,
+    VirtualMachineMigration,
+    MigrationPolicy,
 )
 
 __all__ = [
@@ -29,7 +44,9 @@ __all__ = [
     "ComputeQuota",
     "Host",
     "KindInfo",
+    "MigrationPolicy",
     "StoragePool",
     "VirtualMachine",
+    "VirtualMachineMigration",
     "VirtualSwitch",
 ]

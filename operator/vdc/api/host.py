@@ -10,6 +10,7 @@ from vdc.api.common import (
     IPV4,
     AllowedNamespaces,
     CleanPath,
+    Name,
     SecretRef,
     ShortText,
     cel,
@@ -91,7 +92,9 @@ class HostSpec(ApiModel):
         update="restart",
     )
     maintenance: bool = field(
-        "Cordons the host: no new VMs are placed on it. Running VMs stay (evacuation comes with migration).",
+        "Cordons the host (no new VMs are placed on it) and evacuates it: each running VM is live-migrated, "
+        "shut down or left, as its evictionStrategy says, within the MigrationPolicies' parallelism limits. "
+        "Ending maintenance does not move VMs back.",
         default=False,
         update="live",
     )
@@ -214,6 +217,30 @@ class HostOrphans(ApiModel):
     last_removal: OrphanRemoval | None = field("The last removal asked for by annotation.", default=None)
 
 
+class BlockingVm(ApiModel):
+    """A VM that keeps an evacuation from finishing, and why."""
+
+    namespace: Name = field("The VM's namespace.")
+    name: Name = field("The VM.")
+    reason: ShortText = field("Why it has not left.")
+
+
+class Evacuation(ApiModel):
+    """Moving the VMs off a host in maintenance."""
+
+    phase: Literal["Evacuating", "Evacuated", "Blocked"] = field(
+        "Evacuating: VMs are being moved or shut down; Evacuated: none runs here any more (VMs left by "
+        "evictionStrategy None excepted); Blocked: some cannot leave (see blocking)."
+    )
+    total: int = field("VMs on the host when it was last looked at, stopped ones included.", default=0, ge=0)
+    migrating: int = field("VMs being live-migrated now.", default=0, ge=0)
+    shut_down: int = field("VMs stopped for maintenance (evictionStrategy Shutdown, or IfPossible).", default=0, ge=0)
+    remaining: int = field("VMs still running here that should leave.", default=0, ge=0)
+    blocking: list[BlockingVm] = field(
+        "VMs that cannot leave now, and why.", default_factory=list, max_length=100, extra=list_map("namespace", "name")
+    )
+
+
 class HostStatus(ApiModel):
     """Observed state of a libvirt host."""
 
@@ -237,6 +264,11 @@ class HostStatus(ApiModel):
         "Our domains and volumes whose VirtualMachine no longer exists: never removed unless asked.", default=None
     )
     last_seen: str | None = field("When the host last answered (RFC 3339).", default=None)
+    evacuation: Evacuation | None = field(
+        "Progress of the evacuation while the host is in maintenance (written by the evacuation, not the host "
+        "controller).",
+        default=None,
+    )
 
 
 class Host(Resource):

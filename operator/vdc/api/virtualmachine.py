@@ -456,6 +456,14 @@ class VirtualMachineSpec(ApiModel):
         "Hosts the VM may run on (by Host labels).", default_factory=LabelSelector, update="restart"
     )
     qos: Qos | None = field("CPU QoS.", default=None, update="live")
+    eviction_strategy: Literal["LiveMigrate", "LiveMigrateIfPossible", "Shutdown", "None"] = field(
+        "What happens to the running VM when its host enters maintenance: LiveMigrate (moved to another host; "
+        "while it cannot be, it blocks the evacuation), LiveMigrateIfPossible (moved, else shut down), Shutdown "
+        "(shut down, and kept stopped while the host is in maintenance), None (left running; it blocks the "
+        "evacuation).",
+        default="LiveMigrate",
+        update="live",
+    )
     termination_grace_period_seconds: int = field(
         "How long a graceful shutdown may take before the domain is destroyed.",
         default=60,

@@ -46,6 +46,8 @@ class ClusterView:
         self.namespaces = namespaces if namespaces is not None else ObjectCache()
         self.quotas = quotas if quotas is not None else ObjectCache()
         self._facts: dict[str, HostFacts] = {}
+        self._incoming: dict[Key, str] = {}
+        """VM -> the host a migration moves it to: counted there as well as where it runs."""
         self._index = VmIndex()
         for body in self.vms:  # whatever the cache holds already; from here on, its changes
             self._index.changed(key_of(body), None, body)
@@ -96,6 +98,17 @@ class ClusterView:
         else:
             self._index.release(("", ""), uid)
 
+    def expect(self, vm: Key, host: str) -> None:
+        """A migration moves the VM to ``host``: count it there too until it has arrived or failed."""
+        self._incoming[vm] = host
+
+    def unexpect(self, vm: Key) -> None:
+        self._incoming.pop(vm, None)
+
+    def incoming(self, host: str) -> list[Key]:
+        """VMs migrating to ``host``."""
+        return [vm for vm, target in self._incoming.items() if target == host]
+
     # --- reverse indexes -----------------------------------------------------------------------
     def vms_on(self, host: str) -> list[Key]:
         return self._index.vms_on(host)
@@ -116,8 +129,13 @@ class ClusterView:
         return self._index.requested(key)
 
     def allocated(self, host: str) -> Requested:
-        """What the VMs assigned to ``host`` request together, reservations included."""
-        return self._index.allocated(host)
+        """What the VMs assigned to ``host`` request together, reservations and incoming migrations
+        included (a VM that has arrived counts once)."""
+        used = self._index.allocated(host)
+        for vm in self.incoming(host):
+            if self._index.host_of(vm) != host:
+                used = used + self._index.requested(vm)
+        return used
 
     def ledger(self) -> dict[str, Requested]:
         """Host -> ``allocated(host)`` for every host that has VMs assigned."""

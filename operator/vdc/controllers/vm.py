@@ -283,6 +283,10 @@ class VmController:
             log.info("vm %s/%s: spec filled in from appliance %s", where, vm.metadata["name"], source.name)
             raise Halt(None)
 
+    def resolve(self, vm: VirtualMachine) -> Inputs:
+        """The VM's spec resolved against its appliances and tenancy (raises as :meth:`_resolve`)."""
+        return self._resolve(vm)
+
     def _resolve(
         self,
         vm: VirtualMachine,
@@ -339,13 +343,24 @@ class VmController:
 
         From the quota check to the assumed placement nothing awaits: VMs reconciled concurrently see
         each other's placements, so many VMs created at once cannot over-commit the quota."""
-        ref, spec = inputs.ref, inputs.vm.spec
+        ref = inputs.ref
         over = self.tenancy.quota_refusal(body, self.host_of)
         if over is not None:  # VM deletions and quota changes bring it back
             raise Halt(Outcome(ref, "Scheduling", "Failed", "QuotaExceeded", over,
                                unschedulable=("QuotaExceeded", over)))  # fmt: skip
+        request = self.placement_request(body, inputs)
+        decision = place(request, self.cluster.candidates(key_of(body), connected=self._connected))
+        if decision.host is None:  # retried when hosts change
+            raise Halt(Outcome(ref, "Scheduling", "InProgress", "Unschedulable", decision.reason,
+                               unschedulable=("Unschedulable", decision.reason)))  # fmt: skip
+        self.cluster.reserve(body, decision.host)
+        return decision.host, decision.reason
+
+    def placement_request(self, body: dict[str, Any], inputs: Inputs) -> PlacementRequest:
+        """What the VM needs of a host: the scheduler's input for a new placement, or a migration's."""
+        spec = inputs.vm.spec
         asked = requested(body)
-        request = PlacementRequest(
+        return PlacementRequest(
             cpus=asked.vcpus,
             memory=asked.memory_bytes,
             pinned_host=spec.host,
@@ -354,14 +369,11 @@ class VmController:
             switches=frozenset(nic.switch for nic in spec.interfaces),
             images={name: frozenset(status.hosts) for name, status in inputs.appliances.items()},
             host_files=inputs.host_files,
-            tenant=self.tenancy.tenant(ref.namespace),
+            tenant=self.tenancy.tenant(inputs.ref.namespace),
         )
-        decision = place(request, self.cluster.candidates(key_of(body), connected=self._connected))
-        if decision.host is None:  # retried when hosts change
-            raise Halt(Outcome(ref, "Scheduling", "InProgress", "Unschedulable", decision.reason,
-                               unschedulable=("Unschedulable", decision.reason)))  # fmt: skip
-        self.cluster.reserve(body, decision.host)
-        return decision.host, decision.reason
+
+    def connected(self, host: str) -> bool:
+        return self._connected(host)
 
     def _connected(self, host: str) -> bool:
         conn = self.connections.get(host)

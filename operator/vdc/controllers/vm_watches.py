@@ -45,6 +45,15 @@ def _unplaced_in_quota_namespace(view: ClusterView, event: ObjectEvent) -> list[
     return [key for key in view.unplaced_vms() if key[0] == event.key[0]] if event.changed else []
 
 
+def _migrated_vm(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A migration that ended (or went) has released its VM: the VM controller takes it back."""
+    phase = (event.body.get("status") or {}).get("phase")
+    if not (event.deleted or phase in ("Succeeded", "Failed", "Cancelled")):
+        return []
+    vm = (event.body.get("spec") or {}).get("vm")
+    return [(event.key[0], str(vm))] if vm else []
+
+
 WATCHES = (
     Watch(kind="Host", map=_unplaced),
     Watch(kind="VirtualMachine", map=_unplaced_when_one_went),
@@ -53,4 +62,5 @@ WATCHES = (
     Watch(kind="Appliance", map=_appliance_users),
     Watch(kind="Namespace", map=_namespace_vms),
     Watch(kind="ComputeQuota", map=_unplaced_in_quota_namespace),
+    Watch(kind="VirtualMachineMigration", map=_migrated_vm),
 )

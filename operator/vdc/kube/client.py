@@ -9,7 +9,7 @@ import asyncio
 import logging
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 
@@ -67,6 +67,52 @@ class KubeWriter:
             )
         API_WRITES.labels(info.kind, "patch-status").inc()
         return patch
+
+    async def read(self, info: KindInfo, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The object as the server has it now (None: gone)."""
+        meta = body["metadata"]
+        try:
+            if info.scope == "Namespaced":
+                found = await asyncio.to_thread(
+                    self._custom.get_namespaced_custom_object,
+                    GROUP, VERSION, meta["namespace"], info.plural, meta["name"],
+                )  # fmt: skip
+            else:
+                found = await asyncio.to_thread(
+                    self._custom.get_cluster_custom_object, GROUP, VERSION, info.plural, meta["name"]
+                )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], found)
+
+    async def create(self, info: KindInfo, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object of ``info``'s kind."""
+        if info.scope == "Namespaced":
+            made = await asyncio.to_thread(
+                self._custom.create_namespaced_custom_object, GROUP, VERSION, namespace, info.plural, body
+            )
+        else:
+            made = await asyncio.to_thread(self._custom.create_cluster_custom_object, GROUP, VERSION, info.plural, body)
+        API_WRITES.labels(info.kind, "create").inc()
+        return cast(dict[str, Any], made)
+
+    async def delete(self, info: KindInfo, namespace: str, name: str) -> bool:
+        """Delete an object; False when it was gone already."""
+        try:
+            if info.scope == "Namespaced":
+                await asyncio.to_thread(
+                    self._custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, info.plural, name
+                )
+            else:
+                await asyncio.to_thread(self._custom.delete_cluster_custom_object, GROUP, VERSION, info.plural, name)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        API_WRITES.labels(info.kind, "delete").inc()
+        return True
 
     async def patch_spec(self, info: KindInfo, body: dict[str, Any], spec: dict[str, Any]) -> None:
         """Merge-patch a namespaced object's ``spec`` (defaults the operator fills in), conditional on the

@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)
 CALL_WORKERS = 4
+LONG_CALL_WORKERS = 16
+"""Threads for long calls (live migrations) per host: more than any migration policy lets run at once."""
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TIMEOUT_SECONDS = 15.0
 """A host that does not answer a heartbeat for this long is lost (as libvirt's keepalive would say)."""
@@ -103,6 +105,9 @@ class HostConnection:
         self._retired: libvirt.virConnect | None = None
         """A connection found lost, not closed yet (calls may still run on it)."""
         self._executor = ThreadPoolExecutor(max_workers=CALL_WORKERS, thread_name_prefix=f"libvirt-{name}")
+        self._long_executor = ThreadPoolExecutor(
+            max_workers=LONG_CALL_WORKERS, thread_name_prefix=f"libvirt-{name}-long"
+        )
         self._lost = asyncio.Event()
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -128,9 +133,11 @@ class HostConnection:
         self._task = None
         await self._close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._long_executor.shutdown(wait=False, cancel_futures=True)
 
-    async def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
-        """Run ``fn(conn)`` off the event loop; libvirt errors come out as ours."""
+    async def call(self, fn: Callable[[libvirt.virConnect], T], *, long_running: bool = False) -> T:
+        """Run ``fn(conn)`` off the event loop; libvirt errors come out as ours. ``long_running`` (a live
+        migration: minutes) runs on a thread of its own, not one of the few the host's calls share."""
         conn = self._conn
         if conn is None:
             raise HostUnreachable(f"host {self.name} is not connected: {self.last_error or 'connecting'}")
@@ -139,7 +146,7 @@ class HostConnection:
         self._in_flight += 1  # the connection is not closed under a call (libvirt-python would crash)
         self._idle.clear()
         try:
-            result = await loop.run_in_executor(self._executor, fn, conn)
+            result = await loop.run_in_executor(self._long_executor if long_running else self._executor, fn, conn)
         except libvirt.libvirtError as exc:
             LIBVIRT_CALL_ERRORS.labels(self.name).inc()
             failure = translate(exc)
