@@ -16,10 +16,17 @@
 # Guest kernel command line understood by /init:
 #   vdc.hostname=NAME   hostname of the guest     -> prints VDC-GUEST-HOSTNAME=NAME
 #   vdc.marker=XYZ      anything                  -> prints VDC-MARKER=XYZ
-# With a NIC (eth0) the guest asks DHCP for an address first -> prints VDC-IP=A.B.C.D
-# and then, last, the line VDC-GUEST-READY. Use console=ttyS0. After that:
+# With a NIC (eth0) the guest asks DHCP for an address first -> prints VDC-IP=A.B.C.D.
+# Every boot prints VDC-BOOT-ID=<the kernel's random boot_id> (new on each
+# boot: tells a reboot from a run that continued, e.g. across a live
+# migration) and then, last, the line VDC-GUEST-READY. Use console=ttyS0.
+# After that:
 #   vdc.ping=IP         ping IP for up to vdc.pingwait seconds (default 60)
 #                       -> prints VDC-PING-OK=IP or VDC-PING-FAIL=IP
+#   vdc.counter=1       one second after VDC-GUEST-READY an empty line (ends
+#                       the console shell's prompt line), then VDC-COUNT=1,
+#                       VDC-COUNT=2, ... one a second (`sleep 1` each),
+#                       forever: a gap shows a pause, a restart from 1 a reboot
 set -euo pipefail
 
 help() {
@@ -205,12 +212,14 @@ host=vdc-guest
 marker=
 ping_ip=
 ping_wait=60
+counter=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdc.hostname=*) host=${arg#vdc.hostname=} ;;
         vdc.marker=*) marker=${arg#vdc.marker=} ;;
         vdc.ping=*) ping_ip=${arg#vdc.ping=} ;;
         vdc.pingwait=*) ping_wait=${arg#vdc.pingwait=} ;;
+        vdc.counter=*) counter=${arg#vdc.counter=} ;;
     esac
 done
 hostname "$host"
@@ -229,7 +238,21 @@ fi
 
 echo "VDC-GUEST-HOSTNAME=$host"
 [ -n "$marker" ] && echo "VDC-MARKER=$marker"
+echo "VDC-BOOT-ID=$(cat /proc/sys/kernel/random/boot_id)"
 echo "VDC-GUEST-READY"
+
+if [ "$counter" = 1 ]; then
+    (
+        n=0
+        sleep 1
+        echo # ends the line of the console shell's prompt
+        while :; do
+            n=$((n + 1))
+            echo "VDC-COUNT=$n"
+            sleep 1
+        done
+    ) &
+fi
 
 if [ -n "$ping_ip" ]; then
     (

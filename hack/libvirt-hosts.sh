@@ -36,7 +36,15 @@
 # the host sees as /etc/libvirt, /var/lib/libvirt, /run/libvirt and
 # /var/cache/libvirt). Shared: $VDC_STATE/hosts/hosts.txt ("name qemu-uri
 # test-uri address" per running host, address "-" without netns), net.env
-# (bridge, subnet), etc-hosts (the hosts' /etc/hosts: every host's name).
+# (bridge, subnet), etc-hosts (the hosts' /etc/hosts: every host's name),
+# shared/ and shared.path (its absolute path): one directory that every host
+# sees at that same path, for a `dir` StoragePool shared by all hosts (disks
+# there migrate without copying storage; it is a local ext4/tmpfs directory,
+# not NFS, so libvirt calls such a migration unsafe unless it is given
+# VIR_MIGRATE_UNSAFE: see hack/MIGRATION-NOTES.md). QEMU runs as root on every host
+# (qemu.conf: user root, dynamic_ownership 0, no security driver), so files
+# there need no particular owner; the directory is root's, mode 0755, and
+# stays after `down` like the rest of the state.
 #
 # Notes: the test driver's state (test:///default) lives as long as the
 # host: a "test-holder" client keeps a connection open, as libvirtd resets
@@ -102,6 +110,13 @@ uri_test() { echo "test+unix:///default?socket=$HOSTS_DIR/$1/sock/libvirt-sock";
 
 # meta_get FILE KEY
 meta_get() { sed -n "s/^$2=//p" "$1" 2>/dev/null | head -n1; }
+
+# The directory all hosts share (outside their private bind mounts).
+setup_shared_dir() {
+    mkdir -p "$HOSTS_DIR/shared"
+    chmod 0755 "$HOSTS_DIR/shared"
+    echo "$HOSTS_DIR/shared" >"$HOSTS_DIR/shared.path"
+}
 
 # ------------------------------------------------------------- network --
 write_net_env() {
@@ -562,6 +577,7 @@ cmd_up() {
     local n=$1 i name rc=0 t0=$SECONDS
     require_root_tools
     lock_state
+    setup_shared_dir
     [ "$USE_NETNS" = 0 ] || setup_network
     local -a started=() launchers=()
     for i in $(seq 1 "$n"); do

@@ -109,6 +109,12 @@ class LibvirtHosts:
     prefix: str
     hosts: list[LibvirtHost] = field(default_factory=list)
 
+    @property
+    def shared_dir(self) -> Path:
+        """The directory every host sees at this same path (hack/libvirt-hosts.sh writes hosts/shared.path):
+        for a ``dir`` StoragePool shared by all hosts."""
+        return Path((self.state / "hosts" / "shared.path").read_text().strip())
+
 
 def start_libvirt_hosts(state: Path, count: int, prefix: str) -> LibvirtHosts:
     run_script("libvirt-hosts.sh", "up", str(count), state=state, env={"VDC_HOST_PREFIX": prefix})
