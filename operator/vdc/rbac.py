@@ -28,30 +28,68 @@ class Access:
     why: str
 
 
-WATCHED = ("hosts", "storagepools", "virtualswitches", "virtualmachines", "appliances", "computequotas")
-"""Our kinds with kopf handlers (vdc.handlers)."""
+WATCHED = (
+    "hosts",
+    "storagepools",
+    "virtualswitches",
+    "virtualmachines",
+    "appliances",
+    "computequotas",
+    "virtualmachinemigrations",
+    "migrationpolicies",
+)
+"""Our kinds with kopf handlers (vdc.handlers); the operator primes its caches from a LIST of each."""
 
 WATCHED_CORE = ("namespaces",)
 """Core kinds with kopf handlers: namespace labels decide allowedNamespaces selectors."""
 
-WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances")
+WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances", "virtualmachinemigrations")
 """Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
 
 ANNOTATED = ("hosts",)
 """Kinds whose annotations the operator removes when it has done what they asked (KubeWriter.remove_annotation:
 vdc.dev/remove-orphans on a Host)."""
 
+WITH_STATUS = (
+    "hosts",
+    "storagepools",
+    "virtualswitches",
+    "virtualmachines",
+    "appliances",
+    "computequotas",
+    "virtualmachinemigrations",
+)
+"""Kinds whose status the operator writes (KubeWriter.patch_status): every watched kind but MigrationPolicies,
+which the operator only reads."""
+
+READ_BACK = ("virtualmachinemigrations",)
+"""Kinds the operator reads by name (KubeWriter.read): a migration after its conditional status write."""
+
+CREATED = ("virtualmachinemigrations",)
+"""Kinds the operator creates and deletes (KubeWriter.create / KubeWriter.delete): a Host's evacuation."""
+
+_WATCH_WHY = {
+    "migrationpolicies": "; a cache of the policies, to pick a migration's tuning (the operator never writes them)",
+}
+_PATCH_WHY = {
+    "virtualmachines": "; KubeWriter.patch_spec fills in a VM's spec from its Appliance",
+    "virtualmachinemigrations": "; the deletion handler cancels the migration (the VM stays on its source)",
+}
+_STATUS_WHY = {
+    "hosts": " (a Host's status.evacuation included)",
+}
+
 CLUSTER_WIDE: tuple[Access, ...] = (
-    *(Access(GROUP, plural, ("list", "watch"), "kopf watches every object of the kind") for plural in WATCHED),
+    *(
+        Access(GROUP, plural, ("list", "watch"), "kopf watches every object of the kind" + _WATCH_WHY.get(plural, ""))
+        for plural in WATCHED
+    ),
     *(
         Access(
             GROUP,
             plural,
             ("patch",),
-            "kopf adds/removes the vdc.dev/finalizer and its progress annotations"
-            + (
-                "; KubeWriter.patch_spec fills in a VM's spec from its Appliance" if plural == "virtualmachines" else ""
-            ),
+            "kopf adds/removes the vdc.dev/finalizer and its progress annotations" + _PATCH_WHY.get(plural, ""),
         )
         for plural in WITH_FINALIZER
     ),
@@ -65,8 +103,33 @@ CLUSTER_WIDE: tuple[Access, ...] = (
         for plural in ANNOTATED
     ),
     *(
-        Access(GROUP, f"{plural}/status", ("patch",), "KubeWriter.patch_status: a merge patch of what changed")
-        for plural in WATCHED
+        Access(
+            GROUP,
+            f"{plural}/status",
+            ("patch",),
+            "KubeWriter.patch_status: a merge patch of what changed" + _STATUS_WHY.get(plural, ""),
+        )
+        for plural in WITH_STATUS
+    ),
+    *(
+        Access(
+            GROUP,
+            plural,
+            ("get",),
+            "KubeWriter.read: a migration is read again after its conditional status write, for the new"
+            " resourceVersion the next write is conditional on; by name only",
+        )
+        for plural in READ_BACK
+    ),
+    *(
+        Access(
+            GROUP,
+            plural,
+            ("create", "delete"),
+            "KubeWriter.create / KubeWriter.delete: a Host in maintenance creates one migration per VM it"
+            " evacuates, in the VM's namespace (any tenant namespace), and deletes the failed ones it retries",
+        )
+        for plural in CREATED
     ),
     Access(
         "",
@@ -133,8 +196,13 @@ after the release), for `vdc run --leader-elect`."""
 NOT_NEEDED = (
     "peering (kopfpeerings): kopf runs standalone; replicas elect their leader with a Lease (vdc.leader)",
     "list/watch/patch/delete on leases: the election reads and writes one Lease by name",
-    "get on our kinds: kopf lists and watches, it never reads single objects",
-    "update/delete/create on our kinds: the operator never writes spec and never creates or deletes them",
+    "get on our kinds but virtualmachinemigrations: kopf lists and watches, and the operator's caches answer"
+    " every read; only a migration is read by name (KubeWriter.read, after its conditional status write)",
+    "update on our kinds: the operator writes by merge patch only (status, a VM's spec defaults, kopf's"
+    " finalizers), never a whole object",
+    "create/delete on our kinds but virtualmachinemigrations: the operator creates and deletes nothing else"
+    " (a Host's evacuation creates migrations and deletes failed ones it retries)",
+    "anything but list/watch on migrationpolicies: the operator only reads them (no finalizer, no status)",
 )
 """What the operator does not need, and why (for reviewers of the chart)."""
 

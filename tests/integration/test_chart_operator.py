@@ -161,6 +161,10 @@ def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane,
         {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualMachine", "metadata": {"name": "vm1", "namespace": TENANT},
          "spec": {"runStrategy": "Always", "cpu": {"count": 1}, "memory": {"size": "128Mi"},
                   "boot": {"kernel": {"kernel": "/nonexistent/vmlinuz"}}}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "MigrationPolicy", "metadata": {"name": "chart-policy"},
+         "spec": {"bandwidth": "64Mi"}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualMachineMigration",
+         "metadata": {"name": "mig1", "namespace": TENANT}, "spec": {"vm": "vm1"}},
     )  # fmt: skip
 
     env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"))}
@@ -210,8 +214,12 @@ def _check_audit(cp: rig.ControlPlane) -> None:
     assert {(g, r) for g, r, v in made if v == "list"} >= watched
     # ... and finalizer patches only on the kinds vdc.rbac says have deletion handlers (or annotations)
     patched = {r for g, r, v in made if v == "patch" and g == GROUP and "/" not in r}
-    assert patched >= {"storagepools", "virtualswitches", "virtualmachines"}
+    assert patched >= {"storagepools", "virtualswitches", "virtualmachines", "virtualmachinemigrations"}
     assert patched <= set(rbac.WITH_FINALIZER + rbac.ANNOTATED)
+    # a migration's status written, and read back for its new resourceVersion; nothing on MigrationPolicies
+    # but the watch (the operator only reads them)
+    assert {(GROUP, "virtualmachinemigrations/status", "patch"), (GROUP, "virtualmachinemigrations", "get")} <= made
+    assert {v for g, r, v in made if g == GROUP and r.startswith("migrationpolicies")} == {"list", "watch"}
 
 
 def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: int) -> None:
@@ -235,6 +243,7 @@ def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: i
         ("storagepool", "chart-pool"),
         ("virtualswitch", "chart-lan"),
         ("virtualmachine", "vm1", "-n", TENANT),
+        ("virtualmachinemigrations.vdc.dev", "mig1", "-n", TENANT),
     ):
 
         def finalized_with_status(args: tuple[str, ...] = args) -> dict[str, Any] | None:
@@ -256,12 +265,15 @@ def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: i
 
     # Deletion goes through: the operator removes its finalizers (patch).
     cp.kubectl("delete", "--wait=false", "storagepool/chart-pool", "virtualswitch/chart-lan")
+    cp.kubectl("delete", "--wait=false", "-n", TENANT, "virtualmachinemigrations.vdc.dev/mig1")
     cp.kubectl("delete", "--wait=false", "-n", TENANT, "virtualmachine/vm1")
     for args in (
         ("storagepool", "chart-pool"),
         ("virtualswitch", "chart-lan"),
+        ("virtualmachinemigrations.vdc.dev", "mig1", "-n", TENANT),
         ("virtualmachine", "vm1", "-n", TENANT),
     ):
         wait_until(f"{args[0]} deleted", lambda args=args: alive() and get(cp, *args) is None)
     cp.kubectl("delete", "host", "gone", "gone-with-creds")
+    cp.kubectl("delete", "migrationpolicies.vdc.dev", "chart-policy")
     alive()

@@ -22,8 +22,8 @@ A, B = "tenant-a", "tenant-b"
 GROUP = "vdc.dev"
 READ = ("get", "list", "watch")
 WRITE = ("create", "update", "patch", "delete", "deletecollection")
-INFRA = ("hosts", "storagepools", "virtualswitches")
-TENANT_KINDS = ("virtualmachines", "appliances")
+INFRA = ("hosts", "storagepools", "virtualswitches", "migrationpolicies")  # cluster-scoped, vdc-admin's
+TENANT_KINDS = ("virtualmachines", "appliances", "virtualmachinemigrations")  # namespaced, vdc-edit's
 ALL_KINDS = (*INFRA, *TENANT_KINDS, "computequotas")
 ANY = "*"  # `kubectl auth can-i -A`: in every namespace
 
@@ -66,7 +66,11 @@ def users(controlplane: rig.ControlPlane, tmp_path_factory: pytest.TempPathFacto
             kind = "rolebinding" if ns else "clusterrolebinding"
             cp.kubectl("delete", kind, binding, *(["-n", ns] if ns else []), "--ignore-not-found", check=False)
         for ns in (A, B):  # namespaces stay: without kube-controller-manager one never finishes terminating
-            cp.kubectl("delete", "vm,appliance,computequota", "--all", "-n", ns, "--ignore-not-found", check=False)
+            cp.kubectl(
+                "delete", "vm,appliance,computequota,virtualmachinemigrations.vdc.dev", "--all", "-n", ns,
+                "--ignore-not-found", check=False,
+            )  # fmt: skip
+        cp.kubectl("delete", "migrationpolicies.vdc.dev", "--all", "--ignore-not-found", check=False)
         helmchart.helm(cp, "uninstall", RELEASE, "-n", RELEASE_NS, "--wait=false", check=False)
         tenants.aggregate_cluster_roles(cp)  # drop the vdc rules from view/edit/admin again
 
@@ -77,6 +81,24 @@ def vm(name: str, namespace: str) -> dict[str, Any]:
         "kind": "VirtualMachine",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"runStrategy": "Halted", "memory": {"size": "64Mi"}},
+    }
+
+
+def migration(name: str, namespace: str, vm_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "VirtualMachineMigration",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"vm": vm_name},
+    }
+
+
+def migration_policy(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "MigrationPolicy",
+        "metadata": {"name": name},
+        "spec": {"bandwidth": "64Mi", "parallelMigrationsPerHost": 1},
     }
 
 
@@ -173,7 +195,7 @@ def _checks() -> list[Check]:
     c += [("carol", "list", kind, None, None, False) for kind in INFRA]  # a RoleBinding: no cluster-scoped kinds
     c += [("carol", "get", "virtualmachines", B, None, False)]
     # dave: Kubernetes' `admin` in tenant-b: everything vdc-edit gives, but not his own quota.
-    c += [("dave", verb, "virtualmachines", B, None, True) for verb in ("create", "delete")]
+    c += [("dave", verb, kind, B, None, True) for kind in TENANT_KINDS for verb in ("create", "delete")]
     c += [("dave", verb, "computequotas", B, None, False) for verb in WRITE]
     c += [("dave", "create", kind, None, None, False) for kind in INFRA]
     c += [("dave", "get", "virtualmachines", A, None, False)]
@@ -181,7 +203,7 @@ def _checks() -> list[Check]:
     c += [("ops", verb, kind, None, None, True) for kind in INFRA for verb in READ + WRITE]
     c += [("ops", verb, "computequotas", ns, None, True) for ns in (A, B) for verb in ("create", "patch", "delete")]
     c += [("ops", "list", kind, ANY, None, True) for kind in (*TENANT_KINDS, "computequotas")]
-    c += [("ops", "create", "virtualmachines", A, None, False)]
+    c += [("ops", "create", kind, A, None, False) for kind in ("virtualmachines", "virtualmachinemigrations")]
     c += [("ops", "patch", kind, None, "status", False) for kind in INFRA]
     # erin: vdc-view cluster-wide reads everything, Hosts included, and writes nothing.
     c += [("erin", verb, kind, None if kind in INFRA else ANY, None, True) for kind in ALL_KINDS for verb in READ]
@@ -190,7 +212,10 @@ def _checks() -> list[Check]:
     # frank: vdc-edit in tenant-a plus vdc-infrastructure-view: sees pools and switches, not Hosts.
     c += [("frank", verb, kind, None, None, True) for kind in ("storagepools", "virtualswitches") for verb in READ]
     c += [("frank", verb, kind, None, None, False) for kind in ("storagepools", "virtualswitches") for verb in WRITE]
-    c += [("frank", "list", "hosts", None, None, False), ("frank", "list", "virtualmachines", B, None, False)]
+    c += [("frank", "list", kind, None, None, False) for kind in ("hosts", "migrationpolicies")]
+    c += [("frank", "list", "virtualmachines", B, None, False)]
+    c += [("frank", "create", "virtualmachinemigrations", A, None, True)]
+    c += [("frank", "create", "virtualmachinemigrations", B, None, False)]
     # nobody: authenticated, bound to nothing.
     c += [("nobody", verb, kind, A, None, False) for kind in ALL_KINDS for verb in ("get", "list", "create")]
     return c
@@ -254,10 +279,48 @@ def test_tenant_cannot_create_infrastructure(users: dict[str, User], user: str) 
         {"kind": "Host", "spec": {"uri": "test:///default"}},
         {"kind": "StoragePool", "spec": {"type": "dir", "path": "/var/lib/vdc/x"}},
         {"kind": "VirtualSwitch", "spec": {"mode": "isolated"}},
+        {"kind": "MigrationPolicy", "spec": {"bandwidth": "1Gi"}},
     ]
     for doc in docs:
         body = {"apiVersion": f"{GROUP}/v1alpha1", "metadata": {"name": f"{user}-x"}, **doc}
         _forbidden(users[user].kubectl_result("create", "--dry-run=server", "-f", "-", input=json.dumps(body)))
+
+
+def test_tenant_migrates_its_vms_and_cannot_write_migration_policies(users: dict[str, User]) -> None:
+    """vdc-edit (alice) and `edit` (bob) start and cancel migrations in their own namespace only; the
+    MigrationPolicies are the datacenter's (vdc-admin: ops), readable by vdc-view (erin)."""
+    alice, bob, ops, erin = users["alice"], users["bob"], users["ops"], users["erin"]
+    alice.kubectl("create", "-f", "-", input=json.dumps(migration("a-mig", A, "a-vm")))
+    got = json.loads(alice.kubectl("get", "virtualmachinemigrations.vdc.dev", "a-mig", "-n", A, "-o", "json"))
+    assert got["spec"]["vm"] == "a-vm"
+    _forbidden(alice.kubectl_result("create", "-f", "-", input=json.dumps(migration("sneaky", B, "b-vm"))))
+    _forbidden(bob.kubectl_result("delete", "virtualmachinemigrations.vdc.dev", "a-mig", "-n", A))
+    _forbidden(bob.kubectl_result("get", "virtualmachinemigrations.vdc.dev", "-n", A))
+    # the migration's progress is the operator's
+    patch = json.dumps({"status": {"phase": "Succeeded"}})
+    _forbidden(
+        alice.kubectl_result(
+            "patch", "virtualmachinemigrations.vdc.dev", "a-mig", "-n", A, "--subresource=status", "--type=merge",
+            "-p", patch,
+        )
+    )  # fmt: skip
+    # ops sees it (vdc-admin reads migrations) but does not start or cancel them
+    assert json.loads(ops.kubectl("get", "virtualmachinemigrations.vdc.dev", "-A", "-o", "json"))["items"]
+    _forbidden(ops.kubectl_result("delete", "virtualmachinemigrations.vdc.dev", "a-mig", "-n", A))
+    alice.kubectl("delete", "virtualmachinemigrations.vdc.dev", "a-mig", "-n", A)
+
+    # MigrationPolicies: a tenant may neither create nor change one; ops may; erin reads it.
+    for user in (alice, bob):
+        _forbidden(user.kubectl_result("create", "-f", "-", input=json.dumps(migration_policy(f"{user.name}-mp"))))
+    ops.kubectl("create", "-f", "-", input=json.dumps(migration_policy("slow")))
+    got = json.loads(erin.kubectl("get", "migrationpolicies.vdc.dev", "slow", "-o", "json"))
+    assert got["spec"]["parallelMigrationsPerHost"] == 1
+    faster = json.dumps({"spec": {"parallelMigrationsPerHost": 4}})
+    for user in (alice, bob):
+        _forbidden(user.kubectl_result("patch", "migrationpolicies.vdc.dev", "slow", "--type=merge", "-p", faster))
+        _forbidden(user.kubectl_result("delete", "migrationpolicies.vdc.dev", "slow"))
+    _forbidden(erin.kubectl_result("delete", "migrationpolicies.vdc.dev", "slow"))
+    ops.kubectl("delete", "migrationpolicies.vdc.dev", "slow")
 
 
 def test_tenant_cannot_set_its_own_quota(users: dict[str, User]) -> None:
@@ -294,7 +357,9 @@ def test_aggregation_reaches_the_built_in_roles(controlplane: rig.ControlPlane, 
     assert view == {(k, v) for k in ALL_KINDS for v in READ}
     assert view < edit < admin
     assert ("virtualmachines", "create") in edit and ("hosts", "create") not in edit
+    assert ("virtualmachinemigrations", "create") in edit and ("migrationpolicies", "create") not in edit
     assert ("hosts", "create") in admin and ("computequotas", "create") not in admin
+    assert ("migrationpolicies", "create") in admin
 
 
 def test_install_notes_explain_the_roles(controlplane: rig.ControlPlane, users: dict[str, User]) -> None:

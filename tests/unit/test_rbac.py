@@ -24,7 +24,7 @@ import kubernetes
 import pytest
 
 from vdc import leader, rbac
-from vdc.api import ALL_KINDS, Host, VirtualMachine
+from vdc.api import ALL_KINDS, Host, MigrationPolicy, VirtualMachine, VirtualMachineMigration
 from vdc.api.meta import GROUP, VERSION
 from vdc.kube import lister
 from vdc.kube.client import KubeWriter
@@ -106,17 +106,34 @@ def body(kind: Any, name: str = "x") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind.KIND.kind, "metadata": meta, "status": {}}
 
 
+STATUS_KINDS = tuple(k for k in ALL_KINDS if k is not MigrationPolicy)
+"""The kinds whose status the operator writes: all but MigrationPolicy, which it only reads."""
+
+MIGRATION = VirtualMachineMigration
+
 # Every KubeWriter method that talks to the API server, driven for every kind it is used for.
 WRITER_CALLS: dict[str, Callable[[KubeWriter], list[Awaitable[object]]]] = {
-    "patch_status": lambda w: [w.patch_status(k.KIND, body(k), {"phase": "X"}) for k in ALL_KINDS],
+    "patch_status": lambda w: [
+        call
+        for k in STATUS_KINDS
+        for call in (
+            w.patch_status(k.KIND, body(k), {"phase": "X"}),
+            w.patch_status(k.KIND, body(k), {"phase": "X"}, unchanged=True),
+        )
+    ],
     "patch_spec": lambda w: [w.patch_spec(VirtualMachine.KIND, body(VirtualMachine), {"cpu": {"count": 1}})],
     "remove_annotation": lambda w: [w.remove_annotation(Host.KIND, body(Host), "vdc.dev/remove-orphans", "t")],
+    "read": lambda w: [w.read(MIGRATION.KIND, body(MIGRATION))],
+    "create": lambda w: [w.create(MIGRATION.KIND, "tenant", body(MIGRATION))],
+    "delete": lambda w: [w.delete(MIGRATION.KIND, "tenant", "x")],
     "secret_data": lambda w: [w.secret_data("tenant", "creds")],
     "configmap_data": lambda w: [w.configmap_data("tenant", "cas")],
     "event": lambda w: [w.event(k.KIND, body(k), "Why", "what") for k in ALL_KINDS],
 }
-"""``patch_spec`` and ``remove_annotation`` for the kinds the operator writes them on (a VM's spec from its
-Appliance; a Host's vdc.dev/remove-orphans): those are the grants vdc.rbac must hold."""
+"""``patch_spec``, ``remove_annotation``, ``read``, ``create`` and ``delete`` for the kinds the operator uses
+them on (a VM's spec from its Appliance; a Host's vdc.dev/remove-orphans; a migration read back after its
+conditional status write, and created and deleted by a Host's evacuation): those are the grants vdc.rbac
+must hold."""
 
 
 def test_every_kube_writer_method_is_driven_here() -> None:
@@ -138,9 +155,54 @@ def test_what_the_kube_writer_sends_is_granted() -> None:
     asyncio.run(drive())
     sent = recorder.accesses()
     assert not sent - granted(), f"requests vdc.rbac does not grant: {sorted(sent - granted())}"
-    # and the grants for writes are all used by them (status of every kind, Events, Secrets, ConfigMaps)
-    assert {(GROUP, f"{k.KIND.plural}/status", "patch") for k in ALL_KINDS} <= sent
+    # and the grants for writes are all used by them (status of every kind that has it, Events, Secrets,
+    # ConfigMaps, a migration's read, create and delete)
+    assert {(GROUP, f"{k.KIND.plural}/status", "patch") for k in STATUS_KINDS} <= sent
     assert {("", "events", "create"), ("", "secrets", "get"), ("", "configmaps", "get")} <= sent
+    assert {(GROUP, MIGRATION.KIND.plural, verb) for verb in ("get", "create", "delete")} <= sent
+    # a migration is created in the namespace it is given (the VM's), not the one in its body
+    assert ("POST", f"https://api.invalid/apis/{GROUP}/{VERSION}/namespaces/tenant/{MIGRATION.KIND.plural}") in (
+        recorder.requests
+    )
+
+
+def test_status_is_granted_exactly_on_the_kinds_the_operator_writes_it() -> None:
+    granted_status = {r.removesuffix("/status") for g, r, v in granted() if g == GROUP and r.endswith("/status")}
+    assert granted_status == set(rbac.WITH_STATUS) == {k.KIND.plural for k in STATUS_KINDS}
+
+
+def test_our_kinds_are_granted_exactly_this() -> None:
+    """Each vdc.dev kind's verbs, as the chart's ClusterRole must hold them (reasons in vdc.rbac)."""
+    ours = {r["resources"][0]: r["verbs"] for r in rbac.cluster_rules() if r["apiGroups"] == [GROUP]}
+    watch, finalizer = ["list", "watch"], ["list", "patch", "watch"]
+    assert ours == {
+        "hosts": finalizer,  # remove_annotation, not a finalizer
+        "storagepools": finalizer,
+        "virtualswitches": finalizer,
+        "virtualmachines": finalizer,
+        "appliances": finalizer,
+        "computequotas": watch,
+        "virtualmachinemigrations": ["create", "delete", "get", "list", "patch", "watch"],
+        "migrationpolicies": watch,  # read only: a cache; no finalizer, no status
+        **{f"{k.KIND.plural}/status": ["patch"] for k in STATUS_KINDS},
+    }
+    assert {k.KIND.plural for k in ALL_KINDS} == set(rbac.WATCHED)
+
+
+def test_not_needed_does_not_contradict_the_grants() -> None:
+    """NOT_NEEDED's "<verbs> on our kinds [but <kinds>]" entries: exactly the kinds named after "but" hold
+    those verbs."""
+    merged = {r["resources"][0]: set(r["verbs"]) for r in rbac.cluster_rules() if r["apiGroups"] == [GROUP]}
+    heads = [why.split(":")[0] for why in rbac.NOT_NEEDED if "on our kinds" in why.split(":")[0]]
+    said: dict[str, set[str]] = {}
+    for head in heads:
+        verbs, _, rest = head.partition(" on our kinds")
+        excepted = set(rest.removeprefix(" but ").split(", ")) if rest else set()
+        said |= {verb: excepted for verb in verbs.split("/")}
+    assert set(said) == {"get", "update", "create", "delete"}
+    assert {verb: {k for k, verbs in merged.items() if verb in verbs} for verb in said} == said
+    assert said["get"] == {"virtualmachinemigrations"}
+    assert merged["migrationpolicies"] == {"list", "watch"}
 
 
 def test_what_priming_the_caches_sends_is_granted() -> None:
