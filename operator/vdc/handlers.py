@@ -34,6 +34,7 @@ from vdc.controllers import vm_watches
 from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
+from vdc.controllers.evacuation import EvacuationController, maintenance_stop
 from vdc.controllers.failures import failure_reporter
 from vdc.controllers.first_sight import FirstSight, Sighting
 from vdc.controllers.host import HostController
@@ -99,6 +100,8 @@ class Runtime:
     policies: ObjectCache
     migration_controller: MigrationController
     migration_queue: WorkQueue[Key]
+    evacuation_controller: EvacuationController
+    evacuation_queue: WorkQueue[Key]
     resync_seconds: float = RESYNC_SECONDS
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
@@ -260,6 +263,8 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     migration_controller = MigrationController(
         migrations, vms, policies, namespaces, connections, writer, vm_controller, cluster
     )
+    vm_controller.maintenance_stop = functools.partial(maintenance_stop, cluster, migrations)
+    evacuation_controller = EvacuationController(hosts, vms, migrations, cluster, writer)
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
               "migrationpolicies": policies}  # fmt: skip
@@ -324,6 +329,8 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
             workers=4,
             on_error=failure_reporter(VirtualMachineMigration.KIND, migrations, writer),
         ),
+        evacuation_controller=evacuation_controller,
+        evacuation_queue=WorkQueue("evacuations", evacuation_controller.reconcile, workers=2),
     )
     memo.runtime = rt  # before anything runs that looks for it
     rt.host_queue.start()
@@ -334,6 +341,9 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     rt.appliance_queue.start()
     rt.quota_queue.start()
     rt.migration_queue.start()
+    rt.evacuation_queue.start()
+    for body in rt.hosts:  # hosts in maintenance go on evacuating
+        rt.evacuation_queue.add(key_of(body))
     _queue_running_migrations(rt)  # each resumes where its status says (vdc.operations)
     rt.resync = asyncio.create_task(_resync(rt), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
@@ -357,6 +367,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await rt.appliance_queue.stop()
     await rt.quota_queue.stop()
     await rt.migration_queue.stop()
+    await rt.evacuation_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
@@ -402,6 +413,8 @@ def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         change.body["metadata"].get("annotations") or {}
     ):  # an admin asked for the host's orphans to go (metadata changes leave the generation alone)
         rt.host_queue.add(change.key)
+    if change.changed:  # maintenance begun or ended
+        rt.evacuation_queue.add(change.key)
     rt.fan_out("Host", change)
 
 

@@ -527,6 +527,9 @@ class MigrationController:
             target_uri=str(spec.get("migrationUri") or spec.get("uri")),
             data_uri=f"tcp://{address}" if address else None,
             copy_disks=tuple(sorted(devices.values())),
+            shared_disks=any(
+                d.get("pool") in self._shared_pools() for d in (vm.get("status") or {}).get("disks") or []
+            ),
             bandwidth_mib=math.ceil(tuning.bandwidth_bytes / 2**20) if tuning.bandwidth_bytes else None,
             auto_converge=tuning.auto_converge,
             allow_post_copy=tuning.allow_post_copy,

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -199,6 +199,8 @@ class VmController:
         """uid -> when (epoch seconds) the guest was asked to shut down; kept in status too (durable)."""
         self._locks: KeyLocks[Key] = KeyLocks()
         self._deleted: set[str] = set()
+        self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
+        """Why a VM must be kept stopped for its host's maintenance (vdc.controllers.evacuation), or None."""
         """uids whose deletion ran: a reconcile that comes after must not make anything again."""
 
     # --- reconcile: place -> provision -> converge -> report --------------------------------
@@ -526,6 +528,9 @@ class VmController:
         vm, conn, desired = inputs.vm, made.conn, made.desired
         uid = desired.uuid
         strategy = vm.spec.run_strategy
+        held = self.maintenance_stop(body)
+        if held is not None:  # its host is in maintenance and it is not to be migrated: kept stopped
+            strategy = "Halted"
         observed = await conn.call(lambda c: domains.observe_domain(c, uid))
         annotations = body["metadata"].get("annotations") or {}
         restart = restart_pending(annotations.get(RESTART_ANNOTATION), old.boot_time)
@@ -567,8 +572,11 @@ class VmController:
         boot_time = old.boot_time
         if plan.phase == "Running" and (old.phase != "Running" or boot_time is None or started):
             boot_time = now_rfc3339()
+        reason, message = plan.reason, plan.message
+        if held is not None and plan.phase in ("Stopping", "Stopped"):
+            reason, message = "HostMaintenance", held if plan.phase == "Stopped" else f"{held}: {plan.message}"
         outcome = Outcome(
-            inputs.ref, plan.phase, "Current" if plan.ready else "InProgress", plan.reason, plan.message,
+            inputs.ref, plan.phase, "Current" if plan.ready else "InProgress", reason, message,
             host=made.host, converged=Converged(boot_time, plan.restart_required), disks=made.disks,
             interfaces=interfaces, events=tuple(events),
         )  # fmt: skip

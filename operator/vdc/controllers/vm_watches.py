@@ -16,6 +16,15 @@ def _unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
     return view.unplaced_vms()
 
 
+def _unplaced_and_maintained(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """:func:`_unplaced`, and a Host whose maintenance began or ended: its VMs that stop for maintenance
+    (evictionStrategy Shutdown) stop, or start again."""
+    old = ((event.old or {}).get("spec") or {}).get("maintenance")
+    new = (event.body.get("spec") or {}).get("maintenance")
+    extra = view.vms_on(event.key[1]) if bool(old) != bool(new) and not event.deleted else []
+    return [*view.unplaced_vms(), *extra]
+
+
 def _unplaced_when_one_went(view: ClusterView, event: ObjectEvent) -> list[Key]:
     """A VM that went frees its room (and its quota)."""
     return view.unplaced_vms() if event.deleted else []
@@ -55,7 +64,7 @@ def _migrated_vm(view: ClusterView, event: ObjectEvent) -> list[Key]:
 
 
 WATCHES = (
-    Watch(kind="Host", map=_unplaced),
+    Watch(kind="Host", map=_unplaced_and_maintained),
     Watch(kind="VirtualMachine", map=_unplaced_when_one_went),
     Watch(kind="StoragePool", map=_unplaced),
     Watch(kind="VirtualSwitch", map=_switch_users_and_unplaced),

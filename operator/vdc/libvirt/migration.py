@@ -42,6 +42,9 @@ class MigrationRequest:
     auto_converge: bool = False
     allow_post_copy: bool = False
     max_downtime_ms: int | None = None
+    shared_disks: bool = False
+    """Some disks are on storage every host sees (not copied). libvirt trusts only network filesystems
+    to be shared and refuses the migration otherwise ("unsafe"): the caller knows the pool is shared."""
     persistent_xml: str | None = None
     """The definition the target keeps (None: the source's persistent one)."""
 
@@ -62,6 +65,8 @@ def migration_call(request: MigrationRequest) -> tuple[dict[str, Any], int]:
     if request.copy_disks:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC  # the top layer: overlays keep their base on the target
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(request.copy_disks)
+    if request.shared_disks:
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
     if request.bandwidth_mib:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = request.bandwidth_mib
     if request.auto_converge:
@@ -144,7 +149,9 @@ def job_stats(conn: libvirt.virConnect, uuid: str, *, completed: bool = False) -
     try:
         dom = _domain(conn, uuid)
         with translated():
-            stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0)
+            # KEEP_COMPLETED: a read does not delete them (a second look after a crash still finds them).
+            flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+            stats = dom.jobStats(flags if completed else 0)
     except DomainNotFound:
         return None
     return job_stats_from(stats)
