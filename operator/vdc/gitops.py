@@ -2,8 +2,10 @@
 
 Sources, under ``charts/vdc-operator/argocd/health-src/``: ``common.lua`` (kstatus's rules, the same
 for every kind) and ``<group>/<Kind>.lua`` (the kind's ``detail(status)``: what goes in front of a
-condition's message). Argo CD needs each check in one piece, so :func:`generate` makes, per kind,
-the kind's part followed by ``common.lua``, as
+condition's message and, optionally, after it; a kind's part may also return a verdict itself, before
+``common.lua`` runs, for a state the common rules do not know, as a MigrationPolicy without status).
+Argo CD needs each check in one piece, so :func:`generate` makes, per kind, the kind's part followed
+by ``common.lua``, as
 
 - ``charts/vdc-operator/argocd/health/<group>/<Kind>/health.lua`` (Argo CD's
   ``resource_customizations`` layout; the directory holds nothing else), and

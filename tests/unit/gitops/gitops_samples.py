@@ -5,10 +5,13 @@ what the operator writes: ``host_status``, ``pool_status`` and ``switch_status``
 controller's ``_report`` (the one place VM status is written, fed by the pure ``plan_vm``) with a
 fake writer, the Appliance import's status reporter (``_Reporter``, with the same fake writer), and
 the ComputeQuota controller's ``reconcile`` (over a real ``TenancyView`` of sample VMs, same fake
-writer), and the pydantic models for everything.
+writer), the VirtualMachineMigration's steps as the operation runner takes them (``advance`` over the
+migration's phases, then ``with_conditions``, as ``MigrationController._step``) with the controller's
+pure ``progress_of``, and the pydantic models for everything.
 
 Every kind also gets three derived samples: being deleted, its generation not yet observed, and no
-status at all (just created, the operator has not seen it).
+status at all (just created, the operator has not seen it) — except a kind in :data:`STATES_OF_KIND`,
+whose states differ (MigrationPolicy: configuration that never gets a status).
 """
 
 from __future__ import annotations
@@ -23,12 +26,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vdc.api import Appliance, Host, StoragePool, VirtualMachine, VirtualSwitch
+from vdc.api import (
+    Appliance,
+    Host,
+    MigrationPolicy,
+    StoragePool,
+    VirtualMachine,
+    VirtualMachineMigration,
+    VirtualSwitch,
+)
 from vdc.api.conditions import READY, STALLED, Condition, set_kstatus
+from vdc.api.migration import PHASES, VirtualMachineMigrationStatus
+from vdc.api.operation import OperationStatus
 from vdc.api.virtualmachine import RunStrategy
 from vdc.controllers.appliance import ApplianceController, _Reporter
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.host import HostObservation, host_status
+from vdc.controllers.migration import progress_of
 from vdc.controllers.storagepool import PoolOnHost, pool_status
 from vdc.controllers.virtualswitch import SwitchOnHost, switch_status
 from vdc.controllers.vm_plan import plan_vm
@@ -38,6 +52,10 @@ from vdc.kube.patch import merge_patch
 from vdc.libvirt.domain_xml import DomainConfig, OsConfig, OwnerMetadata
 from vdc.libvirt.domains import DomainObservation
 from vdc.libvirt.host_facts import HostFacts
+from vdc.libvirt.migration import JobStats
+from vdc.operations.plan import Plan, StepFailed, StepResult, advance
+from vdc.operations.plan import Step as PlanStep
+from vdc.operations.runner import with_conditions
 from vdc.tenancy.view import TenancyView
 
 GENERATION = 3
@@ -58,6 +76,19 @@ EXPECTED: dict[str, tuple[str, str]] = {
     # until the operator's first status write. Argo CD (our Lua) waits.
     "no-status": ("Progressing", "Current"),
 }
+COMMON_STATES = ("ready", "working", "stalled", "deleting", "not-observed", "no-status")
+"""The categories every kind has samples in, unless :data:`STATES_OF_KIND` says otherwise."""
+STATES_OF_KIND: dict[str, tuple[str, ...]] = {
+    # Configuration: each migration reads the policy that selects its VM; the operator writes no status
+    # and adds no finalizer. It never works on one (no working), cannot find one stalled (the CRD refuses
+    # a bad spec), observes no generation (no not-observed), and no status is its ready state. Deleting
+    # remains: another party's finalizer can hold it.
+    "MigrationPolicy": ("ready", "deleting"),
+}
+"""Kinds whose categories are not :data:`COMMON_STATES`, and theirs (exactly)."""
+WITHOUT_STATUS = frozenset({"MigrationPolicy"})
+"""Kinds the operator writes no status for: without a Ready condition they are Healthy, as kstatus says
+Current (the other kinds' checks wait for Ready)."""
 
 
 @dataclass(frozen=True)
@@ -388,6 +419,137 @@ def _quota_samples() -> list[Sample]:
     ]
 
 
+# --- VirtualMachineMigration: the operation runner's steps --------------------------------------
+MIGRATED = "operation failed: migration out job: unexpectedly failed"
+"""libvirt's error of the failed migration sample."""
+
+
+def _migration_samples() -> list[Sample]:
+    migration = VirtualMachineMigration.model_validate(
+        {"metadata": _meta("web-to-hv2", "gitops-demo"), "spec": {"vm": "web"}}
+    )
+
+    def body(status: VirtualMachineMigrationStatus) -> dict[str, Any]:
+        return migration.model_copy(update={"status": status}).to_wire()
+
+    async def undone(_: None) -> StepResult:
+        return StepResult()
+
+    def conditioned(status: OperationStatus) -> VirtualMachineMigrationStatus:
+        """``status`` with the conditions the runner derives from its phase (the one place they are set)."""
+        return VirtualMachineMigrationStatus.model_validate(with_conditions(status, GENERATION).to_wire())
+
+    def step(
+        status: VirtualMachineMigrationStatus,
+        outcome: StepResult | StepFailed | None = None,
+        *,
+        cancel: str | None = None,
+        **record: Any,
+    ) -> VirtualMachineMigrationStatus:
+        """One reconcile as ``MigrationController._step`` makes it: ``advance`` runs the step (or an undo),
+        whose outcome is ``outcome`` and whose status fields are ``record``; then ``with_conditions``."""
+
+        async def run(_: None) -> StepResult:
+            if isinstance(outcome, StepFailed):
+                raise outcome
+            return outcome or StepResult()
+
+        plan: Plan[None] = Plan(tuple(PlanStep(phase, run, undone) for phase in PHASES))
+        result = asyncio.run(advance(plan, status, None, cancel=cancel, now=NOW))
+        return conditioned(result.status.model_copy(update=record))
+
+    def rolled_back(status: VirtualMachineMigrationStatus) -> VirtualMachineMigrationStatus:
+        """Every completed step undone, newest first, one per reconcile, to Failed or Cancelled."""
+        while status.phase not in ("Failed", "Cancelled"):
+            status = step(status)
+        return status
+
+    # Pending claims the VM; Scheduling picks the target and a slot; PreparingTarget makes the volumes.
+    scheduling = step(
+        VirtualMachineMigrationStatus(),
+        StepResult(message="VM web runs on hv1; claimed for the migration"),
+        source="hv1",
+        vm_uid=UID,
+    )
+    no_slot = "waiting for a slot: 2 migrations run into or out of host hv1 (parallelMigrationsPerHost 2)"
+    waiting_for_slot = step(scheduling, StepResult.waiting(no_slot))
+    preparing = step(scheduling, StepResult(message="target hv2: 6 of 8 CPUs free"), target="hv2")
+    recorded = step(
+        preparing, StepResult.waiting("recorded the volumes to make on the target", 0), created_volumes=["root"]
+    )
+    migrating = step(recorded, StepResult(message="target hv2 has the VM's volumes and NIC ports"))
+    started = step(migrating, StepResult.waiting("migrating memory and disks root from hv1 to hv2"), attempts=1)
+    stats = JobStats(
+        active=True,
+        memory_processed=64 * 2**20,
+        memory_remaining=64 * 2**20,
+        memory_total=128 * 2**20,
+        disk_processed=512 * 2**20,
+        disk_remaining=512 * 2**20,
+        disk_total=1024 * 2**20,
+        iteration=2,
+        elapsed_ms=9000,
+    )
+    progress = progress_of(stats)  # 50%: 576Mi of 1152Mi copied
+    copying = step(started, StepResult.waiting(f"migrating: {progress.percent}% copied"), progress=progress)
+    done = progress.model_copy(update={"percent": 100, "downtime_milliseconds": 41})
+    moved = "moved from hv1 to hv2 in 12.3s, downtime 41 ms"
+    succeeded = step(copying, StepResult(message=moved), progress=done)
+
+    # A failure while migrating: recorded, then every step undone, to Failed.
+    failing = step(copying, StepFailed(f"libvirt: {MIGRATED}"), libvirt_error=f"{MIGRATED}\nqemu: connection lost")
+    undoing = step(failing)  # the libvirt job undone; PreparingTarget's volumes next
+    failed = rolled_back(failing)
+    # Refused at the start: nothing to undo but the claim.
+    not_running = "VM web is not running (phase Stopped): only a running VM can be live-migrated"
+    refused = rolled_back(step(VirtualMachineMigrationStatus(), StepFailed(not_running)))
+    # The controller's answer to a body its model refuses (an object stored under an older schema).
+    invalid = "invalid spec: 1 validation error for VirtualMachineMigration"
+    bad_spec = conditioned(VirtualMachineMigrationStatus(phase="Failed", message=invalid))
+    # Deleted while migrating: cancelled, the steps undone. The status the operator writes at the end
+    # is checked alone too (below, ready), though the deletion is still in front of it until the
+    # finalizer goes.
+    cancelling = step(copying, cancel="the migration was deleted")
+    cancelled = rolled_back(cancelling)
+    deleted_midway = body(step(cancelling))
+    deleted_midway["metadata"]["deletionTimestamp"] = NOW
+    deleted_midway["metadata"]["finalizers"] = ["vdc.dev/finalizer"]
+
+    kind = "VirtualMachineMigration"
+    return [
+        Sample(kind, "succeeded", "ready", body(succeeded)),
+        Sample(kind, "cancelled", "ready", body(cancelled)),
+        Sample(kind, "scheduling-waiting-for-a-slot", "working", body(waiting_for_slot), no_slot),
+        Sample(kind, "preparing-target", "working", body(recorded)),
+        Sample(kind, "migration-starting", "working", body(started)),
+        Sample(kind, "migrating", "working", body(copying), "50% copied"),
+        Sample(kind, "rolling-back", "working", body(failing), MIGRATED),
+        Sample(kind, "undoing", "working", body(undoing)),
+        Sample(kind, "failed", "stalled", body(failed), MIGRATED),
+        Sample(kind, "refused", "stalled", body(refused), not_running),
+        Sample(kind, "invalid-spec", "stalled", body(bad_spec), invalid),
+        Sample(kind, "cancelling", "deleting", deleted_midway),
+    ]
+
+
+# --- MigrationPolicy: configuration, no status ----------------------------------------------------
+def _policy_samples() -> list[Sample]:
+    spec = {"bandwidth": "64Mi", "parallelMigrationsPerHost": 1, "vmSelector": {"matchLabels": {"tier": "db"}}}
+    created = MigrationPolicy.model_validate({"metadata": _meta("gitops-db"), "spec": spec}).to_wire()
+    edited = copy.deepcopy(created)
+    edited["metadata"]["generation"] = GENERATION + 1  # no generation is ever observed: still Healthy
+    edited["spec"]["bandwidth"] = "128Mi"
+    # The operator adds no finalizer: only someone else's holds a deletion (foreground deletion, say).
+    deleting = copy.deepcopy(created)
+    deleting["metadata"]["deletionTimestamp"] = NOW
+    deleting["metadata"]["finalizers"] = ["foregroundDeletion"]
+    return [
+        Sample("MigrationPolicy", "created", "ready", created),
+        Sample("MigrationPolicy", "edited", "ready", edited),
+        Sample("MigrationPolicy", "deleting", "deleting", deleting),
+    ]
+
+
 # --- derived states, for every kind -----------------------------------------------------------
 def _derived(ready: Sample) -> list[Sample]:
     deleting = copy.deepcopy(ready.body)
@@ -414,7 +576,9 @@ def samples() -> tuple[Sample, ...]:
         _appliance_samples(),
         _vm_samples(),
         _quota_samples(),
+        _migration_samples(),
     ):
         result += per_kind
         result += _derived(next(s for s in per_kind if s.category == "ready"))
+    result += _policy_samples()  # its own states (STATES_OF_KIND), none derived
     return tuple(result)

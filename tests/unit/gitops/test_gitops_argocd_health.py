@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gitops_samples import GENERATION, Sample, samples
+from gitops_samples import COMMON_STATES, GENERATION, MIGRATED, STATES_OF_KIND, Sample, samples
 from gitops_tools import GROUP, HEALTH_DIR, argo_health, health_script
 
 import rig
@@ -34,8 +34,12 @@ def test_gitops_argo_health_of_each_state(sample: Sample) -> None:
 def test_gitops_every_kind_has_samples_in_every_common_state() -> None:
     seen = {(s.kind, s.category) for s in samples()}
     for kind in KINDS:
-        for category in ("ready", "working", "stalled", "deleting", "not-observed", "no-status"):
+        if kind in STATES_OF_KIND:  # its own states, exactly: no category it cannot be in
+            assert {c for k, c in seen if k == kind} == set(STATES_OF_KIND[kind]), kind
+            continue
+        for category in COMMON_STATES:
             assert (kind, category) in seen, f"no {category} sample for {kind}"
+    assert set(STATES_OF_KIND) <= set(KINDS)
     assert ("VirtualMachine", "stopped") in seen
 
 
@@ -70,6 +74,72 @@ def test_gitops_quota_messages_show_use_against_each_limit() -> None:
     body = copy.deepcopy(by_id["ComputeQuota-within-limits"].body)
     body["status"]["hard"] = {}  # no limit set: only the condition's message
     assert argo_health(body) == ("Healthy", "within limits")
+
+
+def test_gitops_migration_messages_show_phase_and_percent() -> None:
+    by_id = {s.id: s.body for s in samples() if s.kind == "VirtualMachineMigration"}
+    migrating = by_id["VirtualMachineMigration-migrating"]
+    assert argo_health(migrating) == ("Progressing", "Migrating 50%: migrating: 50% copied")
+    body = copy.deepcopy(migrating)
+    del body["status"]["progress"]["percent"]  # libvirt reported no totals: no percentage
+    assert argo_health(body) == ("Progressing", "Migrating: migrating: 50% copied")
+    assert argo_health(by_id["VirtualMachineMigration-migration-starting"]) == (
+        "Progressing",
+        "Migrating: migrating memory and disks root from hv1 to hv2",
+    )
+    assert argo_health(by_id["VirtualMachineMigration-preparing-target"])[1].startswith("PreparingTarget: recorded ")
+    assert argo_health(by_id["VirtualMachineMigration-scheduling-waiting-for-a-slot"])[1].startswith(
+        "Scheduling: waiting for a slot: "
+    )
+    # Rolling back: the phase it failed in, not the stale percentage.
+    assert argo_health(by_id["VirtualMachineMigration-rolling-back"]) == (
+        "Progressing",
+        f"Rolling back from Migrating: failed: libvirt: {MIGRATED}",
+    )
+    assert argo_health(by_id["VirtualMachineMigration-undoing"])[1] == "Rolling back from Migrating: undid Migrating"
+    # Ended: the phase and the message, no percentage (progress.percent is 100).
+    assert argo_health(by_id["VirtualMachineMigration-succeeded"]) == (
+        "Healthy",
+        "Succeeded: moved from hv1 to hv2 in 12.3s, downtime 41 ms",
+    )
+    cancelled = by_id["VirtualMachineMigration-cancelled"]
+    assert argo_health(cancelled) == ("Healthy", "Cancelled: the migration was deleted")
+    assert argo_health(by_id["VirtualMachineMigration-cancelling"])[0] == "Progressing"
+
+
+def test_gitops_failed_migration_names_the_phase_and_libvirts_error() -> None:
+    by_id = {s.id: s.body for s in samples() if s.kind == "VirtualMachineMigration"}
+    failed = by_id["VirtualMachineMigration-failed"]
+    # libvirt's first line is the message already: not said twice (the other lines stay in status).
+    assert argo_health(failed) == ("Degraded", f"Failed in Migrating: libvirt: {MIGRATED}")
+    body = copy.deepcopy(failed)
+    body["status"]["libvirtError"] = "\n  aborted after 312s: over the completion timeout  \ndetails"
+    assert argo_health(body) == (
+        "Degraded",
+        f"Failed in Migrating: libvirt: {MIGRATED} (libvirt: aborted after 312s: over the completion timeout)",
+    )
+    assert argo_health(by_id["VirtualMachineMigration-refused"]) == (
+        "Degraded",
+        "Failed in Pending: VM web is not running (phase Stopped): only a running VM can be live-migrated",
+    )
+    status, message = argo_health(by_id["VirtualMachineMigration-invalid-spec"])
+    assert (status, message.split(":")[0:2]) == ("Degraded", ["Failed", " invalid spec"])
+
+
+def test_gitops_migration_policy_is_healthy_without_status() -> None:
+    by_id = {s.id: s.body for s in samples() if s.kind == "MigrationPolicy"}
+    for state in ("created", "edited"):  # no status, ever; an edit leaves nothing to observe
+        assert argo_health(by_id[f"MigrationPolicy-{state}"])[0] == "Healthy"
+    # A status some later operator writes goes by the common rules, as kstatus does.
+    body = copy.deepcopy(by_id["MigrationPolicy-created"])
+    body["status"] = {"observedGeneration": GENERATION - 1}
+    assert argo_health(body)[0] == "Progressing"
+    body["status"] = {"observedGeneration": GENERATION, "conditions": [{"type": "Stalled", "status": "True"}]}
+    assert argo_health(body) == ("Degraded", "Stalled")
+    body["status"]["conditions"] = [{"type": "Ready", "status": "False", "message": "bad selector"}]
+    assert argo_health(body) == ("Progressing", "bad selector")
+    body["status"]["conditions"] = [{"type": "Reconciling", "status": "False"}]
+    assert argo_health(body)[0] == "Healthy"
 
 
 def test_gitops_stalled_wins_over_reconciling_and_ready() -> None:

@@ -11,7 +11,8 @@ local function detail(status)
 end
 
 -- The part of every vdc.dev health check that is the same for each kind: kstatus's rules. Lua 5.1
--- (gopher-lua, as in Argo CD). The kind's part, in front of this one, defines `detail(status)`.
+-- (gopher-lua, as in Argo CD). The kind's part, in front of this one, defines `detail(status)`:
+-- what goes in front of the condition's message and, as an optional second value, what goes after it.
 -- Being deleted, no status yet, or metadata.generation not yet observed: Progressing.
 -- Stalled=True: Degraded. Reconciling=True: Progressing. Ready=True: Healthy. Otherwise Progressing.
 
@@ -27,12 +28,15 @@ local function condition(status, wanted)
   return nil
 end
 
-local function text(prefix, c, fallback)
+local function text(prefix, c, fallback, suffix)
   local msg = fallback
   if c ~= nil and c.message ~= nil and c.message ~= "" then
     msg = c.message
   elseif c ~= nil and c.reason ~= nil and c.reason ~= "" then
     msg = c.reason
+  end
+  if suffix ~= nil and suffix ~= "" then
+    msg = msg .. suffix
   end
   if prefix ~= nil and prefix ~= "" then
     return prefix .. ": " .. msg
@@ -61,11 +65,11 @@ local function health(o, detail)
       .. ", but the latest observed generation is " .. tostring(status.observedGeneration or "none")
     return hs
   end
-  local prefix = detail(status)
+  local prefix, suffix = detail(status)
   local stalled = condition(status, "Stalled")
   if stalled ~= nil and stalled.status == "True" then
     hs.status = "Degraded"
-    hs.message = text(prefix, stalled, "Stalled")
+    hs.message = text(prefix, stalled, "Stalled", suffix)
     return hs
   end
   local reconciling = condition(status, "Reconciling")
@@ -75,18 +79,18 @@ local function health(o, detail)
     if (reconciling.message == nil or reconciling.message == "") and ready ~= nil and ready.status ~= "True" then
       reconciling = ready -- its message says what is still missing
     end
-    hs.message = text(prefix, reconciling, "Reconciling")
+    hs.message = text(prefix, reconciling, "Reconciling", suffix)
     return hs
   end
   if ready == nil then
     hs.status = "Progressing"
-    hs.message = text(prefix, nil, "Waiting for the Ready condition")
+    hs.message = text(prefix, nil, "Waiting for the Ready condition", suffix)
   elseif ready.status == "True" then
     hs.status = "Healthy"
-    hs.message = text(prefix, ready, "Ready")
+    hs.message = text(prefix, ready, "Ready", suffix)
   else
     hs.status = "Progressing"
-    hs.message = text(prefix, ready, "Not ready")
+    hs.message = text(prefix, ready, "Not ready", suffix)
   end
   return hs
 end
