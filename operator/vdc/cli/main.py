@@ -123,7 +123,7 @@ def namespaced_name(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vdc.cli import console, transfer, vmcommands
+    from vdc.cli import console, migrate, transfer, vmcommands
     from vdc.cli import gc as gc_command
     from vdc.cli.context import port, positive_seconds
 
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     console.register(sub)
     transfer.register(sub)
     gc_command.register(sub)
+    migrate.register(sub)
     return parser
 
 
