@@ -10,7 +10,8 @@
 # Environment:
 #   VDC_CACHE          cache root (default: $HOME/.cache/vdc)
 #   VDC_GUEST_MODULES  space-separated kernel modules to put into the initramfs
-#                      and load at boot (default: "virtio_pci virtio_net virtio_balloon": a NIC and a balloon)
+#                      and load at boot (default: "virtio_pci virtio_net virtio_balloon virtio_blk":
+#                      a NIC, a balloon and disks)
 #   VDC_GUEST_KERNEL_PKG  kernel meta package (default: linux-image-cloud-amd64)
 #
 # Guest kernel command line understood by /init:
@@ -27,6 +28,14 @@
 #                       the console shell's prompt line), then VDC-COUNT=1,
 #                       VDC-COUNT=2, ... one a second (`sleep 1` each),
 #                       forever: a gap shows a pause, a restart from 1 a reboot
+#   vdc.diskwrite=TEXT  at boot, write the line VDC-DATA=TEXT at the start of
+#                       the disk vdc.disk (default /dev/vda), synced
+#   vdc.diskread=1      every 2 s, drop the page cache and print the disk's
+#                       first line as VDC-DISK=<line>: what the disk holds now,
+#                       wherever the guest runs (data written before a live
+#                       migration reads back after it)
+#   vdc.pinglog=IP      ping IP twice a second forever, each reply printed as
+#                       VDC-PINGLOG <ping's line> (seq=N: gaps are lost packets)
 set -euo pipefail
 
 help() {
@@ -54,7 +63,7 @@ esac
 CACHE_ROOT=${VDC_CACHE:-$HOME/.cache/vdc}
 OUT=$CACHE_ROOT/guest
 KERNEL_META=${VDC_GUEST_KERNEL_PKG:-linux-image-cloud-amd64}
-MODULES=${VDC_GUEST_MODULES-virtio_pci virtio_net virtio_balloon}
+MODULES=${VDC_GUEST_MODULES-virtio_pci virtio_net virtio_balloon virtio_blk}
 BUSYBOX=/bin/busybox
 
 # The stamp ties the cache to this recipe: the script's own content and the
@@ -213,6 +222,10 @@ marker=
 ping_ip=
 ping_wait=60
 counter=
+disk=/dev/vda
+disk_write=
+disk_read=
+ping_log=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdc.hostname=*) host=${arg#vdc.hostname=} ;;
@@ -220,6 +233,10 @@ for arg in $(cat /proc/cmdline); do
         vdc.ping=*) ping_ip=${arg#vdc.ping=} ;;
         vdc.pingwait=*) ping_wait=${arg#vdc.pingwait=} ;;
         vdc.counter=*) counter=${arg#vdc.counter=} ;;
+        vdc.disk=*) disk=${arg#vdc.disk=} ;;
+        vdc.diskwrite=*) disk_write=${arg#vdc.diskwrite=} ;;
+        vdc.diskread=*) disk_read=${arg#vdc.diskread=} ;;
+        vdc.pinglog=*) ping_log=${arg#vdc.pinglog=} ;;
     esac
 done
 hostname "$host"
@@ -238,6 +255,13 @@ fi
 
 echo "VDC-GUEST-HOSTNAME=$host"
 [ -n "$marker" ] && echo "VDC-MARKER=$marker"
+if [ -n "$disk_write" ]; then
+    if [ -b "$disk" ] && printf 'VDC-DATA=%s\n' "$disk_write" | dd of="$disk" conv=fsync 2>/dev/null; then
+        echo "VDC-DISK-WRITTEN=$disk_write"
+    else
+        echo "VDC-DISK-WRITE-FAILED=$disk"
+    fi
+fi
 echo "VDC-BOOT-ID=$(cat /proc/sys/kernel/random/boot_id)"
 echo "VDC-GUEST-READY"
 
@@ -252,6 +276,21 @@ if [ "$counter" = 1 ]; then
             sleep 1
         done
     ) &
+fi
+
+if [ "$disk_read" = 1 ]; then
+    (
+        while :; do
+            sleep 2
+            sync
+            echo 3 >/proc/sys/vm/drop_caches
+            echo "VDC-DISK=$(dd if="$disk" bs=512 count=1 2>/dev/null | head -n 1 | tr -cd 'A-Za-z0-9=._-')"
+        done
+    ) &
+fi
+
+if [ -n "$ping_log" ]; then
+    ( ping -i 0.5 "$ping_log" 2>&1 | while read -r line; do echo "VDC-PINGLOG $line"; done ) &
 fi
 
 if [ -n "$ping_ip" ]; then

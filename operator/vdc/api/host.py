@@ -232,8 +232,9 @@ class Evacuation(ApiModel):
         "Evacuating: VMs are being moved or shut down; Evacuated: none runs here any more (VMs left by "
         "evictionStrategy None excepted); Blocked: some cannot leave (see blocking)."
     )
-    total: int = field("VMs on the host when it was last looked at, stopped ones included.", default=0, ge=0)
+    total: int = field("VMs on the host now, stopped ones included (those moved away are not).", default=0, ge=0)
     migrating: int = field("VMs being live-migrated now.", default=0, ge=0)
+    migrated: int = field("VMs this evacuation has live-migrated away.", default=0, ge=0)
     shut_down: int = field("VMs stopped for maintenance (evictionStrategy Shutdown, or IfPossible).", default=0, ge=0)
     remaining: int = field("VMs still running here that should leave.", default=0, ge=0)
     blocking: list[BlockingVm] = field(

@@ -71,8 +71,8 @@ class EvacuationPlan:
     """(namespace, migration name) of failed migrations to delete, so they are made again."""
 
 
-def plan_evacuation(vms: Iterable[VmOnHost], now: float) -> EvacuationPlan:
-    """One look at a host in maintenance. Pure."""
+def plan_evacuation(vms: Iterable[VmOnHost], now: float, migrated: int = 0) -> EvacuationPlan:
+    """One look at a host in maintenance (``migrated``: VMs its evacuation moved away already). Pure."""
     total = migrating = shut_down = remaining = 0
     blocking: list[BlockingVm] = []
     create: list[Key] = []
@@ -116,6 +116,7 @@ def plan_evacuation(vms: Iterable[VmOnHost], now: float) -> EvacuationPlan:
         phase=phase,
         total=total,
         migrating=migrating,
+        migrated=migrated,
         shut_down=shut_down,
         remaining=remaining,
         blocking=blocking[:100],
@@ -179,7 +180,14 @@ class EvacuationController:
             migration = self.migrations.get((vm_key[0], migration_name(host, vm_key[1])))
             strategy = (vm.get("spec") or {}).get("evictionStrategy") or "LiveMigrate"
             on_host.append(VmOnHost(vm_key, strategy, running, migration))
-        plan = plan_evacuation(on_host, time.time() if now is None else now)
+        migrated = sum(
+            1
+            for m in self.migrations
+            if (m["metadata"].get("labels") or {}).get(EVACUATION_LABEL) == host
+            and (m.get("status") or {}).get("phase") == "Succeeded"
+            and (m.get("status") or {}).get("source") == host
+        )
+        plan = plan_evacuation(on_host, time.time() if now is None else now, migrated)
         for namespace, name in plan.retry:
             await self.writer.delete(VirtualMachineMigration.KIND, namespace, name)
         for namespace, vm_name in plan.create:

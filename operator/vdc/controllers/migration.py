@@ -378,11 +378,7 @@ class MigrationController:
         except OwnedByAnother as exc:
             raise StepFailed(f"VM {ctx.migration.spec.vm} is already {exc}") from exc
         if patch is not None:
-            sent = await self.writer.patch_status(
-                VirtualMachine.KIND, vm, {**patch, "printableStatus": "Migrating"}, unchanged=True
-            )
-            if sent:
-                self.vms.note_status(key_of(vm), sent)
+            await self._patch_vm(vm, {**patch, "printableStatus": "Migrating"})
         ctx.record.update(source=host, vm_uid=str(vm["metadata"]["uid"]))
         return StepResult(message=f"VM {ctx.migration.spec.vm} runs on {host}; claimed for the migration")
 
@@ -392,10 +388,15 @@ class MigrationController:
             return StepResult()
         patch = release(vm, _ref(ctx.body))
         if patch is not None:
-            sent = await self.writer.patch_status(VirtualMachine.KIND, vm, patch, unchanged=True)
-            if sent:
-                self.vms.note_status(key_of(vm), sent)
+            await self._patch_vm(vm, patch)
         return StepResult()
+
+    async def _patch_vm(self, vm: dict[str, Any], changes: dict[str, Any]) -> None:
+        """Change some fields of the VM's status (None removes one), if the VM is still as it was read."""
+        status = {k: v for k, v in {**(vm.get("status") or {}), **changes}.items() if v is not None}
+        sent = await self.writer.patch_status(VirtualMachine.KIND, vm, status, unchanged=True)
+        if sent:
+            self.vms.note_status(key_of(vm), sent)
 
     # --- Scheduling: the target and a slot --------------------------------------------------------
     async def _schedule(self, ctx: MigrationContext) -> StepResult:
@@ -557,10 +558,15 @@ class MigrationController:
             error = task.exception()
             if error is not None:
                 ctx.record["libvirt_error"] = str(error)
+                if ctx.status.libvirt_error and ctx.status.libvirt_error.startswith("aborted after"):
+                    ctx.record["libvirt_error"] = f"{ctx.status.libvirt_error} ({first_line(error)})"
+                    raise StepFailed(ctx.status.libvirt_error)
                 raise StepFailed(f"libvirt: {first_line(error)}")
             return StepResult.waiting("the migration returned; looking for the guest on the target", retry_after=0.5)
         if not here.running:
             raise StepFailed(f"the guest is not running on {source} any more, nor on {target}")
+        if ctx.status.libvirt_error and ctx.status.libvirt_error.startswith("aborted after"):
+            raise StepFailed(ctx.status.libvirt_error)  # our own abort (timeout), seen after a restart
         if ctx.status.attempts and ctx.uid not in self._tasks:
             raise StepFailed(
                 f"the migration started at {ctx.status.migration_started_at} ended while the operator was not "
@@ -640,9 +646,7 @@ class MigrationController:
         current = owner(vm)
         if current is not None and current.uid == ref.uid:
             patch["operation"] = None
-        sent = await self.writer.patch_status(VirtualMachine.KIND, vm, patch, unchanged=True)
-        if sent:
-            self.vms.note_status(key_of(vm), sent)
+        await self._patch_vm(vm, patch)
         self.cluster.reserve(vm, target)
 
     async def _abort(self, ctx: MigrationContext) -> StepResult:

@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, connection_alive, translate, translated
+from vdc.libvirt.errors import DomainNotFound, InvalidState, LibvirtFailure, connection_alive, translate, translated
 
 # The libvirt job types jobStats() reports.
 JOB_NONE = libvirt.VIR_DOMAIN_JOB_NONE
@@ -154,6 +154,8 @@ def job_stats(conn: libvirt.virConnect, uuid: str, *, completed: bool = False) -
             stats = dom.jobStats(flags if completed else 0)
     except DomainNotFound:
         return None
+    except InvalidState:  # shut off (a migrated-away source before it is undefined): no job
+        return JobStats(active=False)
     return job_stats_from(stats)
 
 

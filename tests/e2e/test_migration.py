@@ -1,0 +1,402 @@
+"""Live migration with real QEMU guests between real libvirt hosts (issue: live migration and maintenance).
+
+The module runs its own rig of three libvirt hosts (so it may kill one, or put one in maintenance,
+without disturbing other tests), registered as Hosts labelled ``vdc.dev/driver: migration`` in the
+session's datacenter. Its guests are the tiny guest with a serial counter (``vdc.counter=1``), a
+marker written to their disk at boot (``vdc.diskwrite``) and read back from the disk every two
+seconds (``vdc.diskread``): after a move the counter goes on in the target's console log with no
+second boot, and the disk still holds the marker, read on the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rig
+from conftest import TINY_DIR, Datacenter, host_object, wait_until
+
+DRIVER = "migration"
+SHARED_POOL = "e2e-mig-shared"
+LOCAL_POOL = "e2e-mig-local"
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+
+
+@dataclass
+class Site:
+    dc: Datacenter
+    hosts: rig.LibvirtHosts
+    state: Path
+    prefix: str
+
+    @property
+    def names(self) -> list[str]:
+        return [h.name for h in self.hosts.hosts]
+
+    def host(self, name: str) -> rig.LibvirtHost:
+        return next(h for h in self.hosts.hosts if h.name == name)
+
+    def virsh(self, host: str, *args: str, check: bool = True) -> str:
+        result = subprocess.run(["virsh", "-c", self.host(host).qemu_uri, *args], capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"virsh {' '.join(args)} on {host}: {result.stderr}")
+        return result.stdout
+
+    def running_on(self, domain: str) -> list[str]:
+        """The hosts where a domain of that name runs, as their libvirtds say (a dead host says nothing)."""
+        return [h for h in self.names if domain in self.virsh(h, "list", "--name", "--state-running", check=False)
+                .split()]  # fmt: skip
+
+    def defined_on(self, domain: str) -> list[str]:
+        return [h for h in self.names if domain in self.virsh(h, "list", "--all", "--name", check=False).split()]
+
+    def console(self, host: str, domain: str) -> str:
+        path = self.state / "hosts" / host / "log" / "qemu" / f"{domain}.console.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def vm(self, name: str, pool: str, **spec: Any) -> dict[str, Any]:
+        marker = f"{name}-{secrets.token_hex(3)}"
+        cmdline = f"console=ttyS0 vdc.marker={name} vdc.counter=1 vdc.diskwrite={marker} vdc.diskread=1"
+        doc = self.dc.vm_manifest(
+            name,
+            boot={"kernel": {"kernel": f"{TINY_DIR}/vmlinuz", "initrd": f"{TINY_DIR}/initrd.img", "cmdline": cmdline}},
+            hostSelector={"matchLabels": {"vdc.dev/driver": DRIVER}},
+            disks=[{"name": "data", "source": {"blank": {"pool": pool, "size": "16Mi"}}}],
+            **spec,
+        )
+        doc["metadata"]["annotations"] = {"e2e/marker": marker}
+        return doc
+
+    def migration(self, name: str, vm: str, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "vdc.dev/v1alpha1",
+            "kind": "VirtualMachineMigration",
+            "metadata": {"name": name, "namespace": self.dc.namespace},
+            "spec": {"vm": vm, **spec},
+        }
+
+    def get_migration(self, name: str) -> dict[str, Any] | None:
+        return self.dc.get("virtualmachinemigration", name, self.dc.namespace)
+
+    def wait_migration(self, name: str, phases: tuple[str, ...] = TERMINAL, timeout: float = 180) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            body = self.get_migration(name)
+            return body if body and (body.get("status") or {}).get("phase") in phases else None
+
+        try:
+            return wait_until(f"migration {name} {'/'.join(phases)}", check, timeout=timeout)
+        except AssertionError:
+            print(json.dumps(self.get_migration(name), indent=1)[-3000:])
+            print(self.dc.operator.tail(80))
+            raise
+
+
+def qemu_processes(domain: str) -> int:
+    """QEMU processes of the domain on this machine, whatever any libvirtd says (never two copies)."""
+    found = subprocess.run(["pgrep", "-f", f"guest={domain},"], capture_output=True, text=True, check=False)
+    return len(found.stdout.split())
+
+
+def counts(log: str) -> list[int]:
+    return [int(n) for n in re.findall(r"VDC-COUNT=(\d+)", log)]
+
+
+def wait_counting(site: Site, host: str, domain: str, at_least: int = 3) -> int:
+    return wait_until(f"{domain} counting on {host}",
+                      lambda: (c := counts(site.console(host, domain))) and c[-1] >= at_least and c[-1],
+                      timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def site(datacenter: Datacenter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    dc = datacenter
+    state = tmp_path_factory.mktemp("migration-rig")
+    prefix = f"vdcm{secrets.token_hex(2)}"
+    hosts = rig.start_libvirt_hosts(state, 3, prefix)
+    s = Site(dc, hosts, state, prefix)
+    try:
+        for h in hosts.hosts:
+            dc.apply(host_object(h.name, h.qemu_uri, DRIVER, virtualization="Emulated", cpuOvercommit=8,
+                                 **({"underlayAddress": h.address} if h.address else {})))  # fmt: skip
+        selector = {"matchLabels": {"vdc.dev/driver": DRIVER}}
+        dc.apply({"apiVersion": "vdc.dev/v1alpha1", "kind": "StoragePool", "metadata": {"name": SHARED_POOL},
+                  "spec": {"type": "dir", "target": {"path": str(hosts.shared_dir / "e2e-pool")}, "shared": True,
+                           "hostSelector": selector}})  # fmt: skip
+        dc.apply({"apiVersion": "vdc.dev/v1alpha1", "kind": "StoragePool", "metadata": {"name": LOCAL_POOL},
+                  "spec": {"type": "dir", "target": {"path": "/var/lib/libvirt/vdc-pools/e2e-mig-local"},
+                           "hostSelector": selector}})  # fmt: skip
+        for name in s.names:
+            wait_until(f"host {name} Ready", lambda n=name: (dc.condition(dc.get("host", n), "Ready") or {})
+                       .get("status") == "True", timeout=90)  # fmt: skip
+        for pool in (SHARED_POOL, LOCAL_POOL):
+            wait_until(f"pool {pool} Ready", lambda p=pool: (dc.condition(dc.get("storagepool", p), "Ready") or {})
+                       .get("status") == "True", timeout=90)  # fmt: skip
+        yield s
+    finally:
+        dc.cp.kubectl("delete", "virtualmachinemigrations", "--all", "-n", dc.namespace, "--timeout=60s", check=False)
+        for name in s.names:
+            dc.cp.kubectl("patch", "host", name, "--type=merge", "-p", '{"spec":{"maintenance":false}}', check=False)
+        vms = dc.cp.get_json("virtualmachines", "-n", dc.namespace)["items"]
+        mine = [v["metadata"]["name"] for v in vms if (v.get("status") or {}).get("host") in s.names]
+        if mine:
+            dc.cp.kubectl("delete", "virtualmachine", *mine, "-n", dc.namespace, "--timeout=120s", check=False)
+        dc.cp.kubectl("delete", "storagepool", SHARED_POOL, LOCAL_POOL, "--timeout=60s", check=False)
+        for name in s.names:
+            dc.cp.kubectl("delete", "host", name, "--timeout=60s", check=False)
+        rig.stop_libvirt_hosts(state, prefix)
+
+
+def _moved(site: Site, vm_name: str, migration: str, **spec: Any) -> tuple[dict[str, Any], dict[str, Any], str, str]:
+    """Start ``vm_name``'s migration and wait for it: (the VM before, the migration after, source, target)."""
+    dc = site.dc
+    before = dc.wait_ready(vm_name, timeout=180)
+    source = before["status"]["host"]
+    domain = before["status"]["domainName"]
+    wait_counting(site, source, domain)
+    dc.apply(site.migration(migration, vm_name, **spec))
+    done = site.wait_migration(migration)
+    return before, done, source, str((done.get("status") or {}).get("target"))
+
+
+def _assert_guest_went_on(site: Site, before: dict[str, Any], source: str, target: str) -> None:
+    """The guest runs on ``target`` only, never rebooted, and reads the marker it wrote before the move."""
+    domain = before["status"]["domainName"]
+    marker = before["metadata"]["annotations"]["e2e/marker"]
+    assert site.running_on(domain) == [target]
+    assert qemu_processes(domain) == 1
+    assert site.defined_on(domain) == [target]  # persisted on the target, undefined on the source
+    last_on_source = counts(site.console(source, domain))[-1]
+    seen = wait_until("the counter going on on the target",
+                      lambda: (c := counts(site.console(target, domain))) and c[-1] > last_on_source + 2 and c,
+                      timeout=60)  # fmt: skip
+    assert seen[0] >= last_on_source - 1, (seen[:5], last_on_source)  # went on, not from 1 again
+    assert seen == sorted(seen)
+    target_log = site.console(target, domain)
+    assert "VDC-BOOT-ID=" not in target_log and "VDC-GUEST-READY" not in target_log  # no second boot
+    wait_until("the marker read from the disk on the target",
+               lambda: f"VDC-DISK=VDC-DATA={marker}" in site.console(target, domain), timeout=30)  # fmt: skip
+    after = site.dc.vm(before["metadata"]["name"])
+    assert after is not None
+    assert after["status"]["host"] == target
+    assert after["status"]["bootTime"] == before["status"]["bootTime"]
+    assert "operation" not in after["status"]
+
+
+def test_a_vm_on_a_shared_pool_moves_memory_only_and_its_guest_never_notices(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("mig-shared", SHARED_POOL))
+    before, done, source, target = _moved(site, "mig-shared", "mig-shared-1")
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["source"] == source and target != source and target in site.names
+    assert status["copiedDisks"] == [] and status.get("createdVolumes", []) == []
+    assert status["progress"]["percent"] == 100
+    assert status["progress"]["downtimeMilliseconds"] >= 0
+    assert status["startTime"] and status["completionTime"]
+    ready = dc.condition(done, "Ready")
+    assert ready and ready["status"] == "True"
+    _assert_guest_went_on(site, before, source, target)
+    volume = before["status"]["disks"][0]["path"]
+    assert Path(volume).exists()  # the one shared file, not copied and not removed
+
+
+def test_a_vm_on_a_local_pool_has_its_disk_copied_and_the_sources_copy_removed(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("mig-local", LOCAL_POOL))
+    before, done, source, target = _moved(site, "mig-local", "mig-local-1")
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["copiedDisks"] == ["data"] and status["createdVolumes"] == ["data"]
+    _assert_guest_went_on(site, before, source, target)
+    volume = before["status"]["disks"][0]["volume"]
+    pool = f"vdc-{LOCAL_POOL}"
+    assert volume in site.virsh(target, "vol-list", pool)
+    site.virsh(source, "pool-refresh", pool)
+    assert volume not in site.virsh(source, "vol-list", pool)
+
+
+def test_deleting_a_running_migration_cancels_it_and_the_vm_stays_where_it_ran(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("mig-cancel", LOCAL_POOL))
+    before = dc.wait_ready("mig-cancel", timeout=180)
+    source, domain = before["status"]["host"], before["status"]["domainName"]
+    wait_counting(site, source, domain)
+    dc.apply(site.migration("mig-cancel-1", "mig-cancel", tuning={"bandwidth": "1Mi"}))  # ~2 minutes
+    site.wait_migration("mig-cancel-1", ("Migrating",), timeout=120)
+    running = wait_until("progress reported",
+                         lambda: (m := site.get_migration("mig-cancel-1")) and (m["status"].get("progress") or {})
+                         .get("percent") is not None and m, timeout=60)  # fmt: skip
+    target = running["status"]["target"]
+    vm = dc.vm("mig-cancel")
+    assert vm is not None
+    assert vm["status"]["printableStatus"] == "Migrating"
+    assert vm["status"]["operation"]["name"] == "mig-cancel-1"
+    assert vm["status"]["host"] == source  # changes once, when the guest runs on the target
+
+    dc.cp.kubectl("delete", "virtualmachinemigration", "mig-cancel-1", "-n", dc.namespace, "--wait=false")
+    wait_until("the migration gone", lambda: site.get_migration("mig-cancel-1") is None, timeout=90)
+    assert site.running_on(domain) == [source]
+    assert site.defined_on(domain) == [source]
+    pool = f"vdc-{LOCAL_POOL}"
+    site.virsh(target, "pool-refresh", pool)
+    assert before["status"]["disks"][0]["volume"] not in site.virsh(target, "vol-list", pool)  # removed again
+    after = wait_until("the VM released", lambda: (v := dc.vm("mig-cancel")) and "operation" not in v["status"]
+                       and v["status"].get("printableStatus") == "Running" and v, timeout=60)  # fmt: skip
+    assert after["status"]["host"] == source and after["status"]["bootTime"] == before["status"]["bootTime"]
+    last = counts(site.console(source, domain))[-1]
+    wait_until("the guest counting on at the source",
+               lambda: counts(site.console(source, domain))[-1] > last + 2, timeout=30)  # fmt: skip
+    events = dc.cp.kubectl("get", "events", "-n", dc.namespace, "--field-selector",
+                           "involvedObject.name=mig-cancel", "-o", "jsonpath={.items[*].reason}")  # fmt: skip
+    assert "MigrationCancelled" in events
+
+
+def test_an_operator_killed_mid_migration_finds_the_outcome_in_libvirt(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("mig-kill", SHARED_POOL))
+    before = dc.wait_ready("mig-kill", timeout=180)
+    source, domain = before["status"]["host"], before["status"]["domainName"]
+    wait_counting(site, source, domain)
+    # Slow enough to be killed mid-way, fast enough to converge (the guest dirties its page cache).
+    dc.apply(site.migration("mig-kill-1", "mig-kill", tuning={"bandwidth": "12Mi", "maxDowntimeMilliseconds": 1000}))
+    site.wait_migration("mig-kill-1", ("Migrating",), timeout=120)
+    wait_until("the libvirt job under way",
+               lambda: (m := site.get_migration("mig-kill-1")) and m["status"].get("attempts"), timeout=60)  # fmt: skip
+    dc.operator.kill()
+    try:
+        # libvirt finishes the peer-to-peer migration on its own; never two running copies meanwhile.
+        for _ in range(20):
+            assert len(site.running_on(domain)) <= 1 and qemu_processes(domain) <= 2  # the target's incoming one
+            time.sleep(1)
+    finally:
+        dc.operator.start()
+    done = site.wait_migration("mig-kill-1")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["attempts"] == 1  # not started twice
+    _assert_guest_went_on(site, before, source, done["status"]["target"])
+
+
+def test_the_loss_of_the_target_mid_migration_leaves_the_guest_running_on_the_source(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("mig-lost", SHARED_POOL))
+    before = dc.wait_ready("mig-lost", timeout=180)
+    source, domain = before["status"]["host"], before["status"]["domainName"]
+    wait_counting(site, source, domain)
+    dc.apply(site.migration("mig-lost-1", "mig-lost", tuning={"bandwidth": "2Mi"}))
+    running = site.wait_migration("mig-lost-1", ("Migrating",), timeout=120)
+    target = running["status"]["target"]
+    wait_until("the libvirt job under way",
+               lambda: (m := site.get_migration("mig-lost-1")) and (m["status"].get("progress") or {})
+               .get("percent") is not None, timeout=60)  # fmt: skip
+    host_dir = site.state / "hosts" / target
+    for line in (host_dir / "pids").read_text().splitlines():  # the target loses power: libvirtd and QEMU
+        parts = line.split()
+        if parts and parts[0] == "libvirtd":
+            os.kill(int(parts[1]), signal.SIGKILL)
+    subprocess.run(["pkill", "-9", "-f", f"guest={domain}"], check=False)  # its incoming QEMU (not the source's)
+    try:
+        done = site.wait_migration("mig-lost-1", timeout=120)
+        assert done["status"]["phase"] == "Failed", done["status"]
+        assert done["status"].get("libvirtError") or "unreachable" in done["status"]["message"]
+        assert site.running_on(domain) == [source]
+        assert qemu_processes(domain) == 1
+        vm = wait_until("the VM released", lambda: (v := dc.vm("mig-lost")) and "operation" not in v["status"] and v,
+                        timeout=60)  # fmt: skip
+        assert vm["status"]["host"] == source
+        events = dc.cp.kubectl("get", "events", "-n", dc.namespace, "--field-selector",
+                               "involvedObject.name=mig-lost", "-o", "jsonpath={.items[*].reason}")  # fmt: skip
+        assert "MigrationFailed" in events
+    finally:
+        rig.start_libvirt_hosts(site.state, 3, site.prefix)  # the target comes back
+        wait_until(f"host {target} Ready again", lambda: (dc.condition(dc.get("host", target), "Ready") or {})
+                   .get("status") == "True", timeout=120)  # fmt: skip
+
+
+def test_a_migration_that_cannot_be_made_fails_and_says_why(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("mig-halted", SHARED_POOL, runStrategy="Halted"))
+    dc.wait_vm("mig-halted", lambda b: (b.get("status") or {}).get("phase") == "Stopped", "Stopped")
+    dc.apply(site.migration("mig-halted-1", "mig-halted"))
+    failed = site.wait_migration("mig-halted-1")
+    assert failed["status"]["phase"] == "Failed"
+    assert "is not running" in failed["status"]["message"]
+    stalled = dc.condition(failed, "Stalled")
+    assert stalled and stalled["status"] == "True"
+
+    dc.apply(site.migration("mig-nobody-1", "no-such-vm"))
+    assert "does not exist" in site.wait_migration("mig-nobody-1")["status"]["message"]
+
+    dc.apply(site.vm("mig-nowhere", SHARED_POOL))
+    running = dc.wait_ready("mig-nowhere", timeout=180)
+    dc.apply(site.migration("mig-nowhere-1", "mig-nowhere", targetHost=running["status"]["host"]))
+    assert "is the host the VM runs on" in site.wait_migration("mig-nowhere-1")["status"]["message"]
+    dc.apply(site.migration("mig-nowhere-2", "mig-nowhere", targetHost=dc.hosts.hosts[0].name))  # no local pool
+    message = site.wait_migration("mig-nowhere-2")["status"]["message"]
+    assert "no host can take the VM" in message and dc.hosts.hosts[0].name in message, message
+    vm = dc.vm("mig-nowhere")
+    assert vm is not None and "operation" not in vm["status"] and vm["status"]["host"] == running["status"]["host"]
+
+
+def test_maintenance_evacuates_each_vm_by_its_eviction_strategy(site: Site) -> None:
+    dc = site.dc
+    first, *others = site.names
+    for name in others:  # everything lands on the first host
+        dc.cp.kubectl("patch", "host", name, "--type=merge", "-p", '{"spec":{"maintenance":true}}')
+    try:
+        dc.apply(site.vm("evac-move-1", SHARED_POOL))
+        dc.apply(site.vm("evac-move-2", LOCAL_POOL, evictionStrategy="LiveMigrateIfPossible"))
+        dc.apply(site.vm("evac-stop", SHARED_POOL, evictionStrategy="Shutdown"))
+        dc.apply(site.vm("evac-stay", SHARED_POOL, evictionStrategy="None"))
+        names = ("evac-move-1", "evac-move-2", "evac-stop", "evac-stay")
+        for name in names:
+            assert dc.wait_ready(name, timeout=240)["status"]["host"] == first
+    finally:
+        for name in others:
+            dc.cp.kubectl("patch", "host", name, "--type=merge", "-p", '{"spec":{"maintenance":false}}')
+    dc.cp.kubectl("patch", "host", first, "--type=merge", "-p", '{"spec":{"maintenance":true}}')
+    try:
+        evacuated = wait_until(
+            "the evacuation done",
+            lambda: (
+                (h := dc.get("host", first))
+                and ((h.get("status") or {}).get("evacuation") or {}).get("phase") == "Evacuated"
+                and h
+            ),
+            timeout=300,
+        )
+        evacuation = evacuated["status"]["evacuation"]
+        assert evacuation["migrated"] == 2 and evacuation["migrating"] == 0
+        assert evacuation["total"] == 2 and evacuation["shutDown"] == 1 and evacuation["remaining"] == 1
+        assert [(b["name"], b["reason"][:21]) for b in evacuation["blocking"]] == [
+            ("evac-stay", "evictionStrategy None")
+        ]
+        for name in ("evac-move-1", "evac-move-2"):
+            vm = dc.vm(name)
+            assert vm is not None and vm["status"]["host"] != first and vm["status"]["phase"] == "Running"
+            assert site.running_on(vm["status"]["domainName"]) == [vm["status"]["host"]]
+        stopped = dc.vm("evac-stop")
+        assert stopped is not None and stopped["status"]["phase"] == "Stopped"
+        assert (dc.condition(stopped, "Ready") or {}).get("reason") == "HostMaintenance"
+        stay = dc.vm("evac-stay")
+        assert stay is not None and stay["status"]["host"] == first and stay["status"]["phase"] == "Running"
+    finally:
+        dc.cp.kubectl("patch", "host", first, "--type=merge", "-p", '{"spec":{"maintenance":false}}')
+    dc.wait_vm("evac-stop", lambda b: (b.get("status") or {}).get("phase") == "Running", "Running again", 120)
+    host = wait_until("the evacuation status cleared",
+                      lambda: (h := dc.get("host", first)) and "evacuation" not in (h.get("status") or {}) and h,
+                      timeout=60)  # fmt: skip
+    assert host["status"]["phase"] == "Ready"
+    moved = dc.vm("evac-move-1")
+    assert moved is not None and moved["status"]["host"] != first  # ending maintenance moves nothing back
