@@ -20,6 +20,7 @@ from vdc.api.computequota import ComputeQuota
 from vdc.api.host import REMOVE_ORPHANS_ANNOTATION, Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.migration import VirtualMachineMigration
+from vdc.api.operation import OperationRef
 from vdc.api.storagepool import StoragePool
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.api.virtualswitch import VirtualSwitch
@@ -202,6 +203,14 @@ async def _resync(rt: Runtime) -> None:
         _queue_running_migrations(rt)
 
 
+def _operation_exists(migrations: ObjectCache, namespace: str, ref: OperationRef) -> bool:
+    """Whether a VM's owning operation still exists (migrations are the only operation kind yet)."""
+    if ref.kind != VirtualMachineMigration.KIND.kind:
+        return True  # a kind this operator does not know: not its to judge
+    body = migrations.get((namespace, ref.name))
+    return body is not None and str(body["metadata"].get("uid")) == ref.uid
+
+
 def _queue_running_migrations(rt: Runtime) -> None:
     for body in rt.migrations:
         if (body.get("status") or {}).get("phase") not in ("Succeeded", "Failed", "Cancelled"):
@@ -264,6 +273,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         migrations, vms, policies, namespaces, connections, writer, vm_controller, cluster
     )
     vm_controller.maintenance_stop = functools.partial(maintenance_stop, cluster, migrations)
+    vm_controller.operation_exists = functools.partial(_operation_exists, migrations)
     evacuation_controller = EvacuationController(hosts, vms, migrations, cluster, writer)
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,11 @@ import pytest
 
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.controllers.errors import ReportedFailure
+from vdc.controllers.evacuation import maintenance_stop
 from vdc.controllers.storagepool import libvirt_pool_name
 from vdc.controllers.vm import DOMAIN_ON_SEVERAL_HOSTS, VmController
 from vdc.kube.cache import ObjectCache, key_of
+from vdc.kube.patch import merge_patch
 from vdc.libvirt import storage
 from vdc.libvirt.errors import HostUnreachable, translate
 from vdc.libvirt.storage_xml import PoolConfig
@@ -104,10 +107,12 @@ class FakeWriter:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, bool]] = []
 
-    async def patch_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, kind: Any, body: dict[str, Any], status: dict[str, Any], unchanged: bool = False
+    ) -> dict[str, Any]:
         self.journal.append(("status", str(status.get("phase")), str(status.get("host"))))
         self.statuses.append(copy.deepcopy(status))
-        return status
+        return merge_patch(body.get("status") or {}, status)  # what KubeWriter sends (and returns)
 
     async def event(self, kind: Any, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
         self.journal.append(("event", reason))
@@ -350,3 +355,69 @@ def test_a_vm_owned_by_an_operation_is_not_converged_until_it_is_released(tmp_pa
     rig.vms.upsert(released)
     rig.reconcile(released)
     assert not rig.hosts["hv1"].domain(uid).isActive()  # type: ignore[union-attr]
+
+
+# --- operations and maintenance ---------------------------------------------------------------
+def test_a_vm_an_operation_owns_is_neither_converged_nor_reported(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    vm["status"] = {"phase": "Running", "host": "hv1", "printableStatus": "Migrating",
+                    "operation": {"kind": "VirtualMachineMigration", "name": "move-it", "uid": "m-1"}}  # fmt: skip
+    assert rig.reconcile(vm) is None
+    assert rig.writer.statuses == [] and rig.writer.events == []
+    assert rig.hosts["hv1"].domain(vm["metadata"]["uid"]) is None  # not made again behind the operation's back
+
+
+def test_a_vm_whose_owning_operation_is_gone_is_taken_back_with_an_event(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    asked: list[tuple[str, str]] = []
+
+    def exists(namespace: str, ref: Any) -> bool:
+        asked.append((namespace, ref.name))
+        return False
+
+    rig.controller.operation_exists = exists
+    vm = rig.add(vm_body())
+    vm["status"] = {"operation": {"kind": "VirtualMachineMigration", "name": "gone", "uid": "m-2"}}
+    rig.reconcile(vm)
+    assert asked == [(NS, "gone")]
+    assert "operation" not in rig.writer.statuses[0]  # released first
+    status = rig.status(vm)
+    assert "operation" not in status and status["phase"] == "Running" and status["host"] == "hv1"
+    assert rig.reasons()[0] == "OperationGone"
+
+
+def test_a_shutdown_vm_stops_while_its_host_is_in_maintenance_and_starts_after(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    migrations = ObjectCache()
+    rig.controller.maintenance_stop = functools.partial(maintenance_stop, rig.controller.cluster, migrations)
+    vm = rig.add(vm_body(evictionStrategy="Shutdown", terminationGracePeriodSeconds=0))
+    rig.reconcile(vm)
+    uid = vm["metadata"]["uid"]
+    assert rig.status(vm)["phase"] == "Running"
+    host = rig.controller.hosts.get(("", "hv1"))
+    assert host is not None
+    rig.controller.hosts.upsert({**host, "spec": {**host["spec"], "maintenance": True}})
+    for _ in range(3):
+        rig.reconcile(vm)
+    status = rig.status(vm)
+    assert status["phase"] == "Stopped", status
+    assert rig.condition(vm, "Ready")["reason"] == "HostMaintenance"
+    assert "maintenance" in rig.condition(vm, "Ready")["message"]
+    assert not rig.hosts["hv1"].domain(uid).isActive()
+    rig.controller.hosts.upsert(host)  # maintenance over
+    rig.reconcile(vm)
+    assert rig.status(vm)["phase"] == "Running"
+    assert rig.hosts["hv1"].domain(uid).isActive()
+
+
+def test_a_live_migrate_vm_keeps_running_on_a_host_in_maintenance_until_it_is_moved(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    rig.controller.maintenance_stop = functools.partial(maintenance_stop, rig.controller.cluster, ObjectCache())
+    vm = rig.add(vm_body())  # evictionStrategy LiveMigrate by default
+    rig.reconcile(vm)
+    host = rig.controller.hosts.get(("", "hv1"))
+    assert host is not None
+    rig.controller.hosts.upsert({**host, "spec": {**host["spec"], "maintenance": True}})
+    rig.reconcile(vm)
+    assert rig.status(vm)["phase"] == "Running"

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.conditions import READY, now_rfc3339
+from vdc.api.operation import OperationRef
 from vdc.api.quantity import format_bytes_mi
 from vdc.api.virtualmachine import (
     RESTART_ANNOTATION,
@@ -92,7 +93,7 @@ from vdc.libvirt.domain_xml import DomainConfig, InterfaceConfig
 from vdc.libvirt.errors import ConfigRejected, HookRefused, HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
-from vdc.operations.ownership import converge_hold
+from vdc.operations.ownership import converge_hold, owner
 from vdc.scheduler.placement import PlacementRequest, place
 from vdc.tenancy.view import TenancyView
 
@@ -200,6 +201,8 @@ class VmController:
         self._locks: KeyLocks[Key] = KeyLocks()
         self._deleted: set[str] = set()
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
+        self.operation_exists: Callable[[str, OperationRef], bool] = lambda namespace, ref: True
+        """Whether the operation a VM's status.operation names still exists (its kind's cache)."""
         """Why a VM must be kept stopped for its host's maintenance (vdc.controllers.evacuation), or None."""
         """uids whose deletion ran: a reconcile that comes after must not make anything again."""
 
@@ -212,16 +215,18 @@ class VmController:
         body = self.vms.get(key)
         if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in self._deleted:
             return None
+        hold = converge_hold(body)
+        if hold is not None and not self._owner_gone(body):
+            log.debug("vm %s/%s: not converged: %s", *key, hold)  # the operation reports the VM meanwhile
+            return None
+        if hold is not None:
+            body = await self._release_from_gone_owner(body)
         try:
             vm = VirtualMachine.model_validate(body)
         except ValidationError as exc:
             await self.report(body, None, Outcome(ref_of(body), "Failed", "Failed", "InvalidSpec", str(exc)))
             return None
         old = vm.status or VirtualMachineStatus()
-        hold = converge_hold(body)
-        if hold is not None:  # the owning operation reports the VM; releasing it brings the VM back here
-            log.debug("vm %s/%s: not converged: %s", *key, hold)
-            return None
         uid = str(vm.metadata["uid"])
         if uid not in self._shutdown_since and old.shutdown_requested_at:  # asked before a restart
             self._shutdown_since[uid] = parse_time(old.shutdown_requested_at)
@@ -238,6 +243,23 @@ class VmController:
             return halt.requeue
         await self.report(body, old, outcome)
         return requeue
+
+    def _owner_gone(self, body: dict[str, Any]) -> bool:
+        ref = owner(body)
+        return ref is not None and not self.operation_exists(str(body["metadata"].get("namespace")), ref)
+
+    async def _release_from_gone_owner(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The operation that owned the VM is gone without releasing it (removed with its finalizer by
+        hand): the VM is the VM controller's again, with an Event that says so."""
+        ref = owner(body)
+        status = {k: v for k, v in (body.get("status") or {}).items() if k != "operation"}
+        sent = await self.writer.patch_status(VirtualMachine.KIND, body, status, unchanged=True)
+        if sent:
+            self.vms.note_status(key_of(body), sent)
+        if ref is not None:
+            message = f"{ref.kind} {ref.name} owned the VM and is gone: the operator manages the VM again"
+            await self.writer.event(VirtualMachine.KIND, body, "OperationGone", message, warning=True)
+        return self.vms.get(key_of(body)) or {**body, "status": status}
 
     async def _admit(self, body: dict[str, Any], vm: VirtualMachine, old: VirtualMachineStatus) -> Inputs:
         """The spec checked against what the namespace may use, filled in from its appliance, and resolved
