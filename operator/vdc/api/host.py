@@ -78,6 +78,14 @@ class HostSpec(ApiModel):
         default=None,
         update="live",
     )
+    migration_uri: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=URI_PATTERN)] | None = field(
+        "The URI by which the other hosts' libvirtds reach this one for a live migration (peer-to-peer: the "
+        "source's libvirtd connects to the target's, not the operator). Default: spec.uri, right when every "
+        "host can use it (qemu+tls with one CA, or the local rig's unix sockets); with qemu+ssh the hosts "
+        "need keys for each other, or give e.g. qemu+tls://hv1.example.com/system here.",
+        default=None,
+        update="live",
+    )
     underlay_address: Annotated[str, StringConstraints(max_length=15, pattern=IPV4)] | None = field(
         "The host's address on the network between hosts, which overlay (VXLAN) switches tunnel over. "
         "Needed on every host of an overlay switch.",
