@@ -76,6 +76,13 @@ PY
     kubectl wait --for=condition=Ready --timeout=300s -A "$kind" --all >/dev/null
   done
 
+  # Live migration: move the tiny VM to the other host once (a re-run leaves it where it is).
+  if [ "$HOSTS" -ge 2 ] && [ -z "$(kubectl get virtualmachinemigrations -n demo -o name 2>/dev/null)" ]; then
+    log "live-migrating VM demo/tiny from $(kubectl get vm tiny -n demo -o jsonpath='{.status.host}') (vdc migrate --wait)"
+    "$top/.venv/bin/vdc" migrate tiny -n demo --name tiny-moves --wait --timeout 300 ||
+      log "the migration did not succeed: kubectl get vmim -n demo tiny-moves -o yaml"
+  fi
+
   echo
   kubectl get vdc -A
   echo
