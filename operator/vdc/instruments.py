@@ -55,3 +55,17 @@ METERING_DISK = _counter(
     "Disk capacity (bytes) attached to running VMs integrated over time, per namespace",
     "namespace",
 )
+
+MIGRATIONS = _counter(
+    "vdc_migrations_total", "Live migrations that ended, by phase (Succeeded, Failed, Cancelled)", "phase"
+)
+MIGRATION_DURATION = _histogram(
+    "vdc_migration_duration_seconds",
+    "Time from a live migration's first step to its end (Succeeded only)",
+    buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+)
+MIGRATION_DOWNTIME = _histogram(
+    "vdc_migration_downtime_seconds",
+    "The guest's pause at a live migration's switch-over, as libvirt reports it",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

@@ -136,14 +136,21 @@ def migration_site(datacenter: Datacenter, state: Path) -> Iterator[Site]:
                        .get("status") == "True", timeout=90)  # fmt: skip
         yield s
     finally:
-        dc.cp.kubectl("delete", "virtualmachinemigrations", "--all", "-n", dc.namespace, "--timeout=60s", check=False)
-        for name in s.names:
-            dc.cp.kubectl("patch", "host", name, "--type=merge", "-p", '{"spec":{"maintenance":false}}', check=False)
-        vms = dc.cp.get_json("virtualmachines", "-n", dc.namespace)["items"]
-        mine = [v["metadata"]["name"] for v in vms if (v.get("status") or {}).get("host") in s.names]
-        if mine:
-            dc.cp.kubectl("delete", "virtualmachine", *mine, "-n", dc.namespace, "--timeout=120s", check=False)
-        dc.cp.kubectl("delete", "storagepool", SHARED_POOL, LOCAL_POOL, "--timeout=60s", check=False)
-        for name in s.names:
-            dc.cp.kubectl("delete", "host", name, "--timeout=60s", check=False)
-        rig.stop_libvirt_hosts(state, prefix)
+        try:
+            _remove_objects(s)
+        finally:  # whatever the API said: no libvirt host, QEMU or namespace outlives the module
+            rig.stop_libvirt_hosts(state, prefix)
+
+
+def _remove_objects(s: Site) -> None:
+    dc = s.dc
+    dc.cp.kubectl("delete", "virtualmachinemigrations", "--all", "-n", dc.namespace, "--timeout=60s", check=False)
+    for name in s.names:
+        dc.cp.kubectl("patch", "host", name, "--type=merge", "-p", '{"spec":{"maintenance":false}}', check=False)
+    vms = dc.cp.get_json("virtualmachines", "-n", dc.namespace)["items"]
+    mine = [v["metadata"]["name"] for v in vms if (v.get("status") or {}).get("host") in s.names]
+    if mine:
+        dc.cp.kubectl("delete", "virtualmachine", *mine, "-n", dc.namespace, "--timeout=120s", check=False)
+    dc.cp.kubectl("delete", "storagepool", SHARED_POOL, LOCAL_POOL, "--timeout=60s", check=False)
+    for name in s.names:
+        dc.cp.kubectl("delete", "host", name, "--timeout=60s", check=False)

@@ -81,6 +81,9 @@ def test_a_vm_on_a_shared_pool_moves_memory_only_and_its_guest_never_notices(sit
     ready = dc.condition(done, "Ready")
     assert ready and ready["status"] == "True"
     _assert_guest_went_on(site, before, source, target)
+    metrics = rig.scrape(dc.operator.metrics_port)
+    assert (rig.sample(metrics, "vdc_migrations_total", phase="Succeeded") or 0) >= 1
+    assert (rig.sample(metrics, "vdc_migration_downtime_seconds_count") or 0) >= 1
     volume = before["status"]["disks"][0]["path"]
     assert Path(volume).exists()  # the one shared file, not copied and not removed
 

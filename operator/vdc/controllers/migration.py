@@ -54,6 +54,7 @@ from vdc.controllers.errors import DeletionWaits, first_line
 from vdc.controllers.vm import Inputs, VmController
 from vdc.controllers.vm_vapp import parse_time
 from vdc.controllers.vm_volumes import delete_volumes
+from vdc.instruments import MIGRATION_DOWNTIME, MIGRATION_DURATION, MIGRATIONS
 from vdc.keylocks import KeyLocks
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
@@ -274,6 +275,12 @@ class MigrationController:
 
     async def _ended(self, body: dict[str, Any], status: VirtualMachineMigrationStatus) -> None:
         self._forget(str(body["metadata"]["uid"]))
+        MIGRATIONS.labels(str(status.phase)).inc()
+        if status.phase == SUCCEEDED and status.start_time and status.completion_time:
+            MIGRATION_DURATION.observe(max(0.0, parse_time(status.completion_time) - parse_time(status.start_time)))
+        downtime = status.progress.downtime_milliseconds if status.progress else None
+        if status.phase == SUCCEEDED and downtime is not None:
+            MIGRATION_DOWNTIME.observe(downtime / 1000)
         vm = self.vms.get(vm_key(body))
         if vm is None or status.phase == SUCCEEDED:
             return
