@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench chaos clean
+.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration chaos clean
 
 bootstrap:            ## install Debian packages, the Python env, control-plane binaries, the tiny guest
 	hack/bootstrap.sh
@@ -35,6 +35,9 @@ lint:                 ## ruff and mypy
 
 bench:                ## VM scale benchmark: prints figures next to raw libvirt's (root, after make bootstrap)
 	$(PY) bench/vm_scale.py
+
+bench-migration:      ## live migration benchmark: VirtualMachineMigration and Host evacuation next to raw migrateToURI3 (root, after make bootstrap; ARGS="--round-trips 5 --vms 6 ...")
+	$(PY) bench/migration.py $(ARGS)
 
 chaos:                ## fault-injection benchmark: VM rollout+teardown while the operator, apiserver, etcd, libvirtd, hosts and a pool fail; prints figures and invariant violations (root, after make bootstrap; ARGS="--seed N --vms 200 ...")
 	$(PY) bench/chaos.py $(ARGS)
