@@ -35,7 +35,7 @@ from vdc.controllers import vm_watches
 from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
-from vdc.controllers.evacuation import EvacuationController, maintenance_stop
+from vdc.controllers.evacuation import EVACUATION_LABEL, EvacuationController, maintenance_stop
 from vdc.controllers.failures import failure_reporter
 from vdc.controllers.first_sight import FirstSight, Sighting
 from vdc.controllers.host import HostController
@@ -342,6 +342,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         evacuation_controller=evacuation_controller,
         evacuation_queue=WorkQueue("evacuations", evacuation_controller.reconcile, workers=2),
     )
+    migration_controller.requeue = rt.migration_queue.add
     memo.runtime = rt  # before anything runs that looks for it
     rt.host_queue.start()
     rt.first_sight_queue.start()
@@ -539,6 +540,14 @@ def migration_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt.sighted("virtualmachinemigrations", change.key, event, change.body)
     if not change.deleted and (change.changed or change.body["metadata"].get("deletionTimestamp")):
         rt.migration_queue.add(change.key)
+    phase = (change.body.get("status") or {}).get("phase")
+    if change.deleted or phase in ("Succeeded", "Failed", "Cancelled"):
+        for body in rt.migrations:  # a slot may have come free: those waiting for one look again now
+            if (body.get("status") or {}).get("phase") == "Scheduling":
+                rt.migration_queue.add(key_of(body))
+        host = (change.body["metadata"].get("labels") or {}).get(EVACUATION_LABEL)
+        if host:  # an evacuation's migration ended: its Host's evacuation status moves on
+            rt.evacuation_queue.add(("", host))
     rt.fan_out("VirtualMachineMigration", change)
 
 

@@ -6,8 +6,10 @@ fixture."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +54,30 @@ class Site:
 
     def defined_on(self, domain: str) -> list[str]:
         return [h for h in self.names if domain in self.virsh(h, "list", "--all", "--name", check=False).split()]
+
+    def power_off(self, host: str) -> None:
+        """As a power loss would: SIGKILL the host's libvirtd and every process in its mount namespace
+        (its QEMUs; a guest of the same name on another host is left alone)."""
+        pids = dict(line.split()[:2] for line in (self.state / "hosts" / host / "pids").read_text().splitlines()
+                    if len(line.split()) >= 2)  # fmt: skip
+        libvirtd = int(pids["libvirtd"])
+        namespace = os.readlink(f"/proc/{libvirtd}/ns/mnt")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if os.readlink(entry / "ns" / "mnt") == namespace:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+
+    def clear_vms(self) -> None:
+        """Delete every VM on this site's hosts and wait until they are gone."""
+        dc = self.dc
+        vms = dc.cp.get_json("virtualmachines", "-n", dc.namespace)["items"]
+        mine = [v["metadata"]["name"] for v in vms if (v.get("status") or {}).get("host") in self.names]
+        if mine:
+            dc.cp.kubectl("delete", "virtualmachine", *mine, "-n", dc.namespace, "--timeout=180s")
 
     def console(self, host: str, domain: str) -> str:
         path = self.state / "hosts" / host / "log" / "qemu" / f"{domain}.console.log"

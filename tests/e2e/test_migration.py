@@ -10,9 +10,6 @@ second boot, and the disk still holds the marker, read on the target.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,12 +173,7 @@ def test_the_loss_of_the_target_mid_migration_leaves_the_guest_running_on_the_so
     wait_until("the libvirt job under way",
                lambda: (m := site.get_migration("mig-lost-1")) and (m["status"].get("progress") or {})
                .get("percent") is not None, timeout=60)  # fmt: skip
-    host_dir = site.state / "hosts" / target
-    for line in (host_dir / "pids").read_text().splitlines():  # the target loses power: libvirtd and QEMU
-        parts = line.split()
-        if parts and parts[0] == "libvirtd":
-            os.kill(int(parts[1]), signal.SIGKILL)
-    subprocess.run(["pkill", "-9", "-f", f"guest={domain}"], check=False)  # its incoming QEMU (not the source's)
+    site.power_off(target)  # libvirtd and every QEMU of that host, the incoming guest's among them
     try:
         done = site.wait_migration("mig-lost-1", timeout=120)
         assert done["status"]["phase"] == "Failed", done["status"]
@@ -227,6 +219,7 @@ def test_a_migration_that_cannot_be_made_fails_and_says_why(site: Site) -> None:
 
 def test_maintenance_evacuates_each_vm_by_its_eviction_strategy(site: Site) -> None:
     dc = site.dc
+    site.clear_vms()  # only this test's VMs on the hosts: the counts below are theirs
     first, *others = site.names
     for name in others:  # everything lands on the first host
         dc.cp.kubectl("patch", "host", name, "--type=merge", "-p", '{"spec":{"maintenance":true}}')

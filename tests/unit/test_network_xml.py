@@ -95,6 +95,7 @@ GOLDEN: dict[str, NetworkConfig] = {
         ),
         dns_txt=(DnsTxtConfig("host-b.vdc-peer", "192.168.77.12"), DnsTxtConfig("host-c.vdc-peer", "192.168.77.13")),
         overlay=OverlayConfig(vni=5001, port=4790, local="192.168.77.11", device="vdcvx-5be0a913", underlay="eth1"),
+        stp=False,
     ),
     # Dual stack, jumbo frames, DNS forwarders and a local domain, shaped both ways.
     "ipv6-dns-mtu-bandwidth": NetworkConfig(
@@ -617,3 +618,13 @@ def test_not_xml_or_another_element_is_a_network_xml_error() -> None:
         NetworkConfig.from_string("<pool type='dir'><name>p</name></pool>")
     with pytest.raises(NetworkXmlError, match="expected <host>"):
         DhcpHostConfig.from_string("<range start='10.0.0.1' end='10.0.0.2'/>")
+
+
+def test_stp_is_written_and_read_back_but_a_difference_in_it_alone_restarts_nothing() -> None:
+    overlay = GOLDEN["overlay"]
+    assert 'stp="off" delay="0"' in overlay.to_string()
+    assert NetworkConfig.from_string(overlay.to_string()).stp is False
+    running = overlay.to_string().replace('stp="off"', 'stp="on"')
+    assert NetworkConfig.from_string(running).stp is True
+    assert NetworkConfig.from_string(running) == overlay  # not compared (see NetworkConfig.stp)
+    assert "stp" not in GOLDEN["bridge"].to_string()  # libvirt's own bridge only

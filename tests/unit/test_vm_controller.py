@@ -25,7 +25,7 @@ from vdc.kube.cache import ObjectCache, key_of
 from vdc.kube.patch import merge_patch
 from vdc.libvirt import storage
 from vdc.libvirt.errors import HostUnreachable, translate
-from vdc.libvirt.storage_xml import PoolConfig
+from vdc.libvirt.storage_xml import PoolConfig, VolumeConfig
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
@@ -421,3 +421,21 @@ def test_a_live_migrate_vm_keeps_running_on_a_host_in_maintenance_until_it_is_mo
     rig.controller.hosts.upsert({**host, "spec": {**host["spec"], "maintenance": True}})
     rig.reconcile(vm)
     assert rig.status(vm)["phase"] == "Running"
+
+
+def test_deleting_a_vm_made_from_an_appliance_deletes_its_overlay_even_with_the_appliance_gone(tmp_path: Path) -> None:
+    """The overlay's name does not depend on its base: a VM outliving its appliance (or moved to another
+    host by a migration) still has its volumes removed with it."""
+    rig = Rig(tmp_path, ("hv1", True))
+    pool = libvirt_pool_name("fast")
+    raw = rig.hosts["hv1"].raw
+    storage.ensure_pool(raw, PoolConfig(name=pool, type="dir", target_path="/vdc/fast"))
+    vm = vm_body(disks=[{"name": "root", "source": {"clone": {"pool": "fast", "appliance": {"name": "gone"}}}}])
+    volume = f"{NS}_{NAME}_root.qcow2"
+    storage.create_volume(raw, pool, VolumeConfig(name=volume, capacity_bytes=2**20, format="qcow2"))
+    vm["status"] = {"host": "hv1", "disks": [{"name": "root", "host": "hv1", "pool": "fast", "volume": volume,
+                                              "access": "Owned"}]}  # fmt: skip
+    rig.add(vm)
+    outcome = asyncio.run(rig.controller.delete(vm))
+    assert volume in outcome
+    assert storage.observe_volume(raw, pool, volume) is None

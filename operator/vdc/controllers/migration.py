@@ -30,7 +30,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -180,6 +180,8 @@ class MigrationController:
         self._slots: dict[str, tuple[str, str]] = {}
         """Migration uid -> (source, target): slots taken here before status says so."""
         self._post_copy: set[str] = set()
+        self.requeue: Callable[[Key], None] = lambda key: None
+        """Put a migration on the work queue now (set by the handlers)."""
         self._locks: KeyLocks[Key] = KeyLocks()
         """One step at a time per migration: the work queue's and a deletion's."""
         self.plan: Plan[MigrationContext] = Plan(
@@ -583,9 +585,12 @@ class MigrationController:
             raise StepFailed(f"target host {target} is unreachable")
         vm = self._vm(ctx)
         request = await self._request(ctx, sconn, uid, target, self.tuning(vm, ctx.migration))
-        self._tasks[ctx.uid] = asyncio.create_task(
+        task = asyncio.create_task(
             sconn.call(lambda c: migrate(c, uid, request), long_running=True), name=f"migrate-{ctx.name}"
         )
+        key = key_of(ctx.body)
+        task.add_done_callback(lambda _: self.requeue(key))  # its end is looked at at once, not at the next poll
+        self._tasks[ctx.uid] = task
         ctx.record.update(attempts=ctx.status.attempts + 1, migration_started_at=now_rfc3339())
         what = f"memory and disks {', '.join(ctx.status.copied_disks)}" if ctx.status.copied_disks else "memory"
         return StepResult.waiting(f"migrating {what} from {source} to {target}", retry_after=POLL_SECONDS)
@@ -617,18 +622,21 @@ class MigrationController:
         left = ""
         if vm is not None and sconn is not None:
             local = [plan for plan in self._inputs_or_none(vm) if plan.pool not in self._shared_pools()]
-            await sconn.call(lambda c: domains.remove(c, uid))  # libvirt undefined it; a leftover definition goes
+            await sconn.call(lambda c: _remove_leftover(c, uid))  # libvirt undefines it; a leftover one goes
             if local:
                 await sconn.call(lambda c: delete_volumes(c, local))
         elif sconn is None:
             left = f"; the source's copies of local volumes stay on {source} (unreachable)"
         tconn = self._conn(target)
         downtime = None
+        elapsed = ctx.status.progress.elapsed_milliseconds if ctx.status.progress else None
         if tconn is not None:
             done = await tconn.call(lambda c: job_stats(c, uid, completed=True))
             downtime = done.downtime_ms if done is not None else None
+            if done is not None and done.elapsed_ms is not None:
+                elapsed = done.elapsed_ms
         progress = (ctx.status.progress or MigrationProgress()).model_copy(
-            update={"percent": 100, "downtime_milliseconds": downtime}
+            update={"percent": 100, "downtime_milliseconds": downtime, "elapsed_milliseconds": elapsed}
         )
         ctx.record["progress"] = progress
         if vm is not None:
@@ -675,6 +683,15 @@ class MigrationController:
             if tconn is not None:  # an incoming domain libvirt left paused on the target
                 await tconn.call(lambda c: domains.destroy(c, uid))
         return StepResult()
+
+
+def _remove_leftover(conn: libvirt.virConnect, uid: str) -> None:
+    """Undefine the migrated-away domain on the source if libvirt has not (it may be doing so right now)."""
+    try:
+        domains.remove(conn, uid)
+    except LibvirtFailure:
+        if domains.domain_exists(conn, uid):
+            raise
 
 
 def _observe_volume(pool: str, volume: str, conn: libvirt.virConnect) -> VolumeObservation | None:

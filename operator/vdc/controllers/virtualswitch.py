@@ -160,6 +160,7 @@ def network_config(
         bandwidth=bandwidth,
         dns_txt=peers,
         overlay=overlay_config,
+        stp=False,  # one host's bridge cannot loop; STP's forwarding delay would drop a migrated guest's packets
     )
 
 

@@ -759,7 +759,7 @@ class VmController:
             )
         removed = await conn.call(lambda c: domains.remove(c, uid))
         try:
-            plans = plan_volumes(VirtualMachine.model_validate(body))
+            plans = plan_volumes(VirtualMachine.model_validate(body), _ANY_BASE_IMAGE)
         except (ValidationError, DiskSpecError):
             plans = []
         # An existing volume is deleted with the VM only when the VM's namespace owns or adopted it: never
@@ -791,6 +791,25 @@ class VmController:
                 if disk.get("host") == host:
                     users[(disk.get("pool"), disk.get("volume"))] = f"{meta.get('namespace')}/{meta['name']}"
         return users
+
+
+class _AnyBase(dict[str | None, str]):
+    """An appliance's base images when only the VM's own volumes' names matter (deleting them): the VM
+    may outlive its appliance, and a clone's name does not depend on its base."""
+
+    def get(self, key: str | None, default: object = None) -> str:
+        return ""
+
+
+class _AnyAppliance(dict[str, Mapping[str | None, str]]):
+    def __bool__(self) -> bool:
+        return True  # not "no images given"
+
+    def get(self, key: str, default: object = None) -> Mapping[str | None, str]:
+        return _AnyBase()
+
+
+_ANY_BASE_IMAGE = _AnyAppliance()
 
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"

@@ -52,7 +52,7 @@ import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Self, get_args
 
 from vdc.libvirt.xml_common import BandwidthConfig, XmlError, XmlHelpers
@@ -494,6 +494,11 @@ class NetworkConfig:
     vlan: int | None = None
     dns_txt: tuple[DnsTxtConfig, ...] = ()
     overlay: OverlayConfig | None = None
+    stp: bool | None = field(default=None, compare=False)
+    """Spanning tree on the bridge libvirt makes (None: libvirt's default, on). Off, a guest's new port
+    forwards at once, so the announcements QEMU sends after a live migration are not dropped in STP's
+    listening/learning delay. Not compared: a running network is not restarted (its guests losing their
+    link) for this alone; it applies when the network is next defined afresh."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "\n" in self.name:
@@ -556,7 +561,10 @@ class NetworkConfig:
             _xml.sub(root, "metadata").append(self.overlay.to_xml())
         if self.forward != "none":
             _xml.sub(root, "forward", {"mode": self.forward})
-        _xml.sub(root, "bridge", {"name": self.bridge})
+        bridge: dict[str, str | int | None] = {"name": self.bridge}
+        if self.stp is not None and self.forward in _ROUTED_MODES:
+            bridge.update(stp="on" if self.stp else "off", delay="0")
+        _xml.sub(root, "bridge", bridge)
         if self.mtu is not None:
             _xml.sub(root, "mtu", {"size": self.mtu})
         dns = None
@@ -625,6 +633,7 @@ class NetworkConfig:
             vlan=_xml.integer(_xml.attr(tags[0], "id"), "vlan tag id") if tags else None,
             dns_txt=tuple(DnsTxtConfig.from_xml(txt) for txt in el.findall("dns/txt")),
             overlay=None if overlay is None else OverlayConfig.from_xml(overlay),
+            stp={"on": True, "off": False}.get(bridge.get("stp") or ""),
         )
 
     @classmethod
