@@ -209,14 +209,7 @@ def test_a_guest_pinging_another_guest_across_the_move_loses_at_most_a_few_packe
             f"ping-a -> ping-b across the move {source} -> {target}: replies seq {first}..{last}, "
             f"{lost} lost (gaps {gaps}), downtime {downtime} ms"
         )
-        if lost > MAX_LOST and _stp_on(target, bridge):
-            pytest.xfail(
-                f"{lost} replies lost (gaps {gaps}): the switch's bridge runs STP (libvirt's default stp='on'; the "
-                "kernel raises delay 0 to its 2 s minimum), so the moved guest's new tap on the target is listening "
-                "then learning for ~4 s; QEMU's post-migration RARP announcements fall in that window and are "
-                "dropped, and the other hosts' VXLAN forwarding tables keep sending B's traffic to the source "
-                "until A re-resolves B's address (15-45 s)"
-            )
+        assert not _stp_on(target, bridge), "STP on the switch's bridge delays the moved guest's new port ~4 s"
         assert lost <= MAX_LOST, (lost, gaps)
     finally:
         _delete(site, "virtualmachine", "ping-a", "ping-b")
