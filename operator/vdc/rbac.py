@@ -62,8 +62,9 @@ WITH_STATUS = (
 """Kinds whose status the operator writes (KubeWriter.patch_status): every watched kind but MigrationPolicies,
 which the operator only reads."""
 
-READ_BACK = ("virtualmachinemigrations",)
-"""Kinds the operator reads by name (KubeWriter.read): a migration after its conditional status write."""
+READ_BACK = ("virtualmachines", "virtualmachinemigrations")
+"""Kinds the operator reads by name (KubeWriter.read): a migration after its conditional status write, and a
+migration or its VM when a conditional write met a newer version than the cache holds."""
 
 CREATED = ("virtualmachinemigrations",)
 """Kinds the operator creates and deletes (KubeWriter.create / KubeWriter.delete): a Host's evacuation."""
@@ -117,7 +118,8 @@ CLUSTER_WIDE: tuple[Access, ...] = (
             plural,
             ("get",),
             "KubeWriter.read: a migration is read again after its conditional status write, for the new"
-            " resourceVersion the next write is conditional on; by name only",
+            " resourceVersion the next write is conditional on, and a migration or the VM it moves when such a"
+            " write met a newer version than the cache held; by name only",
         )
         for plural in READ_BACK
     ),
@@ -196,8 +198,9 @@ after the release), for `vdc run --leader-elect`."""
 NOT_NEEDED = (
     "peering (kopfpeerings): kopf runs standalone; replicas elect their leader with a Lease (vdc.leader)",
     "list/watch/patch/delete on leases: the election reads and writes one Lease by name",
-    "get on our kinds but virtualmachinemigrations: kopf lists and watches, and the operator's caches answer"
-    " every read; only a migration is read by name (KubeWriter.read, after its conditional status write)",
+    "get on our kinds but virtualmachines, virtualmachinemigrations: kopf lists and watches, and the operator's"
+    " caches answer every read; only a migration, or the VM it moves, is read by name (KubeWriter.read, after"
+    " a conditional write)",
     "update on our kinds: the operator writes by merge patch only (status, a VM's spec defaults, kopf's"
     " finalizers), never a whole object",
     "create/delete on our kinds but virtualmachinemigrations: the operator creates and deletes nothing else"

@@ -244,6 +244,11 @@ class MigrationController:
             cancel = None  # too late: the guest runs on the target; the step records the success
         try:
             result = await advance(self.plan, status, ctx, cancel=cancel, now=now_rfc3339())
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            await self._refresh(VirtualMachine.KIND, self.vms, self.vms.get(vm_key(body)))  # the VM changed
+            return 0.5
         except HostUnreachable as exc:
             # Transient: the same step again soon (a lost target is the step's to judge, not this).
             await self._write(body, status.model_copy(update={"message": f"waiting: {first_line(exc)}"}))
@@ -253,15 +258,25 @@ class MigrationController:
         try:
             await self._write(body, new)
         except ApiException as exc:
-            if exc.status == 409:  # changed meanwhile (our own write's echo not seen yet): read again
-                return 0.5
-            raise
+            if exc.status != 409:
+                raise
+            # Changed since it was read (kopf's finalizer, a user's edit): read it again rather than wait
+            # for the watch, which need not deliver a change this process made itself.
+            await self._refresh(KIND, self.migrations, body)
+            return 0.5
         if result.event is not None:
             reason, message = result.event
             await self.writer.event(KIND, body, reason, message, warning=reason in ("StepFailed", FAILED))
         if new.phase in TERMINAL:
             await self._ended(body, new)
         return result.requeue_after
+
+    async def _refresh(self, info: Any, cache: ObjectCache, body: dict[str, Any] | None) -> None:
+        if body is None:
+            return
+        fresh = await self.writer.read(info, body)
+        if fresh is not None:
+            cache.upsert(fresh)
 
     async def _write(self, body: dict[str, Any], status: VirtualMachineMigrationStatus) -> None:
         wire = status.to_wire()
