@@ -255,6 +255,8 @@ class MigrationController:
             return 5.0
         new = cast(VirtualMachineMigrationStatus, result.status).model_copy(update=ctx.record)
         new = cast(VirtualMachineMigrationStatus, with_conditions(new, generation))
+        if new.phase in TERMINAL:
+            self._slots.pop(uid, None)  # before the write: its echo wakes the migrations waiting for a slot
         try:
             await self._write(body, new)
         except ApiException as exc:
@@ -269,7 +271,14 @@ class MigrationController:
             await self.writer.event(KIND, body, reason, message, warning=reason in ("StepFailed", FAILED))
         if new.phase in TERMINAL:
             await self._ended(body, new)
+            self._wake_waiting()
         return result.requeue_after
+
+    def _wake_waiting(self) -> None:
+        """A slot came free: the migrations waiting for one look again now, not at their next retry."""
+        for other in self.migrations:
+            if (other.get("status") or {}).get("phase") == "Scheduling":
+                self.requeue(key_of(other))
 
     async def _refresh(self, info: Any, cache: ObjectCache, body: dict[str, Any] | None) -> None:
         if body is None:
