@@ -415,6 +415,19 @@ def _take_in(cache: ObjectCache, event: kopf.RawEvent) -> ObjectEvent:
     return _event(event, body, old)
 
 
+def _queued_kind_event(
+    rt: Runtime, plural: str, kind: str, cache: ObjectCache, queue: WorkQueue[Key], event: kopf.RawEvent
+) -> ObjectEvent:
+    """The event handler of a kind whose controller acts on spec changes: the cache (and the cluster view)
+    takes the event in, a status-less object is sighted, a change is queued, the watchers are told."""
+    change = _take_in(cache, event)
+    rt.sighted(plural, change.key, event, change.body)
+    if not change.deleted and change.changed:
+        queue.add(change.key)
+    rt.fan_out(kind, change)
+    return change
+
+
 @kopf.on.event(GROUP, VERSION, "hosts")
 def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
@@ -471,21 +484,13 @@ async def vm_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: 
 @kopf.on.event(GROUP, VERSION, "storagepools")
 def pool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
-    change = _take_in(rt.pools, event)
-    rt.sighted("storagepools", change.key, event, change.body)
-    if not change.deleted and change.changed:
-        rt.pool_queue.add(change.key)
-    rt.fan_out("StoragePool", change)
+    _queued_kind_event(rt, "storagepools", "StoragePool", rt.pools, rt.pool_queue, event)
 
 
 @kopf.on.event(GROUP, VERSION, "virtualswitches")
 def switch_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
-    change = _take_in(rt.switches, event)
-    rt.sighted("virtualswitches", change.key, event, change.body)
-    if not change.deleted and change.changed:
-        rt.switch_queue.add(change.key)
-    rt.fan_out("VirtualSwitch", change)
+    _queued_kind_event(rt, "virtualswitches", "VirtualSwitch", rt.switches, rt.switch_queue, event)
 
 
 @kopf.on.delete(GROUP, VERSION, "virtualswitches")
@@ -497,11 +502,7 @@ async def switch_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, *
 @kopf.on.event(GROUP, VERSION, "appliances")
 def appliance_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
-    change = _take_in(rt.appliances, event)
-    rt.sighted("appliances", change.key, event, change.body)
-    if not change.deleted and change.changed:
-        rt.appliance_queue.add(change.key)
-    rt.fan_out("Appliance", change)
+    _queued_kind_event(rt, "appliances", "Appliance", rt.appliances, rt.appliance_queue, event)
 
 
 @kopf.on.delete(GROUP, VERSION, "appliances")
@@ -526,11 +527,7 @@ def namespace_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "computequotas")
 def quota_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
-    change = _take_in(rt.quotas, event)
-    rt.sighted("computequotas", change.key, event, change.body)
-    if not change.deleted and change.changed:
-        rt.quota_queue.add(change.key)
-    rt.fan_out("ComputeQuota", change)
+    _queued_kind_event(rt, "computequotas", "ComputeQuota", rt.quotas, rt.quota_queue, event)
 
 
 @kopf.on.event(GROUP, VERSION, "virtualmachinemigrations")
