@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run N independent libvirt "hosts" on this one machine, for tests and demos.
 #
-# Usage: hack/libvirt-hosts.sh up N | down | status
+# Usage: hack/libvirt-hosts.sh up N | down | status | redfish up PORT | redfish down
 #
 #   up N     start hosts $VDC_HOST_PREFIX-1..N (running ones are left alone) and
 #            wait until each libvirtd answers; prints hosts.txt on stdout
@@ -10,6 +10,16 @@
 #            (state and logs under $VDC_STATE/hosts stay)
 #   status   one line per host: name, running|stopped, address, qemu URI;
 #            exit 0 only if at least one host is known and all are running
+#   redfish up PORT
+#            start a Redfish endpoint for these hosts on 127.0.0.1:PORT
+#            (hack/redfish-rig.py: sushy-tools' emulator, one ComputerSystem
+#            per host, Id = host name) in the background and wait until it
+#            answers; its ForceOff/GracefulShutdown SIGKILL everything in that
+#            host's mount namespace (libvirtd, virtlogd, QEMUs) as a power loss
+#            would, On runs `up N` again so only the dead host starts, and
+#            ForceRestart does both. Needs .venv (uv sync). `down` stops it too.
+#   redfish down
+#            stop that endpoint
 #
 # Each host is a libvirtd plus its own virtlogd in its own mount and UTS
 # namespace (and, by default, network namespace with a veth on a bridge),
@@ -25,6 +35,10 @@
 #   VDC_HOST_NETNS     1 (default): a network namespace per host; 0: share
 #                      the machine's network namespace (no addresses)
 #   VDC_HOST_TIMEOUT   seconds to wait for each libvirtd (default: 90)
+#   VDC_REDFISH_PORT   if set, `up` also starts the Redfish endpoint on it
+#   VDC_REDFISH_HTPASSWD  htpasswd file (bcrypt): the endpoint asks for basic
+#                      auth (default: none)
+#   VDC_REDFISH_TLS_CERT, VDC_REDFISH_TLS_KEY  serve HTTPS (default: HTTP)
 #   VDC_CACHE          machine-wide cache (default: $HOME/.cache/vdc); QEMU
 #                      capabilities probed by one host seed the next ones
 #                      from $VDC_CACHE/libvirt-qemu-caps (libvirt re-validates them)
@@ -36,7 +50,8 @@
 # the host sees as /etc/libvirt, /var/lib/libvirt, /run/libvirt and
 # /var/cache/libvirt). Shared: $VDC_STATE/hosts/hosts.txt ("name qemu-uri
 # test-uri address" per running host, address "-" without netns), net.env
-# (bridge, subnet), etc-hosts (the hosts' /etc/hosts: every host's name),
+# (bridge, subnet), redfish.pid, redfish.port and redfish.log (the Redfish
+# endpoint, while `redfish up` runs it), etc-hosts (the hosts' /etc/hosts: every host's name),
 # shared/ and shared.path (its absolute path): one directory that every host
 # sees at that same path, for a `dir` StoragePool shared by all hosts (disks
 # there migrate without copying storage; it is a local ext4/tmpfs directory,
@@ -62,7 +77,7 @@ help() {
 }
 
 usage() {
-    echo "Usage: hack/libvirt-hosts.sh up N | down | status   (--help for details)" >&2
+    echo "Usage: hack/libvirt-hosts.sh up N | down | status | redfish up PORT | redfish down   (--help for details)" >&2
     exit 2
 }
 
@@ -649,9 +664,62 @@ stray_procs() {
     done
 }
 
+redfish_pid() { # the live Redfish endpoint of this state, if any
+    local p
+    p=$(cat "$HOSTS_DIR/redfish.pid" 2>/dev/null || true)
+    [[ $p =~ ^[0-9]+$ ]] && alive "$p" && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'redfish-rig\.py' || return 1
+    echo "$p"
+}
+
+cmd_redfish_up() {
+    local port=$1 py=${VDC_PYTHON:-$REPO/.venv/bin/python} pid i
+    local -a extra=()
+    if pid=$(redfish_pid); then
+        [ "$(cat "$HOSTS_DIR/redfish.port" 2>/dev/null)" = "$port" ] ||
+            die "a Redfish endpoint already runs (pid $pid) on port $(cat "$HOSTS_DIR/redfish.port" 2>/dev/null)"
+        log "Redfish endpoint already running (pid $pid): http://127.0.0.1:$port"
+        return 0
+    fi
+    [ -x "$py" ] || die "$py not found: run uv sync (hack/bootstrap.sh)"
+    mkdir -p "$HOSTS_DIR"
+    [ -z "${VDC_REDFISH_HTPASSWD:-}" ] || extra+=(--htpasswd "$(realpath "$VDC_REDFISH_HTPASSWD")")
+    local scheme=http
+    if [ -n "${VDC_REDFISH_TLS_CERT:-}" ]; then
+        extra+=(--tls-cert "$(realpath "$VDC_REDFISH_TLS_CERT")" --tls-key "$(realpath "$VDC_REDFISH_TLS_KEY")")
+        scheme=https
+    fi
+    setsid "$py" "$REPO/hack/redfish-rig.py" --port "$port" --listen 127.0.0.1 --state "$STATE" \
+        --prefix "$PREFIX" "${extra[@]}" </dev/null >>"$HOSTS_DIR/redfish.log" 2>&1 9>&- &
+    pid=$!
+    echo "$pid" >"$HOSTS_DIR/redfish.pid"
+    echo "$port" >"$HOSTS_DIR/redfish.port"
+    for i in $(seq 150); do
+        if curl -ksf -o /dev/null "$scheme://127.0.0.1:$port/redfish/v1/"; then
+            log "Redfish endpoint up (pid $pid): $scheme://127.0.0.1:$port"
+            return 0
+        fi
+        alive "$pid" || break
+        sleep 0.2
+    done
+    tail -n 30 "$HOSTS_DIR/redfish.log" >&2 || true
+    kill_procs "$pid"
+    rm -f "$HOSTS_DIR/redfish.pid" "$HOSTS_DIR/redfish.port"
+    die "the Redfish endpoint did not answer on port $port (log: $HOSTS_DIR/redfish.log)"
+}
+
+cmd_redfish_down() {
+    local pid
+    if pid=$(redfish_pid); then
+        log "stopping the Redfish endpoint (pid $pid)"
+        kill_procs "$pid"
+    fi
+    rm -f "$HOSTS_DIR/redfish.pid" "$HOSTS_DIR/redfish.port"
+}
+
 cmd_down() {
     local d n=0 ns l
     require_root_tools
+    cmd_redfish_down
     if [ -d "$HOSTS_DIR" ]; then
         lock_state
         for d in "$HOSTS_DIR"/*/; do
@@ -701,6 +769,18 @@ main() {
             fi
             init_settings
             cmd_up "$2"
+            if [ -n "${VDC_REDFISH_PORT:-}" ]; then cmd_redfish_up "$VDC_REDFISH_PORT"; fi
+            ;;
+        redfish)
+            init_settings
+            case "${2:-} $#" in
+                "up 3")
+                    [[ $3 =~ ^[1-9][0-9]{0,4}$ ]] || { log "redfish up needs a TCP port"; usage; }
+                    cmd_redfish_up "$3"
+                    ;;
+                "down 2") cmd_redfish_down ;;
+                *) usage ;;
+            esac
             ;;
         down)
             [ $# = 1 ] || usage

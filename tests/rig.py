@@ -131,6 +131,25 @@ def stop_libvirt_hosts(state: Path, prefix: str) -> None:
     run_script("libvirt-hosts.sh", "down", state=state, env={"VDC_HOST_PREFIX": prefix}, timeout=300)
 
 
+def start_redfish(state: Path, prefix: str, port: int | None = None, htpasswd: Path | None = None) -> str:
+    """Start the rig's Redfish endpoint for the hosts of ``state`` (hack/libvirt-hosts.sh ``redfish up``): one
+    ComputerSystem per host whose power actions really stop/start it; basic auth when given an htpasswd
+    file (bcrypt). Returns its base URL."""
+    port = port or free_ports()[0]
+    env = {"VDC_HOST_PREFIX": prefix, **({"VDC_REDFISH_HTPASSWD": str(htpasswd)} if htpasswd else {})}
+    run_script("libvirt-hosts.sh", "redfish", "up", str(port), state=state, env=env)
+    return redfish_url(state)
+
+
+def stop_redfish(state: Path, prefix: str) -> None:
+    run_script("libvirt-hosts.sh", "redfish", "down", state=state, env={"VDC_HOST_PREFIX": prefix}, timeout=60)
+
+
+def redfish_url(state: Path) -> str:
+    """The base URL of the running Redfish endpoint of ``state`` (``http://127.0.0.1:PORT``)."""
+    return f"http://127.0.0.1:{(state / 'hosts' / 'redfish.port').read_text().strip()}"
+
+
 def free_ports(count: int = 1) -> list[int]:
     """``count`` different loopback TCP ports that nothing listens on right now."""
     with contextlib.ExitStack() as stack:
