@@ -538,10 +538,7 @@ def migration_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if not change.deleted and (change.changed or change.body["metadata"].get("deletionTimestamp")):
         rt.migration_queue.add(change.key)
     phase = (change.body.get("status") or {}).get("phase")
-    if change.deleted or phase in ("Succeeded", "Failed", "Cancelled"):
-        for body in rt.migrations:  # a slot may have come free: those waiting for one look again now
-            if (body.get("status") or {}).get("phase") == "Scheduling":
-                rt.migration_queue.add(key_of(body))
+    if change.deleted or phase in ("Succeeded", "Failed", "Cancelled"):  # the controller wakes slot waiters
         host = (change.body["metadata"].get("labels") or {}).get(EVACUATION_LABEL)
         if host:  # an evacuation's migration ended: its Host's evacuation status moves on
             rt.evacuation_queue.add(("", host))

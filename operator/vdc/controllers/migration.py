@@ -478,11 +478,10 @@ class MigrationController:
         return StepResult()
 
     # --- PreparingTarget: the volumes on the target -----------------------------------------------
-    def _local_plans(self, inputs: Inputs) -> list[VolumePlan]:
-        shared = {
-            str(body["metadata"]["name"]) for body in self.cluster.pools if (body.get("spec") or {}).get("shared")
-        }
-        return [plan for plan in inputs.plans if plan.pool not in shared]
+    def _local_plans(self, plans: list[VolumePlan]) -> list[VolumePlan]:
+        """The plans of disks on pools that are not shared: their volumes are per host."""
+        shared = self._shared_pools()
+        return [plan for plan in plans if plan.pool not in shared]
 
     async def _prepare(self, ctx: MigrationContext) -> StepResult:
         target = str(ctx.current("target"))
@@ -491,7 +490,7 @@ class MigrationController:
             raise StepFailed(f"target host {target} is unreachable")
         vm = self._vm(ctx)
         inputs = self._inputs(vm)
-        local = self._local_plans(inputs)
+        local = self._local_plans(inputs.plans)
         for plan in local:
             if plan.kind == "volume":
                 raise StepFailed(
@@ -553,7 +552,8 @@ class MigrationController:
         address = spec.get("underlayAddress")
         vm = self.vms.get(vm_key(ctx.body)) or {}
         copied = set(ctx.status.copied_disks)
-        paths = [str(d["path"]) for d in (vm.get("status") or {}).get("disks") or [] if d.get("name") in copied]
+        vm_disks = (vm.get("status") or {}).get("disks") or []
+        paths = [str(d["path"]) for d in vm_disks if d.get("name") in copied]
         devices = await sconn.call(lambda c: disk_targets(c, uid, paths)) if paths else {}
         if len(devices) != len(paths):
             raise StepFailed(f"the running domain does not have every disk to copy ({', '.join(sorted(copied))})")
@@ -561,8 +561,8 @@ class MigrationController:
             target_uri=str(spec.get("migrationUri") or spec.get("uri")),
             data_uri=f"tcp://{address}" if address else None,
             copy_disks=tuple(sorted(devices.values())),
-            shared_disks=any(
-                d.get("pool") in self._shared_pools() for d in (vm.get("status") or {}).get("disks") or []
+            shared_disks=bool(
+                self._shared_pools() & {d.get("pool") for d in (vm.get("status") or {}).get("disks") or []}
             ),
             bandwidth_mib=math.ceil(tuning.bandwidth_bytes / 2**20) if tuning.bandwidth_bytes else None,
             auto_converge=tuning.auto_converge,
@@ -645,7 +645,7 @@ class MigrationController:
         sconn = self._conn(source)
         left = ""
         if vm is not None and sconn is not None:
-            local = [plan for plan in self._inputs_or_none(vm) if plan.pool not in self._shared_pools()]
+            local = self._local_plans(self._inputs_or_none(vm))
             await sconn.call(lambda c: _remove_leftover(c, uid))  # libvirt undefines it; a leftover one goes
             if local:
                 await sconn.call(lambda c: delete_volumes(c, local))

@@ -759,7 +759,8 @@ class VmController:
             )
         removed = await conn.call(lambda c: domains.remove(c, uid))
         try:
-            plans = plan_volumes(VirtualMachine.model_validate(body), _ANY_BASE_IMAGE)
+            vm = VirtualMachine.model_validate(body)
+            plans = plan_volumes(vm, _names_only_images(vm))
         except (ValidationError, DiskSpecError):
             plans = []
         # An existing volume is deleted with the VM only when the VM's namespace owns or adopted it: never
@@ -793,23 +794,15 @@ class VmController:
         return users
 
 
-class _AnyBase(dict[str | None, str]):
-    """An appliance's base images when only the VM's own volumes' names matter (deleting them): the VM
-    may outlive its appliance, and a clone's name does not depend on its base."""
-
-    def get(self, key: str | None, default: object = None) -> str:
-        return ""
-
-
-class _AnyAppliance(dict[str, Mapping[str | None, str]]):
-    def __bool__(self) -> bool:
-        return True  # not "no images given"
-
-    def get(self, key: str, default: object = None) -> Mapping[str | None, str]:
-        return _AnyBase()
-
-
-_ANY_BASE_IMAGE = _AnyAppliance()
+def _names_only_images(vm: VirtualMachine) -> dict[str, dict[str | None, str]]:
+    """Base images for planning only the VM's own volumes' names (to delete them): a clone's name does
+    not depend on its base, and the VM may outlive its appliance (or have moved to another host)."""
+    images: dict[str, dict[str | None, str]] = {}
+    for disk in vm.spec.disks:
+        clone = disk.source.clone
+        if clone is not None and clone.appliance is not None:
+            images.setdefault(clone.appliance.name, {})[clone.appliance.disk] = ""
+    return images
 
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"

@@ -45,8 +45,6 @@ class MigrationRequest:
     shared_disks: bool = False
     """Some disks are on storage every host sees (not copied). libvirt trusts only network filesystems
     to be shared and refuses the migration otherwise ("unsafe"): the caller knows the pool is shared."""
-    persistent_xml: str | None = None
-    """The definition the target keeps (None: the source's persistent one)."""
 
 
 def migration_call(request: MigrationRequest) -> tuple[dict[str, Any], int]:
@@ -73,8 +71,6 @@ def migration_call(request: MigrationRequest) -> tuple[dict[str, Any], int]:
         flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
     if request.allow_post_copy:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
-    if request.persistent_xml:
-        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = request.persistent_xml
     return params, flags
 
 
