@@ -16,6 +16,7 @@ import kopf
 import libvirt
 
 from vdc.api.appliance import Appliance
+from vdc.api.computecluster import ComputeCluster
 from vdc.api.computequota import ComputeQuota
 from vdc.api.host import REMOVE_ORPHANS_ANNOTATION, Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
@@ -27,12 +28,14 @@ from vdc.api.virtualswitch import VirtualSwitch
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import EventType, ObjectEvent, Watch
 from vdc.controllers import appliance as appliance_module
+from vdc.controllers import computecluster as cluster_module
 from vdc.controllers import computequota as quota_module
 from vdc.controllers import host as host_module
 from vdc.controllers import storagepool as pool_module
 from vdc.controllers import virtualswitch as switch_module
 from vdc.controllers import vm_watches
 from vdc.controllers.appliance import ApplianceController
+from vdc.controllers.computecluster import ComputeClusterController
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.evacuation import EVACUATION_LABEL, EvacuationController, maintenance_stop
@@ -103,6 +106,9 @@ class Runtime:
     migration_queue: WorkQueue[Key]
     evacuation_controller: EvacuationController
     evacuation_queue: WorkQueue[Key]
+    computeclusters: ObjectCache
+    computecluster_controller: ComputeClusterController
+    computecluster_queue: WorkQueue[Key]
     resync_seconds: float = RESYNC_SECONDS
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
@@ -119,6 +125,7 @@ class Runtime:
             (appliance_module.WATCHES, self.appliance_queue),
             (vm_watches.WATCHES, self.vm_queue),
             (quota_module.WATCHES, self.quota_queue),
+            (cluster_module.watches(self.computeclusters), self.computecluster_queue),
         )
         for watches, queue in declared:
             for watch in watches:
@@ -137,7 +144,7 @@ class Runtime:
 
     def caches(self) -> tuple[ObjectCache, ...]:
         return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas,
-                self.migrations, self.policies)  # fmt: skip
+                self.migrations, self.policies, self.computeclusters)  # fmt: skip
 
 
 def runtime(memo: kopf.Memo) -> Runtime:
@@ -199,6 +206,8 @@ async def _resync(rt: Runtime) -> None:
             rt.host_queue.add(key_of(body))
         for body in rt.vms:
             rt.vm_queue.add(key_of(body))
+        for body in rt.computeclusters:
+            rt.computecluster_queue.add(key_of(body))
         _queue_all_pools(rt)
         _queue_running_migrations(rt)
 
@@ -225,7 +234,7 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), where)
 
 
-CLUSTER_SCOPED = ("hosts", "storagepools", "virtualswitches", "migrationpolicies")
+CLUSTER_SCOPED = ("hosts", "storagepools", "virtualswitches", "migrationpolicies", "computeclusters")
 
 
 async def _prime(api: Any, watched: tuple[str, ...], caches: dict[str, ObjectCache], namespaces: ObjectCache) -> None:
@@ -275,15 +284,18 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     vm_controller.maintenance_stop = functools.partial(maintenance_stop, cluster, migrations)
     vm_controller.operation_exists = functools.partial(_operation_exists, migrations)
     evacuation_controller = EvacuationController(hosts, vms, migrations, cluster, writer)
+    computeclusters = ObjectCache()
+    computecluster_controller = ComputeClusterController(computeclusters, hosts, writer)
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
-              "migrationpolicies": policies}  # fmt: skip
+              "migrationpolicies": policies, "computeclusters": computeclusters}  # fmt: skip
     await _prime(writer.api_client, watched, primed, namespaces)
     first_sight = FirstSight(writer, {
         "hosts": (Host.KIND, hosts), "storagepools": (StoragePool.KIND, pools),
         "virtualswitches": (VirtualSwitch.KIND, switches), "appliances": (Appliance.KIND, appliances),
         "virtualmachines": (VirtualMachine.KIND, vms), "computequotas": (ComputeQuota.KIND, quotas),
         "virtualmachinemigrations": (VirtualMachineMigration.KIND, migrations),
+        "computeclusters": (ComputeCluster.KIND, computeclusters),
     })  # fmt: skip
     rt = Runtime(
         hosts=hosts,
@@ -341,6 +353,14 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         ),
         evacuation_controller=evacuation_controller,
         evacuation_queue=WorkQueue("evacuations", evacuation_controller.reconcile, workers=2),
+        computeclusters=computeclusters,
+        computecluster_controller=computecluster_controller,
+        computecluster_queue=WorkQueue(
+            "computeclusters",
+            computecluster_controller.reconcile,
+            workers=1,
+            on_error=failure_reporter(ComputeCluster.KIND, computeclusters, writer),
+        ),
     )
     migration_controller.requeue = rt.migration_queue.add
     memo.runtime = rt  # before anything runs that looks for it
@@ -353,6 +373,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     rt.quota_queue.start()
     rt.migration_queue.start()
     rt.evacuation_queue.start()
+    rt.computecluster_queue.start()
     for body in rt.hosts:  # hosts in maintenance go on evacuating
         rt.evacuation_queue.add(key_of(body))
     _queue_running_migrations(rt)  # each resumes where its status says (vdc.operations)
@@ -379,6 +400,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await rt.quota_queue.stop()
     await rt.migration_queue.stop()
     await rt.evacuation_queue.stop()
+    await rt.computecluster_queue.stop()
     await rt.pool_queue.stop()
     await rt.switch_queue.stop()
     await rt.host_queue.stop()
@@ -560,3 +582,11 @@ async def migration_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo
 def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Policies are read when a migration is scheduled and watched: a cache is all they need."""
     _take_in(runtime(memo).policies, event)
+
+
+@kopf.on.event(GROUP, VERSION, "computeclusters")
+def computecluster_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A cluster counts again on its own changes; its watches requeue it on any Host change, and the other
+    clusters on its selector changing (a host in two clusters is a member of neither)."""
+    rt = runtime(memo)
+    _queued_kind_event(rt, "computeclusters", "ComputeCluster", rt.computeclusters, rt.computecluster_queue, event)

@@ -37,6 +37,7 @@ WATCHED = (
     "computequotas",
     "virtualmachinemigrations",
     "migrationpolicies",
+    "computeclusters",
 )
 """Our kinds with kopf handlers (vdc.handlers); the operator primes its caches from a LIST of each."""
 
@@ -58,6 +59,7 @@ WITH_STATUS = (
     "appliances",
     "computequotas",
     "virtualmachinemigrations",
+    "computeclusters",
 )
 """Kinds whose status the operator writes (KubeWriter.patch_status): every watched kind but MigrationPolicies,
 which the operator only reads."""

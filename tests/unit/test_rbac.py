@@ -184,6 +184,7 @@ def test_our_kinds_are_granted_exactly_this() -> None:
         "computequotas": watch,
         "virtualmachinemigrations": ["create", "delete", "get", "list", "patch", "watch"],
         "migrationpolicies": watch,  # read only: a cache; no finalizer, no status
+        "computeclusters": watch,  # status only: no finalizer
         **{f"{k.KIND.plural}/status": ["patch"] for k in STATUS_KINDS},
     }
     assert {k.KIND.plural for k in ALL_KINDS} == set(rbac.WATCHED)

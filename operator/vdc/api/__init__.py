@@ -5,6 +5,7 @@ package does I/O.
 """
 
 from vdc.api.appliance import Appliance
+from vdc.api.computecluster import ComputeCluster
 from vdc.api.computequota import ComputeQuota
 from vdc.api.host import Host
 from vdc.api.meta import GROUP, VERSION, KindInfo
@@ -23,6 +24,7 @@ ALL_KINDS: tuple[
         | ComputeQuota
         | VirtualMachineMigration
         | MigrationPolicy
+        | ComputeCluster
     ],
     ...,
 ] = (
@@ -34,6 +36,7 @@ ALL_KINDS: tuple[
     ComputeQuota,
     VirtualMachineMigration,
     MigrationPolicy,
+    ComputeCluster,
 )
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "GROUP",
     "VERSION",
     "Appliance",
+    "ComputeCluster",
     "ComputeQuota",
     "Host",
     "KindInfo",
