@@ -133,18 +133,18 @@ def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HASta
         largest_first = sorted(available, key=lambda h: (-h.allocatable.memory, -h.allocatable.cpus, h.name))
         left = _total(h.allocatable for h in largest_first[failures:])
         what = f"{_plural(failures, 'host failure')} tolerated"
-        after = f"the {_plural(len(largest_first[failures:]), 'host')} left after the largest fail"
+        after = f"after {_plural(failures, 'host failure')} (the largest hosts)"
     elif policy == "PercentageReserved":
         needed = 2
         cpu_pct, mem_pct = control.cpu_percent_reserved, control.memory_percent_reserved
         left = Resources(capacity.cpus * (100 - cpu_pct) // 100, capacity.memory * (100 - mem_pct) // 100)
         what = f"{cpu_pct}% of CPUs and {mem_pct}% of memory reserved"
-        after = "the capacity less the reserve"
+        after = "after the reserve"
     else:
         needed = 2
         left = capacity
         what = "no admission control"
-        after = "the capacity"
+        after = "on the available hosts"
     headroom = (left - usage).clamped()
     if not ha.enabled:
         return HAStatus(state="Disabled", message="HA is not enabled", headroom=headroom.to_api())
@@ -158,8 +158,8 @@ def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HASta
             [f"{format_bytes_mi(short.memory)} memory"] if short.memory else []
         )
         message = (
-            f"{what}: short of {' and '.join(parts)}: what runs ({usage.text()}) takes more than {after} "
-            f"offer ({left.text()})"
+            f"{what}: short of {' and '.join(parts)}: what runs ({usage.text()}) exceeds what is left {after} "
+            f"({left.text()})"
         )
         return HAStatus(state="NotProtected", message=message, headroom=headroom.to_api())
     message = f"{what}, {ready_text}: room for {headroom.text()} more"
