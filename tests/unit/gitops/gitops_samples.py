@@ -5,9 +5,10 @@ what the operator writes: ``host_status``, ``pool_status`` and ``switch_status``
 controller's ``_report`` (the one place VM status is written, fed by the pure ``plan_vm``) with a
 fake writer, the Appliance import's status reporter (``_Reporter``, with the same fake writer), and
 the ComputeQuota controller's ``reconcile`` (over a real ``TenancyView`` of sample VMs, same fake
-writer), the VirtualMachineMigration's steps as the operation runner takes them (``advance`` over the
-migration's phases, then ``with_conditions``, as ``MigrationController._step``) with the controller's
-pure ``progress_of``, and the pydantic models for everything.
+writer), the ComputeCluster's pure ``cluster_status`` over sample hosts, the VirtualMachineMigration's
+steps as the operation runner takes them (``advance`` over the migration's phases, then
+``with_conditions``, as ``MigrationController._step``) with the controller's pure ``progress_of``, and
+the pydantic models for everything.
 
 Every kind also gets three derived samples: being deleted, its generation not yet observed, and no
 status at all (just created, the operator has not seen it) — except a kind in :data:`STATES_OF_KIND`,
@@ -28,6 +29,7 @@ from typing import Any
 
 from vdc.api import (
     Appliance,
+    ComputeCluster,
     Host,
     MigrationPolicy,
     StoragePool,
@@ -35,11 +37,13 @@ from vdc.api import (
     VirtualMachineMigration,
     VirtualSwitch,
 )
+from vdc.api.common import LabelSelector
 from vdc.api.conditions import READY, STALLED, Condition, set_kstatus
 from vdc.api.migration import PHASES, VirtualMachineMigrationStatus
 from vdc.api.operation import OperationStatus
 from vdc.api.virtualmachine import RunStrategy
 from vdc.controllers.appliance import ApplianceController, _Reporter
+from vdc.controllers.computecluster import HostSummary, Resources, cluster_status
 from vdc.controllers.computequota import QuotaController
 from vdc.controllers.host import HostObservation, host_status
 from vdc.controllers.migration import progress_of
@@ -419,6 +423,34 @@ def _quota_samples() -> list[Sample]:
     ]
 
 
+# --- ComputeCluster: the pure cluster_status over sample hosts -----------------------------------
+def _cluster_samples() -> list[Sample]:
+    hosts = [
+        HostSummary(f"hv{i}", {"rack": "a"}, ready=True, allocatable=Resources(16, 64 * GIB),
+                    allocated=Resources(4, 16 * GIB))
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+
+    def body(spec: dict[str, Any], hosts: list[HostSummary], others: dict[str, Any] | None = None) -> dict[str, Any]:
+        cluster = ComputeCluster.model_validate({"metadata": _meta("gitops-cluster"), "spec": spec})
+        selectors = {k: LabelSelector.model_validate(v) for k, v in (others or {}).items()}
+        status = cluster_status("gitops-cluster", cluster.spec, hosts, selectors, generation=GENERATION, now=NOW)
+        return {**cluster.to_wire(), "status": status.to_wire()}
+
+    ha = {"enabled": True, "admissionControl": {"policy": "HostFailuresTolerated", "hostFailuresTolerated": 1}}
+    rack = {"hostSelector": {"matchLabels": {"rack": "a"}}, "ha": ha}
+    protected = body(rack, hosts)
+    # Two of three hosts down: nothing to restart on. Not the spec's fault: Ready=False, not Stalled.
+    down = [hosts[0]] + [HostSummary(h.name, h.labels, allocatable=h.allocatable) for h in hosts[1:]]
+    exposed = body(rack, down)
+    clash = body(rack, hosts, {"everything": {}})
+    return [
+        Sample("ComputeCluster", "protected", "ready", protected),
+        Sample("ComputeCluster", "not-protected", "working", exposed, "needs at least 2 hosts Ready"),
+        Sample("ComputeCluster", "host-in-two-clusters", "stalled", clash, "make the hostSelectors disjoint"),
+    ]
+
+
 # --- VirtualMachineMigration: the operation runner's steps --------------------------------------
 MIGRATED = "operation failed: migration out job: unexpectedly failed"
 """libvirt's error of the failed migration sample."""
@@ -576,6 +608,7 @@ def samples() -> tuple[Sample, ...]:
         _appliance_samples(),
         _vm_samples(),
         _quota_samples(),
+        _cluster_samples(),
         _migration_samples(),
     ):
         result += per_kind
