@@ -54,6 +54,30 @@ class HostFiles(ApiModel):
     )
 
 
+class RedfishEndpoint(ApiModel):
+    """A DMTF Redfish service (the host's BMC) and the ComputerSystem in it that is this host."""
+
+    endpoint: Annotated[
+        str, StringConstraints(min_length=1, max_length=1024, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    ] = field("Base URL of the Redfish service, e.g. https://bmc-hv1.example.com (/redfish/v1 is added).")
+    system_id: ShortText | None = field(
+        "The ComputerSystem's Id in that service. Default: the service's only system.", default=None
+    )
+    credentials_secret_ref: SecretRef | None = field(
+        "Secret with keys username and password (and ca.crt: the CA that signed the service's certificate). "
+        "Never logged.",
+        default=None,
+    )
+    verify_tls: bool = field("Verify the service's TLS certificate (against ca.crt when given).", default=True)
+
+
+class PowerManagement(ApiModel):
+    """Out-of-band power control: what fences the host (powers it off for sure) before HA restarts its VMs
+    elsewhere, and what powers it on again."""
+
+    redfish: RedfishEndpoint = field("The host's Redfish service.")
+
+
 class HostSpec(ApiModel):
     """Desired state of a libvirt host."""
 
@@ -109,6 +133,12 @@ class HostSpec(ApiModel):
     host_files: HostFiles = field(
         "Host directories tenants may take files from (kernels, initrds, OVAs). Default: none.",
         default_factory=HostFiles,
+        update="live",
+    )
+    power_management: PowerManagement | None = field(
+        "Out-of-band power control (Redfish). Without it a failed host cannot be fenced and its VMs are not "
+        "restarted elsewhere (they stay Unknown).",
+        default=None,
         update="live",
     )
     power_state: Literal["On", "Standby"] = field(
@@ -250,6 +280,51 @@ class Evacuation(ApiModel):
     )
 
 
+POWER_ACTION_ANNOTATION = "vdc.dev/power-action"
+"""Set on a Host to On, ForceOff, ForceRestart or GracefulShutdown to have the operator send that Redfish
+reset once; the operator records the result in status.power.lastAction and an Event, then removes it."""
+
+
+class PowerAction(ApiModel):
+    """A Redfish reset the operator sent, and what came of it."""
+
+    action: ShortText = field("On, ForceOff, ForceRestart or GracefulShutdown.")
+    reason: ShortText = field("Who asked: Annotation (an admin), Fencing (HA).")
+    result: Literal["Succeeded", "Failed"] = field("Whether the service accepted it.")
+    time: ShortText = field("When it was sent (RFC 3339).")
+    message: Annotated[str, StringConstraints(max_length=1024)] = field("The service's answer.", default="")
+
+
+class HostPower(ApiModel):
+    """The host's power as its Redfish service reports it."""
+
+    state: Literal["On", "Off", "PoweringOn", "PoweringOff", "Unknown"] | None = field(
+        "Power state at checkedAt (None: the service could not be asked; see error).", default=None
+    )
+    checked_at: ShortText | None = field("When the service was last asked (RFC 3339).", default=None)
+    error: Annotated[str, StringConstraints(max_length=1024)] | None = field(
+        "Why the service could not be asked.", default=None
+    )
+    last_action: PowerAction | None = field("The last reset sent.", default=None)
+
+
+class HostHealth(ApiModel):
+    """The host as HA judges it. Healthy: libvirt answers. Suspect: libvirt does not answer, but nothing
+    else says the host is down (a partition, a stuck libvirtd): its VMs are left alone. Failed: a second
+    signal agrees (the failure timeout passed with no power management to ask): not fenced, so its VMs stay
+    Unknown. Fenced: its Redfish service reports it Off: its VMs restart elsewhere. Recovering: it answers
+    again and its stale domains (of VMs that run elsewhere now) are being removed before it is Ready."""
+
+    state: Literal["Healthy", "Suspect", "Failed", "Fenced", "Recovering"] = field("See above.")
+    since: ShortText | None = field("When the host entered this state (RFC 3339).", default=None)
+    message: Annotated[str, StringConstraints(max_length=1024)] = field("Why, and what happens next.", default="")
+    stale_domains_removed: list[ShortText] = field(
+        "Domains removed from the host when it came back (their VMs run elsewhere).",
+        default_factory=list,
+        max_length=ORPHANS_LISTED,
+    )
+
+
 class HostStatus(ApiModel):
     """Observed state of a libvirt host."""
 
@@ -273,6 +348,8 @@ class HostStatus(ApiModel):
         "Our domains and volumes whose VirtualMachine no longer exists: never removed unless asked.", default=None
     )
     last_seen: str | None = field("When the host last answered (RFC 3339).", default=None)
+    power: HostPower | None = field("Power, from spec.powerManagement.", default=None)
+    ha: HostHealth | None = field("The host's health as HA judges it.", default=None)
     evacuation: Evacuation | None = field(
         "Progress of the evacuation while the host is in maintenance (written by the evacuation, not the host "
         "controller).",
@@ -294,6 +371,8 @@ class Host(Resource):
             PrinterColumn("CPUs", ".status.capacity.cpus", type="integer"),
             PrinterColumn("Memory", ".status.capacity.memory"),
             PrinterColumn("VMs", ".status.domains.managed", type="integer"),
+            PrinterColumn("Health", ".status.ha.state"),
+            PrinterColumn("Power", ".status.power.state", priority=1),
             PrinterColumn("Orphan Domains", ".status.orphans.domainCount", type="integer", priority=1),
             PrinterColumn("Orphan Volumes", ".status.orphans.volumeCount", type="integer", priority=1),
             PrinterColumn("URI", ".spec.uri", priority=1),

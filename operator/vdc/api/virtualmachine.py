@@ -153,6 +153,24 @@ class Boot(ApiModel):
     kernel: KernelBoot | None = field("Boot a kernel directly.", default=None, update="restart")
 
 
+RESTART_PRIORITIES = ("Disabled", "Low", "Medium", "High", "Highest")
+
+
+class Availability(ApiModel):
+    """HA restart policy (vSphere HA's VM restart priority and orchestration)."""
+
+    restart_priority: Literal["Disabled", "Low", "Medium", "High", "Highest"] = field(
+        "Whether and how early the VM is restarted on another host when its host fails and is fenced: VMs of "
+        "a higher priority on the same failed host are restarted first. Disabled: never restarted elsewhere.",
+        default="Medium",
+    )
+    restart_after: list[Name] = field(
+        "VMs of this namespace that must be Running before this one is restarted by HA (restart order).",
+        default_factory=list,
+        max_length=16,
+    )
+
+
 class Console(ApiModel):
     """The guest's serial console."""
 
@@ -456,6 +474,9 @@ class VirtualMachineSpec(ApiModel):
         "Hosts the VM may run on (by Host labels).", default_factory=LabelSelector, update="restart"
     )
     qos: Qos | None = field("CPU QoS.", default=None, update="live")
+    availability: Availability = field(
+        "What HA does when the VM's host fails and is fenced.", default_factory=Availability, update="live"
+    )
     eviction_strategy: Literal["LiveMigrate", "LiveMigrateIfPossible", "Shutdown", "None"] = field(
         "What happens to the running VM when its host enters maintenance: LiveMigrate (moved to another host; "
         "while it cannot be, it blocks the evacuation), LiveMigrateIfPossible (moved, else shut down), Shutdown "

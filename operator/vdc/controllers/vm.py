@@ -50,6 +50,7 @@ from vdc.controllers.disk_sources import (
 )
 from vdc.controllers.errors import DeletionWaits, ReportedFailure, first_line
 from vdc.controllers.host import HostController
+from vdc.controllers.host_health import RestartCandidate, refusal, waiting_for
 from vdc.controllers.virtualswitch import SwitchController, allocation_for, libvirt_network_name
 from vdc.controllers.vm_appliance import (
     ApplianceMismatch,
@@ -105,6 +106,8 @@ DOMAIN_ON_SEVERAL_HOSTS = "DomainOnSeveralHosts"
 """Stalled reason: the VM has no host in status and more than one host holds its domain."""
 STOPPING_POLL_SECONDS = 2.0
 UNREACHABLE_POLL_SECONDS = 15.0
+HA_WAIT_SECONDS = 2.0
+"""How often a VM waiting for its turn to be restarted by HA (priority, order) looks again."""
 
 
 class DeletionBlocked(DeletionWaits):
@@ -350,6 +353,8 @@ class VmController:
             if holders:
                 host = holders[0]
                 self.cluster.reserve(body, host)  # counted (quota, capacity) before its status says so
+        if host is not None and not self._connected(host):
+            host = await self._failover(body, inputs, old, host)
         if host is not None and (refused := self.tenancy.host_files_refusal(host, ref.namespace, inputs.host_files)):
             raise Halt(Outcome(ref, "Failed", "Failed", "AccessDenied", refused))
         if host is not None:
@@ -361,6 +366,66 @@ class VmController:
         await self.report(body, old, Outcome(ref, "Provisioning", "InProgress", "Provisioning", placed, host=host,
                                              events=(Event("Scheduled", why),)))  # fmt: skip
         return host
+
+    def _health(self, host: str) -> tuple[str, str]:
+        """(state, message) of HA's judgement of ``host`` (vdc.controllers.host_health), from its status."""
+        ha = ((self.hosts.get(("", host)) or {}).get("status") or {}).get("ha") or {}
+        return str(ha.get("state") or "Healthy"), str(ha.get("message") or "")
+
+    def _restart_candidate(self, body: dict[str, Any]) -> RestartCandidate:
+        spec = body.get("spec") or {}
+        availability = spec.get("availability") or {}
+        shared = {str(p["metadata"]["name"]) for p in self.pools if (p.get("spec") or {}).get("shared")}
+        disks = (body.get("status") or {}).get("disks") or []
+        local = sorted({str(d["pool"]) for d in disks if d.get("pool") and d["pool"] not in shared})
+        return RestartCandidate(
+            namespace=str(body["metadata"].get("namespace")),
+            name=str(body["metadata"].get("name")),
+            priority=str(availability.get("restartPriority") or "Medium"),
+            wants_running=spec.get("runStrategy", "Always") != "Halted",
+            pinned=bool(spec.get("host")),
+            local_pools=tuple(local),
+            restart_after=tuple(availability.get("restartAfter") or ()),
+        )
+
+    async def _failover(self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, host: str) -> str:
+        """The VM's host is unreachable. Only when HA judged it Fenced (powered off for sure) is the VM placed
+        on another host, once, written to status before anything is made there (a crash from then on goes on
+        there); until then it stays Unknown with HA's reason. See vdc.controllers.host_health."""
+        ref = inputs.ref
+        state, why = self._health(host)
+        if state != "Fenced":
+            if state in ("Suspect", "Failed"):
+                message = f"host {host} is unreachable ({state}): {why}"
+                raise Halt(Outcome(ref, "Unknown", "Unknown", "HostUnreachable", message, host=host),
+                           UNREACHABLE_POLL_SECONDS)  # fmt: skip
+            return host  # provisioning says it is unreachable
+        candidate = self._restart_candidate(body)
+        refused = refusal(candidate, host)
+        if refused is not None:
+            raise Halt(
+                Outcome(ref, "Unknown", "Unknown", "NotRestartable", refused, host=host), UNREACHABLE_POLL_SECONDS
+            )
+        if candidate.wants_running:
+            others = [
+                c for b in self.vms if b["metadata"].get("uid") != ref.uid and self.host_of(b) == host
+                and (c := self._restart_candidate(b)).wants_running and refusal(c, host) is None
+            ]  # fmt: skip
+            running = {(str(b["metadata"].get("namespace")), str(b["metadata"].get("name"))) for b in self.vms
+                       if (b.get("status") or {}).get("phase") == "Running"}  # fmt: skip
+            waits = waiting_for(candidate, others, running)
+            if waits is not None:
+                message = f"host {host} failed and is fenced; the restart waits for {waits}"
+                raise Halt(Outcome(ref, "Unknown", "Unknown", "WaitingToRestart", message, host=host), HA_WAIT_SECONDS)
+        target, why_there = self._schedule(body, inputs)
+        message = f"host {host} failed and was fenced: restarting the VM on {target} ({why_there})"
+        disks = [d.model_copy(update={"host": target}) for d in old.disks]
+        events = (Event("HaRestart", message, warning=True),)
+        outcome = Outcome(
+            ref, "Provisioning", "InProgress", "HaRestart", message, host=target, disks=disks, events=events
+        )
+        await self.report(body, old, outcome)
+        return target
 
     def _schedule(self, body: dict[str, Any], inputs: Inputs) -> tuple[str, str]:
         """A host for the VM (and why), assumed at once; Halt when quota or capacity refuse it.

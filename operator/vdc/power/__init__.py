@@ -1,0 +1,1 @@
+"""Out-of-band power management of hosts (the Redfish boundary)."""

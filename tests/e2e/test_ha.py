@@ -1,0 +1,115 @@
+"""Host HA with fencing, on three rig hosts with a shared pool and a Redfish endpoint per host (real QEMU).
+
+Power a host off through its Redfish endpoint (as a power loss would: its libvirtd and QEMUs die): the
+operator sees the connection go (Suspect), asks Redfish (Off: Fenced), and restarts the host's VMs on the
+others, each exactly once (every QEMU process on the machine is counted). When the host is powered on again,
+its stale domains are removed before it is Ready. A host whose libvirtd stops answering while its power is On
+(a partition) is Suspect only: nothing is restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sushy
+from migration_site import SHARED_POOL, Site, migration_site, qemu_processes, wait_counting
+
+import rig
+from conftest import Datacenter, wait_until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the rig needs root")
+
+
+@pytest.fixture(scope="module")
+def site(datacenter: Datacenter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    state = tmp_path_factory.mktemp("ha-rig")
+    with migration_site(datacenter, state) as s:
+        url = rig.start_redfish(state, s.prefix)
+        try:
+            for name in s.names:
+                patch = {"spec": {"powerManagement": {"redfish": {"endpoint": url, "systemId": name}}}}
+                datacenter.cp.kubectl("patch", "host", name, "--type=merge", "-p", json.dumps(patch))
+            for name in s.names:
+                wait_until(f"host {name} power On", lambda n=name: (
+                    ((datacenter.get("host", n) or {}).get("status") or {}).get("power") or {}).get("state") == "On",
+                    timeout=60)  # fmt: skip
+            yield s
+        finally:
+            rig.stop_redfish(state, s.prefix)
+
+
+def health(site: Site, host: str) -> dict[str, object]:
+    return dict(((site.dc.get("host", host) or {}).get("status") or {}).get("ha") or {})
+
+
+def system(site: Site, host: str) -> sushy.resources.system.system.System:
+    return sushy.Sushy(rig.redfish_url(site.state) + "/redfish/v1/").get_system(f"/redfish/v1/Systems/{host}")
+
+
+def test_a_host_that_loses_power_has_its_vms_restarted_elsewhere_exactly_once(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("ha-web", SHARED_POOL))
+    before = dc.wait_ready("ha-web", timeout=180)
+    victim, domain = before["status"]["host"], before["status"]["domainName"]
+    wait_counting(site, victim, domain)
+    marker = before["metadata"]["annotations"]["e2e/marker"]
+
+    started = time.monotonic()
+    system(site, victim).reset_system(sushy.RESET_FORCE_OFF)  # a power loss: libvirtd and QEMUs of that host die
+    assert site.running_on(domain) == [] and qemu_processes(domain) == 0
+
+    def elsewhere() -> dict[str, object] | None:
+        vm = dc.vm("ha-web")
+        status = (vm or {}).get("status") or {}
+        return vm if status.get("host") not in (None, victim) and status.get("phase") == "Running" else None
+
+    moved: dict[str, object] = wait_until("ha-web running on another host", elsewhere, timeout=180)
+    took = time.monotonic() - started
+    print(f"power-off to Running elsewhere: {took:.1f}s")
+    target = moved["status"]["host"]  # type: ignore[index]
+    assert health(site, victim).get("state") == "Fenced", health(site, victim)
+    for _ in range(10):  # exactly one copy, and it stays one
+        assert site.running_on(domain) == [target] and qemu_processes(domain) == 1
+        time.sleep(0.5)
+    wait_until("the disk's data read on the new host",
+               lambda: f"VDC-DISK=VDC-DATA={marker}" in site.console(target, domain), timeout=120)  # fmt: skip
+    events = dc.cp.kubectl("get", "events", "-n", dc.namespace, "--field-selector",
+                           "involvedObject.name=ha-web", "-o", "jsonpath={.items[*].reason}")  # fmt: skip
+    assert "HaRestart" in events
+
+    system(site, victim).reset_system(sushy.RESET_ON)  # the host comes back, with the old domain defined
+    back = wait_until(f"host {victim} Healthy again",
+                      lambda: (h := health(site, victim)).get("state") == "Healthy" and h, timeout=240)  # fmt: skip
+    assert domain in str(back.get("staleDomainsRemoved")), back
+    wait_until(f"host {victim} Ready", lambda: (dc.condition(dc.get("host", victim), "Ready") or {})
+               .get("status") == "True", timeout=60)  # fmt: skip
+    assert site.defined_on(domain) == [target] and site.running_on(domain) == [target]
+    assert qemu_processes(domain) == 1
+
+
+def test_a_partitioned_host_whose_power_is_on_keeps_its_vms(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("ha-part", SHARED_POOL))
+    vm = dc.wait_ready("ha-part", timeout=180)
+    host, domain = vm["status"]["host"], vm["status"]["domainName"]
+    pids = dict(line.split()[:2] for line in (Path(site.state) / "hosts" / host / "pids").read_text().splitlines()
+                if len(line.split()) >= 2)  # fmt: skip
+    libvirtd = int(pids["libvirtd"])
+    os.kill(libvirtd, signal.SIGSTOP)  # the operator's path to the host is gone; the host and its guests live
+    try:
+        wait_until(f"host {host} Suspect", lambda: health(site, host).get("state") == "Suspect", timeout=120)
+        assert "Redfish service reports the host On" in str(health(site, host).get("message"))
+        time.sleep(15)  # longer than detection and a restart would take
+        assert health(site, host).get("state") == "Suspect"
+        assert (dc.vm("ha-part") or {})["status"]["host"] == host
+        assert qemu_processes(domain) == 1
+    finally:
+        os.kill(libvirtd, signal.SIGCONT)
+    wait_until(f"host {host} Healthy", lambda: health(site, host).get("state") == "Healthy", timeout=120)
+    assert site.running_on(domain) == [host] and qemu_processes(domain) == 1
