@@ -7,8 +7,9 @@ top=$(cd "$here/.." && pwd)
 export VDC_STATE=${VDC_STATE:-$top/.vdc}
 export VDC_HOST_PREFIX=${VDC_HOST_PREFIX:-vdc-host}
 HOSTS=${VDC_DEMO_HOSTS:-2}
-# Kinds whose controllers exist: the demo waits for their examples to be Ready.
-RECONCILED_KINDS=${VDC_RECONCILED_KINDS:-host storagepool virtualswitch appliance virtualmachine}
+# Kinds whose controllers exist: the demo waits for their examples to be Ready (the example
+# ComputeCluster tolerates one host failure: Ready with two hosts or more).
+RECONCILED_KINDS=${VDC_RECONCILED_KINDS:-host storagepool virtualswitch appliance virtualmachine$([ "$HOSTS" -lt 2 ] || echo " computecluster")}
 log() { printf '[demo] %s\n' "$*" >&2; }
 
 operator_pid() {

@@ -197,7 +197,7 @@ def test_install_creates_every_object(installed: rig.ControlPlane) -> None:
     crds = installed.get_json("crd", "-l", "app.kubernetes.io/part-of=vdc-operator")["items"]
     assert {c["spec"]["names"]["kind"] for c in crds} == {
         "Host", "StoragePool", "VirtualSwitch", "Appliance", "VirtualMachine", "ComputeQuota",
-        "VirtualMachineMigration", "MigrationPolicy",
+        "VirtualMachineMigration", "MigrationPolicy", "ComputeCluster",
     }  # fmt: skip
     status = json.loads(helmchart.helm(installed, "status", "full", "-n", ns, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"

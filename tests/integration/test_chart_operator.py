@@ -165,6 +165,9 @@ def test_operator_runs_with_only_the_chart_service_account(cp: rig.ControlPlane,
          "spec": {"bandwidth": "64Mi"}},
         {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualMachineMigration",
          "metadata": {"name": "mig1", "namespace": TENANT}, "spec": {"vm": "vm1"}},
+        {"apiVersion": "vdc.dev/v1alpha1", "kind": "ComputeCluster", "metadata": {"name": "chart-cluster"},
+         "spec": {"hostSelector": {"matchExpressions": [{"key": "vdc.dev/chart-test", "operator": "DoesNotExist"}]},
+                  "ha": {"enabled": True, "admissionControl": {"policy": "HostFailuresTolerated"}}}},
     )  # fmt: skip
 
     env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig(cp, tmp_path / "sa.kubeconfig"))}
@@ -220,6 +223,9 @@ def _check_audit(cp: rig.ControlPlane) -> None:
     # but the watch (the operator only reads them)
     assert {(GROUP, "virtualmachinemigrations/status", "patch"), (GROUP, "virtualmachinemigrations", "get")} <= made
     assert {v for g, r, v in made if g == GROUP and r.startswith("migrationpolicies")} == {"list", "watch"}
+    # a cluster's status written; nothing else on ComputeClusters but the watch
+    assert {v for g, r, v in made if g == GROUP and r == "computeclusters"} == {"list", "watch"}
+    assert (GROUP, "computeclusters/status", "patch") in made
 
 
 def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: int) -> None:
@@ -257,6 +263,8 @@ def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: i
     ready = condition(get(cp, "virtualmachine", "vm1", "-n", TENANT), "Ready")
     assert ready and ready["status"] == "False" and ready["reason"] == "AccessDenied", ready
 
+    _check_clusters(cp, alive)
+
     # Events (create) in the tenant's namespace and for cluster-scoped objects.
     def events(ns: str) -> list[dict[str, Any]]:
         return [e for e in cp.get_json("events", "-n", ns)["items"] if e.get("reportingComponent") == "vdc-operator"]
@@ -276,4 +284,35 @@ def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: i
         wait_until(f"{args[0]} deleted", lambda args=args: alive() and get(cp, *args) is None)
     cp.kubectl("delete", "host", "gone", "gone-with-creds")
     cp.kubectl("delete", "migrationpolicies.vdc.dev", "chart-policy")
+    cp.kubectl("delete", "computeclusters.vdc.dev", "chart-cluster")
     alive()
+
+
+def _check_clusters(cp: rig.ControlPlane, alive: Callable[[], bool]) -> None:
+    """ComputeCluster status from the Host cache: both unreachable Hosts are members, none Ready, so HA is not
+    protected (Ready=False, not Stalled). A second cluster selecting the same Hosts stalls both
+    (HostInTwoClusters, each naming the other); deleting it frees the Hosts again."""
+
+    def cluster(name: str, reason: str) -> dict[str, Any] | None:
+        alive()
+        body = get(cp, "computeclusters.vdc.dev", name)
+        ready = condition(body, "Ready")
+        return body if ready and ready["status"] == "False" and ready["reason"] == reason else None
+
+    body = wait_until("ComputeCluster chart-cluster NotProtected", lambda: cluster("chart-cluster", "NotProtected"))
+    status = body["status"]
+    assert status["hosts"] == ["gone", "gone-with-creds"] and status["readyHosts"] == 0, status
+    assert status["ha"]["state"] == "NotProtected" and "needs at least 2 hosts" in status["ha"]["message"], status
+    assert (condition(body, "Stalled") or {}).get("status") == "False"
+    apply(cp, {"apiVersion": "vdc.dev/v1alpha1", "kind": "ComputeCluster", "metadata": {"name": "chart-other"},
+               "spec": {}})  # fmt: skip
+    for name, other in (("chart-cluster", "chart-other"), ("chart-other", "chart-cluster")):
+        body = wait_until(f"{name} HostInTwoClusters", lambda name=name: cluster(name, "HostInTwoClusters"))
+        assert body["status"]["hostCount"] == 0
+        assert {c["host"]: c["otherClusters"] for c in body["status"]["conflicts"]} == {
+            "gone": [other], "gone-with-creds": [other]
+        }, body["status"]  # fmt: skip
+        assert (condition(body, "Stalled") or {}).get("status") == "True"
+    cp.kubectl("delete", "computeclusters.vdc.dev", "chart-other")
+    body = wait_until("chart-cluster freed", lambda: cluster("chart-cluster", "NotProtected"))
+    assert body["status"]["hostCount"] == 2 and not body["status"].get("conflicts"), body["status"]
