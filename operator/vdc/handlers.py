@@ -192,6 +192,13 @@ def _on_connection_change(memo: kopf.Memo, host: str) -> None:
         rt.vm_queue.add(key)
 
 
+def _on_health_change(rt: Runtime, host: str, state: str) -> None:
+    """HA judged a host anew (Suspect, Fenced, back …): its VMs say so, or restart elsewhere."""
+    log.info("host %s: %s", host, state)
+    for key in rt.cluster.vms_on(host):
+        rt.vm_queue.add(key)
+
+
 async def _resync(rt: Runtime) -> None:
     """A slow, jittered safety net; events do the real work."""
     first = True
@@ -364,6 +371,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     )
     migration_controller.requeue = rt.migration_queue.add
     memo.runtime = rt  # before anything runs that looks for it
+    host_controller.on_health_change = functools.partial(_on_health_change, rt)
     rt.host_queue.start()
     rt.first_sight_queue.start()
     rt.pool_queue.start()

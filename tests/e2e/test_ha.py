@@ -62,7 +62,7 @@ def test_a_host_that_loses_power_has_its_vms_restarted_elsewhere_exactly_once(si
 
     started = time.monotonic()
     system(site, victim).reset_system(sushy.RESET_FORCE_OFF)  # a power loss: libvirtd and QEMUs of that host die
-    assert site.running_on(domain) == [] and qemu_processes(domain) == 0
+    wait_until("the guest gone with its host", lambda: qemu_processes(domain) == 0, timeout=30)
 
     def elsewhere() -> dict[str, object] | None:
         vm = dc.vm("ha-web")
@@ -112,4 +112,33 @@ def test_a_partitioned_host_whose_power_is_on_keeps_its_vms(site: Site) -> None:
     finally:
         os.kill(libvirtd, signal.SIGCONT)
     wait_until(f"host {host} Healthy", lambda: health(site, host).get("state") == "Healthy", timeout=120)
+    assert site.running_on(domain) == [host] and qemu_processes(domain) == 1
+
+
+def test_without_power_management_a_dead_hosts_vms_stay_unknown_not_doubled(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("ha-nofence", SHARED_POOL))
+    vm = dc.wait_ready("ha-nofence", timeout=180)
+    host, domain = vm["status"]["host"], vm["status"]["domainName"]
+    endpoint = dc.get("host", host)["spec"]["powerManagement"]  # type: ignore[index]
+    dc.cp.kubectl("patch", "host", host, "--type=json", "-p", '[{"op":"remove","path":"/spec/powerManagement"}]')
+    try:
+        wait_until(f"host {host} without power status",
+                   lambda: "power" not in ((dc.get("host", host) or {}).get("status") or {}), timeout=60)  # fmt: skip
+        site.power_off(host)  # nobody can tell the operator it is off
+        failed = wait_until(f"host {host} Failed", lambda: (h := health(site, host)).get("state") == "Failed" and h,
+                            timeout=180)  # fmt: skip
+        assert "no spec.powerManagement" in str(failed["message"])
+        unknown = wait_until("ha-nofence Unknown, saying why", lambda: (v := dc.vm("ha-nofence")) and
+                             "powerManagement" in str(v["status"].get("conditions")) and v, timeout=60)  # fmt: skip
+        assert unknown["status"]["host"] == host and unknown["status"]["phase"] == "Unknown"
+        time.sleep(10)
+        assert (dc.vm("ha-nofence") or {})["status"]["host"] == host  # not restarted elsewhere
+        assert qemu_processes(domain) == 0 and site.running_on(domain) == []
+    finally:
+        rig.start_libvirt_hosts(site.state, 3, site.prefix)  # the host comes back
+        patch = {"spec": {"powerManagement": endpoint}}
+        dc.cp.kubectl("patch", "host", host, "--type=merge", "-p", json.dumps(patch))
+    wait_until("ha-nofence running again on its host", lambda: (v := dc.vm("ha-nofence")) and
+               v["status"].get("phase") == "Running" and v["status"].get("host") == host, timeout=180)  # fmt: skip
     assert site.running_on(domain) == [host] and qemu_processes(domain) == 1

@@ -69,8 +69,9 @@ def judge(s: HealthSignals) -> Judgement:
         return Judgement("Suspect", f"libvirt does not answer; {why}; Failed {s.failure_timeout:.0f}s after this began")
     missing = (f"the Redfish service cannot confirm it is off ({s.power_error or s.power})" if s.power_managed
                else "no spec.powerManagement to fence it with")  # fmt: skip
-    return Judgement("Failed", f"libvirt has not answered for {s.suspect_for:.0f}s; not fenced: {missing}, so its "
-                     "VMs are not restarted elsewhere (they stay Unknown)")  # fmt: skip
+    silent = f"libvirt has not answered for over {s.failure_timeout:.0f}s"
+    return Judgement("Failed", f"{silent}; not fenced: {missing}, so its VMs are not restarted elsewhere (they stay "
+                     "Unknown)")  # fmt: skip
 
 
 PRIORITY_RANK = {"Disabled": 0, "Low": 1, "Medium": 2, "High": 3, "Highest": 4}

@@ -37,6 +37,10 @@ OPEN_TIMEOUT_SECONDS = 30.0
 CLOSE_WAIT_SECONDS = 60.0
 """How long closing a lost connection waits for the calls still running on it."""
 
+class _LostDuringCall(HostUnreachable):
+    """The connection was found lost while a call waited on it (already marked lost: nothing to add)."""
+
+
 _event_impl_lock = threading.Lock()
 _event_impl_loop: asyncio.AbstractEventLoop | None = None
 
@@ -145,8 +149,14 @@ class HostConnection:
         started = time.perf_counter()
         self._in_flight += 1  # the connection is not closed under a call (libvirt-python would crash)
         self._idle.clear()
+        future = loop.run_in_executor(self._long_executor if long_running else self._executor, fn, conn)
+        future.add_done_callback(self._call_returned)  # counted until the thread is out of libvirt
         try:
-            result = await loop.run_in_executor(self._long_executor if long_running else self._executor, fn, conn)
+            if not long_running:  # a migration's outcome is libvirt's to say, however long it takes
+                await self._unless_lost(future)
+            result = await future
+        except _LostDuringCall:
+            raise
         except libvirt.libvirtError as exc:
             LIBVIRT_CALL_ERRORS.labels(self.name).inc()
             failure = translate(exc)
@@ -163,11 +173,26 @@ class HostConnection:
             raise
         finally:
             LIBVIRT_CALL_DURATION.labels(self.name).observe(time.perf_counter() - started)
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
         self.last_seen = datetime.now(UTC)
         return result
+
+    def _call_returned(self, _future: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+    async def _unless_lost(self, future: asyncio.Future[Any]) -> None:
+        """Wait for ``future`` unless the connection is found lost first (the heartbeat, the close callback):
+        then the caller hears HostUnreachable at once, not when a hung host resumes. The thread stays in
+        libvirt until it returns (the connection is not closed under it)."""
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({future, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not future.done():
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # its outcome is nobody's now
+            raise _LostDuringCall(f"host {self.name}: connection lost during the call: {self.last_error}")
 
     def _mark_lost(self, reason: str) -> None:
         if self._conn is not None:
