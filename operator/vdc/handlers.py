@@ -293,6 +293,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     evacuation_controller = EvacuationController(hosts, vms, migrations, cluster, writer)
     computeclusters = ObjectCache()
     computecluster_controller = ComputeClusterController(computeclusters, hosts, writer)
+    vm_controller.admission_refusals = cluster_module.admission_hook(computeclusters, hosts, cluster)
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
               "migrationpolicies": policies, "computeclusters": computeclusters}  # fmt: skip

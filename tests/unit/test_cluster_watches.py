@@ -91,3 +91,11 @@ def test_switch_pool_appliance_namespace_and_quota_changes(view: ClusterView) ->
     assert fan_out(view, "Namespace", event("MODIFIED", obj("t"), obj("t"))) == {}
     assert fan_out(view, "ComputeQuota", event("MODIFIED", obj("q", "t"), own=True)) == {}
     assert fan_out(view, "ComputeQuota", event("MODIFIED", obj("q", "t"))) == {"vms": [("t", "waiting")]}
+
+
+def test_a_compute_cluster_change_requeues_the_unplaced_vms(view: ClusterView) -> None:
+    unplaced = [("t", "waiting"), ("u", "other")]
+    prod = obj("prod", spec={"ha": {"enabled": True}})
+    assert fan_out(view, "ComputeCluster", event("MODIFIED", prod, prod)) == {"vms": unplaced}  # admission control
+    assert fan_out(view, "ComputeCluster", event("DELETED", prod, prod)) == {"vms": unplaced}
+    assert fan_out(view, "ComputeCluster", event("MODIFIED", prod, prod, own=True)) == {}  # its status write

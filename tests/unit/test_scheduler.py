@@ -191,6 +191,31 @@ def test_host_files_must_be_allowed_to_the_namespace() -> None:
     assert "/etc/shadow outside" in only(shadow, host("h1", host_files=tiny)).rejected["h1"]
 
 
+def test_a_host_whose_cluster_admission_control_refuses_the_vm_is_rejected_last() -> None:
+    refused = "ComputeCluster prod: admission control (1 host failure tolerated) leaves ..."
+    assert only(request(), host("h1", admission_refusal=None)).host == "h1"
+    assert only(request(), host("h1", admission_refusal=refused)).rejected == {"h1": refused}
+    assert only(request(), host("h1", ready=False, admission_refusal=refused)).rejected == {"h1": "not ready"}
+    pinned = only(request(pinned_host="h1"), host("h1", admission_refusal=refused))
+    assert pinned.reason == f"0/1 hosts fit: pinned host 'h1' does not fit: {refused}"
+
+
+def test_an_admission_refusal_is_said_once_in_the_failure_message() -> None:
+    prod = "ComputeCluster prod: admission control (...) leaves 0 vCPUs and 0Mi free; ..."
+    test = "ComputeCluster test: admission control (...) leaves 1 vCPU and 1Gi free; ..."
+    hosts = [
+        host("a", admission_refusal=prod),
+        host("b", admission_refusal=prod),
+        host("c", admission_refusal=test),
+        host("d", maintenance=True),
+    ]
+    result = place(request(), hosts)
+    assert result.reason == (
+        f"0/4 hosts fit: 3 would break their ComputeCluster's admission control, 1 in maintenance; {prod}; {test}"
+    )
+    assert place(request(), [*hosts, host("e")]).host == "e"
+
+
 def test_filters_are_a_named_extendable_list() -> None:
     names = [f.__name__ for f in FILTERS]
     assert names == [
@@ -204,6 +229,7 @@ def test_filters_are_a_named_extendable_list() -> None:
         "pools_fit",
         "switches_present",
         "images_present",
+        "admission_control",
     ]
     assert check(request(), host("h1")) is None
     assert check(request(), host("h1", ready=False), filters=[placement.cpu_fits]) is None

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from vdc.api.virtualmachine import VirtualMachine
+from vdc.controllers.computecluster import admission_hook
 from vdc.controllers.errors import ReportedFailure
 from vdc.controllers.evacuation import maintenance_stop
 from vdc.controllers.storagepool import libvirt_pool_name
@@ -439,3 +440,34 @@ def test_deleting_a_vm_made_from_an_appliance_deletes_its_overlay_even_with_the_
     outcome = asyncio.run(rig.controller.delete(vm))
     assert volume in outcome
     assert storage.observe_volume(raw, pool, volume) is None
+
+
+def test_a_vm_that_would_break_its_cluster_s_admission_control_is_not_placed_until_it_fits(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True), ("hv2", True))  # 8 CPUs, 8Gi each: one failure tolerated leaves 8, 8Gi
+    clusters = ObjectCache()
+    prod = {
+        "metadata": {"name": "prod"},
+        "spec": {"ha": {"enabled": True, "admissionControl": {"policy": "HostFailuresTolerated"}}},
+    }
+    clusters.upsert(prod)
+    rig.controller.admission_refusals = admission_hook(clusters, rig.controller.hosts, rig.controller.cluster)
+    first = rig.add(vm_body(cpu={"count": 6}))
+    rig.reconcile(first)
+    assert rig.status(first)["phase"] == "Running"
+    second = vm_body(cpu={"count": 4})
+    second["metadata"]["name"] = "db"
+    rig.add(second)
+    rig.reconcile(second)  # room on the other host, but not once a host's worth is kept free
+    status = rig.status(second)
+    assert status["phase"] == "Scheduling" and not status.get("host")
+    scheduled = rig.condition(second, "Scheduled")
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+    assert scheduled["message"] == (
+        "0/2 hosts fit: 1 has too little CPU (need 4, 2 free on hv1), 1 would break its ComputeCluster's admission "
+        "control; ComputeCluster prod: admission control (1 host failure tolerated) leaves 2 vCPUs and 7.9Gi free; "
+        "the VM asks 4 vCPUs and 64Mi (2 vCPUs short)"
+    )
+    assert "FailedScheduling" in rig.reasons()
+    clusters.upsert({**prod, "spec": {"ha": {"enabled": False}}})  # the watch requeues it: it fits now
+    rig.reconcile(second)
+    assert rig.status(second)["phase"] == "Running" and rig.status(second)["host"] == "hv2"

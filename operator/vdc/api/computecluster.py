@@ -1,8 +1,8 @@
 """ComputeCluster: Hosts chosen by a label selector, pooled, with an HA policy (cluster-scoped).
 
-For now the operator only reports on a cluster: its members, their capacity and use, and whether the HA
-admission-control policy holds. Restarting VMs after a host failure (with fencing by the Hosts' power
-management) is being built; DRS and DPM are not built yet.
+The operator reports on a cluster: its members, their capacity and use, and whether the HA admission-control
+policy holds; the scheduler refuses a VM whose placement on a member would break that policy. Restarting VMs
+after a host failure (with fencing by the Hosts' power management) is being built; DRS and DPM are not built.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class AdmissionControl(ApiModel):
 class HighAvailability(ApiModel):
     """High availability: restart the VMs of a failed host on the cluster's other hosts.
 
-    In progress: for now the operator checks and reports admission control (status.ha); restarting VMs,
-    and fencing a failed host through its power management first, are being built. Admission control
-    does not yet refuse placements."""
+    The operator reports admission control (status.ha) and enforces it: a new VM (or a migration into the
+    cluster) is not placed on a member when that would leave less free than the policy keeps (the VM
+    stays Unschedulable with the numbers); a restart after a host failure uses the room kept for it."""
 
     enabled: bool = field("Whether the cluster is protected by HA.", default=False, update="live")
     admission_control: AdmissionControl = field(

@@ -1,14 +1,15 @@
 """ComputeCluster: report a cluster's members, their capacity and use, and whether HA admission control holds.
 
-Status only, for now: nothing is placed, restarted or moved because of a cluster. The math is the pure
-:func:`cluster_status` over :class:`HostSummary` values; :class:`ComputeClusterController` reads the caches
-and writes the status when it changed.
+The math is the pure :func:`cluster_status` over :class:`HostSummary` values; :class:`ComputeClusterController`
+reads the caches and writes the status when it changed. The same admission-control math refuses placements
+(:func:`admission_refusals`: the scheduler's hook, wired in vdc.handlers); nothing is moved because of a
+cluster (no DRS).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,6 +30,7 @@ from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
+from vdc.scheduler.placement import format_bytes
 from vdc.scheduler.selectors import matches
 
 CONFLICT_REASON = "HostInTwoClusters"
@@ -113,14 +115,27 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HAStatus:
-    """HA admission control over the members: the capacity the policy leaves, against what runs.
+@dataclass(frozen=True)
+class _Admission:
+    """What an admission-control policy makes of the members: the capacity it leaves, against what runs."""
 
-    Only members that are Ready and out of maintenance offer capacity; usage counts every member (the VMs of
-    a failed host are the ones to restart). HostFailuresTolerated N: the capacity left once the N largest
-    hosts (by allocatable memory, then CPUs) fail; it needs N+1 such hosts. PercentageReserved: the capacity
-    less the reserved percentages (rounded down). None: all of it. With HA on, None and PercentageReserved
-    need 2 such hosts (something to restart on). Headroom: what is left of it after usage, never negative."""
+    policy: str
+    what: str
+    """The policy in words ("1 host failure tolerated")."""
+    after: str
+    needed: int
+    """Hosts Ready and out of maintenance it needs to protect anything."""
+    available: int
+    left: Resources
+    usage: Resources
+
+    @property
+    def free(self) -> Resources:
+        """What may still be placed (negative where what runs exceeds what the policy leaves)."""
+        return self.left - self.usage
+
+
+def _admission(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> _Admission:
     ha = spec.ha
     control = ha.admission_control
     available = [h for h in members if h.available]
@@ -129,28 +144,40 @@ def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HASta
     policy = control.policy if ha.enabled else "None"
     if policy == "HostFailuresTolerated":
         failures = control.host_failures_tolerated
-        needed = failures + 1
         largest_first = sorted(available, key=lambda h: (-h.allocatable.memory, -h.allocatable.cpus, h.name))
-        left = _total(h.allocatable for h in largest_first[failures:])
-        what = f"{_plural(failures, 'host failure')} tolerated"
-        after = f"after {_plural(failures, 'host failure')} (the largest hosts)"
-    elif policy == "PercentageReserved":
-        needed = 2
+        return _Admission(
+            policy,
+            f"{_plural(failures, 'host failure')} tolerated",
+            f"after {_plural(failures, 'host failure')} (the largest hosts)",
+            failures + 1,
+            len(available),
+            _total(h.allocatable for h in largest_first[failures:]),
+            usage,
+        )
+    if policy == "PercentageReserved":
         cpu_pct, mem_pct = control.cpu_percent_reserved, control.memory_percent_reserved
         left = Resources(capacity.cpus * (100 - cpu_pct) // 100, capacity.memory * (100 - mem_pct) // 100)
         what = f"{cpu_pct}% of CPUs and {mem_pct}% of memory reserved"
-        after = "after the reserve"
-    else:
-        needed = 2
-        left = capacity
-        what = "no admission control"
-        after = "on the available hosts"
-    headroom = (left - usage).clamped()
-    if not ha.enabled:
+        return _Admission(policy, what, "after the reserve", 2, len(available), left, usage)
+    return _Admission(policy, "no admission control", "on the available hosts", 2, len(available), capacity, usage)
+
+
+def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HAStatus:
+    """HA admission control over the members: the capacity the policy leaves, against what runs.
+
+    Only members that are Ready and out of maintenance offer capacity; usage counts every member (the VMs of
+    a failed host are the ones to restart). HostFailuresTolerated N: the capacity left once the N largest
+    hosts (by allocatable memory, then CPUs) fail; it needs N+1 such hosts. PercentageReserved: the capacity
+    less the reserved percentages (rounded down). None: all of it. With HA on, None and PercentageReserved
+    need 2 such hosts (something to restart on). Headroom: what is left of it after usage, never negative."""
+    adm = _admission(spec, members)
+    what, usage, left = adm.what, adm.usage, adm.left
+    headroom = adm.free.clamped()
+    if not spec.ha.enabled:
         return HAStatus(state="Disabled", message="HA is not enabled", headroom=headroom.to_api())
-    ready_text = f"{_plural(len(available), 'host')} Ready and out of maintenance"
-    if len(available) < needed:
-        message = f"{what}: needs at least {needed} hosts Ready and out of maintenance, {len(available)} are"
+    ready_text = f"{_plural(adm.available, 'host')} Ready and out of maintenance"
+    if adm.available < adm.needed:
+        message = f"{what}: needs at least {adm.needed} hosts Ready and out of maintenance, {adm.available} are"
         return HAStatus(state="NotProtected", message=message, headroom=headroom.to_api())
     short = (usage - left).clamped()
     if short.cpus or short.memory:
@@ -158,12 +185,126 @@ def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HASta
             [f"{format_bytes_mi(short.memory)} memory"] if short.memory else []
         )
         message = (
-            f"{what}: short of {' and '.join(parts)}: what runs ({usage.text()}) exceeds what is left {after} "
+            f"{what}: short of {' and '.join(parts)}: what runs ({usage.text()}) exceeds what is left {adm.after} "
             f"({left.text()})"
         )
         return HAStatus(state="NotProtected", message=message, headroom=headroom.to_api())
     message = f"{what}, {ready_text}: room for {headroom.text()} more"
     return HAStatus(state="Protected", message=message, headroom=headroom.to_api())
+
+
+# --- admission control refusing placements ---------------------------------------------------------
+def _specs(clusters: Iterable[Mapping[str, Any]]) -> dict[str, ComputeClusterSpec]:
+    """The clusters that claim hosts, by name: not being deleted, with a readable spec (as :meth:`others`)."""
+    out: dict[str, ComputeClusterSpec] = {}
+    for body in clusters:
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        try:
+            out[str(meta.get("name"))] = ComputeClusterSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            continue  # unreadable: it claims no host (its own status says why)
+    return out
+
+
+def _memory(count: int) -> str:
+    return format_bytes(count) if count > 0 else "0Mi"
+
+
+def _refusal(name: str, adm: _Admission, asked: Resources) -> str | None:
+    free = adm.free
+    if asked.cpus <= free.cpus and asked.memory <= free.memory:
+        return None
+    shown = free.clamped()
+    short = (asked - shown).clamped()
+    short_parts = ([_plural(short.cpus, "vCPU")] if short.cpus else []) + (
+        [_memory(short.memory)] if short.memory else []
+    )
+    return (
+        f"ComputeCluster {name}: admission control ({adm.what}) leaves {_plural(shown.cpus, 'vCPU')} and "
+        f"{_memory(shown.memory)} free; the VM asks {_plural(asked.cpus, 'vCPU')} and {_memory(asked.memory)} "
+        f"({' and '.join(short_parts)} short)"
+    )
+
+
+def admission_refusals(
+    clusters: Iterable[Mapping[str, Any]],
+    hosts: Iterable[Mapping[str, Any]],
+    host_names: Iterable[str],
+    cpus: int,
+    memory: int,
+    source: str | None = None,
+    *,
+    allocated: Callable[[str], Resources] | None = None,
+) -> dict[str, str]:
+    """Which of ``host_names`` HA admission control refuses a VM asking ``cpus`` vCPUs and ``memory`` bytes,
+    and why: host -> message. Pure, over the ComputeCluster and Host bodies.
+
+    A host is refused when it is a member of a cluster (selected by it and by no other) with HA enabled and a
+    policy other than None, and the policy's headroom (:func:`ha_status`'s math) is less than the request in
+    CPUs or memory: placing the VM there would leave too little to restart the VMs of failed hosts. Each
+    cluster is judged once. ``source``: the host the VM moves from (a migration): a move within one cluster
+    changes nothing it counts, so that cluster refuses nothing. ``allocated``: what each host has allocated
+    (the scheduler's ledger, fresher than the Hosts' status.allocated, which is what counts without it)."""
+    specs = _specs(clusters)
+    guarded = {n for n, s in specs.items() if s.ha.enabled and s.ha.admission_control.policy != "None"}
+    if not guarded:
+        return {}
+    summaries = [host_summary(body) for body in hosts]
+    if allocated is not None:
+        summaries = [replace(h, allocated=allocated(h.name)) for h in summaries]
+    cluster_of: dict[str, str] = {}
+    members: dict[str, list[HostSummary]] = {}
+    for summary in summaries:
+        claimed = [n for n, s in specs.items() if matches(s.host_selector, summary.labels)]
+        if len(claimed) == 1:  # a host in two clusters is a member of none
+            cluster_of[summary.name] = claimed[0]
+            members.setdefault(claimed[0], []).append(summary)
+    asked = Resources(cpus, memory)
+    judged: dict[str, str | None] = {}
+    out: dict[str, str] = {}
+    for host in host_names:
+        cluster = cluster_of.get(host)
+        if cluster is None or cluster not in guarded or (source is not None and cluster_of.get(source) == cluster):
+            continue
+        if cluster not in judged:
+            judged[cluster] = _refusal(cluster, _admission(specs[cluster], members[cluster]), asked)
+        refused = judged[cluster]
+        if refused is not None:
+            out[host] = refused
+    return out
+
+
+def admission_refusal(
+    clusters: Iterable[Mapping[str, Any]],
+    hosts: Iterable[Mapping[str, Any]],
+    host_name: str,
+    cpus: int,
+    memory: int,
+    source: str | None = None,
+    *,
+    allocated: Callable[[str], Resources] | None = None,
+) -> str | None:
+    """Why HA admission control refuses placing the VM on ``host_name``, or None (:func:`admission_refusals`)."""
+    refused = admission_refusals(clusters, hosts, (host_name,), cpus, memory, source, allocated=allocated)
+    return refused.get(host_name)
+
+
+def admission_hook(
+    clusters: ObjectCache, hosts: ObjectCache, view: ClusterView
+) -> Callable[[list[str], int, int, str | None], dict[str, str]]:
+    """:func:`admission_refusals` over the caches, with the view's ledger for what each host has allocated
+    (reservations too: VMs placed a moment ago count): the VM controller's ``admission_refusals`` hook."""
+
+    def allocated(host: str) -> Resources:
+        used = view.allocated(host)
+        return Resources(used.vcpus, used.memory_bytes)
+
+    def refusals(host_names: list[str], cpus: int, memory: int, source: str | None) -> dict[str, str]:
+        return admission_refusals(clusters, hosts, host_names, cpus, memory, source, allocated=allocated)
+
+    return refusals
 
 
 def cluster_status(

@@ -205,6 +205,11 @@ class VmController:
         self._deleted: set[str] = set()
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self.operation_exists: Callable[[str, OperationRef], bool] = lambda namespace, ref: True
+        self.admission_refusals: Callable[[list[str], int, int, str | None], Mapping[str, str]] = (
+            lambda hosts, cpus, memory, source: {}
+        )
+        """Host -> why its ComputeCluster's HA admission control refuses a VM of ``cpus`` and ``memory`` moving
+        from ``source`` (None: a new placement); vdc.controllers.computecluster.admission_refusals."""
         """Whether the operation a VM's status.operation names still exists (its kind's cache)."""
         """Why a VM must be kept stopped for its host's maintenance (vdc.controllers.evacuation), or None."""
         """uids whose deletion ran: a reconcile that comes after must not make anything again."""
@@ -428,7 +433,7 @@ class VmController:
         return target
 
     def _schedule(self, body: dict[str, Any], inputs: Inputs) -> tuple[str, str]:
-        """A host for the VM (and why), assumed at once; Halt when quota or capacity refuse it.
+        """A host for the VM (and why), assumed at once; Halt when quota, capacity or admission control refuse it.
 
         From the quota check to the assumed placement nothing awaits: VMs reconciled concurrently see
         each other's placements, so many VMs created at once cannot over-commit the quota."""
@@ -438,8 +443,12 @@ class VmController:
             raise Halt(Outcome(ref, "Scheduling", "Failed", "QuotaExceeded", over,
                                unschedulable=("QuotaExceeded", over)))  # fmt: skip
         request = self.placement_request(body, inputs)
-        decision = place(request, self.cluster.candidates(key_of(body), connected=self._connected))
-        if decision.host is None:  # retried when hosts change
+        candidates = self.cluster.candidates(key_of(body), connected=self._connected)
+        if self.host_of(body) is None:  # not an HA restart: that uses the room admission control kept for it
+            refused = self.admission_refusals([c.name for c in candidates], request.cpus, request.memory, None)
+            candidates = [dataclasses.replace(c, admission_refusal=refused.get(c.name)) for c in candidates]
+        decision = place(request, candidates)
+        if decision.host is None:  # retried when hosts or ComputeClusters change
             raise Halt(Outcome(ref, "Scheduling", "InProgress", "Unschedulable", decision.reason,
                                unschedulable=("Unschedulable", decision.reason)))  # fmt: skip
         self.cluster.reserve(body, decision.host)

@@ -63,6 +63,12 @@ def _migrated_vm(view: ClusterView, event: ObjectEvent) -> list[Key]:
     return [(event.key[0], str(vm))] if vm else []
 
 
+def _unplaced_on_cluster_change(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A ComputeCluster's spec (its HA admission control, its hosts) changed, or it went: VMs that admission
+    control kept from its hosts may fit now. Its own status writes change nothing placement reads."""
+    return view.unplaced_vms() if event.deleted or event.changed else []
+
+
 WATCHES = (
     Watch(kind="Host", map=_unplaced_and_maintained),
     Watch(kind="VirtualMachine", map=_unplaced_when_one_went),
@@ -72,4 +78,5 @@ WATCHES = (
     Watch(kind="Namespace", map=_namespace_vms),
     Watch(kind="ComputeQuota", map=_unplaced_in_quota_namespace),
     Watch(kind="VirtualMachineMigration", map=_migrated_vm),
+    Watch(kind="ComputeCluster", map=_unplaced_on_cluster_change),
 )

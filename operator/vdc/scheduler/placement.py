@@ -65,6 +65,9 @@ class HostCandidate:
     """Virtual switches realised on this host."""
     host_files: HostFiles = field(default_factory=HostFiles)
     """Directories whose files tenants may name (spec.hostFiles)."""
+    admission_refusal: str | None = None
+    """Why the host's ComputeCluster's HA admission control refuses this VM (judged by the caller for the
+    request at hand: vdc.controllers.computecluster.admission_refusals), None when it does not."""
 
     @property
     def free_cpus(self) -> int:
@@ -164,6 +167,8 @@ class Rejection:
     plural: str
     detail: str
     shortfall: Shortfall | None = None
+    said: bool = False
+    """The detail is said in the aggregated message too (once for the hosts that share it)."""
 
 
 Filter = Callable[[PlacementRequest, HostCandidate], Rejection | None]
@@ -277,6 +282,18 @@ def images_present(request: PlacementRequest, host: HostCandidate) -> Rejection 
     return None
 
 
+def admission_control(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
+    """A host whose ComputeCluster's HA admission control would break with the VM takes no new VM."""
+    if host.admission_refusal is None:
+        return None
+    return Rejection(
+        "would break its ComputeCluster's admission control",
+        "would break their ComputeCluster's admission control",
+        host.admission_refusal,
+        said=True,
+    )
+
+
 FILTERS: tuple[Filter, ...] = (
     pinned_host,
     host_selector,
@@ -288,9 +305,10 @@ FILTERS: tuple[Filter, ...] = (
     pools_fit,
     switches_present,
     images_present,
+    admission_control,
 )
 """Run in this order; the first rejection is the host's reason. The VM's own constraints come first,
-then the host's state, then capacity."""
+then the host's state, then capacity, then what the host's cluster keeps free."""
 
 
 def check(request: PlacementRequest, host: HostCandidate, filters: Sequence[Filter] = FILTERS) -> Rejection | None:
@@ -444,4 +462,5 @@ def _failure_reason(request: PlacementRequest, total: int, rejections: Mapping[s
                 f" (need {need}, most free {free} on {name})" if count > 1 else f" (need {need}, {free} free on {name})"
             )
         parts.append(part)
-    return f"0/{total} hosts fit: {', '.join(parts)}"
+    said = dict.fromkeys(r.detail for _, r in sorted(rejections.values(), key=lambda item: item[0]) if r.said)
+    return f"0/{total} hosts fit: {', '.join(parts)}" + "".join(f"; {detail}" for detail in said)
