@@ -41,7 +41,8 @@ for i, line in enumerate(open(sys.argv[1]).read().split("\n")):
     if not parts:
         continue
     docs.append({"apiVersion": "vdc.dev/v1alpha1", "kind": "Host",
-                 "metadata": {"name": parts[0], "labels": {"topology.kubernetes.io/zone": f"zone-{i % 2 + 1}"}},
+                 "metadata": {"name": parts[0], "labels": {"topology.kubernetes.io/zone": f"zone-{i % 2 + 1}",
+                                                            "vdc.dev/driver": "qemu"}},
                  # The rig's hosts emulate (TCG): nested KVM is not dependable on build machines.
                  # hostFiles: the tiny guest's kernel and initrd (hack/libvirt-hosts.sh puts them there).
                  "spec": {"uri": parts[1], "virtualization": "Emulated", "cpuOvercommit": 4,

@@ -395,6 +395,18 @@ host_init() {
     mount --bind "$d/cache" /var/cache/libvirt
     mount --bind "$(dirname "$d")/etc-hosts" /etc/hosts
     echo "$name" >/proc/sys/kernel/hostname
+    # The host's datastore heartbeat (as vSphere HA's): every 2 s, into each directory of the shared dir
+    # (the shared StoragePools' targets), by a process of the host's own: it stops with the host's power
+    # or a hung host, not with its libvirtd. The operator reads it through the other hosts' libvirtds.
+    (
+        exec >/dev/null 2>&1
+        while :; do
+            for dir in "$(dirname "$d")"/shared/*/; do
+                [ -d "$dir" ] && date +%s.%N >"$dir/vdc-heartbeat-$name"
+            done
+            sleep 2
+        done
+    ) &
     virtlogd --daemon --pid-file "$d/run/virtlogd.pid"
     exec libvirtd --pid-file "$d/run/libvirtd.pid" --config /etc/libvirt/libvirtd.conf
 }

@@ -72,21 +72,30 @@ class Site:
     def defined_on(self, domain: str) -> list[str]:
         return [h for h in self.names if domain in self.virsh(h, "list", "--all", "--name", check=False).split()]
 
-    def power_off(self, host: str) -> None:
-        """As a power loss would: SIGKILL the host's libvirtd and every process in its mount namespace
-        (its QEMUs; a guest of the same name on another host is left alone)."""
+    def libvirtd_pid(self, host: str) -> int:
         pids = dict(line.split()[:2] for line in (self.state / "hosts" / host / "pids").read_text().splitlines()
                     if len(line.split()) >= 2)  # fmt: skip
-        libvirtd = int(pids["libvirtd"])
-        namespace = os.readlink(f"/proc/{libvirtd}/ns/mnt")
+        return int(pids["libvirtd"])
+
+    def signal_host(self, host: str, sig: signal.Signals) -> None:
+        """``sig`` to the host's libvirtd and every process in its mount namespace (its QEMUs, its heartbeat;
+        a guest of the same name on another host is left alone)."""
+        try:
+            namespace = os.readlink(f"/proc/{self.libvirtd_pid(host)}/ns/mnt")
+        except FileNotFoundError:
+            return  # its libvirtd is gone, and with it the namespace's processes (a power-off)
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
                 if os.readlink(entry / "ns" / "mnt") == namespace:
-                    os.kill(int(entry.name), signal.SIGKILL)
+                    os.kill(int(entry.name), sig)
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
+
+    def power_off(self, host: str) -> None:
+        """As a power loss would: SIGKILL every process of the host."""
+        self.signal_host(host, signal.SIGKILL)
 
     def clear_vms(self) -> None:
         """Delete every VM on this site's hosts and wait until they are gone."""

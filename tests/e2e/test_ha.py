@@ -14,11 +14,10 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sushy
-from migration_site import SHARED_POOL, Site, migration_site, qemu_processes, wait_counting
+from migration_site import DRIVER, SHARED_POOL, Site, migration_site, qemu_processes, wait_counting
 
 import rig
 from conftest import Datacenter, wait_until
@@ -31,7 +30,14 @@ def site(datacenter: Datacenter, tmp_path_factory: pytest.TempPathFactory) -> It
     state = tmp_path_factory.mktemp("ha-rig")
     with migration_site(datacenter, state) as s:
         url = rig.start_redfish(state, s.prefix)
+        cluster = {"apiVersion": "vdc.dev/v1alpha1", "kind": "ComputeCluster", "metadata": {"name": "e2e-ha"},
+                   "spec": {"hostSelector": {"matchLabels": {"vdc.dev/driver": DRIVER}},
+                            "ha": {"enabled": True, "admissionControl": {"policy": "None"}}}}  # fmt: skip
         try:
+            datacenter.apply(cluster)
+            wait_until("ComputeCluster e2e-ha has the three hosts", lambda: sorted(
+                ((datacenter.get("computecluster", "e2e-ha") or {}).get("status") or {}).get("hosts") or []) ==
+                sorted(s.names), timeout=60)  # fmt: skip
             for name in s.names:
                 patch = {"spec": {"powerManagement": {"redfish": {"endpoint": url, "systemId": name}}}}
                 datacenter.cp.kubectl("patch", "host", name, "--type=merge", "-p", json.dumps(patch))
@@ -41,6 +47,7 @@ def site(datacenter: Datacenter, tmp_path_factory: pytest.TempPathFactory) -> It
                     timeout=60)  # fmt: skip
             yield s
         finally:
+            datacenter.cp.kubectl("delete", "computecluster", "e2e-ha", "--ignore-not-found", check=False)
             rig.stop_redfish(state, s.prefix)
 
 
@@ -98,15 +105,14 @@ def test_a_partitioned_host_whose_power_is_on_keeps_its_vms(site: Site) -> None:
     dc.apply(site.vm("ha-part", SHARED_POOL))
     vm = dc.wait_ready("ha-part", timeout=180)
     host, domain = vm["status"]["host"], vm["status"]["domainName"]
-    pids = dict(line.split()[:2] for line in (Path(site.state) / "hosts" / host / "pids").read_text().splitlines()
-                if len(line.split()) >= 2)  # fmt: skip
-    libvirtd = int(pids["libvirtd"])
+    libvirtd = site.libvirtd_pid(host)
     os.kill(libvirtd, signal.SIGSTOP)  # the operator's path to the host is gone; the host and its guests live
     try:
         wait_until(f"host {host} Suspect", lambda: health(site, host).get("state") == "Suspect", timeout=120)
-        assert "Redfish service reports the host On" in str(health(site, host).get("message"))
-        time.sleep(15)  # longer than detection and a restart would take
-        assert health(site, host).get("state") == "Suspect"
+        wait_until("the heartbeat seen going on", lambda: "heartbeat goes on" in str(health(site, host).get("message")),
+                   timeout=30)  # fmt: skip
+        time.sleep(20)  # longer than a heartbeat takes to be stale, and than a restart would take
+        assert health(site, host).get("state") == "Suspect", health(site, host)
         assert (dc.vm("ha-part") or {})["status"]["host"] == host
         assert qemu_processes(domain) == 1
     finally:
@@ -142,3 +148,32 @@ def test_without_power_management_a_dead_hosts_vms_stay_unknown_not_doubled(site
     wait_until("ha-nofence running again on its host", lambda: (v := dc.vm("ha-nofence")) and
                v["status"].get("phase") == "Running" and v["status"].get("host") == host, timeout=180)  # fmt: skip
     assert site.running_on(domain) == [host] and qemu_processes(domain) == 1
+
+
+def test_a_hung_host_is_fenced_by_power_off_and_its_vms_restart_elsewhere(site: Site) -> None:
+    dc = site.dc
+    dc.apply(site.vm("ha-hung", SHARED_POOL))
+    vm = dc.wait_ready("ha-hung", timeout=180)
+    host, domain = vm["status"]["host"], vm["status"]["domainName"]
+    wait_counting(site, host, domain)
+    site.signal_host(host, signal.SIGSTOP)  # the host hangs: libvirtd, QEMUs and heartbeat; its power stays On
+    started = time.monotonic()
+    try:
+        moved = wait_until("ha-hung running on another host", lambda: (v := dc.vm("ha-hung")) and
+                           v["status"].get("host") not in (None, host) and v["status"].get("phase") == "Running" and v,
+                           timeout=240)  # fmt: skip
+    finally:
+        site.signal_host(host, signal.SIGCONT)  # whatever is left of it (HA's ForceOff killed it)
+    print(f"hang to Running elsewhere: {time.monotonic() - started:.1f}s")
+    power = ((dc.get("host", host) or {}).get("status") or {}).get("power") or {}
+    assert power.get("lastAction", {}).get("reason") == "Fencing", power
+    assert power.get("lastAction", {}).get("action") == "ForceOff"
+    assert health(site, host).get("state") == "Fenced"
+    target = moved["status"]["host"]
+    assert site.running_on(domain) == [target] and qemu_processes(domain) == 1
+    events = dc.cp.kubectl("get", "events", "--all-namespaces", "--field-selector",
+                           f"involvedObject.name={host}", "-o", "jsonpath={.items[*].reason}")  # fmt: skip
+    assert "HostFencing" in events
+    system(site, host).reset_system(sushy.RESET_ON)
+    wait_until(f"host {host} Healthy again", lambda: health(site, host).get("state") == "Healthy", timeout=240)
+    assert site.defined_on(domain) == [target] and qemu_processes(domain) == 1

@@ -57,13 +57,22 @@ def libvirtd_pid(state: Path, host: str) -> int:
     return int(pids["libvirtd"])
 
 
+TRANSIENT = {"sleep", "date"}
+"""What the host's heartbeat loop runs every 2 s: short-lived, not part of what must survive or die."""
+
+
 def namespace_pids(pid: int) -> set[int]:
-    """Every live process in the mount namespace of ``pid``."""
+    """Every live long-lived process in the mount namespace of ``pid``."""
     namespace = os.readlink(f"/proc/{pid}/ns/mnt")
     found = set()
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and os.readlink(entry / "ns" / "mnt") == namespace and alive(int(entry.name)):
+            if (
+                entry.name.isdigit()
+                and os.readlink(entry / "ns" / "mnt") == namespace
+                and alive(int(entry.name))
+                and (entry / "comm").read_text().strip() not in TRANSIENT
+            ):
                 found.add(int(entry.name))
         except OSError:
             continue

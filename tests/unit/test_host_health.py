@@ -79,3 +79,25 @@ def test_higher_priorities_restart_first_then_the_restart_order() -> None:
     after = dataclasses.replace(VM, restart_after=("db",))
     assert waiting_for(after, [], set()) == "restart order: waiting for db to be Running"
     assert waiting_for(after, [], {("a", "db")}) is None
+
+
+def test_a_live_datastore_heartbeat_keeps_a_host_suspect_whatever_the_rest_says() -> None:
+    for power in ("On", None):
+        judged = judge(signals(power=power, heartbeat="alive", suspect_for=3600, power_managed=power is not None))
+        assert judged.state == "Suspect" and not judged.fence
+        assert "heartbeat goes on" in judged.message
+
+
+def test_a_stopped_heartbeat_with_power_on_is_a_hung_host_that_is_fenced_by_power_off() -> None:
+    judged = judge(signals(power="On", heartbeat="stale"))
+    assert judged.state == "Failed" and judged.fence and "hung" in judged.message
+
+
+def test_a_stopped_heartbeat_without_power_management_fails_the_host_unfenced_at_once() -> None:
+    judged = judge(signals(power_managed=False, power=None, heartbeat="stale"))
+    assert judged.state == "Failed" and not judged.fence
+    assert "no spec.powerManagement" in judged.message
+
+
+def test_power_off_fences_whatever_the_heartbeat() -> None:
+    assert judge(signals(power="Off", heartbeat="alive")).state == "Fenced"

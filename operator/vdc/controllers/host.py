@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import os
 import tempfile
@@ -39,7 +40,7 @@ from vdc.api.host import (
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import Watch
-from vdc.controllers.host_health import FAILURE_TIMEOUT_SECONDS, HealthSignals, Judgement, judge
+from vdc.controllers.host_health import FAILURE_TIMEOUT_SECONDS, HealthSignals, Heartbeat, Judgement, judge
 from vdc.controllers.orphans import (
     POOL_PREFIX,
     LiveVms,
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0
 SUSPECT_POLL_SECONDS = 5.0
 """How often a Suspect host (and its Redfish power state) is looked at again."""
+HEARTBEAT_STALE_SECONDS = 12.0
+"""A datastore heartbeat file unchanged this long (the host rewrites it every 2 s) has stopped."""
+HEARTBEAT_FILE = "vdc-heartbeat-{host}"
+"""The file a host rewrites every few seconds in each shared pool's directory (see README, Host HA)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ class HostController:
         self.on_health_change: Callable[[str, str], None] = lambda host, state: None
         """Called with (host, new state) when HA's judgement of a host changes (its VMs look again)."""
         self._ca_dir: str | None = None
+        self._beats: dict[str, tuple[str, float]] = {}
+        """host -> (its heartbeat file's mtime, when the operator saw it change), while it is unreachable."""
 
     def live(self) -> LiveVms:
         """The live VMs (and published volumes) orphans are judged against, as the caches hold them now."""
@@ -265,7 +272,9 @@ class HostController:
             self.cluster.note_facts(name, None)
         status = host_status(host.spec, body["metadata"].get("generation"), observation, host.status)
         power = await self._power(name, host, body)
-        health = await self._health(name, host, conn, power, observation.connected)
+        health, fence = await self._health(name, host, conn, power, observation.connected)
+        if fence and power is not None:
+            power = await self._fence(name, host, body, power)
         status = status.model_copy(update={"power": power, "ha": health})
         if health.state == "Recovering":  # never Ready before the stale domains are gone
             generation = body["metadata"].get("generation")
@@ -294,7 +303,9 @@ class HostController:
         elif token is not None and last_removal is not None and last_removal.token == token:
             await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
         await self._health_changed(body, name, host.status.ha if host.status else None, health)
-        if health.state in ("Suspect", "Recovering"):
+        if fence:
+            return 1.0  # the power state soon says Off
+        if health.state in ("Suspect", "Failed", "Recovering") or (health.state == "Fenced" and not conn.connected):
             return SUSPECT_POLL_SECONDS
         return RESYNC_SECONDS
 
@@ -371,20 +382,66 @@ class HostController:
         await self.writer.event(Host.KIND, body, "PowerAction" if ok else "PowerActionFailed", message, warning=not ok)
         await self.writer.remove_annotation(Host.KIND, body, POWER_ACTION_ANNOTATION, token)
 
+    async def _fence(self, name: str, host: Host, body: dict[str, Any], power: HostPower) -> HostPower:
+        """Power the failed host off (Redfish ForceOff): the next look finds it Off, Fenced."""
+        try:
+            target = await self._redfish_target(name, host)
+        except PowerFailure as exc:
+            done = PowerAction(action="ForceOff", reason="Fencing", result="Failed",
+                               time=_rfc3339(datetime.now(UTC)) or "", message=str(exc))  # fmt: skip
+        else:
+            done = await self._reset(target, "ForceOff", "Fencing")
+        ok = done.result == "Succeeded"
+        message = f"fencing: Redfish ForceOff {'sent' if ok else 'failed'}: {done.message}"
+        log.warning("host %s: %s", name, message)
+        await self.writer.event(Host.KIND, body, "HostFencing" if ok else "HostFencingFailed", message, warning=True)
+        return power.model_copy(update={"last_action": done})
+
+    async def _heartbeat(self, name: str) -> Heartbeat | None:
+        """The host's datastore heartbeat, read through another host's libvirt: alive (its file changed
+        since the last look), stale (unchanged for HEARTBEAT_STALE_SECONDS), or None (cannot tell yet)."""
+        shared = sorted(str(b["metadata"]["name"]) for b in self.pools if (b.get("spec") or {}).get("shared"))
+        file = HEARTBEAT_FILE.format(host=name)
+        for pool in shared:
+            for peer in sorted(self.connections.names()):
+                peer_conn = self.connections.get(peer)
+                if peer == name or peer_conn is None or not peer_conn.connected:
+                    continue
+                try:
+                    mtime = await peer_conn.call(functools.partial(_file_mtime, pool=POOL_PREFIX + pool, name=file))
+                except LibvirtFailure:
+                    continue
+                if mtime is None:
+                    continue
+                now = time.monotonic()
+                seen = self._beats.get(name)
+                if seen is None or seen[0] != mtime:
+                    self._beats[name] = (mtime, now)
+                    return "alive" if seen is not None else None
+                return "stale" if now - seen[1] >= HEARTBEAT_STALE_SECONDS else None
+        return None
+
     async def _health(
         self, name: str, host: Host, conn: HostConnection, power: HostPower | None, connected: bool
-    ) -> HostHealth:
+    ) -> tuple[HostHealth, bool]:
+        """HA's judgement of the host now, and whether to fence it."""
         old = host.status.ha if host.status else None
         now = time.time()
         if not connected and conn.last_error is None and old is not None:
-            return old  # still connecting (an operator restart): nothing new to judge yet
+            return old, False  # still connecting (an operator restart): nothing new to judge yet
+        if connected:
+            self._beats.pop(name, None)
+        elif previous_state(old) == "Fenced" and power is not None and power.state == "On":
+            conn.retry_now()  # powered on again: its libvirtd is looked for now, not after the backoff
+        heartbeat = None if connected else await self._heartbeat(name)
         previous = old.state if old else None
         since = _parse_time(old.since) if old is not None else None
         suspect_for = now - since if previous == "Suspect" and since is not None else 0.0
         judged: Judgement = judge(HealthSignals(
             connected=connected, power_managed=host.spec.power_management is not None,
             power=power.state if power else None, power_error=power.error if power else None,
-            previous=previous, suspect_for=suspect_for, failure_timeout=self.failure_timeout))  # fmt: skip
+            previous=previous, suspect_for=suspect_for, heartbeat=heartbeat,
+            failure_timeout=self.failure_timeout))  # fmt: skip
         removed: list[str] = list(old.stale_domains_removed) if old and judged.state == previous else []
         if judged.state == "Recovering":
             try:
@@ -394,8 +451,9 @@ class HostController:
             except LibvirtFailure as exc:
                 judged = Judgement("Recovering", f"removing the stale domains of VMs that run elsewhere now: {exc}")
         when = old.since if old is not None and judged.state == previous else _rfc3339(datetime.now(UTC))
-        return HostHealth(state=judged.state, since=when, message=judged.message,
-                          stale_domains_removed=removed[:ORPHANS_LISTED])  # fmt: skip
+        health = HostHealth(state=judged.state, since=when, message=judged.message,
+                            stale_domains_removed=removed[:ORPHANS_LISTED])  # fmt: skip
+        return health, judged.fence and host.spec.power_management is not None
 
     async def _remove_stale(self, name: str, conn: HostConnection) -> list[str]:
         """Destroy and undefine this host's domains of VMs placed on another host now (HA restarted them
@@ -460,6 +518,14 @@ class HostController:
         log.info("host %s: orphans removal %r: %s", name, token, message)
         await self.writer.event(Host.KIND, body, "OrphansRemoved", message, warning=bool(removal.failed))
         await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
+
+
+def previous_state(old: HostHealth | None) -> str | None:
+    return old.state if old is not None else None
+
+
+def _file_mtime(conn: libvirt.virConnect, pool: str, name: str) -> str | None:
+    return storage.file_mtime(conn, pool, name)
 
 
 def _worth_writing(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -2,16 +2,19 @@
 
 Losing the libvirt connection makes a host *suspect* at once. It is *failed* only when a second signal
 agrees, so that a partition between the operator and a healthy host (or a stuck libvirtd, whose QEMUs go on
-running) never has its VMs started a second time:
+running) never has its VMs started a second time. The signals:
 
-- its Redfish service reports it Off: the host is down and cannot come back on its own, which is also the
-  fence: state *Fenced*, its VMs may restart elsewhere;
-- its Redfish service reports it On: it lives (isolation response: its VMs are left running where they are,
-  the host stays Suspect for as long as this lasts);
-- no power management, or its service cannot be asked: after ``failure_timeout`` the host is *Failed*, but
-  not fenced, so nothing restarts elsewhere (its VMs stay Unknown, saying what is missing).
+- its **datastore heartbeat**: a file the host itself rewrites every few seconds on each shared pool, read
+  through the other hosts' libvirtds. Still changing: the host lives (Suspect, whatever else is said).
+  Stopped changing: it is dead or hung;
+- its **Redfish power state**. Off: the host is down and cannot come back on its own, which is also the
+  fence: *Fenced*, its VMs may restart elsewhere. On, with a heartbeat that stopped: the host is hung;
+  it is *Failed* and HA powers it off (ForceOff) to fence it. On, with no heartbeat to read: it may live
+  (isolation response: its VMs are left running where they are, the host stays Suspect);
+- a **timeout**, when nothing else can be asked: *Failed* after ``failure_timeout``, not fenced.
 
-A Failed or Fenced host that answers again is *Recovering* until its stale domains are removed.
+A Failed host is never a reason to restart anything: only Fenced is. A Failed or Fenced host that answers
+again is *Recovering* until its stale domains are removed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 HealthState = Literal["Healthy", "Suspect", "Failed", "Fenced", "Recovering"]
+Heartbeat = Literal["alive", "stale"]
 
 FAILURE_TIMEOUT_SECONDS = 60.0
 """How long a host with nothing else to ask stays Suspect before it is Failed (not fenced)."""
@@ -38,6 +42,9 @@ class HealthSignals:
     """The state in status (None: never judged)."""
     suspect_for: float
     """Seconds since the host became Suspect (0 when it is not)."""
+    heartbeat: Heartbeat | None = None
+    """Its datastore heartbeat: still changing, stopped, or None (no shared pool, no file, nobody to read it,
+    or not watched long enough to tell)."""
     failure_timeout: float = FAILURE_TIMEOUT_SECONDS
 
 
@@ -45,6 +52,8 @@ class HealthSignals:
 class Judgement:
     state: HealthState
     message: str
+    fence: bool = False
+    """Power the host off now (Redfish ForceOff): it is Failed, power-managed and not Off."""
 
 
 def judge(s: HealthSignals) -> Judgement:
@@ -60,6 +69,18 @@ def judge(s: HealthSignals) -> Judgement:
                          "restart on other hosts")  # fmt: skip
     if s.previous == "Fenced":  # powered on again but libvirt not back yet: fenced it stays (nothing can run)
         return Judgement("Fenced", f"powering on (Redfish: {s.power or s.power_error}); libvirt does not answer yet")
+    if s.heartbeat == "alive":
+        return Judgement("Suspect", "libvirt does not answer but the host's datastore heartbeat goes on: a "
+                         "partition or a stuck libvirtd; its VMs are left where they are")  # fmt: skip
+    if s.heartbeat == "stale":
+        if s.power in ("On", "PoweringOn", "PoweringOff"):
+            return Judgement("Failed", f"libvirt does not answer and the datastore heartbeat stopped, but the "
+                             f"Redfish service reports the host {s.power}: hung; powering it off to fence it",
+                             fence=True)  # fmt: skip
+        missing = (f"the Redfish service cannot confirm it is off ({s.power_error or s.power})" if s.power_managed
+                   else "no spec.powerManagement to fence it with")  # fmt: skip
+        return Judgement("Failed", f"libvirt does not answer and the datastore heartbeat stopped; not fenced: "
+                         f"{missing}, so its VMs are not restarted elsewhere (they stay Unknown)")  # fmt: skip
     if s.power in ("On", "PoweringOn", "PoweringOff"):
         return Judgement("Suspect", f"libvirt does not answer but the Redfish service reports the host {s.power}: "
                          "a partition or a stuck libvirtd; its VMs are left where they are")  # fmt: skip

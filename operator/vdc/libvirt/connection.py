@@ -37,6 +37,7 @@ OPEN_TIMEOUT_SECONDS = 30.0
 CLOSE_WAIT_SECONDS = 60.0
 """How long closing a lost connection waits for the calls still running on it."""
 
+
 class _LostDuringCall(HostUnreachable):
     """The connection was found lost while a call waited on it (already marked lost: nothing to add)."""
 
@@ -121,6 +122,7 @@ class HostConnection:
         self._pool_callback_ids: list[int] = []
         self._network_callback_ids: list[int] = []
         self.last_error: str | None = None
+        self._retry = asyncio.Event()
         self.connected_since: datetime | None = None
         self.last_seen: datetime | None = None
 
@@ -238,8 +240,15 @@ class HostConnection:
                 log.info("host %s: cannot connect to %s: %s", self.name, self.uri, exc)
             await self._close()
             self._notify_change()
-            await asyncio.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry.wait(), BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+            self._retry.clear()
             attempt += 1
+
+    def retry_now(self) -> None:
+        """Try to connect again at once, not after the backoff (say, the host was just powered on)."""
+        if self._conn is None:
+            self._retry.set()
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
@@ -555,3 +556,26 @@ __all__ = [
     "upload_volume_file",
     "volume_path",
 ]
+
+
+def file_mtime(conn: libvirt.virConnect, pool: str, name: str) -> str | None:
+    """The modification time (libvirt's ``seconds.nanoseconds`` text) of the file ``name`` in ``pool``, read
+    afresh (libvirt re-stats a volume for its XML); None when the pool or the file is not there. A file the
+    pool does not list yet is looked for once more after a refresh of the pool."""
+    p = _pool_or_none(conn, pool)
+    if p is None:
+        return None
+    vol = _volume_or_none(conn, p, name)
+    if vol is None:
+        with _translated(conn):
+            p.refresh(0)
+        vol = _volume_or_none(conn, p, name)
+    if vol is None:
+        return None
+    try:
+        with _translated(conn):
+            xml = vol.XMLDesc(0)
+    except NotFound:
+        return None
+    mtime = ET.fromstring(xml).findtext("target/timestamps/mtime")
+    return mtime.strip() if mtime else None
