@@ -39,6 +39,7 @@ from vdc.libvirt.domain_xml import (
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
+    WatchdogConfig,
     owner_from_domain_xml,
 )
 from xmlconfigs import check_golden, config_classes, stale_golden_files, unexercised_fields, virt_xml_validate
@@ -122,6 +123,7 @@ GOLDEN: dict[str, DomainConfig] = {
         graphics=GraphicsConfig(type="vnc", listen="0.0.0.0"),
         cputune=CpuTuneConfig(shares=2048, period=100000, quota=400000),
         emulator="/usr/bin/qemu-system-x86_64",
+        watchdog=WatchdogConfig(),
     ),
     # A cloud image with its cloud-init NoCloud seed on a read-only SATA CD-ROM; run strategy Once.
     "cdrom-seed": DomainConfig(
@@ -180,6 +182,7 @@ GOLDEN: dict[str, DomainConfig] = {
         graphics=GraphicsConfig(type="vnc"),
         on_poweroff="preserve",
         on_crash="coredump-restart",
+        watchdog=WatchdogConfig(model="ib700", action="reset"),
     ),
 }
 
@@ -407,6 +410,14 @@ def domains(draw: st.DrawFn) -> DomainConfig:
         on_crash=draw(literal_values(DomainConfig, "on_crash")),
         memballoon=draw(st.booleans()),
         rng=draw(st.booleans()),
+        watchdog=draw(
+            st.none()
+            | st.builds(
+                WatchdogConfig,
+                model=literal_values(WatchdogConfig, "model"),
+                action=literal_values(WatchdogConfig, "action"),
+            )
+        ),
     )
 
 
@@ -439,6 +450,7 @@ def test_coverage_walk_reaches_every_config_class() -> None:
         OsConfig,
         OwnerMetadata,
         SerialConsoleConfig,
+        WatchdogConfig,
     }
 
 
@@ -549,6 +561,10 @@ QEMU_LIVE_XML = f"""<domain type='kvm' id='3'>
       <model type='vga' vram='16384' heads='1' primary='yes'/>
       <alias name='video0'/>
     </video>
+    <watchdog model='i6300esb' action='pause'>
+      <alias name='watchdog0'/>
+      <address type='pci' domain='0x0000' bus='0x10' slot='0x01' function='0x0'/>
+    </watchdog>
     <memballoon model='virtio'>
       <stats period='5'/>
       <alias name='balloon0'/>
@@ -597,7 +613,15 @@ def test_parses_what_the_qemu_driver_returns_for_a_running_domain() -> None:
         graphics=GraphicsConfig(type="vnc"),
         cputune=CpuTuneConfig(shares=1024),
         emulator="/usr/bin/qemu-system-x86_64",
+        watchdog=WatchdogConfig(),
     )
+
+
+def test_a_watchdog_without_an_action_is_libvirts_default_reset() -> None:
+    text = render(GOLDEN["uefi-full"]).replace(
+        '<watchdog model="i6300esb" action="pause" />', "<watchdog model='i6300esb'/>"
+    )
+    assert DomainConfig.from_string(text).watchdog == WatchdogConfig(action="reset")
 
 
 def test_memory_in_other_units_is_converted_to_kib() -> None:

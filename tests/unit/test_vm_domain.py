@@ -41,6 +41,7 @@ from vdc.libvirt.domain_xml import (
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
+    WatchdogConfig,
 )
 from vdc.libvirt.domains import observe_domain
 
@@ -240,6 +241,27 @@ def test_vnc(graphics: dict[str, Any], expected: GraphicsConfig | None) -> None:
     assert build({"graphics": graphics}).graphics == expected
 
 
+@pytest.mark.parametrize(
+    ("availability", "expected"),
+    [
+        ({}, None),
+        ({"watchdog": False, "vmMonitoring": "Reset"}, None),
+        ({"watchdog": True}, WatchdogConfig(model="i6300esb", action="pause")),
+    ],
+)
+def test_a_watchdog_pauses_the_guest_for_vm_monitoring(
+    availability: dict[str, Any], expected: WatchdogConfig | None
+) -> None:
+    assert build({"availability": availability}).watchdog == expected
+
+
+def test_adding_a_watchdog_to_a_running_guest_needs_a_restart() -> None:
+    running = build()
+    desired = build({"availability": {"watchdog": True}})
+    assert differing_fields(running, desired) == ("watchdog",)
+    assert differing_fields(build({"availability": {"vmMonitoring": "Reset"}}), running) == ()
+
+
 # --- CPU QoS -------------------------------------------------------------------------------------
 
 
@@ -367,6 +389,7 @@ VARIED_SPECS: dict[str, dict[str, Any]] = {
         "memory": {"size": "256Gi"},
         "terminationGracePeriodSeconds": 0,
     },
+    "watchdog-monitored": {"availability": {"watchdog": True, "vmMonitoring": "Reset"}},
     "unicode-cmdline": {"boot": {"kernel": {"kernel": "/boot/vmlinuz-6.1", "cmdline": "hostname=über-vm ✓"}}},
 }
 

@@ -20,7 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vdc.api.virtualmachine import RunStrategy, restart_pending
-from vdc.controllers.vm_plan import LIVE_FIELDS, VmPlan, comparable, differing_fields, plan_vm
+from vdc.controllers.vm_plan import (
+    GUEST_RESET,
+    GUEST_STUCK,
+    LIVE_FIELDS,
+    STUCK,
+    VmMonitoring,
+    VmPlan,
+    comparable,
+    differing_fields,
+    plan_vm,
+)
 from vdc.libvirt.domain_xml import (
     CpuConfig,
     CpuMode,
@@ -32,7 +42,7 @@ from vdc.libvirt.domain_xml import (
     OwnerMetadata,
     SerialConsoleConfig,
 )
-from vdc.libvirt.domains import DomainObservation, ShutoffCause
+from vdc.libvirt.domains import DomainObservation, PausedReason, ShutoffCause
 
 UID = "0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11"
 GIB_KIB = 1024 * 1024
@@ -96,6 +106,7 @@ def plan(
     shutdown_elapsed: float | None = None,
     grace_seconds: int = GRACE,
     restart_requested: bool = False,
+    vm_monitoring: VmMonitoring = "Disabled",
 ) -> VmPlan:
     return plan_vm(
         strategy,
@@ -105,6 +116,7 @@ def plan(
         shutdown_elapsed=shutdown_elapsed,
         grace_seconds=grace_seconds,
         restart_requested=restart_requested,
+        vm_monitoring=vm_monitoring,
     )
 
 
@@ -727,3 +739,81 @@ def test_a_restart_annotation_alone_makes_the_vm_event_count() -> None:
     body["status"]["bootTime"] = "2025-03-01T10:00:09Z"
     assert not _restart_requested(body)
     assert not _restart_requested({"metadata": {}, "status": {"bootTime": "2025-03-01T10:00:00Z"}})
+
+
+# --- VM monitoring (spec.availability.vmMonitoring) ----------------------------------------------
+
+STUCK_REASONS: tuple[PausedReason, ...] = ("ioerror", "watchdog", "crashed")
+
+
+def stuck(reason: PausedReason) -> DomainObservation:
+    return dataclasses.replace(observation("paused"), paused_reason=reason)
+
+
+@pytest.mark.parametrize("strategy", ["Always", "RerunOnFailure"])
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [("ioerror", "paused on a disk I/O error"), ("watchdog", "its watchdog fired"), ("crashed", "guest panic")],
+)
+def test_vm_monitoring_resets_a_guest_that_stopped_making_progress(
+    strategy: RunStrategy, reason: PausedReason, words: str
+) -> None:
+    result = plan(strategy, stuck(reason), booted_before=True, vm_monitoring="Reset")
+    assert (result.actions, result.phase, result.ready, result.failed) == (
+        ("destroy", "start"),
+        "Starting",
+        False,
+        False,
+    )
+    assert result.reason == GUEST_RESET
+    assert words in result.message and "reset by VM monitoring" in result.message
+
+
+@pytest.mark.parametrize("strategy", ["Always", "RerunOnFailure"])
+@pytest.mark.parametrize("reason", STUCK_REASONS)
+def test_without_vm_monitoring_a_stuck_guest_is_left_alone_and_reported_as_a_failure(
+    strategy: RunStrategy, reason: PausedReason
+) -> None:
+    result = plan(strategy, stuck(reason), booted_before=True)
+    assert (result.actions, result.phase, result.ready, result.failed) == ((), "Failed", False, True)
+    assert result.reason == GUEST_STUCK
+    assert STUCK[reason] in result.message
+    assert "spec.availability.vmMonitoring: Reset" in result.message
+
+
+@pytest.mark.parametrize("monitoring", ["Disabled", "Reset"])
+def test_once_never_resets_a_stuck_guest_and_says_so(monitoring: VmMonitoring) -> None:
+    result = plan("Once", stuck("watchdog"), booted_before=True, vm_monitoring=monitoring)
+    assert (result.actions, result.reason, result.failed) == ((), GUEST_STUCK, True)
+    assert "runStrategy Once does not reset it" in result.message
+
+
+@pytest.mark.parametrize("monitoring", ["Disabled", "Reset"])
+def test_manual_and_halted_are_not_changed_by_vm_monitoring(monitoring: VmMonitoring) -> None:
+    assert plan("Manual", stuck("ioerror"), vm_monitoring=monitoring) == plan("Manual", observation("paused"))
+    assert plan("Halted", stuck("ioerror"), vm_monitoring=monitoring) == plan("Halted", observation("paused"))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_guest_paused_for_another_reason_is_running_whatever_the_policy(strategy: RunStrategy) -> None:
+    other = dataclasses.replace(observation("paused"), paused_reason="other")
+    assert plan(strategy, other, vm_monitoring="Reset") == plan(strategy, observation("paused"))
+
+
+def test_a_crashed_domain_is_restarted_either_way_and_vm_monitoring_names_it() -> None:
+    plain = plan("Always", observation("crashed"))
+    monitored = plan("Always", observation("crashed"), vm_monitoring="Reset")
+    assert plain.actions == monitored.actions == ("destroy", "start")
+    assert plain.reason == "Starting"
+    assert monitored.reason == GUEST_RESET and "crashed" in monitored.message
+
+
+def test_a_restart_request_goes_before_vm_monitoring() -> None:
+    result = plan("Always", stuck("watchdog"), restart_requested=True, vm_monitoring="Reset")
+    assert result.reason == "Restarting"
+
+
+def test_a_stuck_guest_with_a_changed_definition_is_redefined_before_the_reset() -> None:
+    changed = dataclasses.replace(DESIRED, vcpus=4)
+    result = plan("Always", stuck("watchdog"), desired=changed, vm_monitoring="Reset")
+    assert result.actions == ("define", "destroy", "start")

@@ -169,6 +169,21 @@ class Availability(ApiModel):
         default_factory=list,
         max_length=16,
     )
+    vm_monitoring: Literal["Disabled", "Reset"] = field(
+        "VM monitoring (vSphere HA's): Reset = the operator resets (forces off and starts again) a guest that "
+        "stopped making progress: paused on an I/O error, paused by its watchdog, or crashed (guest panic), "
+        "with a GuestReset Event. Disabled: such a guest is left as it is and the VM reports it (Ready=False, "
+        "reason GuestStuck). Reset acts under runStrategy Always or RerunOnFailure only (Once reports it).",
+        default="Disabled",
+        update="live",
+    )
+    watchdog: bool = field(
+        "Give the guest an i6300esb watchdog device whose expiry pauses the guest, so that vmMonitoring "
+        "decides what happens to it. The guest must run a watchdog daemon that feeds /dev/watchdog (its "
+        "kernel needs the i6300esb driver).",
+        default=False,
+        update="restart",
+    )
 
 
 class Console(ApiModel):

@@ -63,7 +63,7 @@ from vdc.controllers.vm_appliance import (
 from vdc.controllers.vm_disks import plan_volumes, pool_bytes, target_devices
 from vdc.controllers.vm_domain import UnsupportedSpec, domain_for, domain_name
 from vdc.controllers.vm_nics import AddressRefused, WaitingForAddress, bandwidth, nic_status_observed
-from vdc.controllers.vm_plan import VmPlan, plan_vm
+from vdc.controllers.vm_plan import GUEST_RESET, VmPlan, plan_vm
 from vdc.controllers.vm_status import (
     Converged,
     Event,
@@ -645,6 +645,7 @@ class VmController:
                 shutdown_elapsed=None if since is None else time.time() - since,
                 grace_seconds=grace,
                 restart_requested=restart and not started,
+                vm_monitoring=vm.spec.availability.vm_monitoring,
             )
             return plan
 
@@ -671,8 +672,9 @@ class VmController:
         reason, message = plan.reason, plan.message
         if held is not None and plan.phase in ("Stopping", "Stopped"):
             reason, message = "HostMaintenance", held if plan.phase == "Stopped" else f"{held}: {plan.message}"
+        state: State = "Current" if plan.ready else "Failed" if plan.failed else "InProgress"
         outcome = Outcome(
-            inputs.ref, plan.phase, "Current" if plan.ready else "InProgress", reason, message,
+            inputs.ref, plan.phase, state, reason, message,
             host=made.host, converged=Converged(boot_time, plan.restart_required), disks=made.disks,
             interfaces=interfaces, events=tuple(events),
         )  # fmt: skip
@@ -702,6 +704,8 @@ class VmController:
                 await conn.call(lambda c: domains.set_link_states(c, uid, desired.interfaces))
         if plan.reason == "Restarting" and ("start" in plan.actions or "shutdown" in plan.actions):
             return [Event("Restarting", plan.message)]
+        if plan.reason == GUEST_RESET:
+            return [Event(GUEST_RESET, f"{plan.message} (domain {desired.name} on {host})", warning=True)]
         if "start" in plan.actions and old.phase == "Running":
             what = "undefined" if missing else "shut off"
             message = f"domain {desired.name} was {what} on host {host} behind the operator's back; started it again"

@@ -22,6 +22,7 @@ from vdc.libvirt.domain_xml import (
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
+    WatchdogConfig,
 )
 
 CPU_MODES: dict[str, CpuMode] = {
@@ -153,6 +154,7 @@ def _domain_for(
         on_poweroff="destroy",
         on_reboot="restart",
         on_crash="destroy",
+        watchdog=WatchdogConfig() if spec.availability.watchdog else None,
     )
 
 

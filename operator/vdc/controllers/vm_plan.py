@@ -8,9 +8,23 @@ from typing import Any, Literal
 
 from vdc.api.virtualmachine import RESTART_ANNOTATION, Phase, RunStrategy, restart_pending
 from vdc.libvirt.domain_xml import DomainConfig
-from vdc.libvirt.domains import DomainObservation
+from vdc.libvirt.domains import DomainObservation, PausedReason
 
 Action = Literal["define", "start", "shutdown", "destroy", "set-memory", "set-link-state"]
+VmMonitoring = Literal["Disabled", "Reset"]
+
+GUEST_RESET = "GuestReset"
+"""Reason (and Event) of a guest that stopped making progress and that VM monitoring resets."""
+GUEST_STUCK = "GuestStuck"
+"""Reason (Stalled) of a guest that stopped making progress and that nothing resets."""
+STUCK: dict[PausedReason, str] = {
+    "ioerror": "it is paused on a disk I/O error",
+    "watchdog": "its watchdog fired",
+    "crashed": "it crashed (guest panic)",
+}
+"""The reasons a paused domain has stopped making progress, in words."""
+RESETTING: tuple[RunStrategy, ...] = ("Always", "RerunOnFailure")
+"""The run strategies under which VM monitoring resets a stuck guest (they want it running)."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,8 @@ class VmPlan:
     reason: str
     message: str
     restart_required: tuple[str, ...] = ()
+    failed: bool = False
+    """Not ready and nothing under way: a failure to show (Stalled), e.g. a guest stuck and not reset."""
 
 
 MACHINE_EXPANSIONS = {"q35": "pc-q35-", "pc": "pc-i440fx-"}
@@ -103,8 +119,13 @@ def plan_vm(
     shutdown_elapsed: float | None,
     grace_seconds: int,
     restart_requested: bool = False,
+    vm_monitoring: VmMonitoring = "Disabled",
 ) -> VmPlan:
     """What to do next. ``shutdown_elapsed``: seconds since we asked the guest to shut down (None: not asked).
+
+    A guest that stopped making progress (paused on an I/O error, by its watchdog, or after a panic; or a
+    crashed domain) under a run strategy of :data:`RESETTING` is reset (destroyed, started) when
+    ``vm_monitoring`` is Reset; a paused one is otherwise left as it is and reported (GuestStuck).
 
     ``restart_requested`` (see :func:`restart_pending`): a running guest is asked to shut down, forced off
     after the grace period, then started; a guest that is off is started (whatever the run strategy but
@@ -187,6 +208,30 @@ def plan_vm(
     stays_off = (strategy == "RerunOnFailure" and observed.state == "shutoff" and observed.cause == "guest") or (
         strategy == "Once" and booted_before
     )
+    if observed.state == "paused" and observed.paused_reason in STUCK:
+        why = STUCK[observed.paused_reason]
+        if strategy in RESETTING and vm_monitoring == "Reset":
+            return VmPlan(
+                (*actions, "destroy", "start"),
+                "Starting",
+                False,
+                GUEST_RESET,
+                f"the guest stopped making progress ({why}): reset by VM monitoring",
+            )
+        instead = (
+            "spec.availability.vmMonitoring: Reset would reset it"
+            if strategy in RESETTING
+            else f"runStrategy {strategy} does not reset it"
+        )
+        return VmPlan(
+            tuple(actions),
+            "Failed",
+            False,
+            GUEST_STUCK,
+            f"the guest stopped making progress ({why}) and is left paused; {instead}",
+            restart_required,
+            failed=True,
+        )
     if on:
         return VmPlan(tuple(actions), "Running", True, "Running", "the domain is running", restart_required)
     if stays_off and observed.state == "shutoff":
@@ -194,4 +239,7 @@ def plan_vm(
             tuple(actions), "Stopped", True, "Stopped", f"the guest stopped and runStrategy {strategy} keeps it off"
         )
     prefix: tuple[Action, ...] = ("destroy",) if observed.state == "crashed" else ()
+    if observed.state == "crashed" and strategy in RESETTING and vm_monitoring == "Reset":
+        message = "the guest stopped making progress (it crashed): reset by VM monitoring"
+        return VmPlan((*actions, *prefix, "start"), "Starting", False, GUEST_RESET, message)
     return VmPlan((*actions, *prefix, "start"), "Starting", False, "Starting", "starting the domain")

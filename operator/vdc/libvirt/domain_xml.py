@@ -58,6 +58,8 @@ LinkState = Literal["up", "down"]
 GraphicsType = Literal["vnc"]
 LifecycleAction = Literal["destroy", "restart", "preserve", "rename-restart"]
 CrashAction = Literal["destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"]
+WatchdogModel = Literal["i6300esb", "ib700", "itco"]
+WatchdogAction = Literal["reset", "shutdown", "poweroff", "pause", "none", "dump", "inject-nmi"]
 
 _CPU_MODES: tuple[CpuMode, ...] = get_args(CpuMode)
 _DOMAIN_TYPES: tuple[DomainType, ...] = get_args(DomainType)
@@ -73,6 +75,8 @@ _LINK_STATES: tuple[LinkState, ...] = get_args(LinkState)
 _GRAPHICS_TYPES: tuple[GraphicsType, ...] = get_args(GraphicsType)
 _LIFECYCLE_ACTIONS: tuple[LifecycleAction, ...] = get_args(LifecycleAction)
 _CRASH_ACTIONS: tuple[CrashAction, ...] = get_args(CrashAction)
+_WATCHDOG_MODELS: tuple[WatchdogModel, ...] = get_args(WatchdogModel)
+_WATCHDOG_ACTIONS: tuple[WatchdogAction, ...] = get_args(WatchdogAction)
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _MEMORY_UNITS = {
@@ -547,6 +551,29 @@ class GraphicsConfig:
         return cls(type=_xml.pick(el.get("type"), _GRAPHICS_TYPES, "graphics type"), listen=listen)
 
 
+# --- watchdog ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """``<watchdog model='i6300esb' action='pause'/>``: a watchdog device and what QEMU does when it fires
+    (``pause``: the domain is paused with reason watchdog, for the operator's VM monitoring to decide)."""
+
+    model: WatchdogModel = "i6300esb"
+    action: WatchdogAction = "pause"
+
+    def to_xml(self) -> ET.Element:
+        return _xml.new("watchdog", {"model": self.model, "action": self.action})
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self:
+        _xml.expect_tag(el, "watchdog")
+        return cls(
+            model=_xml.pick(el.get("model"), _WATCHDOG_MODELS, "watchdog model"),
+            action=_xml.pick(el.get("action", "reset"), _WATCHDOG_ACTIONS, "watchdog action"),
+        )
+
+
 # --- the domain ----------------------------------------------------------------------------------
 
 
@@ -557,7 +584,8 @@ class DomainConfig:
     ``vcpus`` are the vCPUs online at boot; ``max_vcpus`` (when set, larger than ``vcpus``) is the
     most that can be hot-plugged. ``memory_kib`` is the maximum memory, ``current_memory_kib`` what the
     balloon gives the guest. ``emulator`` is written only when given. ``memballoon=False`` writes
-    ``<memballoon model='none'/>``; ``rng`` adds a virtio RNG fed from ``/dev/urandom``.
+    ``<memballoon model='none'/>``; ``rng`` adds a virtio RNG fed from ``/dev/urandom``; ``watchdog`` a
+    watchdog device.
     ``<features><acpi/><apic/></features>`` is always written (graceful shutdown goes through ACPI).
     """
 
@@ -582,6 +610,7 @@ class DomainConfig:
     on_crash: CrashAction = "destroy"
     memballoon: bool = True
     rng: bool = True
+    watchdog: WatchdogConfig | None = None
 
     def __post_init__(self) -> None:
         _xml.check_uuid(self.uuid, "domain uuid")
@@ -642,6 +671,8 @@ class DomainConfig:
             devices.append(self.serial.console_xml())
         if self.graphics is not None:
             devices.append(self.graphics.to_xml())
+        if self.watchdog is not None:
+            devices.append(self.watchdog.to_xml())
         _xml.sub(devices, "memballoon", {"model": "virtio" if self.memballoon else "none"})
         if self.rng:
             rng = _xml.sub(devices, "rng", {"model": "virtio"})
@@ -671,6 +702,7 @@ class DomainConfig:
         serial = next((s for s in devices.findall("serial") if s.get("type") == "pty"), None)
         graphics = next((g for g in devices.findall("graphics") if g.get("type") in _GRAPHICS_TYPES), None)
         balloon = devices.find("memballoon")
+        watchdog = next((w for w in devices.findall("watchdog") if w.get("model") in _WATCHDOG_MODELS), None)
         return cls(
             name=_xml.text(_xml.child(el, "name")) or "",
             uuid=(_xml.text(_xml.child(el, "uuid")) or "").strip(),
@@ -703,6 +735,7 @@ class DomainConfig:
                 for r in devices.findall("rng")
                 for b in r.findall("backend")
             ),
+            watchdog=None if watchdog is None else WatchdogConfig.from_xml(watchdog),
         )
 
     @classmethod
@@ -725,5 +758,6 @@ __all__ = [
     "OsConfig",
     "OwnerMetadata",
     "SerialConsoleConfig",
+    "WatchdogConfig",
     "owner_from_domain_xml",
 ]

@@ -13,6 +13,8 @@ from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, NotFound, transla
 
 DomainState = Literal["running", "paused", "shutoff", "crashed", "other"]
 ShutoffCause = Literal["guest", "destroyed", "crashed", "failed", "other"]
+PausedReason = Literal["ioerror", "watchdog", "crashed", "other"]
+"""Why a paused domain is paused: the ones that mean the guest stopped making progress, else other."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class DomainObservation:
     """The persistent definition (what the next boot uses)."""
     live: DomainConfig | None = None
     """The running configuration, when running."""
+    paused_reason: PausedReason | None = None
+    """Why a paused domain is paused (libvirt's VIR_DOMAIN_PAUSED_* reason); None unless paused."""
 
 
 _STATES: dict[int, DomainState] = {
@@ -43,6 +47,25 @@ _SHUTOFF_CAUSES: dict[int, ShutoffCause] = {
     libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
 }
+
+_PAUSED_REASONS: dict[int, PausedReason] = {
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "ioerror",
+    libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+}
+
+
+def state_of(state: int, reason: int) -> tuple[DomainState, ShutoffCause, PausedReason | None]:
+    """libvirt's (state, reason) of ``virDomainGetState``: the state, why a shut-off domain is off, and why
+    a paused one is paused (None when it is not paused; a PMSUSPENDED domain is paused for another reason)."""
+    kind = _STATES.get(state, "other")
+    cause = _SHUTOFF_CAUSES.get(reason, "other") if kind == "shutoff" else "other"
+    paused: PausedReason | None = None
+    if state == libvirt.VIR_DOMAIN_PAUSED:
+        paused = _PAUSED_REASONS.get(reason, "other")
+    elif kind == "paused":
+        paused = "other"
+    return kind, cause, paused
 
 
 def _parse(xml: str) -> DomainConfig | None:
@@ -63,13 +86,12 @@ def observe_domain(conn: libvirt.virConnect, uuid: str) -> DomainObservation | N
         dom = _lookup(conn, uuid)
         with translated():
             state, reason = dom.state()
-            kind = _STATES.get(state, "other")
+            kind, cause, paused = state_of(state, reason)
             defined = _parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             live = _parse(dom.XMLDesc(0)) if kind in ("running", "paused") else None
     except DomainNotFound:
         return None
-    cause = _SHUTOFF_CAUSES.get(reason, "other") if kind == "shutoff" else "other"
-    return DomainObservation(state=kind, cause=cause, defined=defined, live=live)
+    return DomainObservation(state=kind, cause=cause, defined=defined, live=live, paused_reason=paused)
 
 
 def domain_exists(conn: libvirt.virConnect, uuid: str) -> bool:
