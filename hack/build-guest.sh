@@ -36,6 +36,13 @@
 #                       migration reads back after it)
 #   vdc.pinglog=IP      ping IP twice a second forever, each reply printed as
 #                       VDC-PINGLOG <ping's line> (seq=N: gaps are lost packets)
+#   vdc.watchdog=N      feed /dev/watchdog (timeout 5 s) for N seconds, printing
+#                       VDC-WATCHDOG-FEEDING=N, then stop feeding without the
+#                       magic close -> VDC-WATCHDOG-STOPPED: the device fires 5 s
+#                       later (VDC-WATCHDOG-NONE when there is no /dev/watchdog).
+#                       Needs a kernel with the i6300esb driver, which the cloud
+#                       kernel lacks: VDC_GUEST_KERNEL_PKG=linux-image-amd64
+#                       VDC_GUEST_MODULES="... i6300esb" (and another VDC_CACHE)
 set -euo pipefail
 
 help() {
@@ -226,6 +233,7 @@ disk=/dev/vda
 disk_write=
 disk_read=
 ping_log=
+watchdog_for=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdc.hostname=*) host=${arg#vdc.hostname=} ;;
@@ -237,6 +245,7 @@ for arg in $(cat /proc/cmdline); do
         vdc.diskwrite=*) disk_write=${arg#vdc.diskwrite=} ;;
         vdc.diskread=*) disk_read=${arg#vdc.diskread=} ;;
         vdc.pinglog=*) ping_log=${arg#vdc.pinglog=} ;;
+        vdc.watchdog=*) watchdog_for=${arg#vdc.watchdog=} ;;
     esac
 done
 hostname "$host"
@@ -291,6 +300,21 @@ fi
 
 if [ -n "$ping_log" ]; then
     ( ping -i 0.5 "$ping_log" 2>&1 | while read -r line; do echo "VDC-PINGLOG $line"; done ) &
+fi
+
+if [ -n "$watchdog_for" ]; then
+    (
+        if [ -c /dev/watchdog ]; then
+            watchdog -F -T 5 -t 1 /dev/watchdog &
+            feeder=$!
+            echo "VDC-WATCHDOG-FEEDING=$watchdog_for"
+            sleep "$watchdog_for"
+            kill -9 "$feeder" # no magic close: the watchdog stays armed
+            echo "VDC-WATCHDOG-STOPPED"
+        else
+            echo "VDC-WATCHDOG-NONE"
+        fi
+    ) &
 fi
 
 if [ -n "$ping_ip" ]; then
