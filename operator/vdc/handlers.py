@@ -192,6 +192,16 @@ def _on_connection_change(memo: kopf.Memo, host: str) -> None:
         rt.vm_queue.add(key)
 
 
+def _ha_cluster(clusters: ObjectCache, host: str) -> str | None:
+    """The ComputeCluster with HA enabled that has ``host`` among its members (its status), if any."""
+    for body in clusters:
+        if ((body.get("spec") or {}).get("ha") or {}).get("enabled") and host in (
+            (body.get("status") or {}).get("hosts") or ()
+        ):
+            return str(body["metadata"]["name"])
+    return None
+
+
 def _on_health_change(rt: Runtime, host: str, state: str) -> None:
     """HA judged a host anew (Suspect, Fenced, back …): its VMs say so, or restart elsewhere."""
     log.info("host %s: %s", host, state)
@@ -373,6 +383,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     migration_controller.requeue = rt.migration_queue.add
     memo.runtime = rt  # before anything runs that looks for it
     host_controller.on_health_change = functools.partial(_on_health_change, rt)
+    vm_controller.ha_cluster = functools.partial(_ha_cluster, rt.computeclusters)
     rt.host_queue.start()
     rt.first_sight_queue.start()
     rt.pool_queue.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -177,3 +178,57 @@ def test_a_hung_host_is_fenced_by_power_off_and_its_vms_restart_elsewhere(site: 
     system(site, host).reset_system(sushy.RESET_ON)
     wait_until(f"host {host} Healthy again", lambda: health(site, host).get("state") == "Healthy", timeout=240)
     assert site.defined_on(domain) == [target] and qemu_processes(domain) == 1
+
+
+def _started_after(site: Site, offset: int, names: list[str]) -> list[str]:
+    """The order in which the operator started the domains of ``names`` (its log, after byte ``offset``)."""
+    text = site.dc.operator.log.read_bytes()[offset:].decode(errors="replace")
+    order = [m.group(1) for m in re.finditer(rf"vm {site.dc.namespace}/([\w-]+) on [\w-]+: start", text)]
+    return [n for n in order if n in names]
+
+
+def test_restarts_follow_priority_and_order_and_keep_the_vms_addresses(site: Site) -> None:
+    dc = site.dc
+    site.clear_vms()
+    victim, *others = site.names
+    switch = {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualSwitch", "metadata": {"name": "e2e-ha-lan"},
+              "spec": {"mode": "nat", "subnet": {"cidr": "10.78.0.0/24"},
+                       "hostSelector": {"matchLabels": {"vdc.dev/driver": DRIVER}}}}  # fmt: skip
+    dc.apply(switch)
+    nic = [{"name": "eth0", "switch": "e2e-ha-lan"}]
+    wanted = {  # name -> availability
+        "ha-batch": {"restartPriority": "Low"},
+        "ha-app": {"restartPriority": "Medium", "restartAfter": ["ha-db"]},
+        "ha-db": {"restartPriority": "Highest"},
+    }
+    try:
+        for host in others:  # everything lands on the victim
+            dc.cp.kubectl("patch", "host", host, "--type=merge", "-p", '{"spec":{"maintenance":true}}')
+        for name, availability in wanted.items():
+            dc.apply(site.vm(name, SHARED_POOL, availability=availability, interfaces=nic))
+        before = {name: dc.wait_ready(name, timeout=180) for name in wanted}
+    finally:
+        for host in others:
+            dc.cp.kubectl("patch", "host", host, "--type=merge", "-p", '{"spec":{"maintenance":false}}')
+    assert {b["status"]["host"] for b in before.values()} == {victim}
+    addresses = {n: b["status"]["interfaces"][0]["ipAddresses"] for n, b in before.items()}
+    assert all(addresses.values()), addresses
+
+    offset = dc.operator.log.stat().st_size
+    system(site, victim).reset_system(sushy.RESET_FORCE_OFF)
+
+    def all_elsewhere() -> dict[str, dict[str, object]] | None:
+        now = {n: dc.vm(n) or {} for n in wanted}
+        done = all((v.get("status") or {}).get("phase") == "Running" and v["status"].get("host") != victim
+                   for v in now.values())  # fmt: skip
+        return now if done else None
+
+    after = wait_until("the three VMs running elsewhere", all_elsewhere, timeout=240)
+    for name, vm in after.items():
+        domain = vm["status"]["domainName"]  # type: ignore[index]
+        assert qemu_processes(domain) == 1 and len(site.running_on(domain)) == 1, name
+        assert vm["status"]["interfaces"][0]["ipAddresses"] == addresses[name], name  # type: ignore[index]
+    order = _started_after(site, offset, list(wanted))
+    assert order == ["ha-db", "ha-app", "ha-batch"], order  # Highest first; ha-app after ha-db; Low last
+    system(site, victim).reset_system(sushy.RESET_ON)
+    wait_until(f"host {victim} Healthy again", lambda: health(site, victim).get("state") == "Healthy", timeout=240)

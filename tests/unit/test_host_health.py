@@ -12,6 +12,7 @@ from vdc.controllers.host_health import (
     refusal,
     waiting_for,
 )
+from vdc.workqueue import TokenBucket
 
 LOST = HealthSignals(connected=False, power_managed=True, power="On", power_error=None, previous="Healthy",
                      suspect_for=0.0)  # fmt: skip
@@ -101,3 +102,8 @@ def test_a_stopped_heartbeat_without_power_management_fails_the_host_unfenced_at
 
 def test_power_off_fences_whatever_the_heartbeat() -> None:
     assert judge(signals(power="Off", heartbeat="alive")).state == "Fenced"
+
+
+def test_the_restart_rate_limit_lets_a_burst_through_then_the_rate() -> None:
+    bucket = TokenBucket(rate=0.001, burst=3)  # as good as no refill during the test
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]

@@ -97,6 +97,7 @@ from vdc.libvirt.storage import VolumeObservation
 from vdc.operations.ownership import converge_hold, owner
 from vdc.scheduler.placement import PlacementRequest, place
 from vdc.tenancy.view import TenancyView
+from vdc.workqueue import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,11 @@ DOMAIN_ON_SEVERAL_HOSTS = "DomainOnSeveralHosts"
 STOPPING_POLL_SECONDS = 2.0
 UNREACHABLE_POLL_SECONDS = 15.0
 HA_WAIT_SECONDS = 2.0
-"""How often a VM waiting for its turn to be restarted by HA (priority, order) looks again."""
+"""How often a VM waiting for its turn to be restarted by HA (priority, order, rate) looks again."""
+HA_RESTARTS_PER_SECOND = 10.0
+HA_RESTART_BURST = 20
+"""HA restarts placed per second (a burst of that many at once): a failed host's VMs do not all hit the
+surviving hosts' libvirtds and the API server in the same instant."""
 
 
 class DeletionBlocked(DeletionWaits):
@@ -204,6 +209,9 @@ class VmController:
         self._locks: KeyLocks[Key] = KeyLocks()
         self._deleted: set[str] = set()
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
+        self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
+        self.ha_cluster: Callable[[str], str | None] = lambda host: None
+        """The ComputeCluster with HA enabled that holds a host (its member), or None: no restart elsewhere."""
         self.operation_exists: Callable[[str, OperationRef], bool] = lambda namespace, ref: True
         self.admission_refusals: Callable[[list[str], int, int, str | None], Mapping[str, str]] = (
             lambda hosts, cpus, memory, source: {}
@@ -405,6 +413,13 @@ class VmController:
                 raise Halt(Outcome(ref, "Unknown", "Unknown", "HostUnreachable", message, host=host),
                            UNREACHABLE_POLL_SECONDS)  # fmt: skip
             return host  # provisioning says it is unreachable
+        protector = self.ha_cluster(host)
+        if protector is None:
+            message = (f"host {host} failed and is fenced, but no ComputeCluster with spec.ha.enabled holds it: the "
+                       "VM is not restarted elsewhere")  # fmt: skip
+            raise Halt(
+                Outcome(ref, "Unknown", "Unknown", "NotRestartable", message, host=host), UNREACHABLE_POLL_SECONDS
+            )
         candidate = self._restart_candidate(body)
         refused = refusal(candidate, host)
         if refused is not None:
@@ -422,8 +437,13 @@ class VmController:
             if waits is not None:
                 message = f"host {host} failed and is fenced; the restart waits for {waits}"
                 raise Halt(Outcome(ref, "Unknown", "Unknown", "WaitingToRestart", message, host=host), HA_WAIT_SECONDS)
+        if not self._restart_tokens.take():
+            message = f"host {host} failed and is fenced; HA restarts are rate-limited ({HA_RESTARTS_PER_SECOND:g}/s)"
+            raise Halt(Outcome(ref, "Unknown", "Unknown", "WaitingToRestart", message, host=host), HA_WAIT_SECONDS)
         target, why_there = self._schedule(body, inputs)
-        message = f"host {host} failed and was fenced: restarting the VM on {target} ({why_there})"
+        message = (
+            f"host {host} failed and was fenced: ComputeCluster {protector} restarts the VM on {target} ({why_there})"
+        )
         disks = [d.model_copy(update={"host": target}) for d in old.disks]
         events = (Event("HaRestart", message, warning=True),)
         outcome = Outcome(

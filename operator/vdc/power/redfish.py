@@ -6,11 +6,16 @@ names the endpoint and what went wrong; no sushy type leaves this module.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
 import sushy
 from sushy import exceptions as sushy_errors
+
+# sushy warns on every connection to a service without a SessionService (it falls back to basic auth, which
+# is what we ask for): once per power read, every few seconds per host, it would drown the operator's log.
+logging.getLogger("sushy.main").setLevel(logging.ERROR)
 
 PowerState = Literal["On", "Off", "PoweringOn", "PoweringOff", "Unknown"]
 ResetAction = Literal["On", "ForceOff", "ForceRestart", "GracefulShutdown"]
