@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration chaos clean
+.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration bench-ha chaos clean
 
 bootstrap:            ## install Debian packages, the Python env, control-plane binaries, the tiny guest
 	hack/bootstrap.sh
@@ -38,6 +38,9 @@ bench:                ## VM scale benchmark: prints figures next to raw libvirt'
 
 bench-migration:      ## live migration benchmark: VirtualMachineMigration and Host evacuation next to raw migrateToURI3 (root, after make bootstrap; ARGS="--round-trips 5 --vms 6 ...")
 	$(PY) bench/migration.py $(ARGS)
+
+bench-ha:             ## HA benchmark: power a host off, time until its VMs run elsewhere (detection, fencing, restart) next to raw define+start (root, after make bootstrap; ARGS="--vms 6 --rounds 3 ...")
+	$(PY) bench/ha.py $(ARGS)
 
 chaos:                ## fault-injection benchmark: VM rollout+teardown while the operator, apiserver, etcd, libvirtd, hosts and a pool fail; prints figures and invariant violations (root, after make bootstrap; ARGS="--seed N --vms 200 ...")
 	$(PY) bench/chaos.py $(ARGS)

@@ -262,8 +262,14 @@ class RawLibvirt:
         )
 
     def define_copy(self, host: str, template_domain: str, name: str) -> None:
-        """Define and start ``name`` on ``host`` from the operator's domain ``template_domain``: same XML, its
-        own name, UUID, disk (a new blank image of the same size and format in the same directory) and log."""
+        """Define and start ``name`` on ``host`` from the operator's domain ``template_domain`` (see copy_xml)."""
+        dom = self.conns[host].defineXML(self.copy_xml(host, template_domain, name))
+        dom.create()
+
+    def copy_xml(self, host: str, template_domain: str, name: str) -> str:
+        """The XML of a copy ``name`` of the operator's domain ``template_domain`` on ``host``: same XML, its
+        own name, UUID, disk (a new blank image of the same size and format in the same directory, created
+        here) and log, without the operator's metadata."""
         conn = self.conns[host]
         xml = conn.lookupByName(template_domain).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         root = ET.fromstring(xml)
@@ -293,8 +299,7 @@ class RawLibvirt:
                 value = el.get(attr)
                 if value and template_domain in value:
                     el.set(attr, value.replace(template_domain, name))
-        dom = conn.defineXML(ET.tostring(root, encoding="unicode"))
-        dom.create()
+        return ET.tostring(root, encoding="unicode")
 
     def where(self, name: str) -> str:
         for host, conn in self.conns.items():
