@@ -36,6 +36,8 @@
 #                      the machine's network namespace (no addresses)
 #   VDC_HOST_TIMEOUT   seconds to wait for each libvirtd (default: 90)
 #   VDC_REDFISH_PORT   if set, `up` also starts the Redfish endpoint on it
+#   VDC_HOST_LOCKD     1: the hosts (of this state dir, from now on) run virtlockd and libvirt's lockd
+#                      lock manager, so a QEMU holds a lease (fcntl lock) on each of its disks
 #   VDC_REDFISH_HTPASSWD  htpasswd file (bcrypt): the endpoint asks for basic
 #                      auth (default: none)
 #   VDC_REDFISH_TLS_CERT, VDC_REDFISH_TLS_KEY  serve HTTPS (default: HTTP)
@@ -307,7 +309,24 @@ cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "logd"
 EOF
+        if [ -f "$HOSTS_DIR/lockd" ]; then echo 'lock_manager = "lockd"'; fi
     } >"$d/etc/qemu.conf"
+    # Disk leases (VDC_HOST_LOCKD=1 at the first `up`): libvirt's lockd plugin with virtlockd takes an
+    # fcntl lock on every disk a QEMU opens (shared read-only disks a shared lock): a second QEMU on
+    # another host cannot open a disk a live QEMU holds; a dead host's locks die with its virtlockd.
+    { cat /etc/libvirt/qemu-lockd.conf; cat <<EOF
+
+# --- vdc libvirt host $name ---
+auto_disk_leases = 1
+require_lease_for_disks = 1
+EOF
+    } >"$d/etc/qemu-lockd.conf"
+    { cat /etc/libvirt/virtlockd.conf; cat <<EOF
+
+# --- vdc libvirt host $name ---
+log_outputs = "3:file:/var/log/libvirt/virtlockd.log"
+EOF
+    } >"$d/etc/virtlockd.conf"
     { cat /etc/libvirt/virtlogd.conf; cat <<EOF
 
 # --- vdc libvirt host $name ---
@@ -408,6 +427,7 @@ host_init() {
         done
     ) &
     virtlogd --daemon --pid-file "$d/run/virtlogd.pid"
+    if [ -f "$(dirname "$d")/lockd" ]; then virtlockd --daemon --pid-file "$d/run/virtlockd.pid"; fi
     exec libvirtd --pid-file "$d/run/libvirtd.pid" --config /etc/libvirt/libvirtd.conf
 }
 
@@ -605,6 +625,7 @@ cmd_up() {
     require_root_tools
     lock_state
     setup_shared_dir
+    if [ "${VDC_HOST_LOCKD:-}" = 1 ]; then touch "$HOSTS_DIR/lockd"; fi
     [ "$USE_NETNS" = 0 ] || setup_network
     local -a started=() launchers=()
     for i in $(seq 1 "$n"); do

@@ -116,8 +116,10 @@ class LibvirtHosts:
         return Path((self.state / "hosts" / "shared.path").read_text().strip())
 
 
-def start_libvirt_hosts(state: Path, count: int, prefix: str) -> LibvirtHosts:
-    run_script("libvirt-hosts.sh", "up", str(count), state=state, env={"VDC_HOST_PREFIX": prefix})
+def start_libvirt_hosts(state: Path, count: int, prefix: str, *, disk_leases: bool = False) -> LibvirtHosts:
+    """``disk_leases``: the hosts run virtlockd and libvirt's lockd lock manager (kept for later starts)."""
+    env = {"VDC_HOST_PREFIX": prefix, **({"VDC_HOST_LOCKD": "1"} if disk_leases else {})}
+    run_script("libvirt-hosts.sh", "up", str(count), state=state, env=env)
     hosts = []
     for line in (state / "hosts" / "hosts.txt").read_text().splitlines():
         parts = line.split()

@@ -45,7 +45,7 @@ from vdc.controllers.host import HostController
 from vdc.controllers.migration import MigrationController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
-from vdc.controllers.vm import VmController
+from vdc.controllers.vm import HaCluster, VmController
 from vdc.controllers.vm_plan import restart_requested
 from vdc.kube import lister
 from vdc.kube.cache import Key, ObjectCache, key_of
@@ -192,13 +192,12 @@ def _on_connection_change(memo: kopf.Memo, host: str) -> None:
         rt.vm_queue.add(key)
 
 
-def _ha_cluster(clusters: ObjectCache, host: str) -> str | None:
+def _ha_cluster(clusters: ObjectCache, host: str) -> HaCluster | None:
     """The ComputeCluster with HA enabled that has ``host`` among its members (its status), if any."""
     for body in clusters:
-        if ((body.get("spec") or {}).get("ha") or {}).get("enabled") and host in (
-            (body.get("status") or {}).get("hosts") or ()
-        ):
-            return str(body["metadata"]["name"])
+        ha = (body.get("spec") or {}).get("ha") or {}
+        if ha.get("enabled") and host in ((body.get("status") or {}).get("hosts") or ()):
+            return HaCluster(str(body["metadata"]["name"]), bool(ha.get("diskLeases")))
     return None
 
 
@@ -207,6 +206,10 @@ def _on_health_change(rt: Runtime, host: str, state: str) -> None:
     log.info("host %s: %s", host, state)
     for key in rt.cluster.vms_on(host):
         rt.vm_queue.add(key)
+    if state == "Healthy":  # back: VMs restarted elsewhere that its stale copies kept from starting go on now
+        for body in rt.vms:
+            if (body.get("status") or {}).get("phase") not in ("Running", "Stopped"):
+                rt.vm_queue.add(key_of(body))
 
 
 async def _resync(rt: Runtime) -> None:

@@ -77,9 +77,9 @@ class Site:
                     if len(line.split()) >= 2)  # fmt: skip
         return int(pids["libvirtd"])
 
-    def signal_host(self, host: str, sig: signal.Signals) -> None:
+    def signal_host(self, host: str, sig: signal.Signals, spare: tuple[str, ...] = ()) -> None:
         """``sig`` to the host's libvirtd and every process in its mount namespace (its QEMUs, its heartbeat;
-        a guest of the same name on another host is left alone)."""
+        a guest of the same name on another host is left alone) but those whose command name is in ``spare``."""
         try:
             namespace = os.readlink(f"/proc/{self.libvirtd_pid(host)}/ns/mnt")
         except FileNotFoundError:
@@ -88,7 +88,7 @@ class Site:
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
-                if os.readlink(entry / "ns" / "mnt") == namespace:
+                if os.readlink(entry / "ns" / "mnt") == namespace and (entry / "comm").read_text().strip() not in spare:
                     os.kill(int(entry.name), sig)
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
@@ -163,11 +163,12 @@ def wait_counting(site: Site, host: str, domain: str, at_least: int = 3) -> int:
 
 
 @contextmanager
-def migration_site(datacenter: Datacenter, state: Path) -> Iterator[Site]:
-    """Three rig hosts, their Hosts and the two pools, all removed again afterwards."""
+def migration_site(datacenter: Datacenter, state: Path, *, disk_leases: bool = False) -> Iterator[Site]:
+    """Three rig hosts, their Hosts and the two pools, all removed again afterwards. ``disk_leases``: the
+    hosts run libvirt's lockd lock manager (see hack/libvirt-hosts.sh, VDC_HOST_LOCKD)."""
     dc = datacenter
     prefix = f"vdcm{secrets.token_hex(2)}"
-    hosts = rig.start_libvirt_hosts(state, 3, prefix)
+    hosts = rig.start_libvirt_hosts(state, 3, prefix, disk_leases=disk_leases)
     s = Site(dc, hosts, state, prefix)
     try:
         for h in hosts.hosts:

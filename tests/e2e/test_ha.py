@@ -13,8 +13,10 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sushy
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the rig needs root")
 @pytest.fixture(scope="module")
 def site(datacenter: Datacenter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     state = tmp_path_factory.mktemp("ha-rig")
-    with migration_site(datacenter, state) as s:
+    with migration_site(datacenter, state, disk_leases=True) as s:
         url = rig.start_redfish(state, s.prefix)
         cluster = {"apiVersion": "vdc.dev/v1alpha1", "kind": "ComputeCluster", "metadata": {"name": "e2e-ha"},
                    "spec": {"hostSelector": {"matchLabels": {"vdc.dev/driver": DRIVER}},
@@ -232,3 +234,40 @@ def test_restarts_follow_priority_and_order_and_keep_the_vms_addresses(site: Sit
     assert order == ["ha-db", "ha-app", "ha-batch"], order  # Highest first; ha-app after ha-db; Low last
     system(site, victim).reset_system(sushy.RESET_ON)
     wait_until(f"host {victim} Healthy again", lambda: health(site, victim).get("state") == "Healthy", timeout=240)
+
+
+def test_with_disk_leases_an_unfenced_failed_hosts_vm_restarts_but_never_runs_twice(site: Site) -> None:
+    dc = site.dc
+    lease = {"spec": {"ha": {"diskLeases": True}}}
+    dc.cp.kubectl("patch", "computecluster", "e2e-ha", "--type=merge", "-p", json.dumps(lease))
+    dc.apply(site.vm("ha-lease", SHARED_POOL))
+    vm = dc.wait_ready("ha-lease", timeout=180)
+    host, domain = vm["status"]["host"], vm["status"]["domainName"]
+    wait_counting(site, host, domain)
+    old_qemu = subprocess.run(["pgrep", "-f", f"guest={domain},"], capture_output=True, text=True).stdout.split()
+    assert len(old_qemu) == 1
+    endpoint = dc.get("host", host)["spec"]["powerManagement"]  # type: ignore[index]
+    dc.cp.kubectl("patch", "host", host, "--type=json", "-p", '[{"op":"remove","path":"/spec/powerManagement"}]')
+    wait_until(f"host {host} without power status",
+               lambda: "power" not in ((dc.get("host", host) or {}).get("status") or {}), timeout=60)  # fmt: skip
+    # The host hangs but its guest runs on (it holds its disk's lease): libvirtd, virtlockd, the heartbeat stop.
+    site.signal_host(host, signal.SIGSTOP, spare=("qemu-system-x86",))
+    try:
+        wait_until(f"host {host} Failed", lambda: health(site, host).get("state") == "Failed", timeout=180)
+        moved = wait_until("ha-lease placed on another host", lambda: (v := dc.vm("ha-lease")) and
+                           v["status"].get("host") not in (None, host) and v, timeout=120)  # fmt: skip
+        assert "leased" in str(moved["status"].get("conditions")) or moved["status"].get("phase") != "Running"
+        for _ in range(20):  # the new copy cannot open the disk the old one holds: never two running
+            assert qemu_processes(domain) == 1 and Path(f"/proc/{old_qemu[0]}").exists()
+            assert (dc.vm("ha-lease") or {})["status"].get("phase") != "Running"
+            time.sleep(0.5)
+    finally:
+        site.signal_host(host, signal.SIGCONT)
+        dc.cp.kubectl("patch", "host", host, "--type=merge", "-p", json.dumps({"spec": {"powerManagement": endpoint}}))
+        dc.cp.kubectl("patch", "computecluster", "e2e-ha", "--type=merge", "-p", '{"spec":{"ha":{"diskLeases":false}}}')
+    # The host answers again: its stale copy is removed, and only then does the new one start.
+    wait_until(f"host {host} Healthy", lambda: health(site, host).get("state") == "Healthy", timeout=180)
+    running = wait_until("ha-lease running on its new host", lambda: (v := dc.vm("ha-lease")) and
+                         v["status"].get("phase") == "Running" and v, timeout=180)  # fmt: skip
+    assert running["status"]["host"] != host
+    assert site.running_on(domain) == [running["status"]["host"]] and qemu_processes(domain) == 1

@@ -105,6 +105,25 @@ def test_a_reservation_counts_until_the_vm_goes_even_past_an_older_event() -> No
     assert view.host_of(body) is None
 
 
+def test_an_ha_restart_counts_the_vm_on_its_new_host_before_its_status_says_so() -> None:
+    vms = ObjectCache()
+    view = ClusterView(vms=vms)
+    body = vm("a", host="dead", cpus=2)
+    vms.upsert(body)
+    view.move(body, "h2")  # status.host still names the failed host: the next restart must not pick h2 blind
+    assert view.host_of(body) == "h2" and view.vms_on("h2") == [("t", "a")] and view.vms_on("dead") == []
+    assert view.allocated("h2") == Requested(2, 256 * MI, 0) and view.allocated("dead") == Requested()
+    vms.upsert(body)  # an event from before the restart's status write
+    assert view.vms_on("h2") == [("t", "a")]
+    vms.note_status(("t", "a"), {"host": "h2"})  # the write came back
+    assert view.host_of(vms.get(("t", "a")) or {}) == "h2" and view.vms_on("h2") == [("t", "a")]
+    other = vm("b", host="dead")
+    vms.upsert(other)
+    view.move(other, "h3")
+    view.release(other)  # the restart's status write failed: undone, back on the failed host
+    assert view.host_of(other) == "dead" and view.vms_on("h3") == []
+
+
 def test_the_view_is_rebuilt_from_a_primed_cache() -> None:
     vms = ObjectCache()
     vms.prime([vm("a", host="h1", cpus=2), vm("b", host="h1"), vm("c")])

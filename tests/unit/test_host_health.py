@@ -107,3 +107,12 @@ def test_power_off_fences_whatever_the_heartbeat() -> None:
 def test_the_restart_rate_limit_lets_a_burst_through_then_the_rate() -> None:
     bucket = TokenBucket(rate=0.001, burst=3)  # as good as no refill during the test
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_failed_host_stays_failed_until_it_answers_whatever_its_heartbeat_says_then() -> None:
+    # Its VMs may have been restarted elsewhere (disk leases): only Recovering removes its stale copies.
+    again = judge(signals(previous="Failed", power=None, power_managed=False, heartbeat="alive"))
+    assert again.state == "Failed" and not again.fence
+    assert judge(signals(previous="Failed", power="On", heartbeat="alive")).fence  # a hung host: ForceOff again
+    assert judge(signals(previous="Failed", power="Off")).state == "Fenced"
+    assert judge(signals(previous="Failed", connected=True)).state == "Recovering"

@@ -57,7 +57,19 @@ class HighAvailability(ApiModel):
     cluster) is not placed on a member when that would leave less free than the policy keeps (the VM
     stays Unschedulable with the numbers); a restart after a host failure uses the room kept for it."""
 
-    enabled: bool = field("Whether the cluster is protected by HA.", default=False, update="live")
+    enabled: bool = field(
+        "Whether the cluster is protected by HA: the VMs of a member host that fails are restarted on the others "
+        "once it is fenced (its Redfish service reports it Off).",
+        default=False,
+        update="live",
+    )
+    disk_leases: bool = field(
+        "Every member's libvirtd runs libvirt's lock manager (lock_manager = \"lockd\" with virtlockd, "
+        "auto_disk_leases) over the shared pools, so a second QEMU cannot open a disk a live one holds: the VMs "
+        "of a Failed host that cannot be fenced are restarted too (a start fails while the old copy lives).",
+        default=False,
+        update="live",
+    )
     admission_control: AdmissionControl = field(
         "Capacity kept free for restarts.", default_factory=AdmissionControl, update="live"
     )

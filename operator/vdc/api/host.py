@@ -280,6 +280,10 @@ class Evacuation(ApiModel):
     )
 
 
+HEARTBEAT_FILE_PREFIX = "vdc-heartbeat-"
+"""A host rewrites ``vdc-heartbeat-<Host name>`` every few seconds in each shared pool's directory (HA's
+datastore heartbeat): not a volume of ours, and no reason to keep a pool."""
+
 POWER_ACTION_ANNOTATION = "vdc.dev/power-action"
 """Set on a Host to On, ForceOff, ForceRestart or GracefulShutdown to have the operator send that Redfish
 reset once; the operator records the result in status.power.lastAction and an Event, then removes it."""

@@ -70,6 +70,9 @@ class VmIndex:
         self._reserved: dict[str, str] = {}
         """uid -> host chosen at placement (``status.host`` wins when both are there), until the VM goes."""
         self._bodies: dict[Key, Mapping[str, Any]] = {}
+        self._moving: dict[str, str] = {}
+        """uid -> the host an HA restart placed the VM on while its status.host still names the failed host:
+        it wins over status.host until the status names it (see :meth:`move`)."""
 
     # --- feeding -------------------------------------------------------------------------------
     def changed(self, key: Key, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
@@ -78,14 +81,33 @@ class VmIndex:
             entry = self._entries.get(key)
             if entry is not None:
                 self._reserved.pop(entry.uid, None)
+                self._moving.pop(entry.uid, None)
             self._set(key, None)
             return
         self._bodies[key] = new
-        uid = str(new["metadata"].get("uid") or "")
         # The reservation stays while the VM lives, even once its status says the host: a watch event
         # older than our own status write (no status.host yet) can still arrive, and the VM must not
         # count as unplaced then (the quota and the capacity would admit one VM too many).
-        self._set(key, entry_of(new, self._reserved.get(uid)))
+        self._set(key, self._entry(new))
+
+    def _entry(self, body: Mapping[str, Any]) -> VmEntry:
+        uid = str(body["metadata"].get("uid") or "")
+        moving = self._moving.get(uid)
+        if moving is not None:
+            if (body.get("status") or {}).get("host") != moving:
+                return VmEntry(uid, moving, requested(body), references(body))
+            del self._moving[uid]  # its status says so now
+        return entry_of(body, self._reserved.get(uid))
+
+    def move(self, key: Key, uid: str, host: str) -> None:
+        """An HA restart placed the VM on ``host``: count it there at once, although its status.host names
+        the failed host until the restart's status write comes back (the next restart placed meanwhile sees
+        it there, not on the dead host)."""
+        self._moving[uid] = host
+        self.reserve(key, uid, host)
+
+    def moving(self, uid: str) -> str | None:
+        return self._moving.get(uid)
 
     def reserve(self, key: Key, uid: str, host: str) -> None:
         """Count the VM on ``host`` from now on, before its status says so (the quota, the capacity and the
@@ -93,14 +115,15 @@ class VmIndex:
         self._reserved[uid] = host
         body = self._bodies.get(key)
         if body is not None and str(body["metadata"].get("uid")) == uid:
-            self._set(key, entry_of(body, host))
+            self._set(key, self._entry(body))
 
     def release(self, key: Key, uid: str) -> None:
         """Drop a reservation (the VM's deletion ran, or its placement was undone)."""
+        self._moving.pop(uid, None)
         if self._reserved.pop(uid, None) is not None:
             body = self._bodies.get(key)
             if body is not None and str(body["metadata"].get("uid")) == uid:
-                self._set(key, entry_of(body, None))
+                self._set(key, self._entry(body))
 
     def _set(self, key: Key, entry: VmEntry | None) -> None:
         old = self._entries.pop(key, None)

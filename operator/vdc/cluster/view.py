@@ -79,13 +79,19 @@ class ClusterView:
 
     # --- the assignment ------------------------------------------------------------------------
     def host_of(self, vm: dict[str, Any]) -> str | None:
-        """The host a VM body is assigned to: its ``status.host``, else its reservation."""
-        host = (vm.get("status") or {}).get("host")
-        return host or self._index.reservation(str(vm["metadata"].get("uid") or ""))
+        """The host a VM body is assigned to: where an HA restart is moving it, else its ``status.host``, else
+        its reservation."""
+        uid = str(vm["metadata"].get("uid") or "")
+        host = self._index.moving(uid) or (vm.get("status") or {}).get("host")
+        return host or self._index.reservation(uid)
 
     def reserve(self, vm: dict[str, Any], host: str) -> None:
         """Placement chose ``host``: count the VM there now, before its status says so."""
         self._index.reserve(key_of(vm), str(vm["metadata"].get("uid") or ""), host)
+
+    def move(self, vm: dict[str, Any], host: str) -> None:
+        """An HA restart placed the VM on ``host`` while its status names the failed host: count it on ``host``."""
+        self._index.move(key_of(vm), str(vm["metadata"].get("uid") or ""), host)
 
     def release(self, vm: dict[str, Any]) -> None:
         self._index.release(key_of(vm), str(vm["metadata"].get("uid") or ""))

@@ -23,6 +23,7 @@ import libvirt
 
 from vdc.api.conditions import READY, Condition, set_kstatus
 from vdc.api.host import (
+    HEARTBEAT_FILE_PREFIX,
     ORPHANS_LISTED,
     POWER_ACTION_ANNOTATION,
     REMOVE_ORPHANS_ANNOTATION,
@@ -71,8 +72,6 @@ SUSPECT_POLL_SECONDS = 5.0
 """How often a Suspect host (and its Redfish power state) is looked at again."""
 HEARTBEAT_STALE_SECONDS = 12.0
 """A datastore heartbeat file unchanged this long (the host rewrites it every 2 s) has stopped."""
-HEARTBEAT_FILE = "vdc-heartbeat-{host}"
-"""The file a host rewrites every few seconds in each shared pool's directory (see README, Host HA)."""
 
 
 @dataclass(frozen=True)
@@ -401,7 +400,7 @@ class HostController:
         """The host's datastore heartbeat, read through another host's libvirt: alive (its file changed
         since the last look), stale (unchanged for HEARTBEAT_STALE_SECONDS), or None (cannot tell yet)."""
         shared = sorted(str(b["metadata"]["name"]) for b in self.pools if (b.get("spec") or {}).get("shared"))
-        file = HEARTBEAT_FILE.format(host=name)
+        file = HEARTBEAT_FILE_PREFIX + name
         for pool in shared:
             for peer in sorted(self.connections.names()):
                 peer_conn = self.connections.get(peer)

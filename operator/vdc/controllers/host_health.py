@@ -69,6 +69,12 @@ def judge(s: HealthSignals) -> Judgement:
                          "restart on other hosts")  # fmt: skip
     if s.previous == "Fenced":  # powered on again but libvirt not back yet: fenced it stays (nothing can run)
         return Judgement("Fenced", f"powering on (Redfish: {s.power or s.power_error}); libvirt does not answer yet")
+    if s.previous == "Failed":  # its VMs may run elsewhere now: Failed it stays until it answers (Recovering)
+        on = s.power in ("On", "PoweringOn", "PoweringOff")
+        fence = on and s.power_managed
+        return Judgement("Failed", "libvirt still does not answer; the host stays Failed until it answers and its "
+                         f"stale domains are removed{'; powering it off to fence it' if fence else ''}",
+                         fence=fence)  # fmt: skip
     if s.heartbeat == "alive":
         return Judgement("Suspect", "libvirt does not answer but the host's datastore heartbeat goes on: a "
                          "partition or a stuck libvirtd; its VMs are left where they are")  # fmt: skip

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdc.api.conditions import Condition, set_kstatus
+from vdc.api.host import HEARTBEAT_FILE_PREFIX
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.api.storagepool import POOL_PREFIX as POOL_PREFIX
 from vdc.api.storagepool import PoolHostStatus, StoragePool, StoragePoolStatus
@@ -187,7 +188,7 @@ class PoolController:
                 volumes = await conn.call(lambda c: storage.list_volumes(c, name))
             except LibvirtFailure:
                 continue  # no such pool there
-            remaining += [f"{host}:{v.name}" for v in volumes]
+            remaining += [f"{host}:{v.name}" for v in volumes if not v.name.startswith(HEARTBEAT_FILE_PREFIX)]
         if remaining:
             raise PoolDeletionBlocked(
                 f"the pool still holds {len(remaining)} volume(s) ({', '.join(remaining[:5])}"

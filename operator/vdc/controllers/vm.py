@@ -107,6 +107,17 @@ DOMAIN_ON_SEVERAL_HOSTS = "DomainOnSeveralHosts"
 """Stalled reason: the VM has no host in status and more than one host holds its domain."""
 STOPPING_POLL_SECONDS = 2.0
 UNREACHABLE_POLL_SECONDS = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HaCluster:
+    """The ComputeCluster whose HA protects a host."""
+
+    name: str
+    disk_leases: bool
+    """Its hosts' disks are leased (virtlockd): a Failed host's VMs may restart though it is not fenced."""
+
+
 HA_WAIT_SECONDS = 2.0
 """How often a VM waiting for its turn to be restarted by HA (priority, order, rate) looks again."""
 HA_RESTARTS_PER_SECOND = 10.0
@@ -210,7 +221,7 @@ class VmController:
         self._deleted: set[str] = set()
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
-        self.ha_cluster: Callable[[str], str | None] = lambda host: None
+        self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
         """The ComputeCluster with HA enabled that holds a host (its member), or None: no restart elsewhere."""
         self.operation_exists: Callable[[str, OperationRef], bool] = lambda namespace, ref: True
         self.admission_refusals: Callable[[list[str], int, int, str | None], Mapping[str, str]] = (
@@ -407,13 +418,14 @@ class VmController:
         there); until then it stays Unknown with HA's reason. See vdc.controllers.host_health."""
         ref = inputs.ref
         state, why = self._health(host)
-        if state != "Fenced":
+        protector = self.ha_cluster(host)
+        leased = state == "Failed" and protector is not None and protector.disk_leases
+        if state != "Fenced" and not leased:
             if state in ("Suspect", "Failed"):
                 message = f"host {host} is unreachable ({state}): {why}"
                 raise Halt(Outcome(ref, "Unknown", "Unknown", "HostUnreachable", message, host=host),
                            UNREACHABLE_POLL_SECONDS)  # fmt: skip
             return host  # provisioning says it is unreachable
-        protector = self.ha_cluster(host)
         if protector is None:
             message = (f"host {host} failed and is fenced, but no ComputeCluster with spec.ha.enabled holds it: the "
                        "VM is not restarted elsewhere")  # fmt: skip
@@ -441,15 +453,23 @@ class VmController:
             message = f"host {host} failed and is fenced; HA restarts are rate-limited ({HA_RESTARTS_PER_SECOND:g}/s)"
             raise Halt(Outcome(ref, "Unknown", "Unknown", "WaitingToRestart", message, host=host), HA_WAIT_SECONDS)
         target, why_there = self._schedule(body, inputs)
+        self.cluster.move(body, target)  # the next restart placed before this one's status write sees it there
+        how = "was fenced" if state == "Fenced" else "cannot be fenced, but its disks are leased"
         message = (
-            f"host {host} failed and was fenced: ComputeCluster {protector} restarts the VM on {target} ({why_there})"
+            f"host {host} failed and {how}: ComputeCluster {protector.name} restarts the VM on {target} ({why_there})"
         )
         disks = [d.model_copy(update={"host": target}) for d in old.disks]
         events = (Event("HaRestart", message, warning=True),)
         outcome = Outcome(
             ref, "Provisioning", "InProgress", "HaRestart", message, host=target, disks=disks, events=events
         )
-        await self.report(body, old, outcome)
+        try:
+            await self.report(body, old, outcome)
+        except BaseException:
+            # Not in status: nothing may be made on the target (a crash then would restart the VM elsewhere
+            # again, beside this copy); the next reconcile decides afresh.
+            self.cluster.release(body)
+            raise
         return target
 
     def _schedule(self, body: dict[str, Any], inputs: Inputs) -> tuple[str, str]:
