@@ -57,7 +57,12 @@ def _assert_guest_went_on(site: Site, before: dict[str, Any], source: str, targe
         seen = wait_until("the counter going on on the target", going_on, timeout=30)
     except AssertionError:  # a transmit interrupt lost in the switch-over (see Site.nudge_console)
         site.nudge_console(target, domain)
-        seen = wait_until("the counter going on on the target after a key press", going_on, timeout=60)
+        try:
+            seen = wait_until("the counter going on on the target after a key press", going_on, timeout=60)
+        except AssertionError as exc:
+            state = site.virsh(target, "domstate", "--reason", domain, check=False).strip()
+            tail = site.console(target, domain)[-600:]
+            raise AssertionError(f"{exc}\ndomain on {target}: {state}\nconsole tail:\n{tail}") from None
     assert seen[0] >= last_on_source - 1, (seen[:5], last_on_source)  # went on, not from 1 again
     assert seen == sorted(seen)
     target_log = site.console(target, domain)
