@@ -113,6 +113,8 @@ def test_a_failed_host_stays_failed_until_it_answers_whatever_its_heartbeat_says
     # Its VMs may have been restarted elsewhere (disk leases): only Recovering removes its stale copies.
     again = judge(signals(previous="Failed", power=None, power_managed=False, heartbeat="alive"))
     assert again.state == "Failed" and not again.fence
-    assert judge(signals(previous="Failed", power="On", heartbeat="alive")).fence  # a hung host: ForceOff again
+    assert judge(signals(previous="Failed", power="On", heartbeat="stale")).fence  # still hung: ForceOff again
+    assert not judge(signals(previous="Failed", power="On", heartbeat="alive")).fence  # coming back: left alone
+    assert not judge(signals(previous="Failed", power="On", heartbeat=None)).fence
     assert judge(signals(previous="Failed", power="Off")).state == "Fenced"
     assert judge(signals(previous="Failed", connected=True)).state == "Recovering"

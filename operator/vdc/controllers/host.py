@@ -430,9 +430,11 @@ class HostController:
             return old, False  # still connecting (an operator restart): nothing new to judge yet
         if connected:
             self._beats.pop(name, None)
-        elif previous_state(old) == "Fenced" and power is not None and power.state == "On":
+        elif previous_state(old) in ("Fenced", "Failed") and power is not None and power.state == "On":
             conn.retry_now()  # powered on again: its libvirtd is looked for now, not after the backoff
         heartbeat = None if connected else await self._heartbeat(name)
+        if heartbeat == "alive" and previous_state(old) in ("Fenced", "Failed"):
+            conn.retry_now()  # it lives again: its libvirtd is looked for now
         previous = old.state if old else None
         since = _parse_time(old.since) if old is not None else None
         suspect_for = now - since if previous == "Suspect" and since is not None else 0.0

@@ -70,8 +70,8 @@ def judge(s: HealthSignals) -> Judgement:
     if s.previous == "Fenced":  # powered on again but libvirt not back yet: fenced it stays (nothing can run)
         return Judgement("Fenced", f"powering on (Redfish: {s.power or s.power_error}); libvirt does not answer yet")
     if s.previous == "Failed":  # its VMs may run elsewhere now: Failed it stays until it answers (Recovering)
-        on = s.power in ("On", "PoweringOn", "PoweringOff")
-        fence = on and s.power_managed
+        # Fenced only while it is still hung: a host whose heartbeat goes on again is coming back, not killed.
+        fence = s.power_managed and s.power in ("On", "PoweringOn", "PoweringOff") and s.heartbeat == "stale"
         return Judgement("Failed", "libvirt still does not answer; the host stays Failed until it answers and its "
                          f"stale domains are removed{'; powering it off to fence it' if fence else ''}",
                          fence=fence)  # fmt: skip

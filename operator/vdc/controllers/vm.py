@@ -454,6 +454,7 @@ class VmController:
             raise Halt(Outcome(ref, "Unknown", "Unknown", "WaitingToRestart", message, host=host), HA_WAIT_SECONDS)
         target, why_there = self._schedule(body, inputs)
         self.cluster.move(body, target)  # the next restart placed before this one's status write sees it there
+        log.info("vm %s/%s: HA restart placed on %s (host %s %s)", ref.namespace, ref.name, target, host, state)
         how = "was fenced" if state == "Fenced" else "cannot be fenced, but its disks are leased"
         message = (
             f"host {host} failed and {how}: ComputeCluster {protector.name} restarts the VM on {target} ({why_there})"
