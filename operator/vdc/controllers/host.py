@@ -6,12 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import logging
-import os
-import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -23,25 +18,20 @@ import libvirt
 
 from vdc.api.conditions import READY, Condition, set_kstatus
 from vdc.api.host import (
-    HEARTBEAT_FILE_PREFIX,
-    ORPHANS_LISTED,
-    POWER_ACTION_ANNOTATION,
     REMOVE_ORPHANS_ANNOTATION,
     Host,
     HostDomainCounts,
-    HostHealth,
     HostOrphans,
-    HostPower,
     HostResources,
     HostSpec,
     HostStatus,
     OrphanRemoval,
-    PowerAction,
 )
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import Watch
-from vdc.controllers.host_health import FAILURE_TIMEOUT_SECONDS, HealthSignals, Heartbeat, Judgement, judge
+from vdc.controllers.host_ha import HostHa
+from vdc.controllers.host_power import HostPowerManager
 from vdc.controllers.orphans import (
     POOL_PREFIX,
     LiveVms,
@@ -63,15 +53,12 @@ from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.credentials import CredentialsError, effective_uri
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, NotFound
 from vdc.libvirt.host_facts import HostFacts, read_host_facts
-from vdc.power.redfish import RESET_ACTIONS, PowerFailure, RedfishTarget, ResetAction, power_state, reset
 
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
 SUSPECT_POLL_SECONDS = 5.0
 """How often a Suspect host (and its Redfish power state) is looked at again."""
-HEARTBEAT_STALE_SECONDS = 12.0
-"""A datastore heartbeat file unchanged this long (the host rewrites it every 2 s) has stopped."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +74,6 @@ class HostObservation:
     last_seen: datetime | None = None
     orphans: HostOrphans | None = None
     """Orphan domains and volumes (None: not looked at; what the status said stays)."""
-
-
-def _parse_time(text: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
-    except ValueError:
-        return None
 
 
 def _rfc3339(when: datetime | None) -> str | None:
@@ -181,12 +161,10 @@ class HostController:
         self.pools = pools
         self.namespaces = tuple(namespaces)
         self.cluster = cluster if cluster is not None else ClusterView(hosts=hosts, vms=vms)
-        self.failure_timeout = FAILURE_TIMEOUT_SECONDS
         self.on_health_change: Callable[[str, str], None] = lambda host, state: None
         """Called with (host, new state) when HA's judgement of a host changes (its VMs look again)."""
-        self._ca_dir: str | None = None
-        self._beats: dict[str, tuple[str, float]] = {}
-        """host -> (its heartbeat file's mtime, when the operator saw it change), while it is unreachable."""
+        self.power = HostPowerManager(writer)
+        self.ha = HostHa(vms, pools, connections, writer, lambda host, state: self.on_health_change(host, state))
 
     def live(self) -> LiveVms:
         """The live VMs (and published volumes) orphans are judged against, as the caches hold them now."""
@@ -270,10 +248,10 @@ class HostController:
         else:
             self.cluster.note_facts(name, None)
         status = host_status(host.spec, body["metadata"].get("generation"), observation, host.status)
-        power = await self._power(name, host, body)
-        health, fence = await self._health(name, host, conn, power, observation.connected)
+        power = await self.power.observe(name, host, body)
+        health, fence = await self.ha.judge(name, host, conn, power, observation.connected)
         if fence and power is not None:
-            power = await self._fence(name, host, body, power)
+            power = await self.power.fence(name, host, body, power)
         status = status.model_copy(update={"power": power, "ha": health})
         if health.state == "Recovering":  # never Ready before the stale domains are gone
             generation = body["metadata"].get("generation")
@@ -301,191 +279,12 @@ class HostController:
             await self._report_removal(body, name, removal, token)
         elif token is not None and last_removal is not None and last_removal.token == token:
             await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
-        await self._health_changed(body, name, host.status.ha if host.status else None, health)
+        await self.ha.report_change(body, name, host.status.ha if host.status else None, health)
         if fence:
             return 1.0  # the power state soon says Off
         if health.state in ("Suspect", "Failed", "Recovering") or (health.state == "Fenced" and not conn.connected):
             return SUSPECT_POLL_SECONDS
         return RESYNC_SECONDS
-
-    # --- power management and HA ---------------------------------------------------------------
-    async def _redfish_target(self, name: str, host: Host) -> RedfishTarget:
-        """The host's Redfish service with its credentials (raises PowerFailure naming what is wrong)."""
-        assert host.spec.power_management is not None
-        redfish = host.spec.power_management.redfish
-        username = password = None
-        verify: bool | str = redfish.verify_tls
-        ref = redfish.credentials_secret_ref
-        if ref is not None:
-            try:
-                data = await self.writer.secret_data(ref.namespace, ref.name)
-            except kubernetes.client.ApiException as exc:
-                raise PowerFailure(f"Secret {ref.namespace}/{ref.name}: {exc.reason}") from exc
-            decoded = {k: base64.b64decode(v).decode() for k, v in data.items()}
-            username, password = decoded.get("username"), decoded.get("password")
-            if username is None or password is None:
-                raise PowerFailure(f"Secret {ref.namespace}/{ref.name} needs keys username and password")
-            if redfish.verify_tls and decoded.get("ca.crt"):
-                verify = self._ca_file(name, decoded["ca.crt"])
-        return RedfishTarget(redfish.endpoint, redfish.system_id, username, password, verify)
-
-    def _ca_file(self, name: str, pem: str) -> str:
-        if self._ca_dir is None:
-            self._ca_dir = tempfile.mkdtemp(prefix="vdc-redfish-")
-        path = os.path.join(self._ca_dir, f"{name}.crt")
-        with open(path, "w") as f:
-            f.write(pem)
-        return path
-
-    async def _power(self, name: str, host: Host, body: dict[str, Any]) -> HostPower | None:
-        """The power state read now, after the reset an admin asked for by annotation (sent once)."""
-        if host.spec.power_management is None:
-            return None
-        old = host.status.power if host.status else None
-        last_action = old.last_action if old else None
-        now = _rfc3339(datetime.now(UTC))
-        action = (body["metadata"].get("annotations") or {}).get(POWER_ACTION_ANNOTATION)
-        try:
-            target = await self._redfish_target(name, host)
-        except PowerFailure as exc:
-            if action is not None:
-                failed = PowerAction(
-                    action=action[:100], reason="Annotation", result="Failed", time=now or "", message=str(exc)
-                )
-                await self._power_action_done(body, action, failed)
-            return HostPower(state=None, checked_at=now, error=str(exc), last_action=last_action)
-        if action is not None:
-            if action in RESET_ACTIONS:
-                last_action = await self._reset(target, action, "Annotation")
-            else:
-                last_action = PowerAction(action=action[:100], reason="Annotation", result="Failed", time=now or "",
-                                          message=f"unknown action: use one of {', '.join(RESET_ACTIONS)}")  # fmt: skip
-            await self._power_action_done(body, action, last_action)
-        try:
-            state = await asyncio.to_thread(power_state, target)
-        except PowerFailure as exc:
-            return HostPower(state=None, checked_at=now, error=str(exc), last_action=last_action)
-        return HostPower(state=state, checked_at=now, last_action=last_action)
-
-    async def _reset(self, target: RedfishTarget, action: ResetAction, reason: str) -> PowerAction:
-        now = _rfc3339(datetime.now(UTC)) or ""
-        try:
-            await asyncio.to_thread(reset, target, action)
-        except PowerFailure as exc:
-            return PowerAction(action=action, reason=reason, result="Failed", time=now, message=str(exc))
-        return PowerAction(action=action, reason=reason, result="Succeeded", time=now, message="accepted")
-
-    async def _power_action_done(self, body: dict[str, Any], token: str, done: PowerAction) -> None:
-        ok = done.result == "Succeeded"
-        message = f"Redfish {done.action}: {done.message}"
-        await self.writer.event(Host.KIND, body, "PowerAction" if ok else "PowerActionFailed", message, warning=not ok)
-        await self.writer.remove_annotation(Host.KIND, body, POWER_ACTION_ANNOTATION, token)
-
-    async def _fence(self, name: str, host: Host, body: dict[str, Any], power: HostPower) -> HostPower:
-        """Power the failed host off (Redfish ForceOff): the next look finds it Off, Fenced."""
-        try:
-            target = await self._redfish_target(name, host)
-        except PowerFailure as exc:
-            done = PowerAction(action="ForceOff", reason="Fencing", result="Failed",
-                               time=_rfc3339(datetime.now(UTC)) or "", message=str(exc))  # fmt: skip
-        else:
-            done = await self._reset(target, "ForceOff", "Fencing")
-        ok = done.result == "Succeeded"
-        message = f"fencing: Redfish ForceOff {'sent' if ok else 'failed'}: {done.message}"
-        log.warning("host %s: %s", name, message)
-        await self.writer.event(Host.KIND, body, "HostFencing" if ok else "HostFencingFailed", message, warning=True)
-        return power.model_copy(update={"last_action": done})
-
-    async def _heartbeat(self, name: str) -> Heartbeat | None:
-        """The host's datastore heartbeat, read through another host's libvirt: alive (its file changed
-        since the last look), stale (unchanged for HEARTBEAT_STALE_SECONDS), or None (cannot tell yet)."""
-        shared = sorted(str(b["metadata"]["name"]) for b in self.pools if (b.get("spec") or {}).get("shared"))
-        file = HEARTBEAT_FILE_PREFIX + name
-        for pool in shared:
-            for peer in sorted(self.connections.names()):
-                peer_conn = self.connections.get(peer)
-                if peer == name or peer_conn is None or not peer_conn.connected:
-                    continue
-                try:
-                    mtime = await peer_conn.call(functools.partial(_file_mtime, pool=POOL_PREFIX + pool, name=file))
-                except LibvirtFailure:
-                    continue
-                if mtime is None:
-                    continue
-                now = time.monotonic()
-                seen = self._beats.get(name)
-                if seen is None or seen[0] != mtime:
-                    self._beats[name] = (mtime, now)
-                    return "alive" if seen is not None else None
-                return "stale" if now - seen[1] >= HEARTBEAT_STALE_SECONDS else None
-        return None
-
-    async def _health(
-        self, name: str, host: Host, conn: HostConnection, power: HostPower | None, connected: bool
-    ) -> tuple[HostHealth, bool]:
-        """HA's judgement of the host now, and whether to fence it."""
-        old = host.status.ha if host.status else None
-        now = time.time()
-        if not connected and conn.last_error is None and old is not None:
-            return old, False  # still connecting (an operator restart): nothing new to judge yet
-        if connected:
-            self._beats.pop(name, None)
-        elif previous_state(old) in ("Fenced", "Failed") and power is not None and power.state == "On":
-            conn.retry_now()  # powered on again: its libvirtd is looked for now, not after the backoff
-        heartbeat = None if connected else await self._heartbeat(name)
-        if heartbeat == "alive" and previous_state(old) in ("Fenced", "Failed"):
-            conn.retry_now()  # it lives again: its libvirtd is looked for now
-        previous = old.state if old else None
-        since = _parse_time(old.since) if old is not None else None
-        suspect_for = now - since if previous == "Suspect" and since is not None else 0.0
-        judged: Judgement = judge(HealthSignals(
-            connected=connected, power_managed=host.spec.power_management is not None,
-            power=power.state if power else None, power_error=power.error if power else None,
-            previous=previous, suspect_for=suspect_for, heartbeat=heartbeat,
-            failure_timeout=self.failure_timeout))  # fmt: skip
-        removed: list[str] = list(old.stale_domains_removed) if old and judged.state == previous else []
-        if judged.state == "Recovering":
-            try:
-                removed = await self._remove_stale(name, conn)
-                judged = Judgement("Healthy", f"back after a failure; {len(removed)} stale domain(s) of VMs that "
-                                   "run elsewhere now removed")  # fmt: skip
-            except LibvirtFailure as exc:
-                judged = Judgement("Recovering", f"removing the stale domains of VMs that run elsewhere now: {exc}")
-        when = old.since if old is not None and judged.state == previous else _rfc3339(datetime.now(UTC))
-        health = HostHealth(state=judged.state, since=when, message=judged.message,
-                            stale_domains_removed=removed[:ORPHANS_LISTED])  # fmt: skip
-        return health, judged.fence and host.spec.power_management is not None
-
-    async def _remove_stale(self, name: str, conn: HostConnection) -> list[str]:
-        """Destroy and undefine this host's domains of VMs placed on another host now (HA restarted them
-        there while this host was down). A VM an operation holds (a migration) is left alone."""
-        elsewhere = {
-            str(body["metadata"].get("uid")): f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
-            for body in self.vms
-            if (st := body.get("status") or {}).get("host") not in (None, name) and not st.get("operation")
-        }
-
-        def remove(c: libvirt.virConnect) -> list[str]:
-            gone = []
-            for domain in inventory.list_domains(c, known=set(elsewhere)):
-                if domain.uuid in elsewhere and libvirt_domains.remove(c, domain.uuid):
-                    gone.append(f"{domain.name} ({elsewhere[domain.uuid]})")
-            return gone
-
-        removed = await conn.call(remove)
-        if removed:
-            log.warning("host %s: stale domains removed: %s", name, ", ".join(removed))
-        return removed
-
-    async def _health_changed(self, body: dict[str, Any], name: str, old: HostHealth | None, new: HostHealth) -> None:
-        previous = old.state if old else None
-        if previous == new.state:
-            return
-        if new.state in ("Suspect", "Failed", "Fenced"):
-            await self.writer.event(Host.KIND, body, f"Host{new.state}", new.message, warning=True)
-        elif new.state == "Healthy" and previous in ("Failed", "Fenced", "Recovering"):
-            await self.writer.event(Host.KIND, body, "HostRecovered", new.message)
-        self.on_health_change(name, new.state)
 
     async def _remove_orphans(self, name: str, conn: HostConnection) -> Removal:
         """Destroy and undefine the orphan domains, then delete the orphan volumes no domain uses (on this
@@ -519,14 +318,6 @@ class HostController:
         log.info("host %s: orphans removal %r: %s", name, token, message)
         await self.writer.event(Host.KIND, body, "OrphansRemoved", message, warning=bool(removal.failed))
         await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
-
-
-def previous_state(old: HostHealth | None) -> str | None:
-    return old.state if old is not None else None
-
-
-def _file_mtime(conn: libvirt.virConnect, pool: str, name: str) -> str | None:
-    return storage.file_mtime(conn, pool, name)
 
 
 def _worth_writing(old: dict[str, Any], new: dict[str, Any]) -> bool:
