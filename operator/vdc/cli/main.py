@@ -123,7 +123,7 @@ def namespaced_name(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vdc.cli import console, migrate, transfer, vmcommands
+    from vdc.cli import console, migrate, power, transfer, vmcommands
     from vdc.cli import gc as gc_command
     from vdc.cli.context import port, positive_seconds
 
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.register(sub)
     gc_command.register(sub)
     migrate.register(sub)
+    power.register(sub)
     return parser
 
 
