@@ -122,7 +122,8 @@ def test_addresses_and_hosts(datacenter: Datacenter) -> None:
                  "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}}},
     })  # fmt: skip
     dc.apply(dc.vm_manifest("cli-nic", interfaces=[{"name": "eth0", "switch": SWITCH}]))
-    body = dc.wait_vm("cli-nic", lambda b: any(n.get("hostDevice") for n in (b.get("status") or {}).get("interfaces") or []),
+    body = dc.wait_vm("cli-nic", lambda b: any(n.get("hostDevice") for n in
+                                               (b.get("status") or {}).get("interfaces") or []),
                       "the NIC's host device in status")  # fmt: skip
     nic = body["status"]["interfaces"][0]
 
