@@ -279,6 +279,7 @@ class HostController:
             await self._report_removal(body, name, removal, token)
         elif token is not None and last_removal is not None and last_removal.token == token:
             await self.writer.remove_annotation(Host.KIND, body, REMOVE_ORPHANS_ANNOTATION, token)
+        await self.power.finish(name, body)
         await self.ha.report_change(body, name, host.status.ha if host.status else None, health)
         if fence:
             return 1.0  # the power state soon says Off

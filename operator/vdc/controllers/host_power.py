@@ -26,6 +26,8 @@ class HostPowerManager:
     def __init__(self, writer: KubeWriter) -> None:
         self.writer = writer
         self._ca_dir: str | None = None
+        self._done: dict[str, tuple[str, PowerAction]] = {}
+        """host -> (the annotation's value, the reset's result) until :meth:`finish` (after the status write)."""
 
     async def _redfish_target(self, name: str, host: Host) -> RedfishTarget:
         """The host's Redfish service with its credentials (raises PowerFailure naming what is wrong)."""
@@ -70,7 +72,7 @@ class HostPowerManager:
                 failed = PowerAction(
                     action=action[:100], reason="Annotation", result="Failed", time=now or "", message=str(exc)
                 )
-                await self._power_action_done(body, action, failed)
+                self._done[name] = (action, failed)
             return HostPower(state=None, checked_at=now, error=str(exc), last_action=last_action)
         if action is not None:
             if action in RESET_ACTIONS:
@@ -78,7 +80,7 @@ class HostPowerManager:
             else:
                 last_action = PowerAction(action=action[:100], reason="Annotation", result="Failed", time=now or "",
                                           message=f"unknown action: use one of {', '.join(RESET_ACTIONS)}")  # fmt: skip
-            await self._power_action_done(body, action, last_action)
+            self._done[name] = (action, last_action)
         try:
             state = await asyncio.to_thread(power_state, target)
         except PowerFailure as exc:
@@ -92,6 +94,13 @@ class HostPowerManager:
         except PowerFailure as exc:
             return PowerAction(action=action, reason=reason, result="Failed", time=now, message=str(exc))
         return PowerAction(action=action, reason=reason, result="Succeeded", time=now, message="accepted")
+
+    async def finish(self, name: str, body: dict[str, Any]) -> None:
+        """Once the status holding the reset's result is written: its Event, then the annotation removed (a
+        client that waits for the annotation to go finds the result in status)."""
+        done = self._done.pop(name, None)
+        if done is not None:
+            await self._power_action_done(body, *done)
 
     async def _power_action_done(self, body: dict[str, Any], token: str, done: PowerAction) -> None:
         ok = done.result == "Succeeded"
