@@ -11,14 +11,11 @@ import re
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import libvirt
 
 import rig
 from conftest import TINY_DIR, Datacenter, host_object, wait_until
@@ -54,20 +51,6 @@ class Site:
         """The hosts where a domain of that name runs, as their libvirtds say (a dead host says nothing)."""
         return [h for h in self.names if domain in self.virsh(h, "list", "--name", "--state-running", check=False)
                 .split()]  # fmt: skip
-
-    def nudge_console(self, host: str, domain: str) -> None:
-        """A newline into the guest's serial port, as a person at the console would type. The rig's 16550 can
-        miss its transmit interrupt when a migration switches over mid-character (QEMU with TCG): the guest's
-        tty then waits for it forever; a received byte runs the UART's interrupt handler, which sends again."""
-        conn = libvirt.open(self.host(host).qemu_uri)
-        try:
-            stream = conn.newStream(0)
-            conn.lookupByName(domain).openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            stream.send(b"\n")
-            time.sleep(1)
-            stream.finish()
-        finally:
-            conn.close()
 
     def defined_on(self, domain: str) -> list[str]:
         return [h for h in self.names if domain in self.virsh(h, "list", "--all", "--name", check=False).split()]

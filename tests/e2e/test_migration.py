@@ -54,15 +54,11 @@ def _assert_guest_went_on(site: Site, before: dict[str, Any], source: str, targe
         return c if c and c[-1] > last_on_source + 2 else None
 
     try:
-        seen = wait_until("the counter going on on the target", going_on, timeout=30)
-    except AssertionError:  # a transmit interrupt lost in the switch-over (see Site.nudge_console)
-        site.nudge_console(target, domain)
-        try:
-            seen = wait_until("the counter going on on the target after a key press", going_on, timeout=60)
-        except AssertionError as exc:
-            state = site.virsh(target, "domstate", "--reason", domain, check=False).strip()
-            tail = site.console(target, domain)[-600:]
-            raise AssertionError(f"{exc}\ndomain on {target}: {state}\nconsole tail:\n{tail}") from None
+        seen = wait_until("the counter going on on the target", going_on, timeout=60)
+    except AssertionError as exc:  # say what the guest did: a panic shows on its console
+        state = site.virsh(target, "domstate", "--reason", domain, check=False).strip()
+        tail = site.console(target, domain)[-1500:]
+        raise AssertionError(f"{exc}\ndomain on {target}: {state}\nconsole tail:\n{tail}") from None
     assert seen[0] >= last_on_source - 1, (seen[:5], last_on_source)  # went on, not from 1 again
     assert seen == sorted(seen)
     target_log = site.console(target, domain)
@@ -155,7 +151,10 @@ def test_an_operator_killed_mid_migration_finds_the_outcome_in_libvirt(site: Sit
     source, domain = before["status"]["host"], before["status"]["domainName"]
     wait_counting(site, source, domain)
     # Slow enough to be killed mid-way, fast enough to converge (the guest dirties its page cache).
-    dc.apply(site.migration("mig-kill-1", "mig-kill", tuning={"bandwidth": "12Mi", "maxDowntimeMilliseconds": 1000}))
+    # Throttled so that the kill lands mid-way (~3 s for the tiny guest's memory), the downtime libvirt's default:
+    # at 12Mi/s with a 1 s downtime the TCG guest came out of the switch-over with corrupted memory now and
+    # then (its kernel panicked in the hrtimer rb-tree on the target: see hack/MIGRATION-NOTES.md).
+    dc.apply(site.migration("mig-kill-1", "mig-kill", tuning={"bandwidth": "32Mi"}))
     site.wait_migration("mig-kill-1", ("Migrating",), timeout=120)
     wait_until("the libvirt job under way",
                lambda: (m := site.get_migration("mig-kill-1")) and m["status"].get("attempts"), timeout=60)  # fmt: skip
