@@ -439,12 +439,13 @@ class VmController:
                 Outcome(ref, "Unknown", "Unknown", "NotRestartable", refused, host=host), UNREACHABLE_POLL_SECONDS
             )
         if candidate.wants_running:
-            others = [
-                c for b in self.vms if b["metadata"].get("uid") != ref.uid and self.host_of(b) == host
-                and (c := self._restart_candidate(b)).wants_running and refusal(c, host) is None
-            ]  # fmt: skip
-            running = {(str(b["metadata"].get("namespace")), str(b["metadata"].get("name"))) for b in self.vms
-                       if (b.get("status") or {}).get("phase") == "Running"}  # fmt: skip
+            # The failed host's other VMs from the index (not a scan of every VM), and only the VMs of its
+            # restart order looked up: this runs for each VM of a failed host, every HA_WAIT_SECONDS.
+            on_host = (self.vms.get(key) for key in self.cluster.vms_on(host) if key != key_of(body))
+            others = [c for b in on_host if b is not None and (c := self._restart_candidate(b)).wants_running
+                      and refusal(c, host) is None]  # fmt: skip
+            running = {(ref.namespace, name) for name in candidate.restart_after
+                       if _phase(self.vms.get((ref.namespace, name))) == "Running"}  # fmt: skip
             waits = waiting_for(candidate, others, running)
             if waits is not None:
                 message = f"host {host} failed and is fenced; the restart waits for {waits}"
@@ -926,6 +927,10 @@ def _names_only_images(vm: VirtualMachine) -> dict[str, dict[str | None, str]]:
 
 ORPHAN_ANNOTATION = "vdc.dev/orphan-domain"
 """Set to "true" on a VM being deleted to finish deletion without reaching its host."""
+
+
+def _phase(body: dict[str, Any] | None) -> str | None:
+    return ((body or {}).get("status") or {}).get("phase")
 
 
 def _host_files_of(vm: VirtualMachine) -> tuple[str, ...]:
