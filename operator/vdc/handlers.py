@@ -53,6 +53,7 @@ from vdc.kube.client import KubeWriter
 from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
 from vdc.metrics import REGISTRY
 from vdc.metrics.collectors import DatacenterCollector
+from vdc.metrics.demand import DemandTracker
 from vdc.metrics.refresher import StatsRefresher
 from vdc.tenancy.view import TenancyView
 from vdc.workqueue import WorkQueue
@@ -112,6 +113,7 @@ class Runtime:
     resync_seconds: float = RESYNC_SECONDS
     resync: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
+    demand: DemandTracker | None = None
     collector: DatacenterCollector | None = None
     blocked_deletions: set[str] = field(default_factory=set)
     watches: dict[str, list[tuple[Watch, WorkQueue[Key]]]] = field(default_factory=dict)
@@ -403,8 +405,11 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     rt.resync = asyncio.create_task(_resync(rt), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
-        rt.stats = StatsRefresher(connections, vms, stats_interval)
-        rt.collector = DatacenterCollector(hosts, pools, switches, vms, rt.stats.current, ledger=cluster.ledger)
+        rt.demand = DemandTracker(getattr(memo, "demand_half_life", 60.0))
+        rt.stats = StatsRefresher(connections, vms, stats_interval, demand=rt.demand)
+        rt.collector = DatacenterCollector(
+            hosts, pools, switches, vms, rt.stats.current, ledger=cluster.ledger, demand=rt.stats.current_demand
+        )
         REGISTRY.register(rt.collector)
         rt.stats.start()
 

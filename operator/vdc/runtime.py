@@ -64,6 +64,7 @@ def run(
     metrics_port: int = 0,
     metrics_address: str = "0.0.0.0",
     stats_interval: float = 15.0,
+    demand_half_life: float = 60.0,
     work_dir: Path | None = None,
     election: ElectionConfig | None = None,
     appliance_trust_configmap: tuple[str, str] | None = None,
@@ -92,6 +93,7 @@ def run(
         namespace=namespace,
         resync_seconds=resync_seconds,
         stats_interval=stats_interval if metrics_port else None,
+        demand_half_life=demand_half_life,
         work_dir=work_dir,
         appliance_trust_configmap=appliance_trust_configmap,
     )
@@ -103,6 +105,7 @@ def operator_memo(
     namespace: list[str],
     resync_seconds: float | None = None,
     stats_interval: float | None = None,
+    demand_half_life: float = 60.0,
     work_dir: Path | None = None,
     appliance_trust_configmap: tuple[str, str] | None = None,
 ) -> kopf.Memo:
@@ -112,6 +115,7 @@ def operator_memo(
         namespaces=tuple(namespace),
         resync_seconds=resync_seconds,
         stats_interval=stats_interval,
+        demand_half_life=demand_half_life,
         work_dir=work_dir,
         appliance_trust_configmap=appliance_trust_configmap,
     )

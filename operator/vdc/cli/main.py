@@ -47,6 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         stats_interval=args.stats_interval,
+        demand_half_life=args.demand_half_life,
         log_level="debug" if args.verbose else args.log_level,
         log_format=args.log_format,
         resync_seconds=args.resync_interval,
@@ -159,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         default=15.0,
         help="seconds between VM stats refreshes (one getAllDomainStats per host; default: %(default)s)",
+    )
+    run.add_argument(
+        "--demand-half-life",
+        type=positive_seconds,
+        default=60.0,
+        help="half-life of the smoothing of measured CPU demand (DRS and the demand metrics), in seconds "
+        "(default: %(default)s)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging (same as --log-level debug)")
     run.add_argument(

@@ -1,7 +1,8 @@
 """Datacenter metrics yielded at scrape time from what the operator already holds: the object caches
-(Host, StoragePool, VirtualSwitch and VirtualMachine bodies with their status) and the latest VM
-stats snapshot. Nothing here calls libvirt or the API server; an object or VM that went away simply
-yields no series at the next scrape.
+(Host, StoragePool, VirtualSwitch and VirtualMachine bodies with their status), the latest VM
+stats snapshot and the measured demand (``vdc.metrics.demand``), when it is tracked. Nothing here
+calls libvirt or the API server; an object or VM that went away simply yields no series at the next
+scrape.
 
 ``families`` is pure (bodies and stats in, metric families out); ``DatacenterCollector`` binds it to
 live sources.
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from vdc.api.quantity import to_bytes
 from vdc.cluster.requests import NOTHING, Requested
+from vdc.metrics.demand import VmDemand
 from vdc.metrics.vmstats import VmStats
 
 Body = dict[str, Any]
@@ -94,6 +96,13 @@ SPECS = [
     Spec("vdc_vm_network_receive_packets_total", "Packets received by the VM's NICs", V, "counter", "net_rx_packets"),
     Spec("vdc_vm_network_transmit_packets_total", "Packets sent by the VM's NICs", V, "counter", "net_tx_packets"),
 ]
+DEMAND_SPECS = [
+    Spec("vdc_vm_cpu_demand_cores", "The VM's measured CPU demand in cores (cpu time rate, smoothed)", V),
+    Spec("vdc_vm_memory_demand_bytes", "The VM's measured memory demand (its balloon's current size)", V),
+    Spec("vdc_host_cpu_demand_cores", "The measured CPU demand of the VMs running on the Host, in cores", H),
+    Spec("vdc_host_memory_demand_bytes", "The measured memory demand of the VMs running on the Host", H),
+]
+"""Families only when demand is tracked (the collector was given it)."""
 VM_FIELDS = {spec.name: spec.field for spec in SPECS if spec.field is not None}
 """Per-VM metric -> the ``VmStats`` attribute it reports."""
 
@@ -119,18 +128,23 @@ def families(
     vms: Iterable[Body],
     stats: Iterable[VmStats],
     allocated: Mapping[str, Requested] | None = None,
+    demand: Iterable[VmDemand] | None = None,
 ) -> list[Metric]:
     """Every datacenter metric family (empty families included) from object bodies and VM stats.
     ``allocated``: the cluster's allocation ledger (host -> what its VMs request; the same figures the
-    scheduler and the Host status use); None: what each Host's status last said."""
-    out = {spec.name: spec.family() for spec in SPECS}
+    scheduler and the Host status use); None: what each Host's status last said. ``demand``: the VMs'
+    measured demand (the ``DEMAND_SPECS`` families; every Host has its sums, 0 without VMs); None: not
+    tracked, no such families."""
+    out = {spec.name: spec.family() for spec in (SPECS if demand is None else [*SPECS, *DEMAND_SPECS])}
 
     def add(name: str, labels: Iterable[str], value: float | None) -> None:
         if value is not None:
             out[name].add_metric(list(labels), value)
 
+    host_names = []
     for body in hosts:
         host, status = body["metadata"]["name"], body.get("status") or {}
+        host_names.append(host)
         add("vdc_host_ready", [host], _ready(status))
         add("vdc_host_maintenance", [host], 1.0 if (body.get("spec") or {}).get("maintenance") else 0.0)
         if status.get("hostname"):
@@ -181,6 +195,19 @@ def families(
         add("vdc_vm_state", [*vm_labels, vm.state], 1.0)
         for name, attr in VM_FIELDS.items():
             add(name, vm_labels, getattr(vm, attr))
+
+    if demand is not None:
+        host_cpu = dict.fromkeys(host_names, 0.0)
+        host_memory = dict.fromkeys(host_cpu, 0)
+        for vm_demand in demand:
+            vm_labels = [vm_demand.namespace, vm_demand.name, vm_demand.host]
+            add("vdc_vm_cpu_demand_cores", vm_labels, vm_demand.cpu_cores)
+            add("vdc_vm_memory_demand_bytes", vm_labels, vm_demand.memory_bytes)
+            host_cpu[vm_demand.host] = host_cpu.get(vm_demand.host, 0.0) + vm_demand.cpu_cores
+            host_memory[vm_demand.host] = host_memory.get(vm_demand.host, 0) + (vm_demand.memory_bytes or 0)
+        for host, cores in sorted(host_cpu.items()):
+            add("vdc_host_cpu_demand_cores", [host], cores)
+            add("vdc_host_memory_demand_bytes", [host], host_memory[host])
     return list(out.values())
 
 
@@ -196,14 +223,18 @@ class DatacenterCollector(Collector):
         vms: Iterable[Body],
         stats: Callable[[], Iterable[VmStats]],
         ledger: Callable[[], Mapping[str, Requested]] | None = None,
+        demand: Callable[[], Iterable[VmDemand]] | None = None,
     ) -> None:
-        """``ledger``: the cluster's allocation ledger (``ClusterView.ledger``)."""
+        """``ledger``: the cluster's allocation ledger (``ClusterView.ledger``); ``demand``: the VMs'
+        measured demand (``StatsRefresher.current_demand``), None: no demand families."""
         self._hosts, self._pools, self._switches, self._vms, self._stats = hosts, pools, switches, vms, stats
-        self._ledger = ledger
+        self._ledger, self._demand = ledger, demand
 
     def describe(self) -> Iterator[Metric]:
-        return iter([spec.family() for spec in SPECS])
+        specs = SPECS if self._demand is None else [*SPECS, *DEMAND_SPECS]
+        return iter([spec.family() for spec in specs])
 
     def collect(self) -> Iterator[Metric]:
         allocated = self._ledger() if self._ledger is not None else None
-        return iter(families(self._hosts, self._pools, self._switches, self._vms, self._stats(), allocated))
+        demand = self._demand() if self._demand is not None else None
+        return iter(families(self._hosts, self._pools, self._switches, self._vms, self._stats(), allocated, demand))

@@ -1,7 +1,7 @@
 """The background stats refresh: every ``interval`` seconds, ONE ``getAllDomainStats`` per connected
 host (through ``HostConnection.call``, so off the event loop), sorted out and metered into the
-per-namespace counters in a worker thread, and kept as an immutable snapshot for scrapes. Scrapes
-never call libvirt."""
+per-namespace counters in a worker thread, fed to the measured demand (``vdc.metrics.demand``) and kept
+as an immutable snapshot for scrapes. Scrapes never call libvirt."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from vdc.kube.cache import ObjectCache
 from vdc.libvirt.connection import ConnectionManager, HostConnection
 from vdc.libvirt.errors import LibvirtFailure
 from vdc.metrics import METERING_DISK, METERING_MEMORY, METERING_VCPU
+from vdc.metrics.demand import DemandTracker, VmDemand
 from vdc.metrics.metering import Reading, Usage, integrate, reading
 from vdc.metrics.vmstats import DomainRecord, VmStats, read_domain_stats, vm_stats
 
@@ -33,11 +34,14 @@ class StatsRefresher:
         interval: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        demand: DemandTracker | None = None,
     ) -> None:
+        """``demand``: fed every host's stats at each refresh (and read by the demand metrics)."""
         self._connections = connections
         self._vms = vms
         self.interval = interval
         self._clock = clock
+        self.demand = demand
         self._snapshot: dict[str, tuple[VmStats, ...]] = {}
         self._readings: dict[str, Reading] = {}
         self._task: asyncio.Task[None] | None = None
@@ -46,6 +50,12 @@ class StatsRefresher:
         """The latest stats of VMs that still exist (any thread: the snapshot is replaced, never changed)."""
         snapshot = self._snapshot
         return [vm for stats in snapshot.values() for vm in stats if self._vms.key_for_uid(vm.uid) is not None]
+
+    def current_demand(self) -> list[VmDemand]:
+        """The measured demand of VMs that still exist (any thread); empty without a tracker."""
+        if self.demand is None:
+            return []
+        return [d for d in self.demand.snapshot().values() if self._vms.key_for_uid(d.uid) is not None]
 
     def start(self) -> None:
         if self._task is None:
@@ -100,6 +110,8 @@ class StatsRefresher:
         now = reading(at, stats, asked)
         record_usage(integrate(self._readings.get(host), now, max_gap=MAX_GAP_INTERVALS * self.interval))
         self._readings[host] = now
+        if self.demand is not None:
+            self.demand.observe(host, stats, at)
         return stats
 
 
