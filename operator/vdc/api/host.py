@@ -142,7 +142,11 @@ class HostSpec(ApiModel):
         update="live",
     )
     power_state: Literal["On", "Standby"] = field(
-        "Desired power state (Standby is for DPM power saving; not built yet).", default="On", update="live"
+        "Desired power state. Standby: the host is evacuated as for maintenance, then powered off through "
+        "spec.powerManagement (Redfish GracefulShutdown); On again powers it on (Redfish On). DPM puts hosts in "
+        "Standby with the vdc.dev/dpm-standby annotation instead (spec stays yours).",
+        default="On",
+        update="live",
     )
     reserved: HostReservation = field(
         "Resources reserved for the host itself.", default_factory=HostReservation, update="live"
@@ -284,6 +288,10 @@ HEARTBEAT_FILE_PREFIX = "vdc-heartbeat-"
 """A host rewrites ``vdc-heartbeat-<Host name>`` every few seconds in each shared pool's directory (HA's
 datastore heartbeat): not a volume of ours, and no reason to keep a pool."""
 
+DPM_STANDBY_ANNOTATION = "vdc.dev/dpm-standby"
+"""Set on a Host by its ComputeCluster's DPM (value: the cluster's name) to put it in Standby, as
+spec.powerState Standby does; removed to wake it."""
+
 POWER_ACTION_ANNOTATION = "vdc.dev/power-action"
 """Set on a Host to On, ForceOff, ForceRestart or GracefulShutdown to have the operator send that Redfish
 reset once; the operator records the result in status.power.lastAction and an Event, then removes it."""
@@ -319,7 +327,9 @@ class HostHealth(ApiModel):
     Unknown. Fenced: its Redfish service reports it Off: its VMs restart elsewhere. Recovering: it answers
     again and its stale domains (of VMs that run elsewhere now) are being removed before it is Ready."""
 
-    state: Literal["Healthy", "Suspect", "Failed", "Fenced", "Recovering"] = field("See above.")
+    state: Literal["Healthy", "Suspect", "Failed", "Fenced", "Recovering", "Standby"] = field(
+        "See above. Standby: powered off on purpose (spec.powerState or DPM), not a failure."
+    )
     since: ShortText | None = field("When the host entered this state (RFC 3339).", default=None)
     message: Annotated[str, StringConstraints(max_length=1024)] = field("Why, and what happens next.", default="")
     stale_domains_removed: list[ShortText] = field(
@@ -334,8 +344,8 @@ class HostStatus(ApiModel):
 
     observed_generation: int | None = field("The generation last acted on.", default=None)
     conditions: list[Condition] = conditions_field()  # type: ignore[assignment]
-    phase: Literal["Connecting", "Ready", "NotReady", "Maintenance"] | None = field(
-        "Summary of the host's state.", default=None
+    phase: Literal["Connecting", "Ready", "NotReady", "Maintenance", "EnteringStandby", "Standby", "Waking"] | None = (
+        field("Summary of the host's state.", default=None)
     )
     hostname: ShortText | None = field("The host's hostname as libvirt reports it.", default=None)
     host_uuid: ShortText | None = field("The host's UUID (libvirt capabilities).", default=None)

@@ -492,6 +492,13 @@ class VirtualMachineSpec(ApiModel):
     availability: Availability = field(
         "What HA does when the VM's host fails and is fenced.", default_factory=Availability, update="live"
     )
+    drs: Literal["Default", "Disabled", "Manual", "PartiallyAutomated", "FullyAutomated"] = field(
+        "DRS automation for this VM, overriding its ComputeCluster's spec.drs.automation: Disabled (DRS never "
+        "moves it nor recommends a move, rules included), Manual (moves only recommended), PartiallyAutomated, "
+        "FullyAutomated (moved by DRS), Default (the cluster's).",
+        default="Default",
+        update="live",
+    )
     eviction_strategy: Literal["LiveMigrate", "LiveMigrateIfPossible", "Shutdown", "None"] = field(
         "What happens to the running VM when its host enters maintenance: LiveMigrate (moved to another host; "
         "while it cannot be, it blocks the evacuation), LiveMigrateIfPossible (moved, else shut down), Shutdown "

@@ -1,0 +1,455 @@
+"""DRS and DPM planning: (hosts, VMs, measured demand, rules, policy) -> moves and power actions. Pure.
+
+Load of a host: the higher of its VMs' CPU demand over its CPUs and their memory demand over its memory.
+Imbalance: the standard deviation of the loads of the hosts that are on and available. DRS first fixes
+rule violations (every threshold), then, from threshold 2, makes the single move that lowers the
+imbalance most, again and again, while the imbalance is above the threshold's target and the best move
+gains at least the threshold's minimum. A move never breaks a must rule, never makes a should rule
+broken that was kept, never overfills a host's allocatable CPUs or memory, and leaves VMs that DRS moved
+within the cooldown (balance moves only), VMs with DRS Disabled, and VMs that cannot move alone.
+
+DPM: over the hosts that are on, utilization is the higher of CPU demand over CPUs and allocated memory
+over memory. Under the low mark, one host goes to Standby when every VM on it fits on the others (by
+allocation and the must rules), the others stay under the high mark, at least ``min_hosts_on`` stay on
+and HA does not need it. Over the high mark, or when VMs wait for capacity or HA lacks capacity, one
+Standby host is powered on. One power action at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from vdc.scheduler.rules import Rule, VmKey, first_refusal, violations
+
+VmAutomation = Literal["Disabled", "Manual", "PartiallyAutomated", "FullyAutomated"]
+HostPower = Literal["On", "Standby", "EnteringStandby", "Waking"]
+HostDpm = Literal["Default", "Disabled", "Manual", "Automated"]
+
+TARGET_IMBALANCE: Mapping[int, float] = {1: math.inf, 2: 0.20, 3: 0.10, 4: 0.05, 5: 0.02}
+"""migrationThreshold -> the imbalance tolerated (1: balance is never a reason to move)."""
+MIN_GAIN: Mapping[int, float] = {1: math.inf, 2: 0.05, 3: 0.02, 4: 0.01, 5: 0.005}
+"""migrationThreshold -> how much a balance move must lower the imbalance."""
+MAX_MOVES = 100
+"""Moves planned (and listed) at one look."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostState:
+    """One member. ``cpus``/``memory``: allocatable; ``allocated_*``: what placed VMs ask (the ledger)."""
+
+    name: str
+    cpus: int
+    memory: int
+    allocated_cpus: int = 0
+    allocated_memory: int = 0
+    power: HostPower = "On"
+    available: bool = True
+    """Ready and out of maintenance: VMs may be moved to it."""
+    dpm: HostDpm = "Default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmState:
+    """One VM placed on a member. ``cpu_demand`` in cores; ``memory_demand`` and ``memory`` in bytes."""
+
+    key: VmKey
+    host: str
+    cpus: int
+    memory: int
+    cpu_demand: float = 0.0
+    memory_demand: int | None = None
+    """Measured (balloon); None: the configured ``memory`` counts."""
+    automation: VmAutomation = "FullyAutomated"
+    """The VM's own override, else the cluster's."""
+    stuck: str | None = None
+    """Why it cannot be live-migrated now (pinned, a local disk, not running, migrating), or None."""
+    allowed: frozenset[str] | None = None
+    """The hosts its own constraints allow (selector, pools, switches); None: every host."""
+    moved_at: float | None = None
+    """When DRS last moved it (monotonic seconds, as ``Policy.now``)."""
+
+    @property
+    def demand_memory(self) -> int:
+        return self.memory if self.memory_demand is None else self.memory_demand
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    threshold: int = 3
+    max_moves: int = MAX_MOVES
+    cooldown: float = 600.0
+    now: float = 0.0
+    dpm: Literal["Off", "Manual", "Automated"] = "Off"
+    low: float = 0.45
+    high: float = 0.81
+    min_hosts_on: int = 1
+    waiting_vms: int = 0
+    """VMs of the cluster that fit nowhere now (DPM wakes a host for them)."""
+    ha_short: bool = False
+    """HA admission control lacks capacity (DPM wakes a host)."""
+    ha_needed: frozenset[str] = frozenset()
+    """Hosts HA admission control cannot do without (never put in Standby)."""
+
+
+@dataclass(frozen=True)
+class Move:
+    vm: VmKey
+    source: str
+    target: str
+    reason: Literal["RuleViolation", "Balance"]
+    rule: str | None
+    message: str
+    imbalance_before: float
+    imbalance_after: float
+    automated: bool
+    """The VM's automation is FullyAutomated: DRS makes it; else it is only recommended."""
+
+
+@dataclass(frozen=True)
+class PowerAction:
+    host: str
+    action: Literal["Standby", "PowerOn"]
+    message: str
+    automated: bool
+
+
+@dataclass(frozen=True)
+class HostLoadFigures:
+    host: str
+    power: HostPower
+    cpu_demand: float
+    cpus: int
+    memory_demand: int
+    memory: int
+    vms: int
+
+    @property
+    def load(self) -> float:
+        return _load(self.cpu_demand, self.memory_demand, self.cpus, self.memory)
+
+
+@dataclass(frozen=True)
+class Plan:
+    imbalance: float
+    """Now, before any move."""
+    imbalance_after: float
+    """After every planned move."""
+    target: float
+    moves: tuple[Move, ...]
+    violations: tuple[tuple[str, str], ...]
+    """(rule, what breaks it) now."""
+    loads: tuple[HostLoadFigures, ...]
+    power: tuple[PowerAction, ...] = ()
+    utilization: float = 0.0
+    dpm_message: str = ""
+    message: str = ""
+    unfixable: tuple[str, ...] = field(default_factory=tuple)
+    """Violations no move can fix now, with why."""
+
+
+def _load(cpu: float, memory: int, cpus: int, capacity: int) -> float:
+    return max(cpu / cpus if cpus > 0 else 0.0, memory / capacity if capacity > 0 else 0.0)
+
+
+class _Ledger:
+    """The simulated cluster: where each VM is, each host's demand and allocation, and the imbalance's sums
+    kept up to date per move (O(1) to try a move)."""
+
+    def __init__(self, hosts: Sequence[HostState], vms: Sequence[VmState]) -> None:
+        self.hosts = {h.name: h for h in hosts}
+        self.active = sorted(h.name for h in hosts if h.power == "On" and h.available)
+        self.where: dict[VmKey, str] = {v.key: v.host for v in vms}
+        self.cpu = {h.name: 0.0 for h in hosts}
+        self.mem = {h.name: 0 for h in hosts}
+        self.alloc_cpus = {h.name: h.allocated_cpus for h in hosts}
+        self.alloc_mem = {h.name: h.allocated_memory for h in hosts}
+        for vm in vms:
+            if vm.host in self.cpu:
+                self.cpu[vm.host] += vm.cpu_demand
+                self.mem[vm.host] += vm.demand_memory
+        self.loads = {n: self.load(n) for n in self.hosts}
+        self.total = sum(self.loads[n] for n in self.active)
+        self.squares = sum(self.loads[n] ** 2 for n in self.active)
+
+    def load(self, name: str) -> float:
+        host = self.hosts[name]
+        return _load(self.cpu[name], self.mem[name], host.cpus, host.memory)
+
+    def imbalance(self, total: float | None = None, squares: float | None = None) -> float:
+        n = len(self.active)
+        if n < 2:
+            return 0.0
+        total = self.total if total is None else total
+        squares = self.squares if squares is None else squares
+        return math.sqrt(max(squares / n - (total / n) ** 2, 0.0))
+
+    def fits(self, vm: VmState, target: str) -> bool:
+        host = self.hosts[target]
+        return self.alloc_cpus[target] + vm.cpus <= host.cpus and self.alloc_mem[target] + vm.memory <= host.memory
+
+    def imbalance_if(self, vm: VmState, target: str) -> float:
+        source = self.where[vm.key]
+        total, squares = self.total, self.squares
+        for name, cpu, mem in ((source, -vm.cpu_demand, -vm.demand_memory), (target, vm.cpu_demand, vm.demand_memory)):
+            if name not in self.active:
+                continue
+            old = self.loads[name]
+            new = _load(self.cpu[name] + cpu, self.mem[name] + mem, self.hosts[name].cpus, self.hosts[name].memory)
+            total += new - old
+            squares += new * new - old * old
+        return self.imbalance(total, squares)
+
+    def move(self, vm: VmState, target: str) -> None:
+        source = self.where[vm.key]
+        for name, sign in ((source, -1), (target, 1)):
+            self.cpu[name] += sign * vm.cpu_demand
+            self.mem[name] += sign * vm.demand_memory
+            self.alloc_cpus[name] += sign * vm.cpus
+            self.alloc_mem[name] += sign * vm.memory
+            old, new = self.loads[name], self.load(name)
+            self.loads[name] = new
+            if name in self.active:
+                self.total += new - old
+                self.squares += new * new - old * old
+        self.where[vm.key] = target
+
+
+def _allowed(vm: VmState, target: str, ledger: _Ledger, rules: Sequence[Rule], kept: set[str]) -> bool:
+    if target == ledger.where[vm.key] or target not in ledger.active:
+        return False
+    if vm.allowed is not None and target not in vm.allowed:
+        return False
+    if not ledger.fits(vm, target):
+        return False
+    if first_refusal(rules, vm.key, target, ledger.where) is not None:
+        return False
+    # a should rule that holds must still hold
+    for rule in rules:
+        if not rule.must and rule.name in kept and first_refusal((rule,), vm.key, target, ledger.where) is not None:
+            return False
+    return True
+
+
+def _movable(vm: VmState) -> bool:
+    return vm.stuck is None and vm.automation != "Disabled"
+
+
+def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rule], policy: Policy) -> Plan:
+    """The moves and power actions for one look at a cluster (see the module's docstring)."""
+    ledger = _Ledger(hosts, vms)
+    by_key = {vm.key: vm for vm in vms}
+    before = ledger.imbalance()
+    broken = violations(rules, ledger.where)
+    moves: list[Move] = []
+    unfixable: list[str] = []
+
+    def record(
+        vm: VmState, target: str, reason: Literal["RuleViolation", "Balance"], rule: str | None, why: str
+    ) -> None:
+        was = ledger.imbalance()
+        source = ledger.where[vm.key]
+        ledger.move(vm, target)
+        moves.append(Move(vm.key, source, target, reason, rule, why, was, ledger.imbalance(),
+                          vm.automation == "FullyAutomated"))  # fmt: skip
+
+    # 1. rule violations (mandatory at every threshold)
+    for found in broken:
+        kept = {r.name for r in rules} - {v.rule for v in broken}
+        for key in found.vms:
+            stray = by_key.get(key)
+            if stray is None or len(moves) >= policy.max_moves:
+                continue
+            if not _movable(stray):
+                unfixable.append(f"{found.rule}: {key[0]}/{key[1]} cannot move ({stray.stuck or 'DRS Disabled'})")
+                continue
+            rule = next(r for r in rules if r.name == found.rule)
+            targets = [
+                t
+                for t in ledger.active
+                if _allowed(stray, t, ledger, rules, kept)
+                and first_refusal((rule,), key, t, ledger.where, must_only=False) is None
+            ]
+            if not targets:
+                unfixable.append(f"{found.rule}: no host takes {key[0]}/{key[1]} without breaking another rule")
+                continue
+            chosen = min(targets, key=lambda t: (ledger.imbalance_if(stray, t), t))
+            record(stray, chosen, "RuleViolation", found.rule, f"{rule.kind}: {found.message}")
+
+    # 2. balance
+    target = TARGET_IMBALANCE[policy.threshold]
+    gain = MIN_GAIN[policy.threshold]
+    kept_now = {r.name for r in rules} - {v.rule for v in violations(rules, ledger.where)}
+    in_affinity = {k for r in rules if r.type == "VmAffinity" for k in r.vms}
+    moved = {m.vm for m in moves}
+    while len(moves) < policy.max_moves and ledger.imbalance() > target:
+        now = ledger.imbalance()
+        mean = ledger.total / len(ledger.active) if ledger.active else 0.0
+        sources = {n for n in ledger.active if ledger.loads[n] > mean}
+        sinks = [n for n in ledger.active if ledger.loads[n] < mean]
+        best: tuple[float, str, VmKey] | None = None
+        for vm in vms:
+            if ledger.where[vm.key] not in sources or vm.key in moved or vm.key in in_affinity or not _movable(vm):
+                continue
+            if vm.moved_at is not None and policy.now - vm.moved_at < policy.cooldown:
+                continue
+            if vm.cpu_demand <= 0 and vm.demand_memory <= 0:
+                continue
+            for sink in sinks:
+                if not _allowed(vm, sink, ledger, rules, kept_now):
+                    continue
+                after = ledger.imbalance_if(vm, sink)
+                candidate = (after, sink, vm.key)
+                if best is None or candidate < best:
+                    best = candidate
+        if best is None or now - best[0] < gain:
+            break
+        after, sink, key = best
+        vm = by_key[key]
+        source = ledger.where[key]
+        why = (
+            f"balance: {source} at {ledger.loads[source]:.0%} load, {sink} at {ledger.loads[sink]:.0%}; "
+            f"{key[0]}/{key[1]} demands {vm.cpu_demand:.2f} cores"
+        )
+        record(vm, sink, "Balance", None, why)
+        moved.add(key)
+
+    loads = tuple(
+        HostLoadFigures(
+            h.name,
+            h.power,
+            ledger_cpu(vms, h.name),
+            h.cpus,
+            ledger_mem(vms, h.name),
+            h.memory,
+            sum(1 for v in vms if v.host == h.name),
+        )
+        for h in sorted(hosts, key=lambda h: h.name)
+    )
+    power, utilization, dpm_message = _dpm(hosts, vms, rules, policy)
+    if moves:
+        message = (
+            f"{len(moves)} move{'s' if len(moves) != 1 else ''}: imbalance {before:.3f} -> {ledger.imbalance():.3f}"
+        )
+    elif broken:
+        message = f"{len(broken)} rule{'s' if len(broken) != 1 else ''} broken, no move can fix it now"
+    elif before > target:
+        message = f"imbalance {before:.3f} above the target {target:.3f}, but no move improves it by {gain:g}"
+    else:
+        message = f"balanced: imbalance {before:.3f}" + (
+            f" within the target {target:.3f}" if target < math.inf else ""
+        )
+    return Plan(
+        imbalance=before,
+        imbalance_after=ledger.imbalance(),
+        target=target,
+        moves=tuple(moves),
+        violations=tuple((v.rule, v.message) for v in broken),
+        loads=loads,
+        power=power,
+        utilization=utilization,
+        dpm_message=dpm_message,
+        message=message,
+        unfixable=tuple(unfixable),
+    )
+
+
+def ledger_cpu(vms: Sequence[VmState], host: str) -> float:
+    return sum(v.cpu_demand for v in vms if v.host == host)
+
+
+def ledger_mem(vms: Sequence[VmState], host: str) -> int:
+    return sum(v.demand_memory for v in vms if v.host == host)
+
+
+# --- DPM ----------------------------------------------------------------------------------------------
+def _utilization(hosts: Sequence[HostState], vms: Sequence[VmState]) -> float:
+    on = {h.name for h in hosts if h.power == "On"}
+    cpus = sum(h.cpus for h in hosts if h.name in on)
+    memory = sum(h.memory for h in hosts if h.name in on)
+    demand = sum(v.cpu_demand for v in vms if v.host in on)
+    allocated = sum(h.allocated_memory for h in hosts if h.name in on)
+    return _load(demand, allocated, cpus, memory)
+
+
+def evacuation_fits(host: str, hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rule]) -> str | None:
+    """Why the VMs on ``host`` cannot all move to the other available hosts that are on (first fit,
+    largest first, by allocation and the must rules), or None when they can."""
+    others = [replace(h) for h in hosts if h.name != host and h.power == "On" and h.available]
+    ledger = _Ledger([*others, *(h for h in hosts if h.name == host)], vms)
+    leaving = sorted((v for v in vms if v.host == host), key=lambda v: (-v.memory, -v.cpus, v.key))
+    for vm in leaving:
+        if vm.stuck is not None:
+            return f"{vm.key[0]}/{vm.key[1]} cannot move ({vm.stuck})"
+        if vm.automation == "Disabled":
+            return f"{vm.key[0]}/{vm.key[1]} has DRS Disabled"
+        targets = [h.name for h in others if _allowed(vm, h.name, ledger, rules, set())]
+        if not targets:
+            return f"{vm.key[0]}/{vm.key[1]} fits on no other host that is on"
+        ledger.move(vm, min(targets, key=lambda t: (ledger.load(t), t)))
+    return None
+
+
+def _dpm(
+    hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rule], policy: Policy
+) -> tuple[tuple[PowerAction, ...], float, str]:
+    utilization = _utilization(hosts, vms)
+    if policy.dpm == "Off":
+        return (), utilization, ""
+    automated_cluster = policy.dpm == "Automated"
+
+    def automated(host: HostState) -> bool:
+        return host.dpm == "Automated" or (host.dpm == "Default" and automated_cluster)
+
+    busy = [h for h in hosts if h.power in ("EnteringStandby", "Waking")]
+    if busy:
+        names = ", ".join(f"{h.name} {h.power}" for h in busy)
+        return (), utilization, f"waiting: {names}"
+    on = [h for h in hosts if h.power == "On"]
+    standby = sorted((h for h in hosts if h.power == "Standby"), key=lambda h: (-h.memory, -h.cpus, h.name))
+    figures = f"utilization {utilization:.0%} (band {policy.low:.0%}-{policy.high:.0%}), {len(on)} on"
+    wake_why = (
+        f"{figures}: over the band" if utilization > policy.high
+        else f"{policy.waiting_vms} VM(s) fit nowhere" if policy.waiting_vms
+        else "HA admission control lacks capacity" if policy.ha_short
+        else None
+    )  # fmt: skip
+    if wake_why is not None:
+        wakeable = [h for h in standby if h.dpm != "Disabled"]
+        if not wakeable:
+            return (), utilization, f"{wake_why}, no host in Standby to power on"
+        host = wakeable[0]
+        return (PowerAction(host.name, "PowerOn", wake_why, automated(host)),), utilization, wake_why
+    if utilization >= policy.low:
+        return (), utilization, f"{figures}: in the band"
+    if len(on) <= policy.min_hosts_on:
+        return (), utilization, f"{figures}: under the band, but minHostsOn is {policy.min_hosts_on}"
+    reasons: list[str] = []
+    candidates = sorted(
+        (h for h in on if h.dpm != "Disabled"),
+        key=lambda h: (sum(1 for v in vms if v.host == h.name), ledger_cpu(vms, h.name), h.name),
+    )
+    for host in candidates:
+        if host.name in policy.ha_needed:
+            reasons.append(f"{host.name}: HA admission control needs it")
+            continue
+        rest_on = [h for h in on if h.name != host.name]
+        after = _load(  # everything that runs on the hosts that are on, carried by the others
+            sum(v.cpu_demand for v in vms if v.host in {h.name for h in on}),
+            sum(h.allocated_memory for h in on),
+            sum(h.cpus for h in rest_on),
+            sum(h.memory for h in rest_on),
+        )
+        if after > policy.high:
+            reasons.append(f"{host.name}: the others would be at {after:.0%}")
+            continue
+        why = evacuation_fits(host.name, hosts, vms, rules)
+        if why is not None:
+            reasons.append(f"{host.name}: {why}")
+            continue
+        message = f"{figures}: under the band; the others carry its load at {after:.0%}"
+        return (PowerAction(host.name, "Standby", message, automated(host)),), utilization, message
+    said = "; ".join(reasons[:3]) if reasons else "no host may go"
+    return (), utilization, f"{figures}: under the band, but {said}"
