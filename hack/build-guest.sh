@@ -43,6 +43,11 @@
 #                       Needs a kernel with the i6300esb driver, which the cloud
 #                       kernel lacks: VDC_GUEST_KERNEL_PKG=linux-image-amd64
 #                       VDC_GUEST_MODULES="... i6300esb" (and another VDC_CACHE)
+#   vdc.burn=N          right after VDC-GUEST-READY, start N busy loops in the
+#                       background (each keeps one vCPU busy, forever: a
+#                       measured CPU demand of ~N cores when the VM has N vCPUs
+#                       or more) -> prints VDC-BURN=N (VDC-BURN-INVALID=N when N
+#                       is not a whole number)
 set -euo pipefail
 
 help() {
@@ -234,6 +239,7 @@ disk_write=
 disk_read=
 ping_log=
 watchdog_for=
+burn=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdc.hostname=*) host=${arg#vdc.hostname=} ;;
@@ -246,6 +252,7 @@ for arg in $(cat /proc/cmdline); do
         vdc.diskread=*) disk_read=${arg#vdc.diskread=} ;;
         vdc.pinglog=*) ping_log=${arg#vdc.pinglog=} ;;
         vdc.watchdog=*) watchdog_for=${arg#vdc.watchdog=} ;;
+        vdc.burn=*) burn=${arg#vdc.burn=} ;;
     esac
 done
 hostname "$host"
@@ -273,6 +280,20 @@ if [ -n "$disk_write" ]; then
 fi
 echo "VDC-BOOT-ID=$(cat /proc/sys/kernel/random/boot_id)"
 echo "VDC-GUEST-READY"
+
+if [ -n "$burn" ]; then
+    case "$burn" in
+        *[!0-9]*) echo "VDC-BURN-INVALID=$burn" ;;
+        *)
+            i=0
+            while [ "$i" -lt "$burn" ]; do
+                while :; do :; done &
+                i=$((i + 1))
+            done
+            echo "VDC-BURN=$burn"
+            ;;
+    esac
+fi
 
 if [ "$counter" = 1 ]; then
     (
