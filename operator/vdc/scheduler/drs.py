@@ -205,6 +205,8 @@ class _Ledger:
     def move(self, vm: VmState, target: str) -> None:
         source = self.where[vm.key]
         for name, sign in ((source, -1), (target, 1)):
+            if name not in self.hosts:  # a VM on a host not given (not a member): nothing to take off
+                continue
             self.cpu[name] += sign * vm.cpu_demand
             self.mem[name] += sign * vm.demand_memory
             self.alloc_cpus[name] += sign * vm.cpus
@@ -228,13 +230,36 @@ def _allowed(vm: VmState, target: str, ledger: _Ledger, rules: Sequence[Rule], k
         return False
     # a should rule that holds must still hold
     for rule in rules:
-        if not rule.must and rule.name in kept and first_refusal((rule,), vm.key, target, ledger.where) is not None:
+        if (
+            not rule.must
+            and rule.name in kept
+            and first_refusal((rule,), vm.key, target, ledger.where, must_only=False) is not None
+        ):
             return False
     return True
 
 
 def _movable(vm: VmState) -> bool:
     return vm.stuck is None and vm.automation != "Disabled"
+
+
+def _strays(rule: Rule, listed: tuple[VmKey, ...], ledger: _Ledger, by_key: Mapping[VmKey, VmState]) -> list[VmKey]:
+    """The VMs to move to fix ``rule``'s violation (``listed``: what the violation names). Anti-affinity:
+    on each crowded host one member stays, one that cannot move when there is one, so that a movable
+    member moves in place of one that cannot."""
+    if rule.type != "VmAntiAffinity":
+        return list(listed)
+    by_host: dict[str, list[VmKey]] = {}
+    for k in sorted(k for k in rule.vms if k in ledger.where):
+        by_host.setdefault(ledger.where[k], []).append(k)
+    out: list[VmKey] = []
+    for host in sorted(by_host):
+        members = by_host[host]
+        if len(members) < 2:
+            continue
+        stays = next((k for k in members if k in by_key and not _movable(by_key[k])), members[0])
+        out.extend(k for k in members if k != stays)
+    return out
 
 
 def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rule], policy: Policy) -> Plan:
@@ -258,19 +283,23 @@ def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rul
     # 1. rule violations (mandatory at every threshold)
     for found in broken:
         kept = {r.name for r in rules} - {v.rule for v in broken}
-        for key in found.vms:
+        rule = next(r for r in rules if r.name == found.rule)
+        strays = _strays(rule, found.vms, ledger, by_key)
+        # affinity: the strays join the host where the rest of the group is (not each other)
+        home = {h for k, h in ledger.where.items() if k in rule.vms and k not in strays}
+        for key in strays:
             stray = by_key.get(key)
             if stray is None or len(moves) >= policy.max_moves:
                 continue
             if not _movable(stray):
                 unfixable.append(f"{found.rule}: {key[0]}/{key[1]} cannot move ({stray.stuck or 'DRS Disabled'})")
                 continue
-            rule = next(r for r in rules if r.name == found.rule)
             targets = [
                 t
                 for t in ledger.active
                 if _allowed(stray, t, ledger, rules, kept)
                 and first_refusal((rule,), key, t, ledger.where, must_only=False) is None
+                and (rule.type != "VmAffinity" or not home or t in home)
             ]
             if not targets:
                 unfixable.append(f"{found.rule}: no host takes {key[0]}/{key[1]} without breaking another rule")
