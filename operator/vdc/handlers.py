@@ -18,7 +18,7 @@ import libvirt
 from vdc.api.appliance import Appliance
 from vdc.api.computecluster import ComputeCluster
 from vdc.api.computequota import ComputeQuota
-from vdc.api.host import REMOVE_ORPHANS_ANNOTATION, Host
+from vdc.api.host import REMOVE_ORPHANS_ANNOTATION, Host, standby_intended
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.api.migration import VirtualMachineMigration
 from vdc.api.operation import OperationRef
@@ -37,6 +37,7 @@ from vdc.controllers import vm_watches
 from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computecluster import ComputeClusterController
 from vdc.controllers.computequota import QuotaController
+from vdc.controllers.drs import DrsController, rules_hook
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.evacuation import EVACUATION_LABEL, EvacuationController, maintenance_stop
 from vdc.controllers.failures import failure_reporter
@@ -307,8 +308,10 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     vm_controller.operation_exists = functools.partial(_operation_exists, migrations)
     evacuation_controller = EvacuationController(hosts, vms, migrations, cluster, writer)
     computeclusters = ObjectCache()
-    computecluster_controller = ComputeClusterController(computeclusters, hosts, writer)
+    drs_controller = DrsController(hosts, vms, migrations, cluster, writer)  # demand: once the stats refresh runs
+    computecluster_controller = ComputeClusterController(computeclusters, hosts, writer, drs_controller)
     vm_controller.admission_refusals = cluster_module.admission_hook(computeclusters, hosts, cluster)
+    vm_controller.rule_refusals = rules_hook(computeclusters, hosts, vms, cluster)
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
               "migrationpolicies": policies, "computeclusters": computeclusters}  # fmt: skip
@@ -407,6 +410,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
         rt.demand = DemandTracker(getattr(memo, "demand_half_life", 60.0))
         rt.stats = StatsRefresher(connections, vms, stats_interval, demand=rt.demand)
+        drs_controller.demand = rt.demand
         rt.collector = DatacenterCollector(
             hosts, pools, switches, vms, rt.stats.current, ledger=cluster.ledger, demand=rt.stats.current_demand
         )
@@ -487,7 +491,10 @@ def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         change.body["metadata"].get("annotations") or {}
     ):  # an admin asked for the host's orphans to go (metadata changes leave the generation alone)
         rt.host_queue.add(change.key)
-    if change.changed:  # maintenance begun or ended
+    standby_asked = change.old is not None and standby_intended(change.old) != standby_intended(change.body)
+    if standby_asked:  # DPM's annotation came or went (the generation stays)
+        rt.host_queue.add(change.key)
+    if change.changed or standby_asked:  # maintenance (or Standby) begun or ended
         rt.evacuation_queue.add(change.key)
     rt.fan_out("Host", change)
 

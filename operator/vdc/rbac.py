@@ -47,9 +47,10 @@ WATCHED_CORE = ("namespaces",)
 WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances", "virtualmachinemigrations")
 """Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
 
-ANNOTATED = ("hosts",)
-"""Kinds whose annotations the operator removes when it has done what they asked (KubeWriter.remove_annotation:
-vdc.dev/remove-orphans on a Host)."""
+ANNOTATED = ("hosts", "computeclusters")
+"""Kinds whose annotations the operator sets or removes (KubeWriter.set_annotation / remove_annotation:
+vdc.dev/remove-orphans, vdc.dev/power-action and DPM's vdc.dev/dpm-standby on a Host; vdc.dev/drs-apply on a
+ComputeCluster once the moves it asked for are made)."""
 
 WITH_STATUS = (
     "hosts",
@@ -101,7 +102,8 @@ CLUSTER_WIDE: tuple[Access, ...] = (
             GROUP,
             plural,
             ("patch",),
-            "KubeWriter.remove_annotation clears vdc.dev/remove-orphans once the orphans it asked about are removed",
+            "KubeWriter.remove_annotation clears an annotation once what it asked is done (vdc.dev/remove-orphans,"
+            " vdc.dev/power-action, vdc.dev/drs-apply); KubeWriter.set_annotation sets DPM's vdc.dev/dpm-standby",
         )
         for plural in ANNOTATED
     ),

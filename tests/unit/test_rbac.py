@@ -123,6 +123,7 @@ WRITER_CALLS: dict[str, Callable[[KubeWriter], list[Awaitable[object]]]] = {
     ],
     "patch_spec": lambda w: [w.patch_spec(VirtualMachine.KIND, body(VirtualMachine), {"cpu": {"count": 1}})],
     "remove_annotation": lambda w: [w.remove_annotation(Host.KIND, body(Host), "vdc.dev/remove-orphans", "t")],
+    "set_annotation": lambda w: [w.set_annotation(Host.KIND, body(Host), "vdc.dev/dpm-standby", "c")],
     "read": lambda w: [w.read(MIGRATION.KIND, body(MIGRATION))],
     "create": lambda w: [w.create(MIGRATION.KIND, "tenant", body(MIGRATION))],
     "delete": lambda w: [w.delete(MIGRATION.KIND, "tenant", "x")],
@@ -184,7 +185,7 @@ def test_our_kinds_are_granted_exactly_this() -> None:
         "computequotas": watch,
         "virtualmachinemigrations": ["create", "delete", "get", "list", "patch", "watch"],
         "migrationpolicies": watch,  # read only: a cache; no finalizer, no status
-        "computeclusters": watch,  # status only: no finalizer
+        "computeclusters": finalizer,  # remove_annotation (vdc.dev/drs-apply), not a finalizer
         **{f"{k.KIND.plural}/status": ["patch"] for k in STATUS_KINDS},
     }
     assert {k.KIND.plural for k in ALL_KINDS} == set(rbac.WATCHED)

@@ -216,6 +216,14 @@ def test_an_admission_refusal_is_said_once_in_the_failure_message() -> None:
     assert place(request(), [*hosts, host("e")]).host == "e"
 
 
+def test_a_must_rule_refusal_rejects_the_host_and_is_said() -> None:
+    why = "ComputeCluster prod: must rule apart: web/a may not run on h1 with web/b"
+    result = place(request(), [host("h1", rule_refusal=why)])
+    assert result.host is None
+    assert result.reason == f"0/1 hosts fit: 1 is forbidden by a must rule; {why}"
+    assert place(request(), [host("h1", rule_refusal=why), host("h2")]).host == "h2"
+
+
 def test_filters_are_a_named_extendable_list() -> None:
     names = [f.__name__ for f in FILTERS]
     assert names == [
@@ -229,6 +237,7 @@ def test_filters_are_a_named_extendable_list() -> None:
         "pools_fit",
         "switches_present",
         "images_present",
+        "cluster_rules",
         "admission_control",
     ]
     assert check(request(), host("h1")) is None

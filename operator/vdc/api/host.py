@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import StringConstraints
 
@@ -291,6 +292,19 @@ datastore heartbeat): not a volume of ours, and no reason to keep a pool."""
 DPM_STANDBY_ANNOTATION = "vdc.dev/dpm-standby"
 """Set on a Host by its ComputeCluster's DPM (value: the cluster's name) to put it in Standby, as
 spec.powerState Standby does; removed to wake it."""
+
+
+def standby_intended(body: Mapping[str, Any]) -> bool:
+    """spec.powerState is Standby, or DPM asked for Standby (its annotation)."""
+    spec = body.get("spec") or {}
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return spec.get("powerState") == "Standby" or DPM_STANDBY_ANNOTATION in annotations
+
+
+def evacuating(body: Mapping[str, Any]) -> bool:
+    """The host is to be emptied: maintenance, or Standby asked for."""
+    return bool((body.get("spec") or {}).get("maintenance")) or standby_intended(body)
+
 
 POWER_ACTION_ANNOTATION = "vdc.dev/power-action"
 """Set on a Host to On, ForceOff, ForceRestart or GracefulShutdown to have the operator send that Redfish

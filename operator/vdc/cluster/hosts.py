@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from vdc.api.common import LabelSelector
 from vdc.api.conditions import READY
+from vdc.api.host import evacuating
 from vdc.api.quantity import to_bytes
 from vdc.scheduler.selectors import matches
 
@@ -52,7 +53,7 @@ def host_info(body: Body, facts: HostFacts | None = None) -> HostInfo:
         name=str(meta["name"]),
         labels=meta.get("labels") or {},
         schedulable=schedulable(body),
-        maintenance=bool((body.get("spec") or {}).get("maintenance")),
+        maintenance=evacuating(body),
         deleting=bool(meta.get("deletionTimestamp")),
         allocatable_cpus=int(alloc.get("cpus", 0)),
         allocatable_memory=memory,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -21,10 +21,13 @@ from vdc.api.computecluster import (
     ComputeCluster,
     ComputeClusterSpec,
     ComputeClusterStatus,
+    DpmStatus,
+    DrsStatus,
     HAStatus,
     HostConflict,
 )
-from vdc.api.conditions import READY, Condition, KstatusState, get_condition, set_kstatus
+from vdc.api.conditions import READY, Condition, KstatusState, get_condition, now_rfc3339, set_kstatus
+from vdc.api.host import evacuating
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
@@ -101,7 +104,7 @@ def host_summary(body: Mapping[str, Any]) -> HostSummary:
         name=str(meta.get("name")),
         labels=dict(meta.get("labels") or {}),
         ready=ready,
-        maintenance=bool((body.get("spec") or {}).get("maintenance")),
+        maintenance=evacuating(body),
         allocatable=_resources(status.get("allocatable")),
         allocated=_resources(status.get("allocated")),
     )
@@ -372,11 +375,25 @@ def _selector_of(body: Mapping[str, Any]) -> LabelSelector | None:
         return None  # unreadable: it claims no host (its own status says why)
 
 
+class DrsLook(Protocol):
+    """DRS and DPM (vdc.controllers.drs.DrsController): when to look next, and a look."""
+
+    def due(self, name: str, spec: ComputeClusterSpec, body: Mapping[str, Any]) -> float: ...
+
+    async def look(
+        self, body: dict[str, Any], spec: ComputeClusterSpec, members: Sequence[str],
+        summaries: Mapping[str, HostSummary],
+    ) -> tuple[DrsStatus | None, DpmStatus | None]: ...  # fmt: skip
+
+
 class ComputeClusterController:
-    def __init__(self, clusters: ObjectCache, hosts: ObjectCache, writer: KubeWriter) -> None:
+    def __init__(
+        self, clusters: ObjectCache, hosts: ObjectCache, writer: KubeWriter, drs: DrsLook | None = None
+    ) -> None:
         self.clusters = clusters
         self.hosts = hosts
         self.writer = writer
+        self.drs = drs
 
     def others(self, name: str) -> dict[str, LabelSelector]:
         """The other clusters' host selectors, by name (those being deleted claim no host any more)."""
@@ -408,16 +425,28 @@ class ComputeClusterController:
             )
             await self._write(body, old, ComputeClusterStatus(observed_generation=generation, conditions=conds))
             return None
+        summaries = [host_summary(h) for h in self.hosts]
         status = cluster_status(
-            name,
-            cluster.spec,
-            [host_summary(h) for h in self.hosts],
-            self.others(name),
-            generation=generation,
-            conditions=old.conditions,
+            name, cluster.spec, summaries, self.others(name), generation=generation, conditions=old.conditions
         )
+        spec = cluster.spec
+        if self.drs is None or not (spec.drs.enabled or spec.dpm.automation != "Off"):
+            await self._write(body, old, status)
+            return None
+        wait = self.drs.due(name, spec, body)
+        if wait > 0:
+            status = status.model_copy(update={"drs": old.drs if spec.drs.enabled else None,
+                                               "dpm": old.dpm if spec.dpm.automation != "Off" else None})  # fmt: skip
+            await self._write(body, old, status)
+            return wait
+        by_name = {h.name: h for h in summaries}
+        drs, dpm = await self.drs.look(body, spec, status.hosts, by_name)
+        if drs is not None:
+            unchanged = old.drs is not None and old.drs.model_copy(update={"last_run": None}) == drs
+            drs = drs.model_copy(update={"last_run": old.drs.last_run if unchanged and old.drs else now_rfc3339()})
+        status = status.model_copy(update={"drs": drs, "dpm": dpm})
         await self._write(body, old, status)
-        return None
+        return float(spec.drs.interval_seconds)
 
     async def _write(self, body: dict[str, Any], old: ComputeClusterStatus, status: ComputeClusterStatus) -> None:
         wire = status.to_wire()

@@ -23,7 +23,7 @@ from typing import Any
 
 from kubernetes.client import ApiException
 
-from vdc.api.host import BlockingVm, Evacuation, Host
+from vdc.api.host import BlockingVm, Evacuation, Host, evacuating
 from vdc.api.migration import VirtualMachineMigration
 from vdc.cluster.view import ClusterView
 from vdc.controllers.vm_vapp import parse_time
@@ -135,7 +135,7 @@ def maintenance_stop(cluster: ClusterView, migrations: ObjectCache, vm: Mapping[
     if not host:
         return None
     host_body = cluster.hosts.get(("", str(host)))
-    if host_body is None or not (host_body.get("spec") or {}).get("maintenance"):
+    if host_body is None or not evacuating(host_body):
         return None
     strategy = (vm.get("spec") or {}).get("evictionStrategy") or "LiveMigrate"
     if strategy == "Shutdown":
@@ -166,7 +166,7 @@ class EvacuationController:
             return None
         host = key[1]
         status = body.get("status") or {}
-        if not (body.get("spec") or {}).get("maintenance"):
+        if not evacuating(body):
             if status.get("evacuation") is not None:
                 await self._write(body, None)
             return None

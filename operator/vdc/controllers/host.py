@@ -16,22 +16,26 @@ from typing import Any
 import kubernetes
 import libvirt
 
-from vdc.api.conditions import READY, Condition, set_kstatus
+from vdc.api.conditions import READY, Condition, now_rfc3339, set_kstatus
 from vdc.api.host import (
     REMOVE_ORPHANS_ANNOTATION,
     Host,
     HostDomainCounts,
+    HostHealth,
     HostOrphans,
     HostResources,
     HostSpec,
     HostStatus,
     OrphanRemoval,
+    standby_intended,
 )
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import Watch
 from vdc.controllers.host_ha import HostHa
 from vdc.controllers.host_power import HostPowerManager
+from vdc.controllers.host_standby import REASON as STANDBY_REASON
+from vdc.controllers.host_standby import last_reset, standby_step
 from vdc.controllers.orphans import (
     POOL_PREFIX,
     LiveVms,
@@ -57,6 +61,8 @@ from vdc.libvirt.host_facts import HostFacts, read_host_facts
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
+STANDBY_POLL_SECONDS = 3.0
+"""How often a host entering or leaving Standby is looked at."""
 SUSPECT_POLL_SECONDS = 5.0
 """How often a Suspect host (and its Redfish power state) is looked at again."""
 
@@ -249,10 +255,32 @@ class HostController:
             self.cluster.note_facts(name, None)
         status = host_status(host.spec, body["metadata"].get("generation"), observation, host.status)
         power = await self.power.observe(name, host, body)
-        health, fence = await self.ha.judge(name, host, conn, power, observation.connected)
+        step = standby_step(
+            intended=standby_intended(body),
+            power_managed=host.spec.power_management is not None,
+            connected=observation.connected,
+            power=power.state if power is not None else None,
+            vms_here=len(self.cluster.vms_on(name)),
+            previous_phase=host.status.phase if host.status else None,
+            last=last_reset(power.to_wire() if power is not None else None),
+        )
+        if step.reset is not None and power is not None:
+            power = await self.power.send(name, host, body, power, step.reset, STANDBY_REASON)
+        old_health = host.status.ha if host.status else None
+        if step.phase is not None and not observation.connected:  # off on purpose: not a failure to judge
+            since = old_health.since if old_health is not None and old_health.state == "Standby" else now_rfc3339()
+            health, fence = HostHealth(state="Standby", since=since, message=step.message), False
+        else:
+            health, fence = await self.ha.judge(name, host, conn, power, observation.connected)
         if fence and power is not None:
             power = await self.power.fence(name, host, body, power)
         status = status.model_copy(update={"power": power, "ha": health})
+        if step.phase is not None:
+            generation = body["metadata"].get("generation")
+            conds = status.conditions
+            if not observation.connected:
+                conds = set_kstatus(conds, "NotReady", step.phase, step.message, observed_generation=generation)
+            status = status.model_copy(update={"phase": step.phase, "conditions": conds})
         if health.state == "Recovering":  # never Ready before the stale domains are gone
             generation = body["metadata"].get("generation")
             conds = set_kstatus(status.conditions, "NotReady", "Recovering", health.message,
@@ -283,6 +311,8 @@ class HostController:
         await self.ha.report_change(body, name, host.status.ha if host.status else None, health)
         if fence:
             return 1.0  # the power state soon says Off
+        if step.phase in ("EnteringStandby", "Waking"):
+            return STANDBY_POLL_SECONDS
         if health.state in ("Suspect", "Failed", "Recovering") or (health.state == "Fenced" and not conn.connected):
             return SUSPECT_POLL_SECONDS
         return RESYNC_SECONDS

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-HealthState = Literal["Healthy", "Suspect", "Failed", "Fenced", "Recovering"]
+HealthState = Literal["Healthy", "Suspect", "Failed", "Fenced", "Recovering", "Standby"]
 Heartbeat = Literal["alive", "stale"]
 
 FAILURE_TIMEOUT_SECONDS = 60.0

@@ -108,6 +108,23 @@ class HostPowerManager:
         await self.writer.event(Host.KIND, body, "PowerAction" if ok else "PowerActionFailed", message, warning=not ok)
         await self.writer.remove_annotation(Host.KIND, body, POWER_ACTION_ANNOTATION, token)
 
+    async def send(
+        self, name: str, host: Host, body: dict[str, Any], power: HostPower, action: ResetAction, reason: str
+    ) -> HostPower:
+        """Send one reset for ``reason`` (Standby: entering or leaving it); its result in the returned power
+        status and an Event."""
+        try:
+            target = await self._redfish_target(name, host)
+        except PowerFailure as exc:
+            done = PowerAction(action=action, reason=reason, result="Failed", time=now_rfc3339(), message=str(exc))
+        else:
+            done = await self._reset(target, action, reason)
+        ok = done.result == "Succeeded"
+        message = f"{reason}: Redfish {action} {'sent' if ok else 'failed'}: {done.message}"
+        log.info("host %s: %s", name, message)
+        await self.writer.event(Host.KIND, body, "PowerAction" if ok else "PowerActionFailed", message, warning=not ok)
+        return power.model_copy(update={"last_action": done})
+
     async def fence(self, name: str, host: Host, body: dict[str, Any], power: HostPower) -> HostPower:
         """Power the failed host off (Redfish ForceOff): the next look finds it Off, Fenced."""
         try:

@@ -452,7 +452,11 @@ class MigrationController:
         # Into another ComputeCluster: its admission control must hold with the VM (within one, nothing changes).
         names = [c.name for c in candidates]
         refused = self.vm_controller.admission_refusals(names, request.cpus, request.memory, source)
-        candidates = [dataclasses.replace(c, admission_refusal=refused.get(c.name)) for c in candidates]
+        forbidden = self.vm_controller.rule_refusals(vm, names)
+        candidates = [
+            dataclasses.replace(c, admission_refusal=refused.get(c.name), rule_refusal=forbidden.get(c.name))
+            for c in candidates
+        ]
         decision = place(request, candidates)
         if decision.host is None:
             raise StepFailed(f"no host can take the VM: {decision.reason}")

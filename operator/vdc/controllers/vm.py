@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -224,6 +224,8 @@ class VmController:
         self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
         """The ComputeCluster with HA enabled that holds a host (its member), or None: no restart elsewhere."""
         self.operation_exists: Callable[[str, OperationRef], bool] = lambda namespace, ref: True
+        self.rule_refusals: Callable[[Mapping[str, Any], Sequence[str]], Mapping[str, str]] = lambda vm, hosts: {}
+        """Host -> why a ComputeCluster's must rule forbids the VM there (vdc.controllers.drs.rules_hook)."""
         self.admission_refusals: Callable[[list[str], int, int, str | None], Mapping[str, str]] = (
             lambda hosts, cpus, memory, source: {}
         )
@@ -486,6 +488,9 @@ class VmController:
                                unschedulable=("QuotaExceeded", over)))  # fmt: skip
         request = self.placement_request(body, inputs)
         candidates = self.cluster.candidates(key_of(body), connected=self._connected)
+        forbidden = self.rule_refusals(body, [c.name for c in candidates])
+        if forbidden:
+            candidates = [dataclasses.replace(c, rule_refusal=forbidden.get(c.name)) for c in candidates]
         if self.host_of(body) is None:  # not an HA restart: that uses the room admission control kept for it
             refused = self.admission_refusals([c.name for c in candidates], request.cpus, request.memory, None)
             candidates = [dataclasses.replace(c, admission_refusal=refused.get(c.name)) for c in candidates]

@@ -3,6 +3,7 @@ concerns (``WATCHES``; see ``vdc.cluster.watches``). Every fan-out reads the clu
 
 from __future__ import annotations
 
+from vdc.api.host import evacuating
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.kube.cache import Key
@@ -19,8 +20,8 @@ def _unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
 def _unplaced_and_maintained(view: ClusterView, event: ObjectEvent) -> list[Key]:
     """:func:`_unplaced`, and a Host whose maintenance began or ended: its VMs that stop for maintenance
     (evictionStrategy Shutdown) stop, or start again."""
-    old = ((event.old or {}).get("spec") or {}).get("maintenance")
-    new = (event.body.get("spec") or {}).get("maintenance")
+    old = evacuating(event.old) if event.old is not None else False
+    new = evacuating(event.body)
     extra = view.vms_on(event.key[1]) if bool(old) != bool(new) and not event.deleted else []
     return [*view.unplaced_vms(), *extra]
 

@@ -125,6 +125,14 @@ class KubeWriter:
         )  # fmt: skip
         API_WRITES.labels(info.kind, "patch").inc()
 
+    async def set_annotation(self, info: KindInfo, body: dict[str, Any], key: str, value: str) -> None:
+        """Set annotation ``key`` of a cluster-scoped object to ``value`` (a merge patch)."""
+        patch = {"metadata": {"annotations": {key: value}}}
+        await asyncio.to_thread(
+            self._custom.patch_cluster_custom_object, GROUP, VERSION, info.plural, body["metadata"]["name"], patch
+        )
+        API_WRITES.labels(info.kind, "patch").inc()
+
     async def remove_annotation(self, info: KindInfo, body: dict[str, Any], key: str, value: str) -> bool:
         """Remove annotation ``key`` from a cluster-scoped object if it still has ``value`` (a JSON patch
         whose ``test`` fails when someone changed it meanwhile). False when it did not (changed, gone)."""

@@ -68,6 +68,9 @@ class HostCandidate:
     admission_refusal: str | None = None
     """Why the host's ComputeCluster's HA admission control refuses this VM (judged by the caller for the
     request at hand: vdc.controllers.computecluster.admission_refusals), None when it does not."""
+    rule_refusal: str | None = None
+    """Why a must rule of a ComputeCluster (affinity, anti-affinity, VM-Host) forbids this VM on this host
+    (judged by the caller: vdc.controllers.drs.rules_hook), None when none does."""
 
     @property
     def free_cpus(self) -> int:
@@ -294,6 +297,13 @@ def admission_control(request: PlacementRequest, host: HostCandidate) -> Rejecti
     )
 
 
+def cluster_rules(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
+    """A ComputeCluster's must rule that forbids the VM on the host."""
+    if host.rule_refusal is None:
+        return None
+    return Rejection("is forbidden by a must rule", "are forbidden by must rules", host.rule_refusal, said=True)
+
+
 FILTERS: tuple[Filter, ...] = (
     pinned_host,
     host_selector,
@@ -305,6 +315,7 @@ FILTERS: tuple[Filter, ...] = (
     pools_fit,
     switches_present,
     images_present,
+    cluster_rules,
     admission_control,
 )
 """Run in this order; the first rejection is the host's reason. The VM's own constraints come first,

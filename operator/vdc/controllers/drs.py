@@ -1,0 +1,523 @@
+"""DRS and DPM of a ComputeCluster: read the caches and the measured demand into the planner's inputs
+(:func:`planner_inputs`), run the pure planner (:func:`vdc.scheduler.drs.plan`), and act on its plan as
+the automation levels say: VirtualMachineMigrations owned by the cluster for the moves DRS makes (or a
+person applies by annotation), the DPM annotation on a Host for Standby (removed to power it on). What it
+decided goes into the cluster's status.drs and status.dpm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from kubernetes.client import ApiException
+from pydantic import ValidationError
+
+from vdc.api.common import LabelSelector
+from vdc.api.computecluster import (
+    DRS_APPLY_ANNOTATION,
+    DRS_OWNER_LABEL,
+    ClusterRule,
+    ComputeCluster,
+    ComputeClusterSpec,
+    DpmRecommendation,
+    DpmStatus,
+    DrsRecommendation,
+    DrsStatus,
+    HostLoad,
+    RuleViolation,
+)
+from vdc.api.host import DPM_STANDBY_ANNOTATION, Host
+from vdc.api.migration import VirtualMachineMigration
+from vdc.api.quantity import format_bytes_mi
+from vdc.cluster.view import ClusterView
+from vdc.controllers.computecluster import HostSummary, ha_status
+from vdc.kube.cache import ObjectCache
+from vdc.kube.client import KubeWriter
+from vdc.metrics.demand import DemandTracker, VmDemand
+from vdc.scheduler.drs import HostDpm, HostPower, HostState, Move, Plan, Policy, VmAutomation, VmState, plan
+from vdc.scheduler.rules import Rule, VmKey, first_refusal
+from vdc.scheduler.selectors import matches
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+PHASE_POWER: Mapping[str, HostPower] = {"Standby": "Standby", "EnteringStandby": "EnteringStandby", "Waking": "Waking"}
+
+
+def recommendation_id(vm: VmKey, target: str) -> str:
+    """Stable while the same VM is recommended to the same host."""
+    return hashlib.sha256(f"{vm[0]}/{vm[1]}>{target}".encode()).hexdigest()[:8]
+
+
+def migration_name(cluster: str, vm: str, target: str) -> str:
+    digest = hashlib.sha256(f"{cluster}/{vm}>{target}".encode()).hexdigest()[:6]
+    return f"drs-{vm[:44]}-{digest}"
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ClusterMigrations:
+    """What the migrations say for DRS: the VMs being moved, DRS's own running count, when DRS last moved
+    each VM (wall-clock seconds)."""
+
+    busy: frozenset[VmKey]
+    running: int
+    moved_at: Mapping[VmKey, float]
+
+    @classmethod
+    def of(cls, migrations: Iterable[Mapping[str, Any]], cluster: str) -> ClusterMigrations:
+        busy: set[VmKey] = set()
+        running = 0
+        moved: dict[VmKey, float] = {}
+        for body in migrations:
+            meta, status = body.get("metadata") or {}, body.get("status") or {}
+            vm = (str(meta.get("namespace")), str((body.get("spec") or {}).get("vm")))
+            ours = (meta.get("labels") or {}).get(DRS_OWNER_LABEL) == cluster
+            if status.get("phase") not in TERMINAL:
+                busy.add(vm)
+                running += ours
+            elif ours and status.get("phase") == "Succeeded":
+                at = _parse_time(status.get("completionTime"))
+                if at is not None and at > moved.get(vm, 0.0):
+                    moved[vm] = at
+        return cls(frozenset(busy), running, moved)
+
+
+def resolve_rules(
+    rules: Sequence[ClusterRule], vms: Iterable[Mapping[str, Any]], hosts: Iterable[Mapping[str, Any]]
+) -> list[Rule]:
+    """The cluster's rules with their VM groups (by VM labels, in the namespaces named) and host groups."""
+    vm_list = list(vms)
+    host_list = list(hosts)
+    out = []
+    for rule in rules:
+        members = frozenset(
+            (str(b["metadata"].get("namespace")), str(b["metadata"].get("name")))
+            for b in vm_list
+            if (not rule.namespaces or b["metadata"].get("namespace") in rule.namespaces)
+            and matches(rule.vm_selector, b["metadata"].get("labels") or {})
+        )
+        group = frozenset(
+            str(h["metadata"]["name"])
+            for h in host_list
+            if rule.host_selector is not None and matches(rule.host_selector, h["metadata"].get("labels") or {})
+        )
+        out.append(Rule(rule.name, rule.type, rule.enforcement == "Must", members, group, rule.placement == "RunOn"))
+    return out
+
+
+def rules_hook(
+    clusters: ObjectCache, hosts: ObjectCache, vms: ObjectCache, view: ClusterView
+) -> Callable[[Mapping[str, Any], Sequence[str]], dict[str, str]]:
+    """The scheduler's rule filter: host -> why a must rule of some ComputeCluster forbids the VM there, given
+    where the other VMs of the rule's group are placed (or reserved) now. Only the rules that select the VM
+    are resolved (its labels and namespace first, then the group)."""
+
+    def refusals(vm: Mapping[str, Any], host_names: Sequence[str]) -> dict[str, str]:
+        meta = vm.get("metadata") or {}
+        key: VmKey = (str(meta.get("namespace")), str(meta.get("name")))
+        labels = meta.get("labels") or {}
+        out: dict[str, str] = {}
+        for body in clusters:
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                spec = ComputeClusterSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                continue
+            mine = [
+                r for r in spec.rules
+                if r.enforcement == "Must" and (not r.namespaces or key[0] in r.namespaces)
+                and matches(r.vm_selector, labels)
+            ]  # fmt: skip
+            if not mine:
+                continue
+            rules = resolve_rules(mine, vms, hosts)
+            placed: dict[VmKey, str] = {}
+            for rule in rules:
+                for other in rule.vms:
+                    other_body = vms.get(other)
+                    where = view.host_of(other_body) if other_body is not None else None
+                    if where is not None:
+                        placed[other] = where
+            for host in host_names:
+                if host not in out and (why := first_refusal(rules, key, host, placed)) is not None:
+                    out[host] = f"ComputeCluster {body['metadata']['name']}: {why}"
+        return out
+
+    return refusals
+
+
+def _host_power(body: Mapping[str, Any]) -> HostPower:
+    phase = str((body.get("status") or {}).get("phase"))
+    if phase in PHASE_POWER:
+        return PHASE_POWER[phase]
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    if (body.get("spec") or {}).get("powerState") == "Standby" or DPM_STANDBY_ANNOTATION in annotations:
+        return "EnteringStandby"
+    return "On"
+
+
+def _host_dpm(spec: ComputeClusterSpec, body: Mapping[str, Any]) -> HostDpm:
+    if (body.get("spec") or {}).get("powerState") == "Standby":
+        return "Disabled"  # an admin's Standby: DPM neither wakes it nor counts on it
+    name = body["metadata"]["name"]
+    return next((o.automation for o in spec.dpm.host_overrides if o.host == name), "Default")
+
+
+def _vm_automation(spec: ComputeClusterSpec, vm: Mapping[str, Any]) -> VmAutomation:
+    own = (vm.get("spec") or {}).get("drs") or "Default"
+    levels: tuple[VmAutomation, ...] = ("Disabled", "Manual", "PartiallyAutomated", "FullyAutomated")
+    return next((level for level in levels if level == own), spec.drs.automation)
+
+
+def _stuck(vm: Mapping[str, Any], busy: frozenset[VmKey], key: VmKey) -> str | None:
+    spec, status = vm.get("spec") or {}, vm.get("status") or {}
+    if spec.get("host"):
+        return "pinned to its host (spec.host)"
+    if key in busy:
+        return "being migrated"
+    if status.get("phase") != "Running":
+        return f"not running ({status.get('phase') or 'no phase'})"
+    return None
+
+
+@dataclass(frozen=True)
+class PlannerInputs:
+    hosts: tuple[HostState, ...]
+    vms: tuple[VmState, ...]
+    rules: tuple[Rule, ...]
+    policy: Policy
+    uids: Mapping[VmKey, str]
+
+
+def planner_inputs(
+    name: str,
+    spec: ComputeClusterSpec,
+    members: Sequence[str],
+    summaries: Mapping[str, HostSummary],
+    hosts: ObjectCache,
+    vms: ObjectCache,
+    migrations: ObjectCache,
+    view: ClusterView,
+    demand: Mapping[str, VmDemand],
+    now: float,
+) -> PlannerInputs:
+    """The planner's view of cluster ``name`` (members by name) from the caches and the measured demand."""
+    moving = ClusterMigrations.of(migrations, name)
+    host_states = []
+    vm_states = []
+    uids: dict[VmKey, str] = {}
+    member_set = set(members)
+    for host in members:
+        body = hosts.get(("", host))
+        summary = summaries.get(host)
+        if body is None or summary is None:
+            continue
+        used = view.allocated(host)
+        host_states.append(
+            HostState(
+                name=host,
+                cpus=summary.allocatable.cpus,
+                memory=summary.allocatable.memory,
+                allocated_cpus=used.vcpus,
+                allocated_memory=used.memory_bytes,
+                power=_host_power(body),
+                available=summary.available,
+                dpm=_host_dpm(spec, body),
+            )
+        )
+        for key in view.vms_on(host):
+            vm = vms.get(key)
+            if vm is None or (vm.get("status") or {}).get("host") != host:
+                continue
+            uid = str(vm["metadata"].get("uid"))
+            uids[key] = uid
+            asked = view.requested(key)
+            measured = demand.get(uid)
+            selector = (vm.get("spec") or {}).get("hostSelector")
+            allowed = None
+            if selector:
+                allowed = frozenset(h for h in member_set if matches(_selector(selector), _labels(hosts, h)))
+            vm_states.append(
+                VmState(
+                    key=key,
+                    host=host,
+                    cpus=asked.vcpus,
+                    memory=asked.memory_bytes,
+                    cpu_demand=measured.cpu_cores if measured is not None else 0.0,
+                    memory_demand=measured.memory_bytes if measured is not None else None,
+                    automation=_vm_automation(spec, vm),
+                    stuck=_stuck(vm, moving.busy, key),
+                    allowed=allowed,
+                    moved_at=moving.moved_at.get(key),
+                )
+            )
+    rules = resolve_rules(spec.rules, vms, hosts)
+    summary_list = [summaries[h] for h in members if h in summaries]
+    ha_needed: set[str] = set()
+    ha_short = False
+    if spec.ha.enabled:
+        ha_short = ha_status(spec, summary_list).state == "NotProtected"
+        if not ha_short and spec.ha.admission_control.policy != "None":
+            for member in summary_list:
+                without = [replace(h, maintenance=True) if h.name == member.name else h for h in summary_list]
+                if ha_status(spec, without).state == "NotProtected":
+                    ha_needed.add(member.name)
+    standby_members = [h.name for h in host_states if h.power == "Standby"]
+    waiting = 0
+    if standby_members:
+        for key in view.unplaced_vms():
+            vm = vms.get(key)
+            if vm is None or not _unschedulable(vm):
+                continue
+            selector = (vm.get("spec") or {}).get("hostSelector")
+            if not selector or any(matches(_selector(selector), _labels(hosts, h)) for h in standby_members):
+                waiting += 1
+    policy = Policy(
+        threshold=spec.drs.migration_threshold if spec.drs.enabled else 1,
+        cooldown=float(spec.drs.cooldown_seconds),
+        now=now,
+        dpm=spec.dpm.automation,
+        low=spec.dpm.target_utilization_low / 100,
+        high=spec.dpm.target_utilization_high / 100,
+        min_hosts_on=spec.dpm.min_hosts_on,
+        waiting_vms=waiting,
+        ha_short=ha_short,
+        ha_needed=frozenset(ha_needed),
+    )
+    return PlannerInputs(tuple(host_states), tuple(vm_states), tuple(rules), policy, uids)
+
+
+def _unschedulable(vm: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Scheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in (vm.get("status") or {}).get("conditions") or ()
+    )
+
+
+def _selector(raw: Mapping[str, Any]) -> LabelSelector:
+    return LabelSelector.model_validate(raw)
+
+
+def _labels(hosts: ObjectCache, name: str) -> Mapping[str, str]:
+    body = hosts.get(("", name))
+    return (body or {}).get("metadata", {}).get("labels") or {}
+
+
+def drs_status(spec: ComputeClusterSpec, result: Plan, made: Mapping[str, str], moving: int) -> DrsStatus:
+    recommendations = []
+    for move in result.moves:
+        rid = recommendation_id(move.vm, move.target)
+        recommendations.append(
+            DrsRecommendation(
+                id=rid,
+                namespace=move.vm[0],
+                vm=move.vm[1],
+                source=move.source,
+                target=move.target,
+                reason=move.reason,
+                rule=move.rule,
+                message=move.message[:1000],
+                imbalance_before=f"{move.imbalance_before:.3f}",
+                imbalance_after=f"{move.imbalance_after:.3f}",
+                migration=made.get(rid),
+            )
+        )
+    loads = [
+        HostLoad(
+            host=h.host,
+            power=h.power,
+            cpu_demand_milli=round(h.cpu_demand * 1000),
+            cpus=h.cpus,
+            memory_demand=format_bytes_mi(h.memory_demand),
+            memory=format_bytes_mi(h.memory),
+            load_percent=round(h.load * 100),
+            vms=h.vms,
+        )
+        for h in result.loads
+    ]
+    message = result.message
+    if result.unfixable:
+        message += "; " + "; ".join(result.unfixable[:3])
+    return DrsStatus(
+        automation=spec.drs.automation if spec.drs.enabled else "Disabled",
+        imbalance=f"{result.imbalance:.3f}",
+        target="none" if result.target == float("inf") else f"{result.target:.3f}",
+        message=message[:1000],
+        moving=moving,
+        recommendations=recommendations[:100],
+        violations=[RuleViolation(rule=r, message=m[:1000]) for r, m in result.violations][:100],
+        hosts=loads,
+    )
+
+
+def dpm_status(spec: ComputeClusterSpec, result: Plan) -> DpmStatus:
+    return DpmStatus(
+        automation=spec.dpm.automation,
+        utilization_percent=round(result.utilization * 100),
+        hosts_on=sum(1 for h in result.loads if h.power == "On"),
+        standby=[h.host for h in result.loads if h.power in ("Standby", "EnteringStandby")],
+        message=result.dpm_message[:1000],
+        recommendations=[
+            DpmRecommendation(host=p.host, action=p.action, message=p.message[:1000]) for p in result.power
+        ],
+    )
+
+
+class DrsController:
+    """Runs DRS and DPM for the ComputeCluster controller (one look per cluster per spec.drs.intervalSeconds,
+    sooner when asked to apply a recommendation)."""
+
+    def __init__(
+        self,
+        hosts: ObjectCache,
+        vms: ObjectCache,
+        migrations: ObjectCache,
+        view: ClusterView,
+        writer: KubeWriter,
+        demand: DemandTracker | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.hosts = hosts
+        self.vms = vms
+        self.migrations = migrations
+        self.view = view
+        self.writer = writer
+        self.demand = demand
+        self._clock = clock
+        self._wall = wall
+        self._last: dict[str, float] = {}
+
+    def due(self, name: str, spec: ComputeClusterSpec, body: Mapping[str, Any]) -> float:
+        """Seconds until the next look (0: now)."""
+        if DRS_APPLY_ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {}):
+            return 0.0
+        last = self._last.get(name)
+        if last is None:
+            return 0.0
+        return max(0.0, spec.drs.interval_seconds - (self._clock() - last))
+
+    async def look(
+        self,
+        body: dict[str, Any],
+        spec: ComputeClusterSpec,
+        members: Sequence[str],
+        summaries: Mapping[str, HostSummary],
+    ) -> tuple[DrsStatus | None, DpmStatus | None]:
+        name = body["metadata"]["name"]
+        self._last[name] = self._clock()
+        demand = self.demand.snapshot() if self.demand is not None else {}
+        inputs = planner_inputs(
+            name, spec, members, summaries, self.hosts, self.vms, self.migrations, self.view, demand, self._wall()
+        )
+        result = plan(inputs.hosts, inputs.vms, inputs.rules, inputs.policy)
+        moving = ClusterMigrations.of(self.migrations, name).running
+        made: dict[str, str] = {}
+        if spec.drs.enabled:
+            made, moving = await self._move(body, spec, result.moves, moving)
+        if spec.dpm.automation != "Off":
+            await self._power(body, result)
+        drs = drs_status(spec, result, made, moving) if spec.drs.enabled else None
+        dpm = dpm_status(spec, result) if spec.dpm.automation != "Off" else None
+        return drs, dpm
+
+    async def _move(
+        self, body: dict[str, Any], spec: ComputeClusterSpec, moves: Sequence[Move], moving: int
+    ) -> tuple[dict[str, str], int]:
+        """Make the automated moves (within maxConcurrentMoves) and those the apply annotation names."""
+        name = body["metadata"]["name"]
+        token = ((body.get("metadata") or {}).get("annotations") or {}).get(DRS_APPLY_ANNOTATION)
+        asked = {t.strip() for t in (token or "").split(",") if t.strip()}
+        made: dict[str, str] = {}
+        for move in moves:
+            rid = recommendation_id(move.vm, move.target)
+            applied = "all" in asked or rid in asked
+            if not (move.automated or applied):
+                continue
+            if moving >= spec.drs.max_concurrent_moves:
+                break
+            made[rid] = await self._create(body, move)
+            moving += 1
+        if token is not None:
+            await self.writer.remove_annotation(ComputeCluster.KIND, body, DRS_APPLY_ANNOTATION, token)
+            await self.writer.event(
+                ComputeCluster.KIND, body, "DrsApplied", f"applied {len(made)} recommendation(s) asked by {token!r}"
+            )
+        if made:
+            log.info("cluster %s: DRS made %d migration(s)", name, len(made))
+        return made, moving
+
+    async def _create(self, body: dict[str, Any], move: Move) -> str:
+        cluster = body["metadata"]["name"]
+        namespace, vm = move.vm
+        name = migration_name(cluster, vm, move.target)
+        existing = self.migrations.get((namespace, name))
+        if existing is not None and ((existing.get("status") or {}).get("phase")) in TERMINAL:
+            await self.writer.delete(VirtualMachineMigration.KIND, namespace, name)
+            self.migrations.remove(existing)
+            existing = None
+        if existing is not None:
+            return name
+        manifest = {
+            "apiVersion": "vdc.dev/v1alpha1",
+            "kind": "VirtualMachineMigration",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {DRS_OWNER_LABEL: cluster},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "vdc.dev/v1alpha1",
+                        "kind": "ComputeCluster",
+                        "name": cluster,
+                        "uid": body["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": {"vm": vm, "targetHost": move.target},
+        }
+        try:
+            made = await self.writer.create(VirtualMachineMigration.KIND, namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return name
+        self.migrations.upsert(made)
+        message = f"{namespace}/{vm}: {move.source} -> {move.target} ({move.message}) by migration {name}"
+        await self.writer.event(ComputeCluster.KIND, body, "DrsMove", message[:1000])
+        return name
+
+    async def _power(self, body: dict[str, Any], result: Plan) -> None:
+        cluster = body["metadata"]["name"]
+        for action in result.power:
+            if not action.automated:
+                continue
+            host = self.hosts.get(("", action.host))
+            if host is None:
+                continue
+            annotations = host["metadata"].get("annotations") or {}
+            if action.action == "Standby" and DPM_STANDBY_ANNOTATION not in annotations:
+                await self.writer.set_annotation(Host.KIND, host, DPM_STANDBY_ANNOTATION, cluster)
+                await self.writer.event(ComputeCluster.KIND, body, "DpmStandby", f"{action.host}: {action.message}")
+            elif action.action == "PowerOn" and DPM_STANDBY_ANNOTATION in annotations:
+                await self.writer.remove_annotation(
+                    Host.KIND, host, DPM_STANDBY_ANNOTATION, str(annotations[DPM_STANDBY_ANNOTATION])
+                )
+                await self.writer.event(ComputeCluster.KIND, body, "DpmPowerOn", f"{action.host}: {action.message}")
