@@ -124,7 +124,7 @@ def namespaced_name(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vdc.cli import console, migrate, power, transfer, vmcommands
+    from vdc.cli import console, drs, migrate, power, transfer, vmcommands
     from vdc.cli import gc as gc_command
     from vdc.cli.context import port, positive_seconds
 
@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc_command.register(sub)
     migrate.register(sub)
     power.register(sub)
+    drs.register(sub)
     return parser
 
 
