@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration bench-ha chaos clean
+.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration bench-ha bench-drs chaos clean
 
 bootstrap:            ## install Debian packages, the Python env, control-plane binaries, the tiny guest
 	hack/bootstrap.sh
@@ -41,6 +41,10 @@ bench-migration:      ## live migration benchmark: VirtualMachineMigration and H
 
 bench-ha:             ## HA benchmark: power a host off, time until its VMs run elsewhere (detection, fencing, restart) next to raw define+start (root, after make bootstrap; ARGS="--vms 6 --rounds 3 ...")
 	$(PY) bench/ha.py $(ARGS)
+
+bench-drs:            ## DRS/DPM planner benchmark: simulated clusters through the real planner, an OR-Tools CP-SAT reference on the small ones (no root, no rig; ARGS="--seed N --steps 6 --quick ...")
+	$$(command -v uv || echo "$$HOME/.local/bin/uv") sync --frozen --inexact --quiet --group bench
+	$(PY) bench/drs.py $(ARGS)
 
 chaos:                ## fault-injection benchmark: VM rollout+teardown while the operator, apiserver, etcd, libvirtd, hosts and a pool fail; prints figures and invariant violations (root, after make bootstrap; ARGS="--seed N --vms 200 ...")
 	$(PY) bench/chaos.py $(ARGS)
