@@ -47,6 +47,8 @@ from vdc.scheduler.selectors import matches
 log = logging.getLogger(__name__)
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
+WAKE_HOLD_SECONDS = 600.0
+"""After DPM powers a host on, it puts none in Standby for this long (no power flapping)."""
 PHASE_POWER: Mapping[str, HostPower] = {"Standby": "Standby", "EnteringStandby": "EnteringStandby", "Waking": "Waking"}
 
 
@@ -239,6 +241,7 @@ def planner_inputs(
                 power=_host_power(body),
                 available=summary.available,
                 dpm=_host_dpm(spec, body),
+                physical_cpus=_physical_cpus(body),
             )
         )
         for key in view.vms_on(host):
@@ -301,6 +304,14 @@ def planner_inputs(
         ha_needed=frozenset(ha_needed),
     )
     return PlannerInputs(tuple(host_states), tuple(vm_states), tuple(rules), policy, uids)
+
+
+def _physical_cpus(body: Mapping[str, Any]) -> int | None:
+    try:
+        cpus = int((((body.get("status") or {}).get("capacity") or {}).get("cpus")) or 0)
+    except (TypeError, ValueError):
+        return None
+    return cpus if cpus > 0 else None
 
 
 def _unschedulable(vm: Mapping[str, Any]) -> bool:
@@ -404,6 +415,7 @@ class DrsController:
         self._clock = clock
         self._wall = wall
         self._last: dict[str, float] = {}
+        self._woke: dict[str, float] = {}
 
     def due(self, name: str, spec: ComputeClusterSpec, body: Mapping[str, Any]) -> float:
         """Seconds until the next look (0: now)."""
@@ -428,6 +440,12 @@ class DrsController:
             name, spec, members, summaries, self.hosts, self.vms, self.migrations, self.view, demand, self._wall()
         )
         result = plan(inputs.hosts, inputs.vms, inputs.rules, inputs.policy)
+        woke = self._woke.get(name)
+        if woke is not None and self._clock() - woke < WAKE_HOLD_SECONDS:  # no Standby right after a power-on
+            held = tuple(replace(p, automated=False) if p.action == "Standby" else p for p in result.power)
+            if held != result.power:
+                result = replace(result, power=held, dpm_message=result.dpm_message + "; held: a host was just "
+                                 f"powered on (no Standby for {WAKE_HOLD_SECONDS:.0f} s)")  # fmt: skip
         moving = ClusterMigrations.of(self.migrations, name).running
         made: dict[str, str] = {}
         if spec.drs.enabled:
@@ -517,6 +535,7 @@ class DrsController:
                 await self.writer.set_annotation(Host.KIND, host, DPM_STANDBY_ANNOTATION, cluster)
                 await self.writer.event(ComputeCluster.KIND, body, "DpmStandby", f"{action.host}: {action.message}")
             elif action.action == "PowerOn" and DPM_STANDBY_ANNOTATION in annotations:
+                self._woke[cluster] = self._clock()
                 await self.writer.remove_annotation(
                     Host.KIND, host, DPM_STANDBY_ANNOTATION, str(annotations[DPM_STANDBY_ANNOTATION])
                 )

@@ -49,6 +49,13 @@ class HostState:
     available: bool = True
     """Ready and out of maintenance: VMs may be moved to it."""
     dpm: HostDpm = "Default"
+    physical_cpus: int | None = None
+    """The CPUs measured demand (in cores) is weighed against: the host's physical CPUs, not its allocatable
+    vCPUs (overcommit); None: ``cpus``."""
+
+    @property
+    def demand_cpus(self) -> int:
+        return self.cpus if self.physical_cpus is None else self.physical_cpus
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +183,7 @@ class _Ledger:
 
     def load(self, name: str) -> float:
         host = self.hosts[name]
-        return _load(self.cpu[name], self.mem[name], host.cpus, host.memory)
+        return _load(self.cpu[name], self.mem[name], host.demand_cpus, host.memory)
 
     def imbalance(self, total: float | None = None, squares: float | None = None) -> float:
         n = len(self.active)
@@ -197,7 +204,8 @@ class _Ledger:
             if name not in self.active:
                 continue
             old = self.loads[name]
-            new = _load(self.cpu[name] + cpu, self.mem[name] + mem, self.hosts[name].cpus, self.hosts[name].memory)
+            host = self.hosts[name]
+            new = _load(self.cpu[name] + cpu, self.mem[name] + mem, host.demand_cpus, host.memory)
             total += new - old
             squares += new * new - old * old
         return self.imbalance(total, squares)
@@ -350,7 +358,7 @@ def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rul
             h.name,
             h.power,
             ledger_cpu(vms, h.name),
-            h.cpus,
+            h.demand_cpus,
             ledger_mem(vms, h.name),
             h.memory,
             sum(1 for v in vms if v.host == h.name),
@@ -396,7 +404,7 @@ def ledger_mem(vms: Sequence[VmState], host: str) -> int:
 # --- DPM ----------------------------------------------------------------------------------------------
 def _utilization(hosts: Sequence[HostState], vms: Sequence[VmState]) -> float:
     on = {h.name for h in hosts if h.power == "On"}
-    cpus = sum(h.cpus for h in hosts if h.name in on)
+    cpus = sum(h.demand_cpus for h in hosts if h.name in on)
     memory = sum(h.memory for h in hosts if h.name in on)
     demand = sum(v.cpu_demand for v in vms if v.host in on)
     allocated = sum(h.allocated_memory for h in hosts if h.name in on)
@@ -468,7 +476,7 @@ def _dpm(
         after = _load(  # everything that runs on the hosts that are on, carried by the others
             sum(v.cpu_demand for v in vms if v.host in {h.name for h in on}),
             sum(h.allocated_memory for h in on),
-            sum(h.cpus for h in rest_on),
+            sum(h.demand_cpus for h in rest_on),
             sum(h.memory for h in rest_on),
         )
         if after > policy.high:
