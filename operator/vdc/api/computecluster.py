@@ -99,8 +99,9 @@ class Drs(ApiModel):
     )
     migration_threshold: int = field(
         "1 (conservative) to 5 (aggressive): 1 makes only the moves that fix a rule's violation; 2-5 also move "
-        "for balance when the imbalance (standard deviation of the hosts' load) exceeds 0.20, 0.10, 0.05 or "
-        "0.02 and a move lowers it by at least 0.05, 0.02, 0.01 or 0.005.",
+        "for balance while the imbalance (standard deviation of the hosts' load) exceeds 0.20, 0.10, 0.05 or "
+        "0.02, each move worth its VM: moving load x from a host at load a to one at b gains 2x(a-b-x), and "
+        "2(a-b-x) must reach 0.3, 0.2, 0.1 or 0.04.",
         default=3,
         ge=1,
         le=5,
@@ -260,7 +261,7 @@ class HostLoad(ApiModel):
     host: Name = field("The Host.")
     power: Literal["On", "Standby", "EnteringStandby", "Waking"] = field("Its power as DPM sees it.")
     cpu_demand_milli: int = field("Measured CPU demand of its VMs, in thousandths of a core.", default=0, ge=0)
-    cpus: int = field("Allocatable CPUs.", default=0, ge=0)
+    cpus: int = field("The CPUs the demand is weighed against (physical CPUs).", default=0, ge=0)
     memory_demand: Quantity = field("Memory demand of its VMs.", default="0")
     memory: Quantity = field("Allocatable memory.", default="0")
     load_percent: int = field("The higher of CPU and memory demand over capacity.", default=0, ge=0)

@@ -3,8 +3,11 @@
 Load of a host: the higher of its VMs' CPU demand over its CPUs and their memory demand over its memory.
 Imbalance: the standard deviation of the loads of the hosts that are on and available. DRS first fixes
 rule violations (every threshold), then, from threshold 2, makes the single move that lowers the
-imbalance most, again and again, while the imbalance is above the threshold's target and the best move
-gains at least the threshold's minimum. A move never breaks a must rule, never makes a should rule
+imbalance most, again and again, while the imbalance is above the threshold's target; a move counts only
+when it is worth its VM: it lowers the hosts' summed squared deviation from the mean load by at least the
+threshold's minimum gain times the VM's own load (so a cluster of many hosts and small VMs balances as a
+small one does: the criterion is that the source is enough more loaded than the target). A move never
+breaks a must rule, never makes a should rule
 broken that was kept, never overfills a host's allocatable CPUs or memory, and leaves VMs that DRS moved
 within the cooldown (balance moves only), VMs with DRS Disabled, and VMs that cannot move alone.
 
@@ -30,8 +33,11 @@ HostDpm = Literal["Default", "Disabled", "Manual", "Automated"]
 
 TARGET_IMBALANCE: Mapping[int, float] = {1: math.inf, 2: 0.20, 3: 0.10, 4: 0.05, 5: 0.02}
 """migrationThreshold -> the imbalance tolerated (1: balance is never a reason to move)."""
-MIN_GAIN: Mapping[int, float] = {1: math.inf, 2: 0.05, 3: 0.02, 4: 0.01, 5: 0.005}
-"""migrationThreshold -> how much a balance move must lower the imbalance."""
+MIN_GAIN: Mapping[int, float] = {1: math.inf, 2: 0.3, 3: 0.2, 4: 0.1, 5: 0.04}
+"""migrationThreshold -> how much a balance move must gain per unit of the moved VM's load: the drop of the
+summed squared deviation (hosts x imbalance squared) over the VM's load on the target. Moving load x from a
+host at load a to one at b gains 2x(a - b - x): the source must be loaded more than the target by about
+half this figure plus the VM's own load."""
 MAX_MOVES = 100
 """Moves planned (and listed) at one look."""
 
@@ -197,6 +203,11 @@ class _Ledger:
         host = self.hosts[target]
         return self.alloc_cpus[target] + vm.cpus <= host.cpus and self.alloc_mem[target] + vm.memory <= host.memory
 
+    def share(self, vm: VmState, target: str) -> float:
+        """The VM's own load on ``target`` (its demand over the host's capacity)."""
+        host = self.hosts[target]
+        return _load(vm.cpu_demand, vm.demand_memory, host.demand_cpus, host.memory)
+
     def imbalance_if(self, vm: VmState, target: str) -> float:
         source = self.where[vm.key]
         total, squares = self.total, self.squares
@@ -338,10 +349,13 @@ def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rul
                 if not _allowed(vm, sink, ledger, rules, kept_now):
                     continue
                 after = ledger.imbalance_if(vm, sink)
+                share = ledger.share(vm, sink)
+                if share <= 0 or len(ledger.active) * (now * now - after * after) < gain * share:
+                    continue  # not worth moving this VM for
                 candidate = (after, sink, vm.key)
                 if best is None or candidate < best:
                     best = candidate
-        if best is None or now - best[0] < gain:
+        if best is None:
             break
         after, sink, key = best
         vm = by_key[key]
@@ -373,7 +387,7 @@ def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rul
     elif broken:
         message = f"{len(broken)} rule{'s' if len(broken) != 1 else ''} broken, no move can fix it now"
     elif before > target:
-        message = f"imbalance {before:.3f} above the target {target:.3f}, but no move improves it by {gain:g}"
+        message = f"imbalance {before:.3f} above the target {target:.3f}, but no move is worth its VM (gain {gain:g})"
     else:
         message = f"balanced: imbalance {before:.3f}" + (
             f" within the target {target:.3f}" if target < math.inf else ""
