@@ -308,10 +308,11 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     vm_controller.operation_exists = functools.partial(_operation_exists, migrations)
     evacuation_controller = EvacuationController(hosts, vms, migrations, cluster, writer)
     computeclusters = ObjectCache()
-    drs_controller = DrsController(hosts, vms, migrations, cluster, writer)  # demand: once the stats refresh runs
+    drs_controller = DrsController(hosts, vms, migrations, cluster, writer, clusters=computeclusters)
     computecluster_controller = ComputeClusterController(computeclusters, hosts, writer, drs_controller)
     vm_controller.admission_refusals = cluster_module.admission_hook(computeclusters, hosts, cluster)
     vm_controller.rule_refusals = rules_hook(computeclusters, hosts, vms, cluster)
+    vm_controller.demand_loads = drs_controller.demand_loads  # the demand: once the stats refresh runs
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
               "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
               "migrationpolicies": policies, "computeclusters": computeclusters}  # fmt: skip

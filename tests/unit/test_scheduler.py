@@ -300,7 +300,7 @@ def test_duplicate_host_names_are_refused() -> None:
 
 def test_default_policy_is_spread() -> None:
     assert DEFAULT_POLICY == "Spread"
-    assert set(POLICIES) == {"Spread", "Pack"}
+    assert set(POLICIES) == {"Spread", "Pack", "Demand"}
 
 
 def test_spread_picks_most_free_memory() -> None:
@@ -475,3 +475,15 @@ def test_place_is_deterministic(
     shuffled = list(hosts)
     rnd.shuffle(shuffled)
     assert place(req, shuffled, policy) == place(req, hosts, policy)
+
+
+def test_the_demand_policy_places_on_the_least_measured_load_then_as_spread() -> None:
+    busy = host("busy", demand_load=0.7)  # the most free memory, but its VMs burn CPU
+    calm = host("calm", demand_load=0.1, allocated_memory=8 * Gi)
+    result = place(request(), [busy, calm], "Demand")
+    assert result.host == "calm"
+    assert result.reason.startswith("calm has the least measured load")
+    # loads within a thousandth tie: Spread's criteria decide
+    even = place(request(), [host("a", demand_load=0.2001), host("b", demand_load=0.2, allocated_memory=Gi)], "Demand")
+    assert even.host == "a"
+    assert "chosen by the most free memory" in even.reason

@@ -34,13 +34,26 @@ from vdc.api.computecluster import (
 )
 from vdc.api.host import DPM_STANDBY_ANNOTATION, Host
 from vdc.api.migration import VirtualMachineMigration
-from vdc.api.quantity import format_bytes_mi
+from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.controllers.computecluster import HostSummary, ha_status
 from vdc.kube.cache import ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.metrics.demand import DemandTracker, VmDemand
-from vdc.scheduler.drs import HostDpm, HostPower, HostState, Move, Plan, Policy, VmAutomation, VmState, plan
+from vdc.scheduler.drs import (
+    HostDpm,
+    HostPower,
+    HostState,
+    Move,
+    Plan,
+    Policy,
+    VmAutomation,
+    VmState,
+    plan,
+)
+from vdc.scheduler.drs import (
+    load_of as _load,
+)
 from vdc.scheduler.rules import Rule, VmKey, first_refusal
 from vdc.scheduler.selectors import matches
 
@@ -403,6 +416,7 @@ class DrsController:
         writer: KubeWriter,
         demand: DemandTracker | None = None,
         *,
+        clusters: ObjectCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -412,10 +426,49 @@ class DrsController:
         self.view = view
         self.writer = writer
         self.demand = demand
+        self.clusters = clusters
         self._clock = clock
         self._wall = wall
         self._last: dict[str, float] = {}
         self._woke: dict[str, float] = {}
+
+    def demand_loads(self, vm: Mapping[str, Any], host_names: Sequence[str]) -> dict[str, float]:
+        """Host -> measured load, for the hosts among ``host_names`` that are members of a ComputeCluster whose
+        DRS places new VMs by demand (enabled, PartiallyAutomated or FullyAutomated, the VM's spec.drs not
+        saying otherwise): the scheduler's Demand policy. Empty when no such cluster holds any of them."""
+        if self.clusters is None:
+            return {}
+        own = (vm.get("spec") or {}).get("drs") or "Default"
+        if own in ("Disabled", "Manual"):
+            return {}
+        specs: dict[str, ComputeClusterSpec] = {}
+        for body in self.clusters:
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                specs[body["metadata"]["name"]] = ComputeClusterSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                continue
+        by_demand = {
+            name for name, spec in specs.items()
+            if spec.drs.enabled and (spec.drs.automation != "Manual" or own in ("PartiallyAutomated", "FullyAutomated"))
+        }  # fmt: skip
+        if not by_demand:
+            return {}
+        out: dict[str, float] = {}
+        for host in host_names:
+            host_body = self.hosts.get(("", host))
+            if host_body is None:
+                continue
+            labels = host_body["metadata"].get("labels") or {}
+            claimed = [name for name, spec in specs.items() if matches(spec.host_selector, labels)]
+            if len(claimed) != 1 or claimed[0] not in by_demand:
+                continue
+            cpus = _physical_cpus(host_body) or 0
+            memory = to_bytes(str((((host_body.get("status") or {}).get("allocatable") or {}).get("memory")) or "0"))
+            cores = self.demand.host_cpu_cores(host) if self.demand is not None else 0.0
+            out[host] = _load(cores, self.view.allocated(host).memory_bytes, cpus, memory)
+        return out
 
     def due(self, name: str, spec: ComputeClusterSpec, body: Mapping[str, Any]) -> float:
         """Seconds until the next look (0: now)."""

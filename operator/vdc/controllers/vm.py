@@ -95,7 +95,7 @@ from vdc.libvirt.errors import ConfigRejected, HookRefused, HostUnreachable, Lib
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
 from vdc.operations.ownership import converge_hold, owner
-from vdc.scheduler.placement import PlacementRequest, place
+from vdc.scheduler.placement import DEFAULT_POLICY, PlacementRequest, place
 from vdc.tenancy.view import TenancyView
 from vdc.workqueue import TokenBucket
 
@@ -224,6 +224,9 @@ class VmController:
         self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
         """The ComputeCluster with HA enabled that holds a host (its member), or None: no restart elsewhere."""
         self.operation_exists: Callable[[str, OperationRef], bool] = lambda namespace, ref: True
+        self.demand_loads: Callable[[Mapping[str, Any], Sequence[str]], Mapping[str, float]] = lambda vm, hosts: {}
+        """Host -> measured load, for the hosts of ComputeClusters whose DRS places the VM by demand
+        (vdc.controllers.drs.DrsController.demand_loads); empty: the default policy."""
         self.rule_refusals: Callable[[Mapping[str, Any], Sequence[str]], Mapping[str, str]] = lambda vm, hosts: {}
         """Host -> why a ComputeCluster's must rule forbids the VM there (vdc.controllers.drs.rules_hook)."""
         self.admission_refusals: Callable[[list[str], int, int, str | None], Mapping[str, str]] = (
@@ -494,7 +497,10 @@ class VmController:
         if self.host_of(body) is None:  # not an HA restart: that uses the room admission control kept for it
             refused = self.admission_refusals([c.name for c in candidates], request.cpus, request.memory, None)
             candidates = [dataclasses.replace(c, admission_refusal=refused.get(c.name)) for c in candidates]
-        decision = place(request, candidates)
+        loads = self.demand_loads(body, [c.name for c in candidates])
+        if loads:  # a ComputeCluster with DRS places by measured demand
+            candidates = [dataclasses.replace(c, demand_load=loads.get(c.name)) for c in candidates]
+        decision = place(request, candidates, "Demand" if loads else DEFAULT_POLICY)
         if decision.host is None:  # retried when hosts or ComputeClusters change
             raise Halt(Outcome(ref, "Scheduling", "InProgress", "Unschedulable", decision.reason,
                                unschedulable=("Unschedulable", decision.reason)))  # fmt: skip

@@ -163,8 +163,12 @@ class Plan:
     """Violations no move can fix now, with why."""
 
 
-def _load(cpu: float, memory: int, cpus: int, capacity: int) -> float:
+def load_of(cpu: float, memory: int, cpus: int, capacity: int) -> float:
+    """A host's load: the higher of ``cpu`` cores of demand over ``cpus`` and ``memory`` over ``capacity``."""
     return max(cpu / cpus if cpus > 0 else 0.0, memory / capacity if capacity > 0 else 0.0)
+
+
+_load = load_of
 
 
 class _Ledger:

@@ -36,8 +36,9 @@ __all__ = [
     "place",
 ]
 
-Policy = Literal["Spread", "Pack"]
-"""Spread: the host with the most free memory after placement. Pack: the least that still fits."""
+Policy = Literal["Spread", "Pack", "Demand"]
+"""Spread: the host with the most free memory after placement. Pack: the least that still fits. Demand: the
+host with the least measured load (DRS's initial placement), then as Spread."""
 
 DEFAULT_POLICY: Policy = "Spread"
 """The policy used when none is given; the one place it is chosen."""
@@ -68,6 +69,9 @@ class HostCandidate:
     admission_refusal: str | None = None
     """Why the host's ComputeCluster's HA admission control refuses this VM (judged by the caller for the
     request at hand: vdc.controllers.computecluster.admission_refusals), None when it does not."""
+    demand_load: float | None = None
+    """The host's measured load (the higher of CPU demand over its CPUs and memory over its memory) when its
+    ComputeCluster places by demand (DRS PartiallyAutomated or FullyAutomated), else None (policy Demand)."""
     rule_refusal: str | None = None
     """Why a must rule of a ComputeCluster (affinity, anti-affinity, VM-Host) forbids this VM on this host
     (judged by the caller: vdc.controllers.drs.rules_hook), None when none does."""
@@ -365,6 +369,10 @@ def fewest_allocated_cpus(request: PlacementRequest, host: HostCandidate) -> int
     return host.allocated_cpus
 
 
+def least_demand(request: PlacementRequest, host: HostCandidate) -> int:
+    return round((host.demand_load or 0.0) * 1000)  # per mille: a load that differs by less ties
+
+
 def by_name(request: PlacementRequest, host: HostCandidate) -> str:
     return host.name
 
@@ -379,6 +387,12 @@ POLICIES: Mapping[Policy, tuple[Scorer, ...]] = {
     ),
     "Pack": (
         Scorer("the least free memory that still fits", least_free_memory),
+        _BY_NAME,
+    ),
+    "Demand": (
+        Scorer("the least measured load", least_demand),
+        Scorer("the most free memory", most_free_memory),
+        Scorer("the fewest allocated CPUs", fewest_allocated_cpus),
         _BY_NAME,
     ),
 }
