@@ -160,10 +160,6 @@ def by_name(inputs: PlannerInputs) -> dict[str, Any]:
     return {v.key[1]: v for v in inputs.vms}
 
 
-def hosts_by_name(inputs: PlannerInputs) -> dict[str, Any]:
-    return {h.name: h for h in inputs.hosts}
-
-
 # --- recommendation ids and migration names ---------------------------------------------------------------
 def test_recommendation_id_is_stable_and_differs_per_vm_and_target() -> None:
     rid = recommendation_id(("t", "web"), "hv2")
@@ -665,7 +661,7 @@ def test_moved_at_comes_from_the_clusters_succeeded_migrations() -> None:
     ],
 )
 def test_a_vms_drs_override_wins_over_the_clusters_automation(own: str | None, cluster: str, automation: str) -> None:
-    extra = {"drs": own} if own is not None else {}
+    extra: dict[str, Any] = {"drs": own} if own is not None else {}
     world = World([host("hv1")], [vm("a", "hv1", **extra)])
     spec = cluster_spec(drs={"enabled": True, "automation": cluster})
     assert by_name(world.inputs(spec))["a"].automation == automation

@@ -206,13 +206,15 @@ def test_last_reset_with_a_time_without_offset_does_not_raise() -> None:
 
 
 # --- what asks for Standby --------------------------------------------------------------------------------
-def host(*, power_state: str | None = None, maintenance: bool | None = None, **annotations: str) -> dict[str, Any]:
+def host(
+    *, power_state: str | None = None, maintenance: bool | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"uri": "test:///default"}
     if power_state is not None:
         spec["powerState"] = power_state
     if maintenance is not None:
         spec["maintenance"] = maintenance
-    return {"metadata": {"name": "hv1", "annotations": annotations}, "spec": spec}
+    return {"metadata": {"name": "hv1", "annotations": annotations or {}}, "spec": spec}
 
 
 def test_standby_is_intended_by_spec_power_state() -> None:
@@ -222,9 +224,9 @@ def test_standby_is_intended_by_spec_power_state() -> None:
 
 
 def test_standby_is_intended_by_the_dpm_annotation_whatever_its_value() -> None:
-    assert standby_intended(host(**{DPM_STANDBY_ANNOTATION: "prod"}))
-    assert standby_intended(host(power_state="On", **{DPM_STANDBY_ANNOTATION: ""}))
-    assert not standby_intended(host(**{"vdc.dev/other": "x"}))
+    assert standby_intended(host(annotations={DPM_STANDBY_ANNOTATION: "prod"}))
+    assert standby_intended(host(power_state="On", annotations={DPM_STANDBY_ANNOTATION: ""}))
+    assert not standby_intended(host(annotations={"vdc.dev/other": "x"}))
 
 
 def test_standby_intended_tolerates_missing_and_null_parts() -> None:
@@ -236,6 +238,6 @@ def test_standby_intended_tolerates_missing_and_null_parts() -> None:
 def test_evacuating_for_maintenance_or_standby() -> None:
     assert evacuating(host(maintenance=True))
     assert evacuating(host(power_state="Standby"))
-    assert evacuating(host(**{DPM_STANDBY_ANNOTATION: "prod"}))
+    assert evacuating(host(annotations={DPM_STANDBY_ANNOTATION: "prod"}))
     assert not evacuating(host(maintenance=False, power_state="On"))
     assert not evacuating({})
