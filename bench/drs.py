@@ -137,6 +137,7 @@ class Cluster:
                 allocated_cpus=alloc_c[h],
                 allocated_memory=alloc_m[h],
                 power=self.power.get(h, "On"),
+                physical_cpus=self.cpus // CPU_OVERCOMMIT,  # demand is weighed against the physical CPUs
             )
             for h in self.hosts
         ]

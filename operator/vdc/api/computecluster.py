@@ -7,12 +7,17 @@ the members by measured demand and keeps the cluster's rules; DPM puts idle host
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import StringConstraints
 
 from vdc.api.common import LabelSelector, Name, ShortText, field, list_map
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
 from vdc.api.quantity import Quantity
+
+LongText = Annotated[str, StringConstraints(max_length=1024)]
+"""A message with figures and names (DRS, DPM)."""
 
 DRS_APPLY_ANNOTATION = "vdc.dev/drs-apply"
 """Set on a ComputeCluster to a recommendation's id (several: comma-separated; or "all") to have DRS make
@@ -242,7 +247,7 @@ class DrsRecommendation(ApiModel):
     target: Name = field("The host it would move to.")
     reason: Literal["RuleViolation", "Balance"] = field("What the move serves.")
     rule: Name | None = field("The rule it serves (reason RuleViolation).", default=None)
-    message: ShortText = field("Why, in words, with the figures.")
+    message: LongText = field("Why, in words, with the figures.")
     imbalance_before: ShortText = field("The cluster's imbalance now.")
     imbalance_after: ShortText = field("The imbalance expected after this move (and those listed before it).")
     migration: Name | None = field("The VirtualMachineMigration made for it (applied or automated).", default=None)
@@ -252,7 +257,7 @@ class RuleViolation(ApiModel):
     """A rule broken now (after a manual move, say): DRS fixes it when it can."""
 
     rule: Name = field("The rule.")
-    message: ShortText = field("What breaks it.")
+    message: LongText = field("What breaks it.")
 
 
 class HostLoad(ApiModel):
@@ -274,7 +279,7 @@ class DrsStatus(ApiModel):
     automation: ShortText = field("The automation level in force.")
     imbalance: ShortText = field("Standard deviation of the members' load now (0: perfectly balanced).")
     target: ShortText = field("The imbalance DRS tolerates at this migrationThreshold.")
-    message: ShortText = field("The summary.", default="")
+    message: LongText = field("The summary.", default="")
     last_run: ShortText | None = field("When DRS last looked (RFC 3339).", default=None)
     moving: int = field("DRS migrations running now.", default=0, ge=0)
     recommendations: list[DrsRecommendation] = field(
@@ -297,7 +302,7 @@ class DpmRecommendation(ApiModel):
 
     host: Name = field("The Host.")
     action: Literal["Standby", "PowerOn"] = field("Standby: evacuate, then power off. PowerOn: wake it.")
-    message: ShortText = field("Why, with the figures.")
+    message: LongText = field("Why, with the figures.")
 
 
 class DpmStatus(ApiModel):
@@ -307,7 +312,7 @@ class DpmStatus(ApiModel):
     utilization_percent: int = field("The powered-on members' utilization now.", default=0, ge=0)
     hosts_on: int = field("Members powered on.", default=0, ge=0)
     standby: list[Name] = field("Members in Standby or entering it.", default_factory=list, max_length=1000)
-    message: ShortText = field("The summary.", default="")
+    message: LongText = field("The summary.", default="")
     recommendations: list[DpmRecommendation] = field(
         "Power actions recommended or in progress.", default_factory=list, max_length=100, extra=list_map("host")
     )

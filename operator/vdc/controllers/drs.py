@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -92,12 +92,16 @@ class ClusterMigrations:
     busy: frozenset[VmKey]
     running: int
     moved_at: Mapping[VmKey, float]
+    targets: Mapping[VmKey, str] = field(default_factory=dict)
+    """Where the running migrations move their VMs (where known): DRS counts a VM there already, so a second
+    look during a move does not move another VM for the same imbalance."""
 
     @classmethod
     def of(cls, migrations: Iterable[Mapping[str, Any]], cluster: str) -> ClusterMigrations:
         busy: set[VmKey] = set()
         running = 0
         moved: dict[VmKey, float] = {}
+        targets: dict[VmKey, str] = {}
         for body in migrations:
             meta, status = body.get("metadata") or {}, body.get("status") or {}
             vm = (str(meta.get("namespace")), str((body.get("spec") or {}).get("vm")))
@@ -105,11 +109,14 @@ class ClusterMigrations:
             if status.get("phase") not in TERMINAL:
                 busy.add(vm)
                 running += ours
+                target = status.get("target") or (body.get("spec") or {}).get("targetHost")
+                if target:
+                    targets[vm] = str(target)
             elif ours and status.get("phase") == "Succeeded":
                 at = _parse_time(status.get("completionTime"))
                 if at is not None and at > moved.get(vm, 0.0):
                     moved[vm] = at
-        return cls(frozenset(busy), running, moved)
+        return cls(frozenset(busy), running, moved, targets)
 
 
 def resolve_rules(
@@ -272,7 +279,7 @@ def planner_inputs(
             vm_states.append(
                 VmState(
                     key=key,
-                    host=host,
+                    host=moving.targets.get(key, host),
                     cpus=asked.vcpus,
                     memory=asked.memory_bytes,
                     cpu_demand=measured.cpu_cores if measured is not None else 0.0,

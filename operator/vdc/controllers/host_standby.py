@@ -48,8 +48,8 @@ def standby_step(
     last: LastReset | None,
 ) -> StandbyStep:
     """What to do now. Entering: wait until no VM is placed here, then GracefulShutdown (ForceOff when it
-    has not worked in :data:`RESEND_SECONDS`); Off is Standby. Leaving (asked no more, the host was in
-    Standby or on its way): Redfish On, Waking until libvirt answers."""
+    has not worked in :data:`RESEND_SECONDS`, again every such period); Off is Standby. Leaving (asked no
+    more, the host was in Standby or on its way): Redfish On, Waking until libvirt answers."""
     ours = last is not None and last.reason == REASON
     if intended:
         if not power_managed:
@@ -62,8 +62,8 @@ def standby_step(
             return StandbyStep("EnteringStandby", None, "evacuated; the Redfish service cannot be read")
         if ours and last is not None and last.action in ("GracefulShutdown", "ForceOff") and last.age < RESEND_SECONDS:
             return StandbyStep("EnteringStandby", None, f"evacuated; Redfish {last.action} sent, waiting for Off")
-        graceful_failed = ours and last is not None and last.action == "GracefulShutdown"
-        reset: Literal["GracefulShutdown", "ForceOff"] = "ForceOff" if graceful_failed else "GracefulShutdown"
+        tried = ours and last is not None and last.action in ("GracefulShutdown", "ForceOff")
+        reset: Literal["GracefulShutdown", "ForceOff"] = "ForceOff" if tried else "GracefulShutdown"
         return StandbyStep("EnteringStandby", reset, f"evacuated; powering off (Redfish {reset})")
     if previous_phase not in ("EnteringStandby", "Standby", "Waking"):
         return StandbyStep(None, None, "")
@@ -85,5 +85,7 @@ def last_reset(power: Mapping[str, Any] | None, now: datetime | None = None) -> 
         sent = datetime.fromisoformat(str(action["time"]).replace("Z", "+00:00"))
     except ValueError:
         return None
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)  # written without a zone: UTC, as the operator writes it
     age = ((now or datetime.now(UTC)) - sent).total_seconds()
     return LastReset(str(action.get("action")), str(action.get("reason")), age)
