@@ -98,6 +98,13 @@ def test_drs_recommends_in_manual_mode_and_balances_in_fully_automated(site: Sit
     first = dc.wait_ready("hot-1", timeout=180)
     dc.wait_ready("hot-2", timeout=180)
     crowded = first["status"]["host"]
+    for name in ("hot-1", "hot-2"):
+        body = dc.vm(name) or {}
+        try:
+            wait_counting(site, body["status"]["host"], body["status"]["domainName"])
+        except AssertionError:
+            print(site.console(body["status"]["host"], body["status"]["domainName"])[-2000:])
+            raise
     move_to(site, "hot-2", crowded)  # an unbalanced cluster: both burners on one host
 
     def recommended() -> list[dict[str, Any]] | None:
