@@ -368,7 +368,7 @@ class Exact:
     def text(self) -> str:
         if self.moves is not None:
             return f"{self.moves}" + ("" if self.status == "OPTIMAL" else "?")
-        return {"INFEASIBLE": "unr", "UNKNOWN": "t/o"}.get(self.status, self.status)
+        return {"INFEASIBLE": "unr", "UNKNOWN": "t/o"}.get(self.status, "rnd")  # rnd: rounding kept it over
 
 
 def imbalance_of(cluster: Cluster, step: int, where: dict[VmKey, str]) -> float:
@@ -393,9 +393,10 @@ def exact(cluster: Cluster, step: int, start: dict[VmKey, str], limit: float, ti
     t0 = time.perf_counter()
     n = len(cluster.hosts)
     count = len(cluster.vms)
-    top = SCALE + count  # a load's rounded shares may add up to a little over SCALE
+    top = CPU_OVERCOMMIT * SCALE + count  # CPU demand may reach the vCPUs: up to overcommit x the physical CPUs
     demand = cluster.trace[step]
-    cpu_share = [round(d / cluster.cpus * SCALE) for d in demand]
+    physical = cluster.cpus // CPU_OVERCOMMIT  # the planner weighs CPU demand against the physical CPUs
+    cpu_share = [round(d / physical * SCALE) for d in demand]
     mem_share = [round(v.memory_demand / cluster.memory * SCALE) for v in cluster.vms]
     index = {h: j for j, h in enumerate(cluster.hosts)}
 
