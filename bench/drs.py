@@ -315,7 +315,7 @@ class DpmResult:
 
 
 def dpm_bounds(cluster: Cluster, step: int, policy: Policy) -> tuple[int, int]:
-    cpu = sum(cluster.trace[step]) / cluster.cpus
+    cpu = sum(cluster.trace[step]) / (cluster.cpus // CPU_OVERCOMMIT)  # physical CPUs, as the planner
     mem = sum(v.memory for v in cluster.vms) / cluster.memory
     need = max(cpu, mem)
     return math.ceil(need / policy.high), max(1, math.floor(need / policy.low))
@@ -606,7 +606,7 @@ def main() -> int:
         )
     print()
     print("DPM Automated (threshold 3; low 45 %, high 81 %): hosts on at the end of each step, next to")
-    print("     bound = ceil(max(CPU demand/host CPUs, allocated memory/host memory) / high) and")
+    print("     bound = ceil(max(CPU demand/host physical CPUs, allocated memory/host memory) / high) and")
     print("     low point = floor(same / low): fewer hosts than that and utilization is over the low mark (DPM stops)")
     hdr2 = (
         f"{'cluster':<9} {'hosts':>5} | {'on per step':<24} | {'bound per step':<24} | {'low point':<24} | "
