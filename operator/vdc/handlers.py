@@ -37,7 +37,8 @@ from vdc.controllers import vm_watches
 from vdc.controllers.appliance import ApplianceController
 from vdc.controllers.computecluster import ComputeClusterController
 from vdc.controllers.computequota import QuotaController
-from vdc.controllers.drs import DrsController, rules_hook
+from vdc.controllers.drs import DrsController
+from vdc.controllers.drs_inputs import rules_hook
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.evacuation import EVACUATION_LABEL, EvacuationController, maintenance_stop
 from vdc.controllers.failures import failure_reporter

@@ -16,17 +16,8 @@ from vdc.api.computecluster import DRS_OWNER_LABEL, ComputeClusterSpec
 from vdc.api.host import DPM_STANDBY_ANNOTATION
 from vdc.cluster.view import ClusterView
 from vdc.controllers.computecluster import HostSummary, Resources
-from vdc.controllers.drs import (
-    ClusterMigrations,
-    DrsController,
-    PlannerInputs,
-    dpm_status,
-    drs_status,
-    migration_name,
-    planner_inputs,
-    recommendation_id,
-    resolve_rules,
-)
+from vdc.controllers.drs import DrsController, dpm_status, drs_status, migration_name, recommendation_id
+from vdc.controllers.drs_inputs import ClusterMigrations, PlannerInputs, planner_inputs, resolve_rules
 from vdc.kube.cache import ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.metrics.demand import DemandTracker, VmDemand
