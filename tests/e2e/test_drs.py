@@ -4,8 +4,9 @@ Two guests that burn a CPU each (``vdc.burn=1`` on the tiny guest's command line
 (the third host in maintenance, so the two others can be balanced); the operator measures their demand
 (cpu.time, smoothed), DRS in Manual mode only recommends a move, and in FullyAutomated mode makes it (a
 VirtualMachineMigration owned by the cluster) while the guest's serial counter keeps counting, until the
-hosts' demand is within the threshold. A must anti-affinity rule added while two VMs share a host is shown broken and fixed. DPM puts
-an idle host in Standby (its Redfish endpoint reports Off) and powers it on for a VM that fits nowhere else.
+hosts' demand is within the threshold. A must anti-affinity rule added while two VMs share a host is shown
+broken, and fixed by applying DRS's recommendation with `vdc drs apply`. DPM puts an idle host in Standby (its
+Redfish endpoint reports Off) and powers it on for a VM that fits nowhere else.
 """
 
 from __future__ import annotations
