@@ -197,7 +197,7 @@ def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HASta
 
 
 # --- admission control refusing placements ---------------------------------------------------------
-def _specs(clusters: Iterable[Mapping[str, Any]]) -> dict[str, ComputeClusterSpec]:
+def cluster_specs(clusters: Iterable[Mapping[str, Any]]) -> dict[str, ComputeClusterSpec]:
     """The clusters that claim hosts, by name: not being deleted, with a readable spec (as :meth:`others`)."""
     out: dict[str, ComputeClusterSpec] = {}
     for body in clusters:
@@ -250,7 +250,7 @@ def admission_refusals(
     cluster is judged once. ``source``: the host the VM moves from (a migration): a move within one cluster
     changes nothing it counts, so that cluster refuses nothing. ``allocated``: what each host has allocated
     (the scheduler's ledger, fresher than the Hosts' status.allocated, which is what counts without it)."""
-    specs = _specs(clusters)
+    specs = cluster_specs(clusters)
     guarded = {n for n, s in specs.items() if s.ha.enabled and s.ha.admission_control.policy != "None"}
     if not guarded:
         return {}

@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 from kubernetes.client import ApiException
-from pydantic import ValidationError
 
 from vdc.api.computecluster import (
     DRS_APPLY_ANNOTATION,
@@ -34,7 +33,7 @@ from vdc.api.host import DPM_STANDBY_ANNOTATION, Host
 from vdc.api.migration import VirtualMachineMigration
 from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
-from vdc.controllers.computecluster import HostSummary
+from vdc.controllers.computecluster import HostSummary, cluster_specs
 from vdc.controllers.drs_inputs import TERMINAL, ClusterMigrations, physical_cpus, planner_inputs
 from vdc.kube.cache import ObjectCache
 from vdc.kube.client import KubeWriter
@@ -164,14 +163,7 @@ class DrsController:
         own = (vm.get("spec") or {}).get("drs") or "Default"
         if own in ("Disabled", "Manual"):
             return {}
-        specs: dict[str, ComputeClusterSpec] = {}
-        for body in self.clusters:
-            if body["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                specs[body["metadata"]["name"]] = ComputeClusterSpec.model_validate(body.get("spec") or {})
-            except ValidationError:
-                continue
+        specs = cluster_specs(self.clusters)
         by_demand = {
             name for name, spec in specs.items()
             if spec.drs.enabled and (spec.drs.automation != "Manual" or own in ("PartiallyAutomated", "FullyAutomated"))

@@ -11,13 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from vdc.api.common import LabelSelector
 from vdc.api.computecluster import DRS_OWNER_LABEL, ClusterRule, ComputeClusterSpec
 from vdc.api.host import DPM_STANDBY_ANNOTATION
 from vdc.cluster.view import ClusterView
-from vdc.controllers.computecluster import HostSummary, ha_status
+from vdc.controllers.computecluster import HostSummary, cluster_specs, ha_status
 from vdc.kube.cache import ObjectCache
 from vdc.metrics.demand import VmDemand
 from vdc.scheduler.drs import HostDpm, HostPower, HostState, Policy, VmAutomation, VmState
@@ -107,13 +105,7 @@ def rules_hook(
         key: VmKey = (str(meta.get("namespace")), str(meta.get("name")))
         labels = meta.get("labels") or {}
         out: dict[str, str] = {}
-        for body in clusters:
-            if body["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                spec = ComputeClusterSpec.model_validate(body.get("spec") or {})
-            except ValidationError:
-                continue
+        for name, spec in cluster_specs(clusters).items():
             mine = [
                 r for r in spec.rules
                 if r.enforcement == "Must" and (not r.namespaces or key[0] in r.namespaces)
@@ -131,7 +123,7 @@ def rules_hook(
                         placed[other] = where
             for host in host_names:
                 if host not in out and (why := first_refusal(rules, key, host, placed)) is not None:
-                    out[host] = f"ComputeCluster {body['metadata']['name']}: {why}"
+                    out[host] = f"ComputeCluster {name}: {why}"
         return out
 
     return refusals
