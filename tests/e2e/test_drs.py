@@ -97,6 +97,16 @@ def test_drs_recommends_in_manual_mode_and_balances_in_fully_automated(site: Sit
     dc = site.dc
     for name in ("hot-1", "hot-2"):
         dc.apply(burning_vm(site, name))
+    try:
+        burners_balanced(site)
+    except BaseException:
+        dc.cp.kubectl("delete", "virtualmachine", "hot-1", "hot-2", "-n", dc.namespace, "--ignore-not-found",
+                      "--timeout=120s", check=False)  # fmt: skip
+        raise
+
+
+def burners_balanced(site: Site) -> None:
+    dc = site.dc
     first = dc.wait_ready("hot-1", timeout=180)
     dc.wait_ready("hot-2", timeout=180)
     crowded = first["status"]["host"]
@@ -114,9 +124,10 @@ def test_drs_recommends_in_manual_mode_and_balances_in_fully_automated(site: Sit
     maintenance(site, spare, True)
     try:
         balanced_by_drs(site, crowded, other)
-    finally:
+    finally:  # the next tests start from an idle, Manual cluster whatever happened here
         maintenance(site, spare, False)
-    dc.cp.kubectl("delete", "virtualmachine", "hot-1", "hot-2", "-n", dc.namespace, "--timeout=120s")
+        set_cluster(site, {"drs": {"automation": "Manual"}})
+        dc.cp.kubectl("delete", "virtualmachine", "hot-1", "hot-2", "-n", dc.namespace, "--timeout=120s")
 
 
 def maintenance(site: Site, host: str, on: bool) -> None:
@@ -129,14 +140,16 @@ def balanced_by_drs(site: Site, crowded: str, other: str) -> None:
     def recommended() -> list[dict[str, Any]] | None:
         drs = cluster_status(site).get("drs") or {}
         recs = [r for r in drs.get("recommendations") or [] if r["vm"] in ("hot-1", "hot-2")]
-        return recs or None
+        return [r for r in recs if r["target"] == other] or None  # a look after the maintenance began
 
     recs = wait_until("DRS recommends moving a burner", recommended, timeout=120)
     print("recommendation:", json.dumps(recs[0]))
     assert recs[0]["reason"] == "Balance" and (recs[0]["source"], recs[0]["target"]) == (crowded, other), recs
     assert float(recs[0]["imbalanceAfter"]) < float(recs[0]["imbalanceBefore"]), recs
     loads = {h["host"]: h for h in cluster_status(site)["drs"]["hosts"]}
-    assert loads[crowded]["cpuDemandMilli"] > 1000, loads  # two burning guests measured on one host
+    # two burning guests measured on one host (what they get of this machine's 2 cores, which the rest of the
+    # suite's hosts share), none on the other
+    assert loads[crowded]["cpuDemandMilli"] > 400 and loads[other]["cpuDemandMilli"] < 200, loads
     time.sleep(10)  # Manual: two more looks, still nothing moved
     assert drs_migrations(site) == []
     assert (dc.vm("hot-1") or {})["status"]["host"] == crowded == (dc.vm("hot-2") or {})["status"]["host"]
@@ -159,7 +172,6 @@ def balanced_by_drs(site: Site, crowded: str, other: str) -> None:
     print("after:", drs["imbalance"], drs["message"], [(h["host"], h["loadPercent"]) for h in drs["hosts"]])
     time.sleep(12)  # three more looks: nothing more moved, nothing moved back
     assert len(drs_migrations(site)) == 1, [m["metadata"]["name"] for m in drs_migrations(site)]
-    set_cluster(site, {"drs": {"automation": "Manual"}})
 
 
 def test_a_must_anti_affinity_rule_broken_by_a_manual_move_is_shown_and_fixed(site: Site) -> None:
