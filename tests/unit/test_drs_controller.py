@@ -488,6 +488,13 @@ def test_host_states_take_allocatable_from_the_summary_and_allocated_from_the_vi
     assert (state.power, state.available, state.dpm, state.physical_cpus) == ("On", True, "Default", 12)
 
 
+def test_a_host_is_power_managed_only_with_spec_power_management() -> None:
+    managed = host("hv2")
+    managed["spec"]["powerManagement"] = {"redfish": {"endpoint": "https://bmc", "systemId": "1"}}
+    states = {h.name: h for h in World([host("hv1"), managed]).inputs(cluster_spec()).hosts}
+    assert (states["hv1"].power_managed, states["hv2"].power_managed) == (False, True)
+
+
 def test_members_without_a_body_or_a_summary_are_left_out() -> None:
     world = World([host("hv1"), host("hv2")])
     inputs = world.inputs(cluster_spec(), members=["hv1", "hv2", "gone"], summaries={"hv1": summary("hv1")})

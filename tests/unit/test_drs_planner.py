@@ -684,6 +684,16 @@ def test_dpm_disabled_host_is_never_put_in_standby() -> None:
     assert "no host may go" in result.dpm_message
 
 
+def test_dpm_never_puts_a_host_without_power_management_in_standby() -> None:
+    hosts, vms = quiet_cluster(h2={"power_managed": False})
+    result = plan(hosts, vms, [], Policy(dpm="Automated"))
+    assert [p.host for p in result.power] == ["h3"]
+    hosts, vms = quiet_cluster(**{h: {"power_managed": False} for h in ("h1", "h2", "h3")})
+    result = plan(hosts, vms, [], Policy(dpm="Automated"))
+    assert result.power == ()
+    assert "no power management" in result.dpm_message
+
+
 def test_dpm_keeps_min_hosts_on() -> None:
     hosts, vms = quiet_cluster()
     result = plan(hosts, vms, [], Policy(dpm="Automated", min_hosts_on=3))

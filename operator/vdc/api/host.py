@@ -89,7 +89,12 @@ class HostSpec(ApiModel):
                 "|| has(self.credentialsSecretRef)",
                 "qemu+ssh and qemu+tls hosts need credentialsSecretRef (SSH key / client certificate)",
                 field_path=".credentialsSecretRef",
-            )
+            ),
+            cel(
+                "!has(self.powerState) || self.powerState != 'Standby' || has(self.powerManagement)",
+                "powerState Standby needs powerManagement (the host is powered off through its Redfish service)",
+                field_path=".powerState",
+            ),
         )
     }
 

@@ -207,6 +207,7 @@ def planner_inputs(
                 available=summary.available,
                 dpm=_host_dpm(spec, body),
                 physical_cpus=physical_cpus(body),
+                power_managed=bool((body.get("spec") or {}).get("powerManagement")),
             )
         )
         for key in view.vms_on(host):

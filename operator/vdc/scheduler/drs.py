@@ -57,6 +57,9 @@ class HostState:
     available: bool = True
     """Ready and out of maintenance: VMs may be moved to it."""
     dpm: HostDpm = "Default"
+    power_managed: bool = True
+    """It has power management (Redfish): without it DPM never puts it in Standby (it could not be
+    powered off, nor on again)."""
     physical_cpus: int | None = None
     """The CPUs measured demand (in cores) is weighed against: the host's physical CPUs, not its allocatable
     vCPUs (overcommit); None: ``cpus``."""
@@ -492,6 +495,9 @@ def _dpm(
         key=lambda h: (sum(1 for v in vms if v.host == h.name), ledger_cpu(vms, h.name), h.name),
     )
     for host in candidates:
+        if not host.power_managed:
+            reasons.append(f"{host.name}: no power management")
+            continue
         if host.name in policy.ha_needed:
             reasons.append(f"{host.name}: HA admission control needs it")
             continue
