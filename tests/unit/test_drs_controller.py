@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -887,3 +888,22 @@ def test_a_vm_being_moved_counts_on_its_target_already() -> None:
     got = ClusterMigrations.of([moving, asked], "c")
     assert got.targets == {("t", "hot-1"): "hv2", ("t", "hot-2"): "hv3"}
     assert got.busy == {("t", "hot-1"), ("t", "hot-2")} and got.running == 1
+
+
+# --- DPM's hold after a power-on, read from the Hosts (survives an operator restart) ----------------------
+@pytest.mark.parametrize(
+    ("action", "reason", "minutes_ago", "held"),
+    [
+        ("On", "Standby", 2, True),
+        ("On", "Standby", 11, False),  # the hold is 10 minutes
+        ("On", "Annotation", 2, False),  # an admin's power-on is not DPM's wake
+        ("GracefulShutdown", "Standby", 2, False),
+    ],
+)
+def test_dpm_holds_standby_after_a_host_was_woken(action: str, reason: str, minutes_ago: int, held: bool) -> None:
+    woken = host("hv2")
+    sent = (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat().replace("+00:00", "Z")
+    woken["status"]["power"] = {"state": "On", "lastAction": {"action": action, "reason": reason,
+                                                              "result": "Succeeded", "time": sent}}  # fmt: skip
+    world = World([host("hv1"), woken])
+    assert controller(world)._woken_lately(["hv1", "hv2"]) is held

@@ -35,6 +35,8 @@ from vdc.api.quantity import format_bytes_mi, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.controllers.computecluster import HostSummary, cluster_specs
 from vdc.controllers.drs_inputs import TERMINAL, ClusterMigrations, physical_cpus, planner_inputs
+from vdc.controllers.host_standby import REASON as STANDBY_REASON
+from vdc.controllers.host_standby import last_reset
 from vdc.kube.cache import ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.metrics.demand import DemandTracker
@@ -152,7 +154,6 @@ class DrsController:
         self._clock = clock
         self._wall = wall
         self._last: dict[str, float] = {}
-        self._woke: dict[str, float] = {}
 
     def demand_loads(self, vm: Mapping[str, Any], host_names: Sequence[str]) -> dict[str, float]:
         """Host -> measured load, for the hosts among ``host_names`` that are members of a ComputeCluster whose
@@ -209,8 +210,7 @@ class DrsController:
         )
         # Pure over immutable inputs: planned in a thread (a big cluster's look takes tens of milliseconds).
         result = await asyncio.to_thread(plan, inputs.hosts, inputs.vms, inputs.rules, inputs.policy)
-        woke = self._woke.get(name)
-        if woke is not None and self._clock() - woke < WAKE_HOLD_SECONDS:  # no Standby right after a power-on
+        if self._woken_lately(members):  # no Standby right after a power-on
             held = tuple(replace(p, automated=False) if p.action == "Standby" else p for p in result.power)
             if held != result.power:
                 result = replace(result, power=held, dpm_message=result.dpm_message + "; held: a host was just "
@@ -224,6 +224,20 @@ class DrsController:
         drs = drs_status(spec, result, made, moving) if spec.drs.enabled else None
         dpm = dpm_status(spec, result) if spec.dpm.automation != "Off" else None
         return drs, dpm
+
+    def _woken_lately(self, members: Sequence[str]) -> bool:
+        """A member was powered on for leaving Standby within WAKE_HOLD_SECONDS: its status.power.lastAction
+        says so (kept in the Host, so an operator restart does not forget it)."""
+        for host in members:
+            power = ((self.hosts.get(("", host)) or {}).get("status") or {}).get("power")
+            last = last_reset(power)
+            if (
+                last is not None
+                and (last.action, last.reason) == ("On", STANDBY_REASON)
+                and last.age < WAKE_HOLD_SECONDS
+            ):
+                return True
+        return False
 
     async def _move(
         self, body: dict[str, Any], spec: ComputeClusterSpec, moves: Sequence[Move], moving: int
@@ -304,7 +318,6 @@ class DrsController:
                 await self.writer.set_annotation(Host.KIND, host, DPM_STANDBY_ANNOTATION, cluster)
                 await self.writer.event(ComputeCluster.KIND, body, "DpmStandby", f"{action.host}: {action.message}")
             elif action.action == "PowerOn" and DPM_STANDBY_ANNOTATION in annotations:
-                self._woke[cluster] = self._clock()
                 await self.writer.remove_annotation(
                     Host.KIND, host, DPM_STANDBY_ANNOTATION, str(annotations[DPM_STANDBY_ANNOTATION])
                 )
