@@ -17,6 +17,7 @@ from vdc.controllers.computecluster import (
     ComputeClusterController,
     HostSummary,
     Resources,
+    cluster_specs,
     cluster_status,
     host_may_change_clusters,
     host_summary,
@@ -374,3 +375,17 @@ def test_controller_reports_an_unreadable_spec_as_stalled() -> None:
     st = ComputeClusterStatus.model_validate(writer.statuses[0])
     assert ready(st) == ("False", "InvalidSpec") and st.observed_generation == 4
     assert writer.events[0][0] == "InvalidSpec"
+
+
+def test_a_clusters_spec_is_read_once_per_generation() -> None:
+    body: dict[str, Any] = {
+        "metadata": {"name": "prod", "uid": "u-prod", "generation": 1},
+        "spec": {"drs": {"enabled": True, "migrationThreshold": 2}},
+    }
+    first = cluster_specs([body])["prod"]
+    assert cluster_specs([body])["prod"] is first  # every placement asks: not parsed again
+    body["spec"]["drs"]["migrationThreshold"] = 4
+    body["metadata"]["generation"] = 2
+    assert cluster_specs([body])["prod"].drs.migration_threshold == 4
+    unreadable = {"metadata": {"name": "bad", "uid": "u-bad", "generation": 1}, "spec": {"drs": {"x": 1}}}
+    assert "bad" not in cluster_specs([unreadable]) and "bad" not in cluster_specs([unreadable])

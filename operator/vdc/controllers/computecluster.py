@@ -197,6 +197,29 @@ def ha_status(spec: ComputeClusterSpec, members: Sequence[HostSummary]) -> HASta
 
 
 # --- admission control refusing placements ---------------------------------------------------------
+_PARSED: dict[tuple[str, int], ComputeClusterSpec | None] = {}
+"""(uid, generation) -> the spec read (None: unreadable): every placement asks (admission control, the rule
+filter, demand placement), and a spec only changes with its generation."""
+_PARSED_MAX = 4096
+
+
+def _parsed(body: Mapping[str, Any]) -> ComputeClusterSpec | None:
+    meta = body.get("metadata") or {}
+    uid, generation = meta.get("uid"), meta.get("generation")
+    key = (str(uid), generation) if uid and isinstance(generation, int) else None
+    if key is not None and key in _PARSED:
+        return _PARSED[key]
+    try:
+        spec: ComputeClusterSpec | None = ComputeClusterSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        spec = None  # unreadable: it claims no host (its own status says why)
+    if key is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = spec
+    return spec
+
+
 def cluster_specs(clusters: Iterable[Mapping[str, Any]]) -> dict[str, ComputeClusterSpec]:
     """The clusters that claim hosts, by name: not being deleted, with a readable spec (as :meth:`others`)."""
     out: dict[str, ComputeClusterSpec] = {}
@@ -204,10 +227,9 @@ def cluster_specs(clusters: Iterable[Mapping[str, Any]]) -> dict[str, ComputeClu
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        try:
-            out[str(meta.get("name"))] = ComputeClusterSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
-            continue  # unreadable: it claims no host (its own status says why)
+        spec = _parsed(body)
+        if spec is not None:
+            out[str(meta.get("name"))] = spec
     return out
 
 
