@@ -43,10 +43,8 @@ from vdc.metrics.demand import DemandTracker
 from vdc.scheduler.drs import (
     Move,
     Plan,
+    load_of,
     plan,
-)
-from vdc.scheduler.drs import (
-    load_of as _load,
 )
 from vdc.scheduler.rules import VmKey
 from vdc.scheduler.selectors import matches
@@ -183,7 +181,7 @@ class DrsController:
             cpus = physical_cpus(host_body) or 0
             memory = to_bytes(str((((host_body.get("status") or {}).get("allocatable") or {}).get("memory")) or "0"))
             cores = self.demand.host_cpu_cores(host) if self.demand is not None else 0.0
-            out[host] = _load(cores, self.view.allocated(host).memory_bytes, cpus, memory)
+            out[host] = load_of(cores, self.view.allocated(host).memory_bytes, cpus, memory)
         return out
 
     def due(self, name: str, spec: ComputeClusterSpec, body: Mapping[str, Any]) -> float:

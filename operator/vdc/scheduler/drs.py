@@ -21,8 +21,9 @@ Standby host is powered on. One power action at a time.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from vdc.scheduler.rules import Rule, VmKey, first_refusal, violations
@@ -146,7 +147,7 @@ class HostLoadFigures:
 
     @property
     def load(self) -> float:
-        return _load(self.cpu_demand, self.memory_demand, self.cpus, self.memory)
+        return load_of(self.cpu_demand, self.memory_demand, self.cpus, self.memory)
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,6 @@ def load_of(cpu: float, memory: int, cpus: int, capacity: int) -> float:
     return max(cpu / cpus if cpus > 0 else 0.0, memory / capacity if capacity > 0 else 0.0)
 
 
-_load = load_of
-
-
 class _Ledger:
     """The simulated cluster: where each VM is, each host's demand and allocation, and the imbalance's sums
     kept up to date per move (O(1) to try a move)."""
@@ -198,7 +196,7 @@ class _Ledger:
 
     def load(self, name: str) -> float:
         host = self.hosts[name]
-        return _load(self.cpu[name], self.mem[name], host.demand_cpus, host.memory)
+        return load_of(self.cpu[name], self.mem[name], host.demand_cpus, host.memory)
 
     def imbalance(self, total: float | None = None, squares: float | None = None) -> float:
         n = len(self.active)
@@ -215,7 +213,7 @@ class _Ledger:
     def share(self, vm: VmState, target: str) -> float:
         """The VM's own load on ``target`` (its demand over the host's capacity)."""
         host = self.hosts[target]
-        return _load(vm.cpu_demand, vm.demand_memory, host.demand_cpus, host.memory)
+        return load_of(vm.cpu_demand, vm.demand_memory, host.demand_cpus, host.memory)
 
     def imbalance_if(self, vm: VmState, target: str) -> float:
         source = self.where[vm.key]
@@ -225,7 +223,7 @@ class _Ledger:
                 continue
             old = self.loads[name]
             host = self.hosts[name]
-            new = _load(self.cpu[name] + cpu, self.mem[name] + mem, host.demand_cpus, host.memory)
+            new = load_of(self.cpu[name] + cpu, self.mem[name] + mem, host.demand_cpus, host.memory)
             total += new - old
             squares += new * new - old * old
         return self.imbalance(total, squares)
@@ -379,15 +377,10 @@ def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rul
         record(vm, sink, "Balance", None, why)
         moved.add(key)
 
+    here = _per_host(vms)
     loads = tuple(
         HostLoadFigures(
-            h.name,
-            h.power,
-            ledger_cpu(vms, h.name),
-            h.demand_cpus,
-            ledger_mem(vms, h.name),
-            h.memory,
-            sum(1 for v in vms if v.host == h.name),
+            h.name, h.power, here[h.name].cpu, h.demand_cpus, here[h.name].memory, h.memory, here[h.name].count
         )
         for h in sorted(hosts, key=lambda h: h.name)
     )
@@ -419,12 +412,23 @@ def plan(hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rul
     )
 
 
-def ledger_cpu(vms: Sequence[VmState], host: str) -> float:
-    return sum(v.cpu_demand for v in vms if v.host == host)
+@dataclass
+class _Here:
+    """What the VMs on one host add up to (before any move)."""
+
+    cpu: float = 0.0
+    memory: int = 0
+    count: int = 0
 
 
-def ledger_mem(vms: Sequence[VmState], host: str) -> int:
-    return sum(v.demand_memory for v in vms if v.host == host)
+def _per_host(vms: Sequence[VmState]) -> defaultdict[str, _Here]:
+    out: defaultdict[str, _Here] = defaultdict(_Here)
+    for vm in vms:
+        here = out[vm.host]
+        here.cpu += vm.cpu_demand
+        here.memory += vm.demand_memory
+        here.count += 1
+    return out
 
 
 # --- DPM ----------------------------------------------------------------------------------------------
@@ -434,13 +438,13 @@ def _utilization(hosts: Sequence[HostState], vms: Sequence[VmState]) -> float:
     memory = sum(h.memory for h in hosts if h.name in on)
     demand = sum(v.cpu_demand for v in vms if v.host in on)
     allocated = sum(h.allocated_memory for h in hosts if h.name in on)
-    return _load(demand, allocated, cpus, memory)
+    return load_of(demand, allocated, cpus, memory)
 
 
 def evacuation_fits(host: str, hosts: Sequence[HostState], vms: Sequence[VmState], rules: Sequence[Rule]) -> str | None:
     """Why the VMs on ``host`` cannot all move to the other available hosts that are on (first fit,
     largest first, by allocation and the must rules), or None when they can."""
-    others = [replace(h) for h in hosts if h.name != host and h.power == "On" and h.available]
+    others = [h for h in hosts if h.name != host and h.power == "On" and h.available]
     ledger = _Ledger([*others, *(h for h in hosts if h.name == host)], vms)
     leaving = sorted((v for v in vms if v.host == host), key=lambda v: (-v.memory, -v.cpus, v.key))
     for vm in leaving:
@@ -490,9 +494,9 @@ def _dpm(
     if len(on) <= policy.min_hosts_on:
         return (), utilization, f"{figures}: under the band, but minHostsOn is {policy.min_hosts_on}"
     reasons: list[str] = []
+    here = _per_host(vms)
     candidates = sorted(
-        (h for h in on if h.dpm != "Disabled"),
-        key=lambda h: (sum(1 for v in vms if v.host == h.name), ledger_cpu(vms, h.name), h.name),
+        (h for h in on if h.dpm != "Disabled"), key=lambda h: (here[h.name].count, here[h.name].cpu, h.name)
     )
     for host in candidates:
         if not host.power_managed:
@@ -502,7 +506,7 @@ def _dpm(
             reasons.append(f"{host.name}: HA admission control needs it")
             continue
         rest_on = [h for h in on if h.name != host.name]
-        after = _load(  # everything that runs on the hosts that are on, carried by the others
+        after = load_of(  # everything that runs on the hosts that are on, carried by the others
             sum(v.cpu_demand for v in vms if v.host in {h.name for h in on}),
             sum(h.allocated_memory for h in on),
             sum(h.demand_cpus for h in rest_on),
