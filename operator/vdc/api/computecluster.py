@@ -179,7 +179,10 @@ class ClusterRule(ApiModel):
     enforcement: Literal["Must", "Should"] = field("See above.", default="Must")
     vm_selector: LabelSelector = field("The VMs (by their labels) the rule is about.")
     namespaces: list[Name] = field(
-        "Only VMs in these namespaces (empty: any namespace).", default_factory=list, max_length=64
+        "Only VMs in these namespaces (empty: any namespace, so a tenant that labels its VMs joins the group: "
+        "name the namespaces for a must rule tenants must not steer).",
+        default_factory=list,
+        max_length=64,
     )
     host_selector: LabelSelector | None = field("VmHost: the host group (by Host labels).", default=None)
     placement: Literal["RunOn", "NotRunOn"] = field("VmHost: run on, or not on, the host group.", default="RunOn")
