@@ -907,3 +907,12 @@ def test_dpm_holds_standby_after_a_host_was_woken(action: str, reason: str, minu
                                                               "result": "Succeeded", "time": sent}}  # fmt: skip
     world = World([host("hv1"), woken])
     assert controller(world)._woken_lately(["hv1", "hv2"]) is held
+
+
+def test_a_failed_drs_move_holds_the_vm_for_the_cooldown_too() -> None:
+    # a move that cannot work (the target refuses it) is not made again at every look
+    world = World([host("hv1")], [vm("a", "hv1"), vm("b", "hv1")])
+    world.migrations.upsert(migration("m1", "a", "Failed", cluster="prod", done="2026-01-02T03:04:05Z"))
+    world.migrations.upsert(migration("m2", "b", "Cancelled", cluster="other", done="2026-01-02T03:04:05Z"))
+    vms = by_name(world.inputs(cluster_spec()))
+    assert (vms["a"].moved_at, vms["b"].moved_at) == (NOW, None)

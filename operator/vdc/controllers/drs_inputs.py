@@ -46,12 +46,21 @@ class ClusterMigrations:
     targets: Mapping[VmKey, str] = field(default_factory=dict)
     """Where the running migrations move their VMs (where known): DRS counts a VM there already, so a second
     look during a move does not move another VM for the same imbalance."""
+    failed_at: Mapping[VmKey, float] = field(default_factory=dict)
+    """When a DRS migration of the VM last ended Failed or Cancelled: the cooldown holds after it too, so a
+    move that cannot work is not made again at every look."""
+
+    def last_attempt(self, vm: VmKey) -> float | None:
+        """When DRS last moved the VM or tried to (the cooldown runs from it)."""
+        times = [t for t in (self.moved_at.get(vm), self.failed_at.get(vm)) if t is not None]
+        return max(times) if times else None
 
     @classmethod
     def of(cls, migrations: Iterable[Mapping[str, Any]], cluster: str) -> ClusterMigrations:
         busy: set[VmKey] = set()
         running = 0
         moved: dict[VmKey, float] = {}
+        failed: dict[VmKey, float] = {}
         targets: dict[VmKey, str] = {}
         for body in migrations:
             meta, status = body.get("metadata") or {}, body.get("status") or {}
@@ -63,11 +72,12 @@ class ClusterMigrations:
                 target = status.get("target") or (body.get("spec") or {}).get("targetHost")
                 if target:
                     targets[vm] = str(target)
-            elif ours and status.get("phase") == "Succeeded":
+            elif ours:
                 at = _parse_time(status.get("completionTime"))
-                if at is not None and at > moved.get(vm, 0.0):
-                    moved[vm] = at
-        return cls(frozenset(busy), running, moved, targets)
+                ended = moved if status.get("phase") == "Succeeded" else failed
+                if at is not None and at > ended.get(vm, 0.0):
+                    ended[vm] = at
+        return cls(frozenset(busy), running, moved, targets, failed)
 
 
 def resolve_rules(
@@ -233,7 +243,7 @@ def planner_inputs(
                     automation=_vm_automation(spec, vm),
                     stuck=_stuck(vm, moving.busy, key),
                     allowed=allowed,
-                    moved_at=moving.moved_at.get(key),
+                    moved_at=moving.last_attempt(key),
                 )
             )
     rules = resolve_rules(spec.rules, vms, hosts)
