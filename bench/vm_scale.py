@@ -48,6 +48,7 @@ import libvirt  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
 import rig  # noqa: E402
+from api_floor import EventWrite, VmWrites, run_api_floor  # noqa: E402
 from vdc.api.quantity import to_bytes  # noqa: E402
 from vdc.api.virtualmachine import VirtualMachine  # noqa: E402
 from vdc.controllers.vm_domain import domain_for  # noqa: E402
@@ -55,6 +56,9 @@ from vdc.libvirt.host_facts import read_host_facts  # noqa: E402
 
 GROUP, VERSION = "vdc.dev", "v1alpha1"
 NAMESPACE = "vdc-bench"
+FLOOR_NAMESPACE = "vdc-bench-floor"
+VM_WORKERS = 16
+"""The operator's VM queue workers (vdc.handlers): the API floor writes with as many."""
 BOOT_DIR = "/var/lib/libvirt/boot/vdc-tiny"
 KERNEL = f"{BOOT_DIR}/vmlinuz"
 INITRD = f"{BOOT_DIR}/initrd.img"
@@ -169,6 +173,8 @@ class Seen:
     ready_at: float | None = None
     writes_until_ready: int | None = None
     parts_until_ready: list[str] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    """Each status it went through until Ready (the API floor replays them)."""
 
 
 class Watcher(threading.Thread):
@@ -224,6 +230,8 @@ class Watcher(threading.Thread):
             seen.rvs.append(obj["metadata"]["resourceVersion"])
             seen.parts.append(parts)
             seen.times.append(now)
+            if seen.ready_at is None and "status" in parts.split("+"):
+                seen.statuses.append(obj.get("status") or {})
             seen.last = obj
             if seen.ready_at is None and is_ready(obj):
                 seen.ready_at = now
@@ -507,6 +515,21 @@ def count_events(core: Any, namespace: str) -> Counter[tuple[str, str]]:
             return counts
 
 
+def events_by_object(core: Any, namespace: str) -> dict[str, list[EventWrite]]:
+    """VirtualMachine name -> its Events in the namespace, oldest first."""
+    found: dict[str, list[tuple[Any, EventWrite]]] = {}
+    cont = None
+    while True:
+        resp = core.list_namespaced_event(namespace, limit=500, _continue=cont)
+        for ev in resp.items:
+            if ev.involved_object.kind == "VirtualMachine":
+                write = EventWrite(ev.reason or "", ev.message or "", ev.type == "Warning")
+                found.setdefault(ev.involved_object.name, []).append((ev.first_timestamp, write))
+        cont = resp.metadata._continue
+        if not cont:
+            return {name: [w for _, w in sorted(evs, key=lambda e: str(e[0]))] for name, evs in found.items()}
+
+
 def bulk_create(custom: Any, manifests: list[dict[str, Any]], workers: int) -> tuple[float, list[str]]:
     """Create all VMs with parallel API calls; (seconds taken, errors)."""
     errors: list[str] = []
@@ -584,8 +607,17 @@ def table(r: dict[str, Any]) -> str:
         ("operator RSS at rest", fmt(r["operator_rss_mib"], " MiB", 1)),
         ("operator CPU during rollout", fmt(r["operator_rollout_cpu_seconds"], " s", 1)),
         ("operator idle CPU (1 core = 100%)", fmt(r["operator_idle_cpu_percent"], " %", 2)),
+        ("operator CPU per VM (rollout)", fmt(r["operator_cpu_ms_per_vm"], " ms", 1)),
         ("raw libvirt define+start (floor)", fmt(r["raw_seconds"], " s", 2)),
-        ("ratio operator / raw", fmt(r["ratio"], "x", 1)),
+        ("API floor: same creates + writes", fmt(r.get("api_floor_seconds"), " s", 2)),
+        (
+            "  its writes per VM / client CPU per VM",
+            (
+                f"{fmt(r.get('api_floor_writes_per_vm'), '', 2)} / {fmt(r.get('api_floor_client_cpu_ms_per_vm'), ' ms', 1)}"
+            ),
+        ),
+        ("ratio operator / raw libvirt", fmt(r["ratio"], "x", 1)),
+        ("HEADLINE operator / max(floors)", fmt(r.get("headline_ratio"), "x", 2)),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -605,6 +637,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steady-seconds", type=float, default=60, help="steady-state window (default %(default)s)")
     p.add_argument("--settle-seconds", type=float, default=5, help="pause after all Ready before the window")
     p.add_argument("--ready-timeout", type=float, default=1800, help="give up waiting for Ready after this")
+    p.add_argument("--no-api-floor", action="store_true", help="skip the API floor (the operator's writes replayed)")
     p.add_argument("--create-workers", type=int, default=16, help="parallel create calls (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     p.add_argument(
@@ -846,6 +879,34 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     host_watch.stop()
     results["watch_errors"] = vm_watch.errors + host_watch.errors
     results["ratio"] = results["all_ready_seconds"] / base.seconds if base.seconds > 0 else math.nan
+    results["operator_cpu_ms_per_vm"] = rollout_cpu * 1000 / n
+
+    if not args.no_api_floor:
+        # The operator stopped, nothing else writes: the same creates and the operator's own writes per VM.
+        r.stop_operator()
+        events = events_by_object(core, NAMESPACE)
+        plans = [VmWrites(s.statuses if s is not None else (), events.get(name, ())) for name, s in seen.items()]
+        log(f"API floor: {n} creates and the operator's {sum(len(p.statuses) + len(p.events) + 1 for p in plans)}"
+            f" writes, {VM_WORKERS} writers")  # fmt: skip
+        floor = run_api_floor(
+            kube_client(r.cp.kubeconfig, pool=max(8, args.create_workers + 4)),
+            FLOOR_NAMESPACE,
+            [vm_manifest(name, FLOOR_NAMESPACE) for name in names],
+            plans,
+            create_workers=args.create_workers,
+            workers=VM_WORKERS,
+        )
+        log(f"API floor: {floor.seconds:.2f}s (creates {floor.create_seconds:.2f}s); {len(floor.errors)} errors"
+            f" {floor.errors[:3]}")  # fmt: skip
+        results.update(
+            api_floor_seconds=floor.seconds,
+            api_floor_create_seconds=floor.create_seconds,
+            api_floor_writes_per_vm=floor.writes / n,
+            api_floor_client_cpu_ms_per_vm=floor.client_cpu_seconds * 1000 / n,
+            api_floor_errors=len(floor.errors),
+        )
+        best = max(floor.seconds, base.seconds)
+        results["headline_ratio"] = results["all_ready_seconds"] / best if best > 0 else math.nan
     if r.operator_log is not None:
         levels, top = summarize_log(r.operator_log)
         results["operator_log_levels"] = dict(levels)
