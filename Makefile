@@ -34,6 +34,7 @@ lint:                 ## ruff and mypy
 	.venv/bin/mypy
 
 bench:                ## VM scale benchmark: prints figures next to raw libvirt's (root, after make bootstrap)
+	$$(command -v uv || echo "$$HOME/.local/bin/uv") sync --frozen --inexact --quiet --group bench
 	$(PY) bench/vm_scale.py
 
 bench-migration:      ## live migration benchmark: VirtualMachineMigration and Host evacuation next to raw migrateToURI3 (root, after make bootstrap; ARGS="--round-trips 5 --vms 6 ...")
