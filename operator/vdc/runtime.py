@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 import prometheus_client
@@ -38,6 +38,11 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        """Nothing: kopf builds the essence (a deep copy of the object) at every watch event only to diff
+        it against the stored one, and nothing is stored. At 1,000 VMs it was a seventh of the CPU."""
+        return cast(kopf.BodyEssence, {})
 
 
 @kopf.on.startup()
