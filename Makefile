@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration bench-ha bench-drs chaos clean
+.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration bench-ha bench-drs bench-churn bench-failover chaos clean
 
 bootstrap:            ## install Debian packages, the Python env, control-plane binaries, the tiny guest
 	hack/bootstrap.sh
@@ -46,6 +46,12 @@ bench-ha:             ## HA benchmark: power a host off, time until its VMs run 
 bench-drs:            ## DRS/DPM planner benchmark: simulated clusters through the real planner, an OR-Tools CP-SAT reference on the small ones (no root, no rig; ARGS="--seed N --steps 6 --quick ...")
 	$$(command -v uv || echo "$$HOME/.local/bin/uv") sync --frozen --inexact --quiet --group bench
 	$(PY) bench/drs.py $(ARGS)
+
+bench-churn:          ## VM churn benchmark: creates, runStrategy changes and deletes at R/s on M running VMs; time to converged, backlog, writes and CPU per change (root, after make bootstrap; ARGS="--vms 5000 --hosts 50 --rate 20 --seconds 300 ...")
+	$(PY) bench/vm_churn.py $(ARGS)
+
+bench-failover:       ## leader failover benchmark: two --leader-elect replicas with M VMs, SIGKILL then SIGTERM of the leader; takeover, caches primed, resync (root, after make bootstrap; ARGS="--vms 5000 --hosts 50 ...")
+	$(PY) bench/failover.py $(ARGS)
 
 chaos:                ## fault-injection benchmark: VM rollout+teardown while the operator, apiserver, etcd, libvirtd, hosts and a pool fail; prints figures and invariant violations (root, after make bootstrap; ARGS="--seed N --vms 200 ...")
 	$(PY) bench/chaos.py $(ARGS)
