@@ -2,10 +2,10 @@
 
 What a controller must write per VM, it cannot write faster than this: the same N creates (same
 parallel calls), and for each VM as soon as its create returns, the writes the operator made for that
-VM in the same run — the finalizer (a merge patch of ``metadata.finalizers``, as kopf makes it), each
-status merge patch in order (the same diffs, so the same sizes) and each Event (same reason and
-message) — through the operator's own writer (``vdc.kube.client.KubeWriter``: same client, verbs and
-thread pool), by as many workers as the operator's VM queue has. No libvirt, no watch, no logic.
+VM in the same run: the finalizer (a merge patch of ``metadata.finalizers``, at once on a task of its
+own, as kopf makes it), then each status merge patch in order (the same diffs, so the same sizes) and
+each Event (same reason and message) through the operator's own writer (``vdc.kube.client.KubeWriter``)
+by as many workers as the operator's VM queue has. No libvirt, no watch, no logic.
 
 Used by ``bench/vm_scale.py`` after the operator's run (the operator stopped), in a namespace of its
 own; the objects are left for the control plane's teardown (their finalizer is nobody's).
@@ -24,6 +24,7 @@ import kubernetes
 
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.kube.client import KubeWriter
+from vdc.kube.http import MERGE_PATCH, ApiHttp
 
 GROUP, VERSION, PLURAL = "vdc.dev", "v1alpha1", "virtualmachines"
 FINALIZER = "vdc.dev/bench-floor"
@@ -61,6 +62,7 @@ class FloorResult:
 
 async def _replay(
     writer: KubeWriter,
+    http: ApiHttp,
     custom: Any,
     namespace: str,
     manifests: Sequence[dict[str, Any]],
@@ -75,6 +77,7 @@ async def _replay(
     creators = concurrent.futures.ThreadPoolExecutor(create_workers, thread_name_prefix="floor-create")
     loop = asyncio.get_running_loop()
     writes = 0
+    finalizers: list[asyncio.Task[None]] = []
 
     async def create(manifest: dict[str, Any], plan: VmWrites) -> None:
         try:
@@ -84,17 +87,23 @@ async def _replay(
         except kubernetes.client.ApiException as exc:
             errors.append(f"create {manifest['metadata']['name']}: {exc.status} {exc.reason}")
             return
+        if plan.finalizer:  # kopf patches it at once, on a task of the object's own
+            finalizers.append(asyncio.create_task(add_finalizer(body)))
         await created.put((body, plan))
 
-    async def write(body: dict[str, Any], plan: VmWrites) -> int:
+    async def add_finalizer(body: dict[str, Any]) -> None:
+        nonlocal writes
         meta = body["metadata"]
+        patch = {"metadata": {"finalizers": [*(meta.get("finalizers") or []), FINALIZER]}}
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{meta['name']}"
+        try:
+            await http.request("PATCH", path, patch, content_type=MERGE_PATCH)
+            writes += 1
+        except kubernetes.client.ApiException as exc:
+            errors.append(f"finalizer {meta['name']}: {exc.status} {exc.reason}")
+
+    async def write(body: dict[str, Any], plan: VmWrites) -> int:
         made = 0
-        if plan.finalizer:
-            patch = {"metadata": {"finalizers": [*(meta.get("finalizers") or []), FINALIZER]}}
-            await asyncio.to_thread(
-                custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, meta["name"], patch
-            )
-            made += 1
         current = body
         for status in plan.statuses:
             if await writer.patch_status(VirtualMachine.KIND, current, status):
@@ -121,7 +130,9 @@ async def _replay(
     creators.shutdown()
     for _ in consumers:
         await created.put(None)
-    await asyncio.gather(*consumers)
+    await asyncio.gather(*consumers, *finalizers)
+    await writer.close()
+    await http.close()
     return create_seconds, writes, errors
 
 
@@ -140,6 +151,6 @@ def run_api_floor(
     writer = KubeWriter(api)
     cpu0, t0 = time.process_time(), time.monotonic()
     create_seconds, writes, errors = asyncio.run(
-        _replay(writer, custom, namespace, manifests, plans, create_workers, workers)
+        _replay(writer, ApiHttp(api.configuration), custom, namespace, manifests, plans, create_workers, workers)
     )
     return FloorResult(time.monotonic() - t0, create_seconds, writes, time.process_time() - cpu0, errors)

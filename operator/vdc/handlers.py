@@ -440,6 +440,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await rt.host_queue.stop()
     await rt.first_sight_queue.stop()
     await rt.connections.close_all()
+    await rt.vm_controller.writer.close()
 
 
 def _only_our_status_changed(event: kopf.RawEvent, body: dict[str, Any]) -> bool:

@@ -1,6 +1,8 @@
 """Writes to the API server: status patches (only when something changed) and Events.
 
-The kubernetes client is synchronous; every call runs in a thread so the event loop never blocks.
+Status patches and Events, written for every object, go over aiohttp on the event loop
+(``vdc.kube.http``); the rarer calls use the synchronous kubernetes client, each in a thread so the
+event loop never blocks.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import socket
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 import kubernetes
 
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.instruments import API_WRITES
+from vdc.kube.http import MERGE_PATCH, ApiHttp, Http
 from vdc.kube.patch import merge_patch
 
 log = logging.getLogger(__name__)
@@ -33,11 +37,18 @@ def load_config() -> kubernetes.client.ApiClient:
 class KubeWriter:
     """Status patches and Events for our kinds."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, http: Http | None = None) -> None:
         self._client = api_client or load_config()
         self._custom = kubernetes.client.CustomObjectsApi(self._client)
         self._core = kubernetes.client.CoreV1Api(self._client)
+        self._http: Http = http or ApiHttp(self._client.configuration)
         self._host = socket.gethostname()
+
+    async def close(self) -> None:
+        """Close the event loop's connections (at the operator's stop)."""
+        close = getattr(self._http, "close", None)
+        if close is not None:
+            await close()
 
     @property
     def api_client(self) -> kubernetes.client.ApiClient:
@@ -56,15 +67,9 @@ class KubeWriter:
         payload: dict[str, Any] = {"status": patch}
         if unchanged:
             payload["metadata"] = {"resourceVersion": meta["resourceVersion"]}
-        if info.scope == "Namespaced":
-            await asyncio.to_thread(
-                self._custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, meta["namespace"], info.plural, meta["name"], payload,
-            )  # fmt: skip
-        else:
-            await asyncio.to_thread(
-                self._custom.patch_cluster_custom_object_status, GROUP, VERSION, info.plural, meta["name"], payload
-            )
+        scope = f"/namespaces/{meta['namespace']}" if info.scope == "Namespaced" else ""
+        path = f"/apis/{GROUP}/{VERSION}{scope}/{info.plural}/{meta['name']}/status"
+        await self._http.request("PATCH", path, payload, content_type=MERGE_PATCH)
         API_WRITES.labels(info.kind, "patch-status").inc()
         return patch
 
@@ -167,29 +172,34 @@ class KubeWriter:
         """Post a Kubernetes Event about the object; failures are logged, never raised."""
         meta = body["metadata"]
         namespace = meta.get("namespace") or "default"
-        now = datetime.now(UTC)
-        event = kubernetes.client.CoreV1Event(
-            metadata=kubernetes.client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=namespace),
-            involved_object=kubernetes.client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind=info.kind,
-                name=meta["name"],
-                namespace=meta.get("namespace"),
-                uid=meta.get("uid"),
-                resource_version=meta.get("resourceVersion"),
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Warning" if warning else "Normal",
-            source=kubernetes.client.V1EventSource(component=COMPONENT, host=self._host),
-            reporting_component=COMPONENT,
-            reporting_instance=self._host,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": info.kind,
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+            "involvedObject": {k: v for k, v in involved.items() if v is not None},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT, "host": self._host},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._host,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
         try:
-            await asyncio.to_thread(self._core.create_namespaced_event, namespace, event)
+            await self._http.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
             API_WRITES.labels(info.kind, "event").inc()
         except kubernetes.client.ApiException as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc.reason)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc)
