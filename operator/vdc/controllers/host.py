@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +38,7 @@ from vdc.controllers.host_standby import REASON as STANDBY_REASON
 from vdc.controllers.host_standby import last_reset, standby_step
 from vdc.controllers.orphans import (
     POOL_PREFIX,
+    LiveVmIndex,
     LiveVms,
     Orphans,
     Removal,
@@ -153,7 +154,7 @@ class HostController:
         connections: ConnectionManager,
         writer: KubeWriter,
         *,
-        pools: Iterable[dict[str, Any]] = (),
+        pools: ObjectCache | None = None,
         namespaces: Sequence[str] = (),
         cluster: ClusterView | None = None,
     ) -> None:
@@ -164,17 +165,20 @@ class HostController:
         self.vms = vms
         self.connections = connections
         self.writer = writer
-        self.pools = pools
+        self.pools = pools if pools is not None else ObjectCache()
         self.namespaces = tuple(namespaces)
+        self.live_vms = LiveVmIndex(self.namespaces)
+        self.live_vms.follow(vms, self.pools)
         self.cluster = cluster if cluster is not None else ClusterView(hosts=hosts, vms=vms)
         self.on_health_change: Callable[[str, str], None] = lambda host, state: None
         """Called with (host, new state) when HA's judgement of a host changes (its VMs look again)."""
         self.power = HostPowerManager(writer)
-        self.ha = HostHa(vms, pools, connections, writer, lambda host, state: self.on_health_change(host, state))
+        self.ha = HostHa(vms, self.pools, connections, writer, lambda host, state: self.on_health_change(host, state))
 
     def live(self) -> LiveVms:
-        """The live VMs (and published volumes) orphans are judged against, as the caches hold them now."""
-        return LiveVms.of(self.vms, self.pools, self.namespaces)
+        """The live VMs (and published volumes) orphans are judged against, as the caches hold them now
+        (kept from their changes: ``LiveVms.of`` walked every VM body at every Host reconcile)."""
+        return self.live_vms.live()
 
     async def _effective_uri(self, name: str, host: Host) -> str:
         """The URI with credential files from the Secret written out (none needed for unix sockets)."""

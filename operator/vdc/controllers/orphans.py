@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from vdc.api.common import DNS_LABEL, DNS_SUBDOMAIN
 from vdc.api.host import (
@@ -38,6 +38,7 @@ from vdc.api.host import (
 )
 from vdc.api.storagepool import POOL_PREFIX as POOL_PREFIX
 from vdc.api.storagepool import libvirt_pool_name
+from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.libvirt.inventory import DomainSeen, VolumeSeen, volume_reference
 
 VM_VOLUME_EXTENSIONS = ("qcow2", "iso")
@@ -66,13 +67,38 @@ def volume_owner(name: str) -> VolumeOwner | None:
     return VolumeOwner(found["ns"], found["vm"], found["disk"]) if found else None
 
 
+Volume = tuple[str, str]
+"""(libvirt pool, volume)."""
+
+
+def vm_volumes(vm: Mapping[str, Any]) -> frozenset[Volume]:
+    """The volumes a VirtualMachine body names: adopted volumes and clone bases in its spec, its status's disks."""
+    volumes: set[Volume] = set()
+    for disk in (vm.get("spec") or {}).get("disks") or []:
+        source = disk.get("source") or {}
+        for kind, key in (("volume", "name"), ("clone", "baseVolume")):
+            src = source.get(kind) or {}
+            if src.get("pool") and src.get(key):
+                volumes.add((libvirt_pool_name(src["pool"]), str(src[key])))
+    for disk in (vm.get("status") or {}).get("disks") or []:
+        if disk.get("pool") and disk.get("volume"):
+            volumes.add((libvirt_pool_name(disk["pool"]), str(disk["volume"])))
+    return frozenset(volumes)
+
+
+def published_volumes(pool: Mapping[str, Any]) -> frozenset[Volume]:
+    """The volumes a StoragePool body publishes."""
+    name = libvirt_pool_name(pool["metadata"]["name"])
+    return frozenset((name, str(p["name"])) for p in (pool.get("spec") or {}).get("publishedVolumes") or [])
+
+
 @dataclass(frozen=True)
 class LiveVms:
     """What the API server holds that orphans are judged against. Volumes are (libvirt pool, volume)."""
 
     uids: frozenset[str] = frozenset()
     names: frozenset[tuple[str, str]] = frozenset()
-    volumes: frozenset[tuple[str, str]] = frozenset()
+    volumes: frozenset[Volume] = frozenset()
     """Volumes live VMs name (adopted volumes, clone bases, status) and StoragePools publish."""
     namespaces: frozenset[str] | None = None
     """The namespaces the operator watches; None: all."""
@@ -84,29 +110,126 @@ class LiveVms:
         pools: Iterable[Mapping[str, Any]] = (),
         namespaces: Sequence[str] = (),
     ) -> LiveVms:
-        """From VirtualMachine and StoragePool bodies (the operator's caches)."""
-        uids, names, volumes = set(), set(), set()
+        """From VirtualMachine and StoragePool bodies (the operator's caches), walking them all: the reference
+        :class:`LiveVmIndex` keeps incrementally."""
+        uids: set[str] = set()
+        names: set[tuple[str, str]] = set()
+        volumes: set[Volume] = set()
         for vm in vms:
             meta = vm["metadata"]
             uids.add(str(meta.get("uid") or ""))
             names.add((str(meta.get("namespace") or ""), str(meta["name"])))
-            for disk in (vm.get("spec") or {}).get("disks") or []:
-                source = disk.get("source") or {}
-                for kind, key in (("volume", "name"), ("clone", "baseVolume")):
-                    src = source.get(kind) or {}
-                    if src.get("pool") and src.get(key):
-                        volumes.add((libvirt_pool_name(src["pool"]), str(src[key])))
-            for disk in (vm.get("status") or {}).get("disks") or []:
-                if disk.get("pool") and disk.get("volume"):
-                    volumes.add((libvirt_pool_name(disk["pool"]), str(disk["volume"])))
+            volumes |= vm_volumes(vm)
         for pool in pools:
-            for published in (pool.get("spec") or {}).get("publishedVolumes") or []:
-                volumes.add((libvirt_pool_name(pool["metadata"]["name"]), str(published["name"])))
+            volumes |= published_volumes(pool)
         uids.discard("")
         return cls(frozenset(uids), frozenset(names), frozenset(volumes), frozenset(namespaces) or None)
 
     def watches(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
+
+
+@dataclass(frozen=True)
+class _VmClaims:
+    """What one VM body contributes to :class:`LiveVms`."""
+
+    uids: frozenset[str]
+    """Its uid (none when the body has none)."""
+    names: frozenset[tuple[str, str]]
+    volumes: frozenset[Volume]
+
+
+_NO_CLAIMS = _VmClaims(frozenset(), frozenset(), frozenset())
+
+
+def _vm_claims(vm: Mapping[str, Any]) -> _VmClaims:
+    meta = vm["metadata"]
+    uid = str(meta.get("uid") or "")
+    name = (str(meta.get("namespace") or ""), str(meta["name"]))
+    return _VmClaims(frozenset((uid,)) if uid else frozenset(), frozenset((name,)), vm_volumes(vm))
+
+
+_T = TypeVar("_T")
+
+
+def _recount(counts: dict[_T, int], before: frozenset[_T], after: frozenset[_T]) -> bool:
+    """One holder named ``before`` and names ``after`` now; True when what is counted at all changed."""
+    changed = False
+    for item in before - after:
+        n = counts[item] - 1
+        if n:
+            counts[item] = n
+        else:
+            del counts[item]
+            changed = True
+    for item in after - before:
+        n = counts.get(item, 0)
+        counts[item] = n + 1
+        changed = changed or n == 0
+    return changed
+
+
+class LiveVmIndex:
+    """:class:`LiveVms` kept from the VirtualMachine and StoragePool caches' changes (``ObjectCache.listen``),
+    so that :meth:`live` costs nothing per VM: the Host controller asks at every Host reconcile, and walking
+    every VM body then costs hosts x VMs. Each change costs what the one body names.
+
+    Counted, not just collected: two VMs (or a VM and a StoragePool) may name the same volume, and it stays
+    live until the last one lets go. The snapshot :meth:`live` returns is rebuilt only when a set changed
+    (most VM changes, status writes among them, change none)."""
+
+    def __init__(self, namespaces: Sequence[str] = ()) -> None:
+        self._vms: dict[Key, _VmClaims] = {}
+        self._pools: dict[Key, frozenset[Volume]] = {}
+        self._uids: dict[str, int] = {}
+        self._names: dict[tuple[str, str], int] = {}
+        self._volumes: dict[Volume, int] = {}
+        """Counted once per VM and per StoragePool that names it."""
+        self._live = LiveVms(namespaces=frozenset(namespaces) or None)
+        self._stale_uids = self._stale_names = self._stale_volumes = False
+
+    def follow(self, vms: ObjectCache, pools: ObjectCache) -> None:
+        """What the caches hold now, then their changes."""
+        for body in vms:
+            self.vm_changed(key_of(body), None, body)
+        for body in pools:
+            self.pool_changed(key_of(body), None, body)
+        vms.listen(self.vm_changed)
+        pools.listen(self.pool_changed)
+
+    def vm_changed(self, key: Key, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        """A VirtualMachine's body changed (None: absent before / removed). ``old`` is not read: what the key
+        contributed is kept."""
+        before = self._vms.pop(key, _NO_CLAIMS)
+        after = _vm_claims(new) if new is not None else _NO_CLAIMS
+        if new is not None:
+            self._vms[key] = after
+        if after == before:
+            return
+        self._stale_uids |= _recount(self._uids, before.uids, after.uids)
+        self._stale_names |= _recount(self._names, before.names, after.names)
+        self._stale_volumes |= _recount(self._volumes, before.volumes, after.volumes)
+
+    def pool_changed(self, key: Key, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        """A StoragePool's body changed (None: absent before / removed)."""
+        before = self._pools.pop(key, frozenset())
+        after = published_volumes(new) if new is not None else frozenset()
+        if after:
+            self._pools[key] = after
+        self._stale_volumes |= _recount(self._volumes, before, after)
+
+    def live(self) -> LiveVms:
+        """The same as ``LiveVms.of`` over the bodies the caches hold now (an immutable snapshot)."""
+        if self._stale_uids:
+            self._live = replace(self._live, uids=frozenset(self._uids))
+            self._stale_uids = False
+        if self._stale_names:
+            self._live = replace(self._live, names=frozenset(self._names))
+            self._stale_names = False
+        if self._stale_volumes:
+            self._live = replace(self._live, volumes=frozenset(self._volumes))
+            self._stale_volumes = False
+        return self._live
 
 
 @dataclass(frozen=True)
