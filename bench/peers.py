@@ -10,7 +10,9 @@
 - **terraform**: Terraform and dmacvicar/terraform-provider-libvirt, built from the Go module proxy into
   ``~/.cache/vdc/peers/`` and found through ``dev_overrides`` (no registry, no ``terraform init``); one
   ``provider "libvirt"`` alias per host and one ``libvirt_domain`` (``running = true``) per domain,
-  ``terraform apply -auto-approve -parallelism=P`` (default 10).
+  ``terraform apply -auto-approve -parallelism=P`` (default 10). On libvirt's test driver the provider
+  defines nothing (it needs a machine type from the host's capabilities and the test driver lists none),
+  so the result is "not run" with that error; see bench/README.md.
 
 Each run is timed from the tool's start to its exit (wall, and CPU of the tool and every process it
 started: ``wait4``'s rusage). Then what is really defined and running on the hosts is counted with
@@ -44,6 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -59,7 +62,7 @@ CACHE = Path(os.environ.get("VDC_CACHE") or Path.home() / ".cache" / "vdc") / "p
 
 TERRAFORM_VERSION = "v1.8.5"  # the newest release whose go.mod has no replace directives (`go install` works)
 PROVIDER_MODULE = "github.com/dmacvicar/terraform-provider-libvirt"
-PROVIDER_VERSION = "v0.8.3"  # the newest the Go module proxy serves here (v0.9.x: 403)
+PROVIDER_VERSION = "v0.8.3"  # the Go module proxy serves it here (v0.9.0 and the version list: 403)
 
 
 def log(msg: str) -> None:
@@ -126,16 +129,19 @@ def vm_scale_jobs(uris: Sequence[str], n: int, namespace: str = "bench-raw") -> 
     directory), with fresh UUIDs, round-robin over ``uris``."""
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
-    import vm_scale  # lazily: vm_scale may import this module
+    import vm_scale  # lazily: vm_scale may import this module (it also puts operator/ on sys.path)
+    from vdc.api.virtualmachine import VirtualMachine
+    from vdc.controllers.vm_domain import domain_for
+    from vdc.libvirt.host_facts import read_host_facts
 
     with contextlib.closing(libvirt.open(uris[0])) as conn:
-        domain_type = vm_scale.guest_domain_type(vm_scale.read_host_facts(conn))
+        domain_type = vm_scale.guest_domain_type(read_host_facts(conn))
 
     def xml_for(name: str) -> tuple[str, str, str]:
         body = vm_scale.vm_manifest(name, namespace)
         body["metadata"]["uid"] = str(uuid.uuid4())
-        vm = vm_scale.VirtualMachine.model_validate(body)
-        config = vm_scale.domain_for(vm, domain_type=domain_type, host_file_dirs=(vm_scale.BOOT_DIR,))
+        vm = VirtualMachine.model_validate(body)
+        config = domain_for(vm, domain_type=domain_type, host_file_dirs=(vm_scale.BOOT_DIR,))
         return config.name, config.uuid, config.to_string()
 
     return make_jobs(uris, vm_scale.vm_names(n), xml_for)
@@ -406,10 +412,280 @@ def ansible_failed_items(output: str) -> int:
 # --- Terraform ------------------------------------------------------------------------------------
 
 
+class PeerUnavailable(Exception):
+    """The peer cannot run here; the message says why (printed as "not run: <why>")."""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """What a domain XML of ours says, in the terms of terraform-provider-libvirt's libvirt_domain."""
+
+    name: str
+    type: str
+    vcpu: int
+    memory_mib: int
+    kernel: str
+    initrd: str
+    cmdline: str
+    serial_console: bool
+
+
+def domain_spec(job: DomainJob) -> DomainSpec:
+    """Read the domain's name, type, vCPUs, memory, kernel boot and serial console from its XML."""
+    root = ET.fromstring(job.xml)
+    mem = root.find("memory")
+    assert mem is not None and mem.text is not None
+    unit = (mem.get("unit") or "KiB").lower()
+    scale = {"b": 1, "bytes": 1, "kib": 2**10, "k": 2**10, "mib": 2**20, "m": 2**20, "gib": 2**30, "g": 2**30}[unit]
+    return DomainSpec(
+        name=root.findtext("name") or job.name,
+        type=root.get("type") or "kvm",
+        vcpu=int(root.findtext("vcpu") or 1),
+        memory_mib=int(mem.text) * scale // 2**20,
+        kernel=root.findtext("os/kernel") or "",
+        initrd=root.findtext("os/initrd") or "",
+        cmdline=root.findtext("os/cmdline") or "",
+        serial_console=root.find("devices/serial") is not None,
+    )
+
+
+def _hcl(value: str) -> str:
+    """An HCL string literal (JSON escapes, plus HCL's template sequences)."""
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
+def _hcl_cmdline(cmdline: str) -> str:
+    """The provider's ``cmdline``: a list of maps, ``key = value`` per argument, ``_`` for a bare word."""
+    items = []
+    for word in cmdline.split():
+        key, eq, value = word.partition("=")
+        items.append(f"{{ {_hcl(key)} = {_hcl(value)} }}" if eq else f"{{ _ = {_hcl(word)} }}")
+    return "[" + ", ".join(items) + "]"
+
+
+def terraform_config(jobs: Sequence[DomainJob]) -> str:
+    """main.tf: one ``provider "libvirt"`` alias per host URI (h1..hH), one ``libvirt_domain`` per job
+    (``running = true``, the job's name, type, vCPUs, memory, kernel, initrd, cmdline, a serial pty console)."""
+    out = [
+        "# Generated by bench/peers.py.",
+        "terraform {",
+        "  required_providers {",
+        '    libvirt = { source = "dmacvicar/libvirt" }',
+        "  }",
+        "}",
+        "",
+    ]
+    aliases = {}
+    for i, uri in enumerate(by_host(jobs), start=1):
+        aliases[uri] = f"h{i}"
+        out += ['provider "libvirt" {', f'  alias = "h{i}"', f"  uri   = {_hcl(uri)}", "}", ""]
+    for i, job in enumerate(jobs, start=1):
+        spec = domain_spec(job)
+        out += [
+            f'resource "libvirt_domain" "d{i}" {{',
+            f"  provider = libvirt.{aliases[job.uri]}",
+            f"  name     = {_hcl(spec.name)}",
+            f"  type     = {_hcl(spec.type)}",
+            f"  vcpu     = {spec.vcpu}",
+            f"  memory   = {spec.memory_mib}",
+            "  running  = true",
+        ]
+        if spec.kernel:
+            out.append(f"  kernel   = {_hcl(spec.kernel)}")
+        if spec.initrd:
+            out.append(f"  initrd   = {_hcl(spec.initrd)}")
+        if spec.cmdline:
+            out.append(f"  cmdline  = {_hcl_cmdline(spec.cmdline)}")
+        if spec.serial_console:
+            out += [
+                "  console {",
+                '    type        = "pty"',
+                '    target_port = "0"',
+                '    target_type = "serial"',
+                "  }",
+            ]
+        out += ["}", ""]
+    return "\n".join(out)
+
+
+def terraform_cli_config(provider_dir: Path) -> str:
+    """TF_CLI_CONFIG_FILE: dev_overrides point dmacvicar/libvirt at the locally built provider, so
+    neither ``terraform init`` nor a registry is needed."""
+    return (
+        "provider_installation {\n"
+        "  dev_overrides {\n"
+        f"    {_hcl('registry.terraform.io/dmacvicar/libvirt')} = {_hcl(str(provider_dir))}\n"
+        "  }\n"
+        "}\n"
+        "disable_checkpoint = true\n"
+    )
+
+
+def _go_env(extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local", **extra}
+
+
+def _run_build(cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, what: str) -> None:
+    log(f"building {what}: {' '.join(cmd)} (log {log_path}; minutes on 2 cores)")
+    with log_path.open("ab") as out:
+        # niced and one package at a time: the machine is shared
+        rc = subprocess.run(
+            ["nice", "-n", "19", *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
+    if rc != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        raise PeerUnavailable(f"building {what} failed ({rc}): {' | '.join(tail)}")
+
+
+def terraform_binaries(build: bool = True) -> tuple[Path, Path]:
+    """(terraform, the provider's directory for dev_overrides), built into ~/.cache/vdc/peers/ from the
+    Go module proxy when missing (``build``). Raises PeerUnavailable with the reason."""
+    tf_dir = CACHE / f"terraform-{TERRAFORM_VERSION}"
+    provider_dir = CACHE / f"terraform-provider-libvirt-{PROVIDER_VERSION}"
+    terraform = tf_dir / "terraform"
+    provider = provider_dir / "terraform-provider-libvirt"
+    if terraform.exists() and provider.exists():
+        return terraform, provider_dir
+    if not build:
+        raise PeerUnavailable(f"{terraform} or {provider} not built (python bench/peers.py --build-only)")
+    go = shutil.which("go")
+    if go is None:
+        raise PeerUnavailable("no Go toolchain (go) on PATH to build terraform and the provider")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_log = CACHE / "build.log"
+    if not terraform.exists():
+        tf_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [go, "install", "-p", "1", f"github.com/hashicorp/terraform@{TERRAFORM_VERSION}"]
+        _run_build(cmd, cwd=CACHE, env=_go_env({"GOBIN": str(tf_dir)}), log_path=build_log, what="terraform")
+    if not provider.exists():
+        # `go install module@version` refuses a module whose go.mod has replace directives (the provider's
+        # has three): download its source from the module proxy and build it as the main module instead.
+        dl = subprocess.run(
+            [go, "mod", "download", "-json", f"{PROVIDER_MODULE}@{PROVIDER_VERSION}"],
+            cwd=CACHE,
+            env=_go_env({}),
+            capture_output=True,
+            text=True,
+        )
+        if dl.returncode != 0:
+            raise PeerUnavailable(f"go mod download {PROVIDER_MODULE}@{PROVIDER_VERSION}: {dl.stdout}{dl.stderr}")
+        src = CACHE / "src" / f"terraform-provider-libvirt-{PROVIDER_VERSION}"
+        if not src.exists():
+            shutil.copytree(json.loads(dl.stdout)["Dir"], src)
+            for path in [src, *src.rglob("*")]:
+                path.chmod(path.stat().st_mode | 0o200)
+        provider_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [go, "build", "-p", "1", "-o", str(provider), "."]
+        _run_build(cmd, cwd=src, env=_go_env({}), log_path=build_log, what="terraform-provider-libvirt")
+    return terraform, provider_dir
+
+
+def terraform_version(terraform: Path) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        out = subprocess.run([str(terraform), "version", "-json"], capture_output=True, text=True, timeout=60)
+        return str(json.loads(out.stdout).get("terraform_version", "?"))
+    return "?"
+
+
+def _terraform_apply(
+    terraform: Path, provider_dir: Path, jobs: Sequence[DomainJob], parallelism: int, work_dir: Path, timeout: float
+) -> tuple[ToolRun, Path]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_files(work_dir, {"main.tf": terraform_config(jobs), "terraformrc": terraform_cli_config(provider_dir)})
+    for stale in ("terraform.tfstate", "terraform.tfstate.backup"):
+        (work_dir / stale).unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "TF_CLI_CONFIG_FILE": str(work_dir / "terraformrc"),
+        "TF_IN_AUTOMATION": "1",
+        "TF_INPUT": "0",
+        "CHECKPOINT_DISABLE": "1",
+        "TF_DATA_DIR": str(work_dir / ".terraform"),
+    }
+    log_path = work_dir / "terraform-apply.log"
+    cmd = [str(terraform), "apply", "-auto-approve", "-input=false", "-no-color", f"-parallelism={parallelism}"]
+    return run_tool(cmd, cwd=work_dir, env=env, log_path=log_path, timeout=timeout), log_path
+
+
+def _terraform_error(log_path: Path) -> tuple[str | None, str | None]:
+    """(first ``Error:`` line, it with the lines that follow it)."""
+    text = log_path.read_text(errors="replace")
+    detail = re.search(r"^Error: .*\n(?:.*\n){0,6}", text, re.M)
+    return _first_error(log_path, ("Error: ",)), detail.group(0).strip() if detail else None
+
+
 def run_terraform(
-    jobs: Sequence[DomainJob], parallelism: int = 10, work_dir: Path | None = None, timeout: float = 3600
+    jobs: Sequence[DomainJob],
+    parallelism: int = 10,
+    work_dir: Path | None = None,
+    timeout: float = 3600,
+    build: bool = True,
 ) -> PeerResult:
-    return not_run("terraform", "not implemented yet", len(jobs))
+    """``terraform apply -auto-approve -parallelism=P`` of one libvirt_domain per job (dev_overrides, no
+    init), count on the hosts, clean up. Builds terraform and the provider first when missing (``build``).
+
+    A probe applies the first domain alone first (untimed): when it defines nothing, the result is
+    ``not_run`` with the provider's error, without N failing resources (terraform takes minutes to
+    print a thousand of them)."""
+    name = "terraform"
+    try:
+        terraform, provider_dir = terraform_binaries(build)
+    except PeerUnavailable as exc:
+        return not_run(name, str(exc), len(jobs))
+    settings = (
+        f"-parallelism={parallelism}, terraform {TERRAFORM_VERSION}, dmacvicar/libvirt {PROVIDER_VERSION}, "
+        f"{len(by_host(jobs))} provider aliases, dev_overrides (no init)"
+    )
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="vdc-peer-terraform-")).resolve()
+    clean_hosts(jobs)
+
+    probe_jobs = list(jobs[:1])
+    probe, probe_log = _terraform_apply(terraform, provider_dir, probe_jobs, 1, work_dir / "probe", min(timeout, 300))
+    probe_defined = count_on_hosts(probe_jobs)[0]
+    clean_hosts(probe_jobs)
+    if probe.exit_code != 0 and probe_defined == 0:
+        error, detail = _terraform_error(probe_log)
+        why = f"terraform-provider-libvirt {PROVIDER_VERSION} defined no domain: {error or 'apply failed'}"
+        if error and "achine type" in error:
+            why += f" ({NO_MACHINE_TYPE})"
+        res = not_run(name, why, len(jobs))
+        res.settings, res.exit_code, res.log, res.error = settings, probe.exit_code, str(probe_log), error
+        res.extra.update(
+            probe_seconds=probe.seconds, first_error=detail, terraform_version=terraform_version(terraform)
+        )
+        return res
+
+    log(f"terraform: {len(jobs)} domains on {len(by_host(jobs))} hosts, -parallelism={parallelism} (in {work_dir})")
+    run, log_path = _terraform_apply(terraform, provider_dir, jobs, parallelism, work_dir, timeout)
+    text = log_path.read_text(errors="replace")
+    res = PeerResult(
+        name,
+        run.seconds,
+        run.cpu_seconds,
+        0,
+        0,
+        0,
+        expected=len(jobs),
+        settings=settings,
+        exit_code=run.exit_code,
+        tool_failures=len(re.findall(r"^Error: ", text, re.M)),
+        log=str(log_path),
+    )
+    res.extra["terraform_version"] = terraform_version(terraform)
+    if m := re.search(r"Apply complete! Resources: (\d+) added", text):
+        res.extra["terraform_added"] = int(m.group(1))
+    if run.timed_out:
+        res.error = f"killed after {timeout:.0f}s"
+    elif run.exit_code != 0:
+        res.error, res.extra["first_error"] = _terraform_error(log_path)
+    return _finish(res, jobs)
+
+
+NO_MACHINE_TYPE = (
+    "the provider takes the machine type from the host's capabilities and libvirt's test driver lists none "
+    'for its only guest, hvm/i686; with machine = "q35" it fails with \'Cannot find machine type q35 for '
+    "hvm/i686', with arch = \"x86_64\" with 'Could not find any guests for architecture type hvm/x86_64'"
+)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -448,6 +724,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=3600, help="give up on a peer after this (default %(default)s s)")
     p.add_argument("--state", type=Path, default=None, help="state dir (default: a temp dir, removed after success)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument(
+        "--no-build", action="store_true", help="do not build terraform and the provider when missing (not run)"
+    )
+    p.add_argument("--build-only", action="store_true", help="build terraform and the provider, then exit")
     args = p.parse_args(argv)
     args.peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     unknown = set(args.peers) - {"ansible", "terraform"}
@@ -460,6 +740,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.build_only:
+        try:
+            terraform, provider_dir = terraform_binaries(build=True)
+        except PeerUnavailable as exc:
+            log(f"terraform: {exc}")
+            return 1
+        log(f"terraform {terraform_version(terraform)}: {terraform}; provider: {provider_dir}")
+        return 0
     if os.geteuid() != 0:
         log("must run as root (the libvirt hosts use namespaces and bind mounts)")
         return 2
@@ -492,7 +780,11 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_ansible(jobs, forks=args.forks, work_dir=state / "ansible", timeout=args.timeout)
             else:
                 res = run_terraform(
-                    jobs, parallelism=args.parallelism, work_dir=state / "terraform", timeout=args.timeout
+                    jobs,
+                    parallelism=args.parallelism,
+                    work_dir=state / "terraform",
+                    timeout=args.timeout,
+                    build=not args.no_build,
                 )
             log(table([res], floor))
             results.append(res)

@@ -73,3 +73,60 @@ def test_not_run_result_prints_why() -> None:
     res = peers.not_run("terraform", "provider cannot open test+unix URIs", expected=3)
     assert res.failures == 3 and res.seconds is None
     assert peers.table([res]) == "terraform  not run: provider cannot open test+unix URIs"
+
+
+DOMAIN_XML = """<domain xmlns:vdc="https://vdc.dev/xmlns/owner/v1" type="test">
+  <name>bench-raw_vm-0001</name>
+  <uuid>c4db6a41-4d32-4a83-93a8-58cb0fbcd4f3</uuid>
+  <memory unit="KiB">65536</memory>
+  <currentMemory unit="KiB">65536</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+    <kernel>/boot/vmlinuz</kernel>
+    <initrd>/boot/initrd.img</initrd>
+    <cmdline>console=ttyS0 quiet</cmdline>
+  </os>
+  <devices>
+    <serial type="pty"><target port="0" /></serial>
+  </devices>
+</domain>"""
+
+
+def test_domain_spec_reads_our_xml() -> None:
+    job = peers.DomainJob(URIS[0], "bench-raw_vm-0001", "c4db6a41-4d32-4a83-93a8-58cb0fbcd4f3", DOMAIN_XML)
+    assert peers.domain_spec(job) == peers.DomainSpec(
+        name="bench-raw_vm-0001",
+        type="test",
+        vcpu=1,
+        memory_mib=64,
+        kernel="/boot/vmlinuz",
+        initrd="/boot/initrd.img",
+        cmdline="console=ttyS0 quiet",
+        serial_console=True,
+    )
+
+
+def test_terraform_config_one_alias_per_host_one_domain_per_job() -> None:
+    jobs = [
+        peers.DomainJob(URIS[i % 2], f"bench-raw_vm-000{i + 1}", "u", DOMAIN_XML.replace("vm-0001", f"vm-000{i + 1}"))
+        for i in range(3)
+    ]
+    tf = peers.terraform_config(jobs)
+    assert tf.count('provider "libvirt" {') == 2
+    assert f'  alias = "h2"\n  uri   = "{URIS[1]}"' in tf
+    assert tf.count('resource "libvirt_domain"') == 3
+    second = tf[tf.index('resource "libvirt_domain" "d2"') :]
+    second = second[: second.index("\n}\n")]
+    assert "provider = libvirt.h2" in second
+    assert 'name     = "bench-raw_vm-0002"' in second
+    assert 'type     = "test"' in second and "memory   = 64" in second and "running  = true" in second
+    assert 'cmdline  = [{ "console" = "ttyS0" }, { _ = "quiet" }]' in second
+    assert 'target_type = "serial"' in second
+    assert peers._hcl("a${b}%{c}") == '"a$${b}%%{c}"'
+
+
+def test_terraform_cli_config_overrides_the_provider(tmp_path: Path) -> None:
+    rc = peers.terraform_cli_config(tmp_path / "prov")
+    assert f'"registry.terraform.io/dmacvicar/libvirt" = "{tmp_path / "prov"}"' in rc
+    assert "dev_overrides" in rc
