@@ -47,6 +47,7 @@ import kubernetes  # noqa: E402
 import libvirt  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
 
+import peers  # noqa: E402
 import rig  # noqa: E402
 from api_floor import EventWrite, VmWrites, run_api_floor  # noqa: E402
 from vdc.api.quantity import to_bytes  # noqa: E402
@@ -610,14 +611,11 @@ def table(r: dict[str, Any]) -> str:
         ("operator CPU per VM (rollout)", fmt(r["operator_cpu_ms_per_vm"], " ms", 1)),
         ("raw libvirt define+start (floor)", fmt(r["raw_seconds"], " s", 2)),
         ("API floor: same creates + writes", fmt(r.get("api_floor_seconds"), " s", 2)),
-        (
-            "  its writes per VM / client CPU per VM",
-            (
-                f"{fmt(r.get('api_floor_writes_per_vm'), '', 2)} / {fmt(r.get('api_floor_client_cpu_ms_per_vm'), ' ms', 1)}"
-            ),
-        ),
+        ("  its writes per VM", fmt(r.get("api_floor_writes_per_vm"), "", 2)),
+        ("  its client CPU per VM", fmt(r.get("api_floor_client_cpu_ms_per_vm"), " ms", 1)),
         ("ratio operator / raw libvirt", fmt(r["ratio"], "x", 1)),
         ("HEADLINE operator / max(floors)", fmt(r.get("headline_ratio"), "x", 2)),
+        *((f"peer: {name}", text) for name, text in r.get("peer_rows", [])),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -637,6 +635,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steady-seconds", type=float, default=60, help="steady-state window (default %(default)s)")
     p.add_argument("--settle-seconds", type=float, default=5, help="pause after all Ready before the window")
     p.add_argument("--ready-timeout", type=float, default=1800, help="give up waiting for Ready after this")
+    p.add_argument(
+        "--peers",
+        default="ansible,terraform",
+        help="tools people use today, on the same hosts and domains: ansible, terraform, none (default %(default)s)",
+    )
+    p.add_argument("--forks", type=int, default=10, help="ansible forks / terraform parallelism (default %(default)s)")
     p.add_argument("--no-api-floor", action="store_true", help="skip the API floor (the operator's writes replayed)")
     p.add_argument("--create-workers", type=int, default=16, help="parallel create calls (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
@@ -717,6 +721,28 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     base = run_baseline([x.test_uri for x in r.hosts], n)
     log(f"baseline: {base.seconds:.2f}s (domain type {base.domain_type}; cleanup {base.cleanup_seconds:.2f}s)")
     results.update(raw_seconds=base.seconds, raw_per_host_seconds=base.per_host_seconds, domain_type=base.domain_type)
+
+    # Peers people use today, on the same empty hosts, the same N domains.
+    chosen = [p for p in args.peers.split(",") if p and p != "none"]
+    if chosen:
+        jobs = peers.vm_scale_jobs([x.test_uri for x in r.hosts], n)
+        ran = []
+        for name in chosen:
+            log(f"peer {name}: the same {n} domains over {h} hosts")
+            if name == "ansible":
+                ran.append(peers.run_ansible(jobs, forks=args.forks, work_dir=r.state / "ansible"))
+            elif name == "terraform":
+                ran.append(peers.run_terraform(jobs, parallelism=args.forks, work_dir=r.state / "terraform"))
+            else:
+                raise SystemExit(f"unknown peer {name!r} (ansible, terraform)")
+            log(f"peer {name}: {ran[-1].not_run or f'{ran[-1].seconds:.2f}s'}")
+        results["peers"] = [x.as_dict() for x in ran]
+        results["peer_rows"] = [
+            (x.name, f"not run: {x.not_run}" if x.not_run else (
+                f"{fmt(x.seconds, ' s', 2)}, {fmt(x.cpu_seconds, ' s CPU', 1)}, running {x.running}/{n}, {x.settings}"
+            ))
+            for x in ran
+        ]  # fmt: skip
 
     api = kube_client(r.cp.kubeconfig, pool=max(8, args.create_workers + 4))
     custom = kubernetes.client.CustomObjectsApi(api)
