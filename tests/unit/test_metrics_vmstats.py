@@ -170,14 +170,14 @@ async def test_refresher_through_host_connection(test_domain: tuple[str, str]) -
     vms.upsert({"metadata": {"namespace": namespace, "name": vm, "uid": uid}, "spec": {"cpu": {"count": 1}}})
     connections = ConnectionManager()  # no event callbacks: nothing to dispatch
     host = f"stats-{uid[:8]}"
-    calls = REGISTRY.get_sample_value("vdc_libvirt_call_duration_seconds_count", {"host": host}) or 0.0
     conn = await connections.ensure(host, "test:///default")
     try:
         for _ in range(500):
-            if conn.connected:
+            if conn.connected and conn.holds_domain(uid) is not None:  # its domains listed (a call too)
                 break
             await asyncio.sleep(0.01)
         assert conn.connected
+        calls = REGISTRY.get_sample_value("vdc_libvirt_call_duration_seconds_count", {"host": host}) or 0.0
         refresher = StatsRefresher(connections, vms, interval=15.0)
         assert refresher.current() == []
         await refresher.refresh()

@@ -533,11 +533,28 @@ class VmController:
     async def _find_existing(self, uid: str) -> list[str]:
         """Every connected host with a domain of this UUID: adoption (a crash mid-create) when there is one;
         more than one only after a crash of an older version, a host that came back after its VM was
-        restarted elsewhere, or a migration."""
+        restarted elsewhere, or a migration.
+
+        A host is asked (a lookup) only when its connection's index of domains says it holds the UUID or
+        does not know (not listed yet): a "yes" is confirmed, so the hosts found are the ones asking every
+        host finds, and a new VM costs no call at all (not one per host: VMs x hosts calls at scale).
+
+        A "no" misses nothing asking would find. The index is the host's listing taken after the connection
+        subscribed to lifecycle events, plus every event since (``vdc.libvirt.domain_index``): it lacks a
+        domain only in the event latency (milliseconds) after libvirt made it. No domain this process makes
+        is asked about within it: a VM's domain is made only on the host ``host_of`` names first (status,
+        reservation, HA move) and ``place`` asks only when it names none, while ``_delete`` adds that host to
+        what is found. A domain made elsewhere in that instant (by a migration to its target, by hand) is a
+        race that asking can lose as well: the hosts are asked one after another, and one asked a moment
+        before the domain appears is not asked again. Anything made before the connection opened (an
+        earlier run, a restored etcd, an upgrade) is in the listing. A disconnected host is skipped, as
+        always; a reconnected one is asked each time until its domains are listed again."""
         found = []
         for name in sorted(self.connections.names()):
             conn = self.connections.get(name)
             if conn is None or not conn.connected:
+                continue
+            if conn.holds_domain(uid) is False:
                 continue
             try:
                 if await conn.call(lambda c: domains.domain_exists(c, uid)):

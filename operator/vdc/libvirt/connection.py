@@ -1,7 +1,9 @@
 """One libvirt connection per host: opened off the event loop, watched, reconnected with backoff.
 
 libvirt events (domain lifecycle, connection close) are dispatched on the operator's asyncio loop
-through ``libvirtaio``; every blocking libvirt call runs in the host's own small thread pool.
+through ``libvirtaio``; every blocking libvirt call runs in the host's own small thread pool. Each connection
+keeps the UUIDs of the host's domains (``vdc.libvirt.domain_index``): listed when it opens, kept by the
+lifecycle events, forgotten when it is lost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import libvirt
 
 from vdc.aio import cancel_and_wait
 from vdc.instruments import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS
+from vdc.libvirt.domain_index import DomainIndex, list_domains
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, connection_alive, translate
 
 log = logging.getLogger(__name__)
@@ -125,10 +128,22 @@ class HostConnection:
         self._retry = asyncio.Event()
         self.connected_since: datetime | None = None
         self.last_seen: datetime | None = None
+        self._domains: DomainIndex | None = None
+        """The current connection's index of its domains (None while there is none)."""
 
     @property
     def connected(self) -> bool:
         return self._conn is not None
+
+    def holds_domain(self, uuid: str) -> bool | None:
+        """Whether the host has a domain with this UUID, from the connection's index of its domains, with no
+        call; None when that is not known (not connected, or the index not listed yet). It lags libvirt
+        by the event latency (see ``vdc.libvirt.domain_index``): a "yes" that must be exact is confirmed by
+        a lookup."""
+        index = self._domains
+        if self._conn is None or index is None:
+            return None
+        return index.holds(uuid)
 
     def start(self) -> None:
         if self._task is None:
@@ -202,6 +217,7 @@ class HostConnection:
             # No new call on a dead connection from now on (libvirt's remote driver is fragile there);
             # it is closed once the calls already on it have returned.
             self._retired, self._conn = self._conn, None
+        self._forget_domains()
         self.last_error = reason
         self._lost.set()
 
@@ -228,10 +244,11 @@ class HostConnection:
             try:
                 await self._open()
                 attempt = 0
-                self._notify_change()
                 assert self._conn is not None
                 heartbeat = asyncio.create_task(self._heartbeat(self._conn), name=f"libvirt-heartbeat-{self.name}")
                 try:
+                    await self._list_domains()  # under the heartbeat: a host hung meanwhile is found lost
+                    self._notify_change()
                     await self._lost.wait()
                 finally:
                     await cancel_and_wait(heartbeat)
@@ -269,10 +286,17 @@ class HostConnection:
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(-1, 0)
         conn.registerCloseCallback(self._closed, None)
-        if self._on_domain_event is not None:
+        # Subscribed before the domains are listed (``_list_domains``): no change falls between the two.
+        index = DomainIndex()
+        try:
             self._callback_ids.append(
-                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None)
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, index)
             )
+        except libvirt.libvirtError:
+            if self._on_domain_event is not None:
+                raise
+            index.forget()  # no events: the host is asked each time instead
+        self._domains = index
         if self._on_pool_event is not None:
             with contextlib.suppress(libvirt.libvirtError):  # not every driver has pool events
                 self._pool_callback_ids.append(
@@ -291,9 +315,31 @@ class HostConnection:
         self.connected_since = self.last_seen = datetime.now(UTC)
         log.info("host %s: connected to %s", self.name, self.uri)
 
+    async def _list_domains(self) -> None:
+        """List the new connection's domains into its index (the events since the subscription go over the
+        listing). Left unknown when that fails: the host is asked each time instead, as without an index."""
+        index = self._domains
+        if index is None or index.known:
+            return
+        started = time.perf_counter()
+        try:
+            active, persistent = await self.call(list_domains)
+        except LibvirtFailure as exc:  # a lost connection is marked so by ``call``
+            log.warning("host %s: cannot list its domains (asked one by one instead): %s", self.name, exc)
+            return
+        index.listed(active, persistent)
+        log.debug("host %s: domains listed in %.3fs: %d active, %d defined", self.name, time.perf_counter() - started,
+                  len(active), len(persistent))  # fmt: skip
+
+    def _forget_domains(self) -> None:
+        index, self._domains = self._domains, None
+        if index is not None:
+            index.forget()
+
     async def _close(self) -> None:
         conn, self._conn = self._conn or self._retired, None  # no new call gets it from here on
         self._retired = None
+        self._forget_domains()
         if conn is None:
             return
         # Calls already running hold the virConnect: closing it under them frees what they use (a crash
@@ -331,7 +377,9 @@ class HostConnection:
     def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
         self._mark_lost(f"connection closed by libvirt (reason {reason})")
 
-    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, index: DomainIndex | None) -> None:
+        if index is not None:  # the index of the connection the event came on (a lost one's is forgotten)
+            index.event(dom.UUIDString(), event, detail)
         if self._on_domain_event is None:
             return
         try:
