@@ -21,7 +21,8 @@ from vdc.controllers.computecluster import admission_hook
 from vdc.controllers.errors import ReportedFailure
 from vdc.controllers.evacuation import maintenance_stop
 from vdc.controllers.storagepool import libvirt_pool_name
-from vdc.controllers.vm import DOMAIN_ON_SEVERAL_HOSTS, VmController
+from vdc.controllers.vm import DOMAIN_ON_SEVERAL_HOSTS, VmController, _with_scheduled
+from vdc.controllers.vm_status import Event
 from vdc.kube.cache import ObjectCache, key_of
 from vdc.kube.patch import merge_patch
 from vdc.libvirt import storage
@@ -213,7 +214,9 @@ def test_a_new_vm_is_placed_provisioned_on_the_chosen_host_and_reported_ready(tm
     assert rig.hosts["hv1"].domain(uid) is None
     domain = rig.hosts["hv2"].domain(uid)
     assert domain is not None and domain.isActive()
-    assert rig.reasons() == ["Scheduled", "Started"]
+    # one Event for a new VM: why it was placed there folded into the Started one
+    assert rig.reasons() == ["Started"]
+    assert rig.writer.events[0][1].startswith(f"domain {NS}_{NAME} started on hv2; scheduled: ")
     writes = len(rig.writer.statuses)
     assert rig.reconcile(vm) is None and len(rig.writer.statuses) == writes  # steady state: no write
 
@@ -474,3 +477,16 @@ def test_a_vm_that_would_break_its_cluster_s_admission_control_is_not_placed_unt
     clusters.upsert({**prod, "spec": {"ha": {"enabled": False}}})  # the watch requeues it: it fits now
     rig.reconcile(second)
     assert rig.status(second)["phase"] == "Running" and rig.status(second)["host"] == "hv2"
+
+
+def test_a_pending_scheduled_event_is_folded_into_started_or_posted_first() -> None:
+    scheduled = Event("Scheduled", "host hv2: most room")
+    started = Event("Started", "domain ns_vm started on hv2")
+    folded = _with_scheduled([started], scheduled)
+    assert [(e.reason, e.message) for e in folded] == [
+        ("Started", "domain ns_vm started on hv2; scheduled: host hv2: most room")
+    ]
+    waiting = Event("LibvirtError", "no", warning=True)
+    assert _with_scheduled([waiting], scheduled) == [scheduled, waiting]  # did not start: said on its own
+    assert _with_scheduled([], scheduled) == [scheduled]
+    assert _with_scheduled([started], None) == [started]

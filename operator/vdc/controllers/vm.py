@@ -217,6 +217,9 @@ class VmController:
         """The VM -> host assignment (status.host, else the reservation placement made) and the ledger."""
         self._shutdown_since: dict[str, float] = {}
         """uid -> when (epoch seconds) the guest was asked to shut down; kept in status too (durable)."""
+        self._scheduled: dict[str, Event] = {}
+        """uid -> the Scheduled Event of a placement just written, not posted yet: it goes out folded into the
+        Started Event that normally follows (one Event per new VM, not two), else with the next report."""
         self._locks: KeyLocks[Key] = KeyLocks()
         self._deleted: set[str] = set()
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
@@ -392,8 +395,8 @@ class VmController:
         # The placement is in status before anything is made on the host: a crash from here on finds
         # the volumes and domain where they were made, never places the VM again elsewhere (leaking them).
         placed = f"placed on host {host}"
-        await self.report(body, old, Outcome(ref, "Provisioning", "InProgress", "Provisioning", placed, host=host,
-                                             events=(Event("Scheduled", why),)))  # fmt: skip
+        await self.report(body, old, Outcome(ref, "Provisioning", "InProgress", "Provisioning", placed, host=host))
+        self._scheduled[ref.uid] = Event("Scheduled", why)
         return host
 
     def _health(self, host: str) -> tuple[str, str]:
@@ -799,7 +802,7 @@ class VmController:
             self.vms.note_status(key_of(body), sent)
             for event in vm_events(old, outcome):
                 await self.writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
-        for event in outcome.events:
+        for event in _with_scheduled(outcome.events, self._scheduled.pop(uid, None)):
             await self.writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
 
     # --- vApps ------------------------------------------------------------------------
@@ -825,6 +828,7 @@ class VmController:
         self._deleted.discard(uid)
         self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
+        self._scheduled.pop(uid, None)
 
     async def delete(self, body: dict[str, Any]) -> str:
         """Remove the VM's domain and the volumes it owns from its host, and any copy of its domain from
@@ -1017,3 +1021,16 @@ def _format(volume: VolumeObservation) -> VolumeFormat:
 
 def _with_generation(config: DomainConfig, generation: int | None) -> DomainConfig:
     return dataclasses.replace(config, owner=dataclasses.replace(config.owner, generation=generation))
+
+
+def _with_scheduled(events: Sequence[Event], scheduled: Event | None) -> list[Event]:
+    """``events``, with a placement's pending Scheduled Event folded into its Started Event (why the host
+    was chosen, said once), or posted before them when the VM did not start."""
+    if scheduled is None:
+        return list(events)
+    if not any(e.reason == "Started" for e in events):
+        return [scheduled, *events]
+    return [
+        dataclasses.replace(e, message=f"{e.message}; scheduled: {scheduled.message}") if e.reason == "Started" else e
+        for e in events
+    ]
