@@ -99,3 +99,26 @@ def test_a_compute_cluster_change_requeues_the_unplaced_vms(view: ClusterView) -
     assert fan_out(view, "ComputeCluster", event("MODIFIED", prod, prod)) == {"vms": unplaced}  # admission control
     assert fan_out(view, "ComputeCluster", event("DELETED", prod, prod)) == {"vms": unplaced}
     assert fan_out(view, "ComputeCluster", event("MODIFIED", prod, prod, own=True)) == {}  # its status write
+
+
+def test_a_host_status_write_of_its_bookkeeping_only_requeues_no_unplaced_vm(view: ClusterView) -> None:
+    """A rollout rewrites a Host's counts and allocation as its domains come: none of that makes room."""
+    status = {"allocated": {"cpus": 2, "memory": "1Gi"}, "domains": {"total": 2}, "lastSeen": "t1"}
+    before = obj("h1", status={**status, "conditions": [{"type": "Ready", "status": "True"}]})
+    busier = obj("h1", status={**before["status"], "allocated": {"cpus": 3, "memory": "2Gi"},
+                               "domains": {"total": 3}, "lastSeen": "t2"})  # fmt: skip
+    assert "vms" not in fan_out(view, "Host", event("MODIFIED", busier, before))
+    # less allocated (a VM left, a placement undone): room, the unplaced VMs look again
+    freer = obj("h1", status={**before["status"], "allocated": {"cpus": 1, "memory": "1Gi"}})
+    assert fan_out(view, "Host", event("MODIFIED", freer, before))["vms"] == [("t", "waiting"), ("u", "other")]
+    less_memory = obj("h1", status={**before["status"], "allocated": {"cpus": 3, "memory": "512Mi"}})
+    assert fan_out(view, "Host", event("MODIFIED", less_memory, before))["vms"] == [("t", "waiting"), ("u", "other")]
+    # anything placement reads: Ready, allocatable, labels, spec
+    for changed in (
+        obj("h1", status={**before["status"], "conditions": [{"type": "Ready", "status": "False"}]}),
+        obj("h1", status={**before["status"], "allocatable": {"cpus": 8}}),
+        obj("h1", meta={"labels": {"zone": "a"}}, status=before["status"]),
+        obj("h1", spec={"maintenance": True}, status=before["status"]),
+    ):
+        requeued = fan_out(view, "Host", event("MODIFIED", changed, before))["vms"]
+        assert {("t", "waiting"), ("u", "other")} <= set(requeued)

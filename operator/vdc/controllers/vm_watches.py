@@ -3,7 +3,11 @@ concerns (``WATCHES``; see ``vdc.cluster.watches``). Every fan-out reads the clu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from vdc.api.host import evacuating
+from vdc.api.quantity import to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.kube.cache import Key
@@ -17,13 +21,44 @@ def _unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
     return view.unplaced_vms()
 
 
+_HOST_BOOKKEEPING = ("allocated", "domains", "orphans", "lastSeen")
+"""Host status fields that report, not decide: no placement reads them (the ledger, not ``allocated``)."""
+
+
+def _may_make_room(event: ObjectEvent) -> bool:
+    """Whether a Host change can let a VM that fits nowhere fit: anything but its bookkeeping, or less of
+    it allocated. During a rollout a Host's status is rewritten as its domains come (counts, allocated):
+    requeuing every unplaced VM at each of those writes grew as hosts x VMs."""
+    if event.old is None or event.deleted:
+        return True
+    old_status, new_status = event.old.get("status") or {}, event.body.get("status") or {}
+    if any(new < old for new, old in zip(_allocated(new_status), _allocated(old_status), strict=True)):
+        return True  # less of one of them allocated
+
+    def deciding(body: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[Any, ...]:
+        meta = body.get("metadata") or {}
+        kept = {k: v for k, v in status.items() if k not in _HOST_BOOKKEEPING}
+        return meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"), body.get("spec"), kept
+
+    return deciding(event.old, old_status) != deciding(event.body, new_status)
+
+
+def _allocated(status: Mapping[str, Any]) -> tuple[float, float]:
+    allocated = status.get("allocated") or {}
+    try:
+        return float(allocated.get("cpus") or 0), float(to_bytes(str(allocated.get("memory") or "0")))
+    except (ValueError, TypeError, ArithmeticError):
+        return 0.0, 0.0
+
+
 def _unplaced_and_maintained(view: ClusterView, event: ObjectEvent) -> list[Key]:
-    """:func:`_unplaced`, and a Host whose maintenance began or ended: its VMs that stop for maintenance
-    (evictionStrategy Shutdown) stop, or start again."""
+    """:func:`_unplaced` when the change may make room (:func:`_may_make_room`), and a Host whose
+    maintenance began or ended: its VMs that stop for maintenance (evictionStrategy Shutdown) stop, or
+    start again."""
     old = evacuating(event.old) if event.old is not None else False
     new = evacuating(event.body)
     extra = view.vms_on(event.key[1]) if bool(old) != bool(new) and not event.deleted else []
-    return [*view.unplaced_vms(), *extra]
+    return [*(view.unplaced_vms() if _may_make_room(event) else ()), *extra]
 
 
 def _unplaced_when_one_went(view: ClusterView, event: ObjectEvent) -> list[Key]:
