@@ -516,6 +516,20 @@ def count_events(core: Any, namespace: str) -> Counter[tuple[str, str]]:
             return counts
 
 
+_RECONCILES = re.compile(r'^vdc_reconcile_total\{[^}]*controller="vms"[^}]*\} (\S+)$', re.M)
+_DEPTH = re.compile(r'^vdc_workqueue_depth\{name="vms"\} (\S+)$', re.M)
+
+
+def vm_queue_figures(port: int) -> tuple[float, float, float]:
+    """(VM reconciles so far, VMs waiting in the work queue, seconds the scrape took) from /metrics."""
+    t0 = time.monotonic()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    took = time.monotonic() - t0
+    depth = _DEPTH.search(text)
+    return sum(float(x) for x in _RECONCILES.findall(text)), float(depth.group(1)) if depth else math.nan, took
+
+
 def events_by_object(core: Any, namespace: str) -> dict[str, list[EventWrite]]:
     """VirtualMachine name -> its Events in the namespace, oldest first."""
     found: dict[str, list[tuple[Any, EventWrite]]] = {}
@@ -608,6 +622,14 @@ def table(r: dict[str, Any]) -> str:
         ("operator RSS at rest", fmt(r["operator_rss_mib"], " MiB", 1)),
         ("operator CPU during rollout", fmt(r["operator_rollout_cpu_seconds"], " s", 1)),
         ("operator idle CPU (1 core = 100%)", fmt(r["operator_idle_cpu_percent"], " %", 2)),
+        ("full resync (new process, every VM)", fmt(r.get("resync_seconds"), " s", 2)),
+        (
+            "  its VM writes / RSS after",
+            f"{fmt(r.get('resync_vm_writes'))} / {fmt(r.get('resync_rss_mib'), ' MiB', 1)}",
+        ),
+        ("time per VM (all Ready / N)", fmt(r["all_ready_seconds"] * 1000 / r["vms"], " ms", 2)),
+        ("RSS before the VMs", fmt(r.get("operator_rss_before_vms_mib"), " MiB", 1)),
+        ("RSS per 1,000 VMs (at rest - before)", fmt(r.get("rss_per_1000_vms_mib"), " MiB", 1)),
         ("operator CPU per VM (rollout)", fmt(r["operator_cpu_ms_per_vm"], " ms", 1)),
         ("raw libvirt define+start (floor)", fmt(r["raw_seconds"], " s", 2)),
         ("API floor: same creates + writes", fmt(r.get("api_floor_seconds"), " s", 2)),
@@ -641,6 +663,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tools people use today, on the same hosts and domains: ansible, terraform, none (default %(default)s)",
     )
     p.add_argument("--forks", type=int, default=10, help="ansible forks / terraform parallelism (default %(default)s)")
+    p.add_argument("--no-resync", action="store_true", help="skip the full resync (the operator restarted)")
     p.add_argument("--no-api-floor", action="store_true", help="skip the API floor (the operator's writes replayed)")
     p.add_argument("--create-workers", type=int, default=16, help="parallel create calls (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
@@ -794,6 +817,7 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     wanted = set(names)
 
     cpu0 = proc_cpu_seconds(pid)
+    results["operator_rss_before_vms_mib"] = proc_status_kib(pid, "VmRSS") / 1024
     host_events0 = len(host_watch.events)
     log(f"creating {n} VirtualMachines ({args.create_workers} parallel calls)")
     t_apply = time.monotonic()
@@ -901,11 +925,34 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
             operator_rss_mib=math.nan,
             operator_peak_rss_mib=math.nan,
         )
+    if operator_alive and not args.no_resync:
+        # A full resync: a new operator process lists everything and reconciles every VM once.
+        r.stop_operator()
+        writes0 = len(vm_watch.events)
+        t0 = time.monotonic()
+        r.start_operator()
+        assert r.operator is not None
+        reconciled, depth = 0.0, math.nan
+        while time.monotonic() - t0 < args.ready_timeout and r.operator.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                reconciled, depth, _ = vm_queue_figures(r.liveness_port)
+                if reconciled >= n and depth == 0:
+                    break
+            time.sleep(0.5)
+        resync = time.monotonic() - t0
+        log(f"full resync: {n} VMs reconciled in {resync:.2f}s from the operator's start ({reconciled:.0f} reconciles)")
+        results.update(
+            resync_seconds=resync if reconciled >= n else math.nan,
+            resync_vm_writes=len(vm_watch.events) - writes0,
+            resync_rss_mib=proc_status_kib(r.operator.pid, "VmRSS") / 1024,
+        )
     vm_watch.stop()
     host_watch.stop()
     results["watch_errors"] = vm_watch.errors + host_watch.errors
     results["ratio"] = results["all_ready_seconds"] / base.seconds if base.seconds > 0 else math.nan
     results["operator_cpu_ms_per_vm"] = rollout_cpu * 1000 / n
+    rss_vms = results.get("operator_rss_mib", math.nan) - results["operator_rss_before_vms_mib"]
+    results["rss_per_1000_vms_mib"] = rss_vms * 1000 / n
 
     if not args.no_api_floor:
         # The operator stopped, nothing else writes: the same creates and the operator's own writes per VM.
