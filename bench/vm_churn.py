@@ -103,6 +103,7 @@ class Change:
     converged: float | None = None
     error: str | None = None
     before: str = ""  # spec.runStrategy of a VM before a power change or delete
+    late: float = 0.0  # the call started this long after its time in the schedule
 
 
 def _status(obj: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +145,9 @@ class Tracker:
         self.rng = random.Random(seed)
         self.pending: dict[str, Change] = {}
         self.changes: list[Change] = []
+        self.area = 0.0  # integral of the backlog over time (backlog-seconds), from the last reset
+        self.peak = 0  # the most changes under way at once since the last sample
+        self._since = time.monotonic()
         # VMs with no change under way, by spec.runStrategy as the benchmark last wrote it
         self.idle: dict[str, list[str]] = {"Always": [], "Halted": []}
 
@@ -181,13 +185,34 @@ class Tracker:
                 return None
             change = Change(len(self.changes), kind, name, now, before=before)
             self.changes.append(change)
+            self._account(now)
             self.pending[name] = change
+            self.peak = max(self.peak, len(self.pending))
             return change
+
+    def _account(self, now: float) -> None:
+        """Before the backlog changes: add the time it was at its size (under the lock)."""
+        if now > self._since:
+            self.area += len(self.pending) * (now - self._since)
+            self._since = now
+
+    def reset_area(self, now: float) -> None:
+        with self.lock:
+            self._account(now)
+            self.area = 0.0
+
+    def sample(self, now: float) -> tuple[int, int, float]:
+        """(backlog now, the most since the last sample, integral of the backlog until now)."""
+        with self.lock:
+            self._account(now)
+            peak, self.peak = self.peak, len(self.pending)
+            return len(self.pending), peak, self.area
 
     def failed(self, change: Change, error: str) -> None:
         with self.lock:
             change.error = error
             if self.pending.get(change.name) is change:
+                self._account(time.monotonic())
                 del self.pending[change.name]
             if change.before:  # it stays as it was
                 self.idle[change.before].append(change.name)
@@ -203,6 +228,7 @@ class Tracker:
             if not converged_as(change.kind, type_, obj):
                 return
             change.converged = now
+            self._account(now)
             del self.pending[name]
             if change.kind != "delete":
                 self.idle[TARGET[change.kind][0]].append(name)
@@ -231,9 +257,11 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 WriteKey = tuple[str, str, str, str]  # verb, group, resource, subresource
 
 
-def apiserver_writes(cp: rig.ControlPlane) -> Counter[WriteKey]:
-    """``apiserver_request_total`` of the write verbs by (verb, group, resource, subresource), any code."""
+def apiserver_writes(cp: rig.ControlPlane) -> tuple[Counter[WriteKey], Counter[tuple[WriteKey, str]]]:
+    """``apiserver_request_total`` of the write verbs by (verb, group, resource, subresource), any code; and
+    those answered other than 2xx, by key and code."""
     counts: Counter[WriteKey] = Counter()
+    refused: Counter[tuple[WriteKey, str]] = Counter()
     for line in cp.kubectl("get", "--raw", "/metrics", timeout=60).splitlines():
         m = _SAMPLE.match(line)
         if not m:
@@ -241,8 +269,12 @@ def apiserver_writes(cp: rig.ControlPlane) -> Counter[WriteKey]:
         labels = dict(_LABEL.findall(m.group("labels")))
         if labels.get("verb") in WRITE_VERBS and labels.get("dry_run", "") == "":
             key = (labels["verb"], labels.get("group", ""), labels.get("resource", ""), labels.get("subresource", ""))
-            counts[key] += int(float(m.group("value")))
-    return counts
+            value = int(float(m.group("value")))
+            counts[key] += value
+            code = labels.get("code", "")
+            if not code.startswith("2"):
+                refused[(key, code)] += value
+    return counts, refused
 
 
 def is_operator_kind(key: WriteKey) -> bool:
@@ -295,7 +327,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-seconds", type=float, default=5, help="pause after all Ready before the quiet window")
     p.add_argument("--ready-timeout", type=float, default=1800, help="give up waiting for the M VMs after this")
     p.add_argument("--create-workers", type=int, default=16, help="parallel create calls for the M VMs")
-    p.add_argument("--workers", type=int, default=8, help="parallel API calls for the churn (default %(default)s)")
+    p.add_argument("--workers", type=int, default=32, help="parallel API calls for the churn (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the change sequence (default %(default)s)")
     p.add_argument(
         "--state", type=Path, default=None, help="state dir (default: a temp dir, removed after a successful run)"
@@ -432,9 +464,9 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     # Background: nothing changes.
     time.sleep(args.settle_seconds)
     log(f"quiet window: {args.quiet_seconds:.0f}s")
-    w0, c0, t0 = apiserver_writes(cp), proc_cpu_seconds(pid), time.monotonic()
+    (w0, _), c0, t0 = apiserver_writes(cp), proc_cpu_seconds(pid), time.monotonic()
     time.sleep(args.quiet_seconds)
-    w1, c1, t1 = apiserver_writes(cp), proc_cpu_seconds(pid), time.monotonic()
+    (w1, _), c1, t1 = apiserver_writes(cp), proc_cpu_seconds(pid), time.monotonic()
     quiet = t1 - t0
     quiet_writes = {key_name(k): v for k, v in (w1 - w0).items() if is_operator_kind(k)}
     results.update(
@@ -458,14 +490,17 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
 
     def sample_loop(start: float) -> None:
         while not stop_sampling.is_set():
+            now = time.monotonic()
+            backlog, peak, _area = tracker.sample(now)
             with tracker.lock:
-                backlog, issued = len(tracker.pending), len(tracker.changes)
+                issued = len(tracker.changes)
                 done = sum(1 for c in tracker.changes if c.converged is not None)
             with contextlib.suppress(OSError):
                 samples.append(
                     {
-                        "t": round(time.monotonic() - start, 2),
+                        "t": round(now - start, 2),
                         "backlog": backlog,
+                        "backlog_max": peak,
                         "issued": issued,
                         "converged": done,
                         "cpu": round(proc_cpu_seconds(pid), 2),
@@ -474,7 +509,17 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
                 )
             stop_sampling.wait(1.0)
 
-    def apply(change: Change) -> None:
+    def apply(kind: str, seq: int, due: float) -> None:
+        """One change, in a worker: the VM is chosen and the change registered as the call starts."""
+        nonlocal substituted
+        start = time.monotonic()
+        change = tracker.take(kind, start, f"churn-{seq:06d}")
+        if change is None:  # no VM free for a power change or a delete: a create instead
+            with own_lock:
+                substituted += 1
+            change = tracker.take("create", start, f"churn-{seq:06d}")
+            assert change is not None
+        change.late = start - due
         try:
             if change.kind == "create":
                 custom.create_namespaced_custom_object(
@@ -502,46 +547,39 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
                 own[OWN_WRITE[change.kind]] += 1
 
     log(f"churn: {total} changes at {args.rate:g}/s for {args.seconds:g}s, mix {args.mix}")
-    writes0, cpu0 = apiserver_writes(cp), proc_cpu_seconds(pid)
+    (writes0, refused0), cpu0 = apiserver_writes(cp), proc_cpu_seconds(pid)
     t_start = time.monotonic()
+    tracker.reset_area(t_start)
     sampler = threading.Thread(target=sample_loop, args=(t_start,), name="sampler", daemon=True)
     sampler.start()
     pool = concurrent.futures.ThreadPoolExecutor(args.workers, thread_name_prefix="churn")
-    late = 0.0
     try:
         for i in range(total):
             due = t_start + i / args.rate
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            else:
-                late = max(late, -delay)
-            kind = rng.choices(kinds, weights)[0]
-            change = tracker.take(kind, time.monotonic(), f"churn-{i + 1:06d}")
-            if change is None:  # no VM free for a power change or a delete: a create instead
-                substituted += 1
-                change = tracker.take("create", time.monotonic(), f"churn-{i + 1:06d}")
-                assert change is not None
-            pool.submit(apply, change)
+            pool.submit(apply, rng.choices(kinds, weights)[0], i + 1, due)
             if r.operator.poll() is not None:
                 raise RuntimeError(f"operator exited ({r.operator.returncode}) during the churn")
             if i % max(1, int(args.rate * 10)) == 0 and i:
-                log(f"{i}/{total} changes issued; backlog {tracker.backlog()}")
+                log(f"{i}/{total} changes due; backlog {tracker.backlog()}")
         pool.shutdown(wait=True)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    t_end = time.monotonic()
+    t_end = time.monotonic()  # every write has returned
     backlog_end = tracker.backlog()
-    log(f"churn issued in {t_end - t_start:.1f}s; backlog {backlog_end}; draining (up to {args.drain_timeout:g}s)")
+    log(f"churn written in {t_end - t_start:.1f}s; backlog {backlog_end}; draining (up to {args.drain_timeout:g}s)")
     drain_deadline = t_end + args.drain_timeout
     while tracker.backlog() and time.monotonic() < drain_deadline and r.operator.poll() is None:
         with watch.lock:
             watch.changed.wait(timeout=1)
     t_drained = time.monotonic()
+    _, last_peak, backlog_area = tracker.sample(t_drained)
     stop_sampling.set()
     sampler.join(timeout=5)
     cpu1 = proc_cpu_seconds(pid) if r.operator.poll() is None else math.nan
-    writes1 = apiserver_writes(cp)
+    writes1, refused1 = apiserver_writes(cp)
     watch.stop()
 
     # Figures.
@@ -557,7 +595,12 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     every = [x for v in lat.values() for x in v]
     seen = [c.seen - c.issued for c in ok if c.seen is not None]
     call = [c.returned - c.issued for c in ok if c.returned is not None]
+    after_seen = [c.converged - c.seen for c in done if c.converged is not None and c.seen is not None]
     delta = writes1 - writes0
+    own_refused = sum(1 for c in changes if c.error and c.error[:1] in "345")  # the bench's calls answered 3-5xx
+    refused = {
+        f"{key_name(k)} {code}": v for (k, code), v in (refused1 - refused0).most_common() if is_operator_kind(k)
+    }
     operator_writes: Counter[str] = Counter()
     for key, count in delta.items():
         if is_operator_kind(key):
@@ -571,7 +614,7 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     host_w = sum(v for k, v in operator_writes.items() if " hosts" in k)
     event_w = sum(v for k, v in operator_writes.items() if " events" in k)
     all_w = sum(operator_writes.values())
-    backlogs = [s["backlog"] for s in samples]
+    backlogs = [s["backlog_max"] for s in samples] + [last_peak]
     cpu_used = cpu1 - cpu0
     results.update(
         changes_asked=total,
@@ -581,8 +624,11 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
         api_errors=len(changes) - applied,
         api_error_sample=[f"{c.kind} {c.name}: {c.error}" for c in changes if c.error][:5],
         issue_seconds=t_end - t_start,
-        achieved_rate=len(changes) / (t_end - t_start) if t_end > t_start else math.nan,
-        issue_late_max_seconds=late,
+        achieved_rate=(len(changes) - 1) / (max(c.issued for c in changes) - min(c.issued for c in changes))
+        if len(changes) > 1
+        else math.nan,
+        issue_late_p99_seconds=percentile([c.late for c in changes], 99),
+        issue_late_max_seconds=max((c.late for c in changes), default=math.nan),
         converged=len(done),
         not_converged=len(pending),
         not_converged_by_kind=dict(Counter(c.kind for c in pending.values())),
@@ -603,16 +649,20 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
             }
             for k, v in lat.items()
         },
+        after_seen_p50_seconds=percentile(after_seen, 50),
+        after_seen_p99_seconds=percentile(after_seen, 99),
         seen_p50_seconds=percentile(seen, 50),
         seen_p99_seconds=percentile(seen, 99),
         call_p50_seconds=percentile(call, 50),
         call_p99_seconds=percentile(call, 99),
         backlog_max=max(backlogs, default=0),
         backlog_end_of_churn=backlog_end,
-        backlog_mean=sum(backlogs) / len(backlogs) if backlogs else math.nan,
+        backlog_mean=backlog_area / (t_drained - t_start),
         drain_seconds=drain,
         window_seconds=window,
         operator_writes=dict(operator_writes.most_common()),
+        operator_writes_refused=refused,
+        refused_writes_per_change=(sum(refused.values()) - own_refused) / applied if applied else math.nan,
         vm_writes_until_converged=watched_writes(watch, done),
         own_writes={key_name(k): v for k, v in own.items()},
         operator_writes_per_change=all_w / applied if applied else math.nan,
@@ -709,6 +759,14 @@ def table(r: dict[str, Any]) -> str:
             ("changes issued, achieved rate", f"{r['changes_issued']} at {fmt(r['achieved_rate'], '/s', 2)}"),
             ("  create / stop / start / delete", " / ".join(str(kinds.get(k, 0)) for k in KINDS)),
             ("  API errors (bench's calls)", fmt(r["api_errors"])),
+            (
+                "  bench's call late p99/max",
+                f"{fmt(r['issue_late_p99_seconds'], '', 3)} / {fmt(r['issue_late_max_seconds'], '', 3)} s",
+            ),
+            (
+                "  bench's API call p50/p99",
+                f"{fmt(r['call_p50_seconds'], '', 3)} / {fmt(r['call_p99_seconds'], '', 3)} s",
+            ),
             ("converged / not converged", f"{r['converged']} / {r['not_converged']}"),
             (
                 "time to converged p50/p90/p99/max",
@@ -728,6 +786,10 @@ def table(r: dict[str, Any]) -> str:
                 "floor: write seen by watch p50/p99",
                 f"{fmt(r['seen_p50_seconds'], '', 3)} / {fmt(r['seen_p99_seconds'], '', 3)} s",
             ),
+            (
+                "  from then to converged p50/p99",
+                f"{fmt(r['after_seen_p50_seconds'], '', 3)} / {fmt(r['after_seen_p99_seconds'], '', 3)} s",
+            ),
             ("backlog max / mean", f"{r['backlog_max']} / {fmt(r['backlog_mean'], '', 1)}"),
             ("backlog at the end of the churn", fmt(r["backlog_end_of_churn"])),
             ("drain after the churn", fmt(r["drain_seconds"], " s", 2)),
@@ -744,6 +806,7 @@ def table(r: dict[str, Any]) -> str:
                     )
                 ),
             ),
+            ("  of which refused (not 2xx)", fmt(r["refused_writes_per_change"], "", 2)),
             ("background writes/s (quiet window)", fmt(r["quiet_writes_per_second"], "", 2)),
             ("operator CPU per change", fmt(r["cpu_ms_per_change"], " ms", 1)),
             ("  net of idle CPU", fmt(r["net_cpu_ms_per_change"], " ms", 1)),
