@@ -107,6 +107,11 @@ DOMAIN_ON_SEVERAL_HOSTS = "DomainOnSeveralHosts"
 """Stalled reason: the VM has no host in status and more than one host holds its domain."""
 STOPPING_POLL_SECONDS = 2.0
 UNREACHABLE_POLL_SECONDS = 15.0
+STARTUP_GRACE_SECONDS = 40.0
+"""After the operator starts, a healthy host whose connection is still being opened for the first time (up to
+libvirt's open timeout) is waited for quietly: its VMs are not reported unreachable in between (a restart
+rewrote the status of VMs looked at before their host's connection was up, twice)."""
+CONNECTING_POLL_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +222,7 @@ class VmController:
         """The VM -> host assignment (status.host, else the reservation placement made) and the ledger."""
         self._shutdown_since: dict[str, float] = {}
         """uid -> when (epoch seconds) the guest was asked to shut down; kept in status too (durable)."""
+        self._started = time.monotonic()
         self._scheduled: dict[str, Event] = {}
         """uid -> the Scheduled Event of a placement just written, not posted yet: it goes out folded into the
         Started Event that normally follows (one Event per new VM, not two), else with the next report."""
@@ -385,6 +391,8 @@ class VmController:
             if holders:
                 host = holders[0]
                 self.cluster.reserve(body, host)  # counted (quota, capacity) before its status says so
+        if host is not None and not self._connected(host) and self._first_connecting(host):
+            raise Halt(None, CONNECTING_POLL_SECONDS)  # the connection requeues the host's VMs when it is up
         if host is not None and not self._connected(host):
             host = await self._failover(body, inputs, old, host)
         if host is not None and (refused := self.tenancy.host_files_refusal(host, ref.namespace, inputs.host_files)):
@@ -532,6 +540,16 @@ class VmController:
     def _connected(self, host: str) -> bool:
         conn = self.connections.get(host)
         return conn is not None and conn.connected
+
+    def _first_connecting(self, host: str) -> bool:
+        """Whether the operator started moments ago and ``host``, healthy by HA's last word, has not had its
+        connection opened or failed yet (see STARTUP_GRACE_SECONDS)."""
+        if time.monotonic() - self._started > STARTUP_GRACE_SECONDS or self._health(host)[0] != "Healthy":
+            return False
+        if self.hosts.get(("", host)) is None:
+            return False  # no such Host: said as it always was
+        conn = self.connections.get(host)
+        return conn is None or (not conn.connected and conn.last_error is None)
 
     async def _find_existing(self, uid: str) -> list[str]:
         """Every connected host with a domain of this UUID: adoption (a crash mid-create) when there is one;
