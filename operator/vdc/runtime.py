@@ -18,14 +18,13 @@ import kopf
 import prometheus_client
 from aiohttp import web
 
-from vdc.api.meta import GROUP
+from vdc.api.meta import FINALIZER, GROUP
 
 if TYPE_CHECKING:
     from vdc.leader import ElectionConfig
 
 log = logging.getLogger(__name__)
 
-FINALIZER = f"{GROUP}/finalizer"
 """The finalizer every kind's deletion handler uses."""
 
 

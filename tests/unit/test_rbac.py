@@ -138,6 +138,7 @@ WRITER_CALLS: dict[str, Callable[[KubeWriter], list[Awaitable[object]]]] = {
     "set_annotation": lambda w: [w.set_annotation(Host.KIND, body(Host), "vdc.dev/dpm-standby", "c")],
     "read": lambda w: [w.read(MIGRATION.KIND, body(MIGRATION))],
     "close": lambda w: [w.close()],  # sends nothing
+    "add_finalizer": lambda w: [w.add_finalizer(VirtualMachine.KIND, body(VirtualMachine), "vdc.dev/finalizer")],
     "create": lambda w: [w.create(MIGRATION.KIND, "tenant", body(MIGRATION))],
     "delete": lambda w: [w.delete(MIGRATION.KIND, "tenant", "x")],
     "secret_data": lambda w: [w.secret_data("tenant", "creds")],

@@ -205,6 +205,10 @@ class _Writer:
     async def event(self, kind: Any, body: dict[str, Any], reason: str, message: str, **_: Any) -> None:
         self.events.append(f"{reason}: {message}")
 
+    async def add_finalizer(self, kind: Any, body: dict[str, Any], finalizer: str) -> dict[str, Any]:
+        meta = body["metadata"]
+        return {**body, "metadata": {**meta, "finalizers": [*(meta.get("finalizers") or []), finalizer]}}
+
 
 class _Conn:
     connected = True

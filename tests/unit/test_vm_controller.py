@@ -126,6 +126,11 @@ class FakeWriter:
     async def patch_spec(self, kind: Any, body: dict[str, Any], spec: dict[str, Any]) -> None:
         raise AssertionError("the VM controller wrote a spec")
 
+    async def add_finalizer(self, kind: Any, body: dict[str, Any], finalizer: str) -> dict[str, Any]:
+        self.journal.append(("finalizer", finalizer))
+        meta = body["metadata"]
+        return {**body, "metadata": {**meta, "finalizers": [*(meta.get("finalizers") or []), finalizer]}}
+
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         raise AssertionError("no Secret expected")
 
@@ -230,6 +235,20 @@ def test_the_placement_is_written_before_anything_is_made_on_the_host(tmp_path: 
     made = [i for i, entry in enumerate(rig.journal) if entry[:2] == ("libvirt", "hv1") and entry[2] not in looks]
     assert made and placed < min(made)
     assert rig.writer.statuses[0]["host"] == "hv1"
+    # and our finalizer before both: a VM deleted from then on always comes through the controller
+    assert rig.journal.index(("finalizer", "vdc.dev/finalizer")) < placed
+
+
+def test_a_vm_that_changed_before_its_finalizer_was_added_is_looked_at_again_not_placed(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+
+    async def changed_meanwhile(kind: Any, body: dict[str, Any], finalizer: str) -> None:
+        return None  # the resourceVersion test failed
+
+    rig.writer.add_finalizer = changed_meanwhile  # type: ignore[method-assign]
+    assert rig.reconcile(vm) == 0.5
+    assert rig.writer.statuses == [] and rig.hosts["hv1"].domain(vm["metadata"]["uid"]) is None
 
 
 def test_a_libvirt_failure_reaches_ready_false_with_its_message(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from pydantic.alias_generators import to_camel
 
 GROUP = "vdc.dev"
 VERSION = "v1alpha1"
+FINALIZER = f"{GROUP}/finalizer"
+"""Ours on every object whose deletion the operator must act on (kopf's, and the VM controller adds it itself)."""
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "vdc"
 

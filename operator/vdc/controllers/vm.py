@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.conditions import READY, now_rfc3339
+from vdc.api.meta import FINALIZER
 from vdc.api.operation import OperationRef
 from vdc.api.quantity import format_bytes_mi
 from vdc.api.virtualmachine import (
@@ -112,6 +113,7 @@ STARTUP_GRACE_SECONDS = 40.0
 libvirt's open timeout) is waited for quietly: its VMs are not reported unreachable in between (a restart
 rewrote the status of VMs looked at before their host's connection was up, twice)."""
 CONNECTING_POLL_SECONDS = 5.0
+FINALIZER_RETRY_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +275,7 @@ class VmController:
             self._shutdown_since[uid] = parse_time(old.shutdown_requested_at)
         try:
             inputs = await self._admit(body, vm, old)
+            body = await self._with_finalizer(body)
             host = await self.place(body, inputs, old)
             provisioned = await self._provision_or_halt(inputs, host, old)
             outcome, requeue = await self.converge(body, inputs, old, provisioned)
@@ -284,6 +287,17 @@ class VmController:
             return halt.requeue
         await self.report(body, old, outcome)
         return requeue
+
+    async def _with_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with our finalizer, added now if it lacks it: before anything is placed or made for the
+        VM, so that its deletion always comes through us. (kopf adds it too, but only at its next look once
+        our first status write has beaten it, when a VM may be Running and deleted meanwhile.)"""
+        if FINALIZER in (body["metadata"].get("finalizers") or ()):
+            return body
+        added = await self.writer.add_finalizer(VirtualMachine.KIND, body, FINALIZER)
+        if added is None:  # the VM changed meanwhile: look again at its newer version
+            raise Halt(None, FINALIZER_RETRY_SECONDS)
+        return {**body, "metadata": added["metadata"]}
 
     def _owner_gone(self, body: dict[str, Any]) -> bool:
         ref = owner(body)

@@ -18,7 +18,7 @@ import kubernetes
 
 from vdc.api.meta import GROUP, VERSION, KindInfo
 from vdc.instruments import API_WRITES
-from vdc.kube.http import MERGE_PATCH, ApiHttp, Http
+from vdc.kube.http import JSON_PATCH, MERGE_PATCH, ApiHttp, Http
 from vdc.kube.patch import merge_patch
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,26 @@ class KubeWriter:
             raise
         API_WRITES.labels(info.kind, "delete").inc()
         return True
+
+    async def add_finalizer(self, info: KindInfo, body: dict[str, Any], finalizer: str) -> dict[str, Any] | None:
+        """Add ``finalizer`` to a namespaced object unless it changed since ``body`` (a JSON patch that tests
+        its resourceVersion, as kopf's own): the object as it is now, or None when it had changed."""
+        meta = body["metadata"]
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        add = (
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}
+            if meta.get("finalizers")
+            else {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}
+        )
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{info.plural}/{meta['name']}"
+        try:
+            patched = await self._http.request("PATCH", path, [test, add], content_type=JSON_PATCH)
+        except kubernetes.client.ApiException as exc:
+            if exc.status in (409, 422):  # changed meanwhile: its newer version comes by the watch
+                return None
+            raise
+        API_WRITES.labels(info.kind, "patch").inc()
+        return cast(dict[str, Any], patched)
 
     async def patch_spec(self, info: KindInfo, body: dict[str, Any], spec: dict[str, Any]) -> None:
         """Merge-patch a namespaced object's ``spec`` (defaults the operator fills in), conditional on the

@@ -20,6 +20,7 @@ import aiohttp
 import kubernetes
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 TIMEOUT_SECONDS = 60.0
 
 
