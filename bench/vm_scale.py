@@ -944,6 +944,7 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
         results.update(
             resync_seconds=resync if reconciled >= n else math.nan,
             resync_vm_writes=len(vm_watch.events) - writes0,
+            resync_write_parts=dict(Counter(e[3] for e in vm_watch.events[writes0:])),
             resync_rss_mib=proc_status_kib(r.operator.pid, "VmRSS") / 1024,
         )
     vm_watch.stop()
