@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -34,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +69,7 @@ from vm_scale import (
     summarize_log,
     vm_manifest,
     vm_names,
+    vm_queue_figures,
     wait_hosts_ready,
 )
 
@@ -86,7 +85,6 @@ MARKERS = {
     "released": "released Lease",
     "lost": "leadership lost",
 }
-VM_QUEUE = "vms"  # the VM work queue's name (vdc.handlers), the label of vdc_reconcile_total and vdc_workqueue_depth
 
 
 # --- the replicas ---------------------------------------------------------------------------------
@@ -282,22 +280,6 @@ class LeaseWatch(threading.Thread):
     def last_before(self, before: float) -> LeaseSeen | None:
         with self.lock:
             return next((s for s in reversed(self.seen) if s.t < before), None)
-
-
-# --- the operator's own metrics -------------------------------------------------------------------
-
-_RECONCILES = re.compile(r'^vdc_reconcile_total\{[^}]*controller="' + VM_QUEUE + r'"[^}]*\} (\S+)$', re.M)
-_DEPTH = re.compile(r'^vdc_workqueue_depth\{name="' + VM_QUEUE + r'"\} (\S+)$', re.M)
-
-
-def vm_queue_figures(port: int) -> tuple[float, float, float]:
-    """(VM reconciles so far, VMs waiting in the work queue, seconds the scrape took) from /metrics."""
-    t0 = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
-        text = resp.read().decode()
-    took = time.monotonic() - t0
-    depth = _DEPTH.search(text)
-    return sum(float(x) for x in _RECONCILES.findall(text)), float(depth.group(1)) if depth else math.nan, took
 
 
 # --- main -----------------------------------------------------------------------------------------
