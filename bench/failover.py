@@ -64,6 +64,7 @@ from vm_scale import (
     kube_client,
     log,
     machine_description,
+    no_nan,
     proc_cpu_seconds,
     proc_status_kib,
     summarize_log,
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             print(f"  {name} log: {line}")
     if args.json:
-        args.json.write_text(json.dumps(_no_nan(results), indent=2) + "\n")
+        args.json.write_text(json.dumps(no_nan(results), indent=2) + "\n")
     complete = all(s.get("probe_ready_seconds") is not None for s in results["scenarios"].values())
     return 0 if complete and results["vms_ready"] == results["vms"] else 1
 
@@ -670,17 +671,6 @@ def table(r: dict[str, Any]) -> str:
         row("  old leader's exit code", "leader_exit_code", "", 0)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def _no_nan(value: Any) -> Any:
-    """JSON has no NaN: n/a figures become null (copied from vm_scale.py, private there)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     for block in results.get("operator_log_errors") or []:
         log("operator log:\n" + block)
     if args.json:
-        args.json.write_text(json.dumps(vm_scale._no_nan(results), indent=2) + "\n")
+        args.json.write_text(json.dumps(vm_scale.no_nan(results), indent=2) + "\n")
     return 1 if any(r["wrong"] for r in results["rounds"]) else 0
 
 

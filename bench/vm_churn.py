@@ -64,6 +64,7 @@ from vm_scale import (
     kube_client,
     log,
     machine_description,
+    no_nan,
     percentile,
     proc_cpu_seconds,
     proc_status_kib,
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in results.get("operator_log_top", []):
         print(f"  log: {line}")
     if args.json:
-        args.json.write_text(json.dumps(_no_nan(results), indent=2) + "\n")
+        args.json.write_text(json.dumps(no_nan(results), indent=2) + "\n")
     return 0 if results["not_converged"] == 0 and results["vms_ready"] == results["vms"] else 1
 
 
@@ -820,17 +821,6 @@ def table(r: dict[str, Any]) -> str:
         ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def _no_nan(value: Any) -> Any:
-    """JSON has no NaN: n/a figures become null (copied from vm_scale.py, private there)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -720,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in results["operator_log_top"]:
         print(f"  log: {line}")
     if args.json:
-        args.json.write_text(json.dumps(_no_nan(results), indent=2) + "\n")
+        args.json.write_text(json.dumps(no_nan(results), indent=2) + "\n")
     return 0 if results["vms_ready"] == results["vms"] else 1
 
 
@@ -1002,14 +1002,14 @@ def _mib(quantity: str) -> float:
     return to_bytes(quantity) / 2**20
 
 
-def _no_nan(value: Any) -> Any:
+def no_nan(value: Any) -> Any:
     """JSON has no NaN: n/a figures become null."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
+        return {k: no_nan(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_no_nan(v) for v in value]
+        return [no_nan(v) for v in value]
     return value
 
 
