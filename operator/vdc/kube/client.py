@@ -121,7 +121,8 @@ class KubeWriter:
 
     async def add_finalizer(self, info: KindInfo, body: dict[str, Any], finalizer: str) -> dict[str, Any] | None:
         """Add ``finalizer`` to a namespaced object unless it changed since ``body`` (a JSON patch that tests
-        its resourceVersion, as kopf's own): the object as it is now, or None when it had changed."""
+        its resourceVersion, as kopf's own): the object as it is now with the finalizer, or None when it had
+        changed and still lacks it."""
         meta = body["metadata"]
         test = {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
         add = (
@@ -133,9 +134,11 @@ class KubeWriter:
         try:
             patched = await self._http.request("PATCH", path, [test, add], content_type=JSON_PATCH)
         except kubernetes.client.ApiException as exc:
-            if exc.status in (409, 422):  # changed meanwhile: its newer version comes by the watch
-                return None
-            raise
+            if exc.status not in (409, 422):
+                raise
+            # Changed meanwhile, most often by kopf adding the same finalizer first: as it is now.
+            current = cast(dict[str, Any], await self._http.request("GET", path, None))
+            return current if finalizer in (current["metadata"].get("finalizers") or ()) else None
         API_WRITES.labels(info.kind, "patch").inc()
         return cast(dict[str, Any], patched)
 

@@ -78,7 +78,7 @@ class ApiHttp:
 
     async def request(self, method: str, path: str, body: Any, *, content_type: str = "application/json") -> Any:
         session = self._session_for_loop()
-        data = json.dumps(body, default=_json_default, separators=(",", ":"))
+        data = None if body is None else json.dumps(body, default=_json_default, separators=(",", ":"))
         url = self._config.host.rstrip("/") + path  # the host may have a path of its own (a proxy's)
         async with session.request(method, url, data=data, headers=self._headers(content_type)) as resp:
             text = await resp.text()
