@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +81,41 @@ def start_controlplane(state: Path) -> ControlPlane:
 
 def stop_controlplane(state: Path) -> None:
     run_script("controlplane.sh", "down", state=state, timeout=120)
+
+
+@contextlib.contextmanager
+def probe_kind(cp: ControlPlane, kind: str, plural: str, namespace: str) -> Iterator[Any]:
+    """A throwaway namespaced kind of a test's own (vdc.dev/v1alpha1, any fields, a status subresource) and
+    ``namespace``, for tests of the API edge that must not depend on our CRDs; yields a kubernetes ApiClient."""
+    import kubernetes
+    import yaml
+
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.vdc.dev"},
+        "spec": {
+            "group": "vdc.dev",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
+    cp.kubectl("wait", "--for=condition=Established", f"crd/{plural}.vdc.dev", "--timeout=60s")
+    cp.kubectl("create", "namespace", namespace, check=False)
+    try:
+        yield kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig))
+    finally:
+        cp.kubectl("delete", "crd", f"{plural}.vdc.dev", "--wait=false", check=False)
 
 
 def install_crds(cp: ControlPlane) -> None:

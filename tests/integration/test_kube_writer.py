@@ -11,7 +11,6 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 import rig
 from vdc.api.meta import FINALIZER, GROUP, VERSION, KindInfo
@@ -22,35 +21,12 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "vdc-writer-it"
 PLURAL = "writerprobes"
 KIND = KindInfo(kind="WriterProbe", plural=PLURAL, short_names=(), scope="Namespaced")
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"{PLURAL}.{GROUP}"},
-    "spec": {
-        "group": GROUP,
-        "names": {"kind": "WriterProbe", "plural": PLURAL, "singular": "writerprobe"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
 
 
 @pytest.fixture(scope="module")
 def api(controlplane: rig.ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
-    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump(CRD))
-    controlplane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
-    controlplane.kubectl("create", "namespace", NAMESPACE, check=False)
-    client = kubernetes.config.new_client_from_config(config_file=str(controlplane.kubeconfig))
-    yield client
-    controlplane.kubectl("delete", "crd", f"{PLURAL}.{GROUP}", "--wait=false", check=False)
+    with rig.probe_kind(controlplane, "WriterProbe", "writerprobes", NAMESPACE) as client:
+        yield client
 
 
 def _custom(api: kubernetes.client.ApiClient) -> Any:

@@ -10,7 +10,6 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 import rig
 from vdc.api.meta import GROUP, VERSION, KindInfo
@@ -20,35 +19,12 @@ from vdc.operations.runner import KubeOperationStore, reconcile_operation
 
 NAMESPACE = "vdc-operations-it"
 KIND = KindInfo(kind="OperationProbe", plural="operationprobes", short_names=(), scope="Namespaced")
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": f"operationprobes.{GROUP}"},
-    "spec": {
-        "group": GROUP,
-        "names": {"kind": "OperationProbe", "plural": "operationprobes", "singular": "operationprobe"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
 
 
 @pytest.fixture(scope="module")
 def api(controlplane: rig.ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
-    controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump(CRD))
-    controlplane.kubectl("wait", "--for=condition=Established", f"crd/operationprobes.{GROUP}", "--timeout=60s")
-    controlplane.kubectl("create", "namespace", NAMESPACE, check=False)
-    client = kubernetes.config.new_client_from_config(config_file=str(controlplane.kubeconfig))
-    yield client
-    controlplane.kubectl("delete", "crd", f"operationprobes.{GROUP}", "--wait=false", check=False)
+    with rig.probe_kind(controlplane, "OperationProbe", "operationprobes", NAMESPACE) as client:
+        yield client
 
 
 def _get(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
