@@ -2,8 +2,9 @@
 
 What a controller must write per VM, it cannot write faster than this: the same N creates (same
 parallel calls), and for each VM as soon as its create returns, the writes the operator made for that
-VM in the same run: the finalizer (a merge patch of ``metadata.finalizers``, at once on a task of its
-own, as kopf makes it), then each status merge patch in order (the same diffs, so the same sizes) and
+VM in the same run: the finalizer (one merge patch of ``metadata.finalizers``, at once on a task of
+its own as kopf patches it; kopf's own is a JSON patch testing the resourceVersion), then each status
+merge patch in order (the same diffs, so the same sizes) and
 each Event (same reason and message) through the operator's own writer (``vdc.kube.client.KubeWriter``)
 by as many workers as the operator's VM queue has. No libvirt, no watch, no logic.
 
