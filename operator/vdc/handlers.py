@@ -10,11 +10,12 @@ import random
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import libvirt
 
+from vdc.aio import cancel_and_wait
 from vdc.api.appliance import Appliance
 from vdc.api.computecluster import ComputeCluster
 from vdc.api.computequota import ComputeQuota
@@ -52,6 +53,8 @@ from vdc.controllers.vm_plan import restart_requested
 from vdc.kube import lister
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
+from vdc.kube.http import ApiHttp
+from vdc.kube.watch import KindWatch, WatchEventType
 from vdc.libvirt.connection import ConnectionManager, DomainEvent, PoolEvent
 from vdc.metrics import REGISTRY
 from vdc.metrics.collectors import DatacenterCollector
@@ -114,6 +117,8 @@ class Runtime:
     computecluster_queue: WorkQueue[Key]
     resync_seconds: float = RESYNC_SECONDS
     resync: asyncio.Task[None] | None = None
+    vm_watch: KindWatch | None = None
+    vm_watching: asyncio.Task[None] | None = None
     stats: StatsRefresher | None = None
     demand: DemandTracker | None = None
     collector: DatacenterCollector | None = None
@@ -315,9 +320,15 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     vm_controller.rule_refusals = rules_hook(computeclusters, hosts, vms, cluster)
     vm_controller.demand_loads = drs_controller.demand_loads  # the demand: once the stats refresh runs
     primed = {"hosts": hosts, "storagepools": pools, "virtualswitches": switches, "appliances": appliances,
-              "virtualmachines": vms, "computequotas": quotas, "virtualmachinemigrations": migrations,
+              "computequotas": quotas, "virtualmachinemigrations": migrations,
               "migrationpolicies": policies, "computeclusters": computeclusters}  # fmt: skip
     await _prime(writer.api_client, watched, primed, namespaces)
+    vm_watch = KindWatch(
+        ApiHttp(writer.api_client.configuration), GROUP, VERSION, "virtualmachines", watched,
+        on_event=lambda kind, body: vm_event(runtime(memo), kind, body),
+    )  # fmt: skip
+    vms.prime(await lister.awaited_with_retries("virtualmachines", vm_watch.list_all))
+    log.info("VM cache primed: %d virtualmachines", len(vms))
     first_sight = FirstSight(writer, {
         "hosts": (Host.KIND, hosts), "storagepools": (StoragePool.KIND, pools),
         "virtualswitches": (VirtualSwitch.KIND, switches), "appliances": (Appliance.KIND, appliances),
@@ -407,6 +418,10 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     for body in rt.hosts:  # hosts in maintenance go on evacuating
         rt.evacuation_queue.add(key_of(body))
     _queue_running_migrations(rt)  # each resumes where its status says (vdc.operations)
+    for body in list(rt.vms):  # as a watch's initial listing: every VM looked at once (and confirmed)
+        vm_event(rt, "ADDED", body)
+    rt.vm_watch = vm_watch
+    rt.vm_watching = asyncio.create_task(vm_watch.run(), name="vm-watch")
     rt.resync = asyncio.create_task(_resync(rt), name="resync")
     stats_interval = getattr(memo, "stats_interval", None)
     if stats_interval:  # metrics are served: datacenter and VM metrics, metering
@@ -423,6 +438,10 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
+    if rt.vm_watching is not None:
+        await cancel_and_wait(rt.vm_watching)
+    if rt.vm_watch is not None:
+        await rt.vm_watch.close()
     if rt.resync is not None:
         rt.resync.cancel()
     if rt.stats is not None:
@@ -464,7 +483,7 @@ def _restart_requested(body: dict[str, Any]) -> bool:
 def _take_in(cache: ObjectCache, event: kopf.RawEvent) -> ObjectEvent:
     """The cache (and so the cluster view) takes the event in; the event as the watches' map functions see it."""
     body: dict[str, Any] = dict(event["object"])
-    old = cache.get(key_of(body))
+    old = cache.delivered(key_of(body))
     if event["type"] == "DELETED":
         cache.remove(body)
     else:
@@ -507,9 +526,10 @@ async def host_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     rt.fan_out("Host", change)
 
 
-@kopf.on.event(GROUP, VERSION, "virtualmachines")
-async def vm_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    rt = runtime(memo)
+def vm_event(rt: Runtime, kind: WatchEventType, body: dict[str, Any]) -> None:
+    """A VirtualMachine watch event (vdc.kube.watch, not kopf: VMs come by the thousand). Its deletion is
+    the VM controller's too (a VM with a deletionTimestamp is queued like any change)."""
+    event: kopf.RawEvent = {"type": kind, "object": cast(kopf.RawBody, body)}
     change = _take_in(rt.vms, event)
     if change.deleted:
         rt.vm_controller.forget(str(change.body["metadata"].get("uid")))
@@ -538,12 +558,6 @@ async def _delete_or_wait(
         raise kopf.TemporaryError(str(exc), delay=15) from exc
     rt.blocked_deletions.discard(uid)
     logger.info(outcome)
-
-
-@kopf.on.delete(GROUP, VERSION, "virtualmachines")
-async def vm_delete(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
-    rt = runtime(memo)
-    await _delete_or_wait(rt, VirtualMachine.KIND, body, rt.vm_controller.delete, logger)
 
 
 @kopf.on.event(GROUP, VERSION, "storagepools")

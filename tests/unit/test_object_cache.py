@@ -141,3 +141,22 @@ def test_primed_objects_the_watch_never_delivers_are_dropped_and_confirmed_ones_
     assert [key_of(b) for b in cache] == [("ns", "kept")]
     assert cache.key_for_uid("u2") is None
     assert cache.drop_unconfirmed() == []  # only once: later objects are the watch's
+
+
+def test_what_the_watch_delivered_is_kept_apart_from_the_statuses_noted_since() -> None:
+    """A watch event is compared with the body as last delivered: our own status write coming back (a Host
+    turning Ready) is the change it is, not "no change" against the copy the cache noted."""
+    cache = ObjectCache()
+    delivered = body("host", "u1", status={"phase": "Pending"})
+    cache.upsert(delivered)
+    assert cache.delivered(("ns", "host")) is delivered  # nothing noted: the same body
+    cache.note_status(("ns", "host"), {"phase": "Ready"})
+    cache.note_status(("ns", "host"), {"allocated": 1})
+    assert (cache.get(("ns", "host")) or {})["status"] == {"phase": "Ready", "allocated": 1}
+    assert cache.delivered(("ns", "host")) is delivered  # the first noted status did not replace it
+    echoed = body("host", "u1", status={"phase": "Ready", "allocated": 1})
+    cache.upsert(echoed)  # the watch delivers our write
+    assert cache.delivered(("ns", "host")) is echoed
+    cache.note_status(("ns", "host"), {"phase": "Gone"})
+    cache.remove(echoed)
+    assert cache.delivered(("ns", "host")) is None  # nothing kept for what went

@@ -118,6 +118,10 @@ def body(kind: Any, name: str = "x") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind.KIND.kind, "metadata": meta, "status": {}}
 
 
+def _finalized(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], "finalizers": ["vdc.dev/finalizer"]}}
+
+
 STATUS_KINDS = tuple(k for k in ALL_KINDS if k is not MigrationPolicy)
 """The kinds whose status the operator writes: all but MigrationPolicy, which it only reads."""
 
@@ -139,6 +143,9 @@ WRITER_CALLS: dict[str, Callable[[KubeWriter], list[Awaitable[object]]]] = {
     "read": lambda w: [w.read(MIGRATION.KIND, body(MIGRATION))],
     "close": lambda w: [w.close()],  # sends nothing
     "add_finalizer": lambda w: [w.add_finalizer(VirtualMachine.KIND, body(VirtualMachine), "vdc.dev/finalizer")],
+    "remove_finalizer": lambda w: [
+        w.remove_finalizer(VirtualMachine.KIND, _finalized(body(VirtualMachine)), "vdc.dev/finalizer")
+    ],
     "create": lambda w: [w.create(MIGRATION.KIND, "tenant", body(MIGRATION))],
     "delete": lambda w: [w.delete(MIGRATION.KIND, "tenant", "x")],
     "secret_data": lambda w: [w.secret_data("tenant", "creds")],

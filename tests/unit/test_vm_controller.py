@@ -16,12 +16,20 @@ from typing import Any, TypeVar
 
 import pytest
 
+from vdc.api.meta import FINALIZER
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.controllers.computecluster import admission_hook
 from vdc.controllers.errors import ReportedFailure
 from vdc.controllers.evacuation import maintenance_stop
 from vdc.controllers.storagepool import libvirt_pool_name
-from vdc.controllers.vm import DOMAIN_ON_SEVERAL_HOSTS, VmController, _with_scheduled
+from vdc.controllers.vm import (
+    DELETION_RETRY_SECONDS,
+    DOMAIN_ON_SEVERAL_HOSTS,
+    FINALIZER_RETRY_SECONDS,
+    ORPHAN_ANNOTATION,
+    VmController,
+    _with_scheduled,
+)
 from vdc.controllers.vm_status import Event
 from vdc.kube.cache import ObjectCache, key_of
 from vdc.kube.patch import merge_patch
@@ -130,6 +138,13 @@ class FakeWriter:
         self.journal.append(("finalizer", finalizer))
         meta = body["metadata"]
         return {**body, "metadata": {**meta, "finalizers": [*(meta.get("finalizers") or []), finalizer]}}
+
+    async def remove_finalizer(self, kind: Any, body: dict[str, Any], finalizer: str) -> bool:
+        self.journal.append(("unfinalized", finalizer))
+        return self.finalizers_unchanged
+
+    finalizers_unchanged = True
+    """What ``remove_finalizer`` finds: False, the object's finalizers changed meanwhile (refused)."""
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         raise AssertionError("no Secret expected")
@@ -509,3 +524,68 @@ def test_a_pending_scheduled_event_is_folded_into_started_or_posted_first() -> N
     assert _with_scheduled([waiting], scheduled) == [scheduled, waiting]  # did not start: said on its own
     assert _with_scheduled([], scheduled) == [scheduled]
     assert _with_scheduled([started], None) == [started]
+
+
+# --- deletion: in the VM queue, then our finalizer ---------------------------------------------
+def _being_deleted(rig: Rig, vm: dict[str, Any], finalizers: tuple[str, ...] = (FINALIZER,)) -> dict[str, Any]:
+    """The VM as the watch delivers it once deleted: the cached body with a deletionTimestamp."""
+    deleted = copy.deepcopy(rig.vms.get(key_of(vm)) or vm)
+    deleted["metadata"].update(deletionTimestamp="2026-12-06T20:00:00Z", finalizers=list(finalizers))
+    return rig.add(deleted)
+
+
+def test_a_deleted_vm_loses_its_domain_then_our_finalizer(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    rig.reconcile(vm)
+    assert rig.hosts["hv1"].domain(uid).isActive()
+    _being_deleted(rig, vm)
+    rig.journal.clear()
+    writes = len(rig.writer.statuses)
+    assert rig.reconcile(vm) is None
+    assert rig.hosts["hv1"].domain(uid) is None
+    assert rig.journal[-1] == ("unfinalized", FINALIZER)  # last, once the domain is gone
+    assert len(rig.writer.statuses) == writes and rig.reasons() == ["Started"]  # nothing else written
+    rig.journal.clear()
+    assert rig.reconcile(vm) is None  # an older event still showing our finalizer: done already
+    assert rig.journal == []
+
+
+def test_a_deletion_that_must_wait_says_why_once_and_is_tried_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    rig.reconcile(vm)
+    _being_deleted(rig, vm)
+    rig.hosts["hv1"].connected = False
+    assert rig.reconcile(vm) == DELETION_RETRY_SECONDS
+    assert rig.reconcile(vm) == DELETION_RETRY_SECONDS
+    blocked = [(reason, message) for reason, message, warning in rig.writer.events if warning]
+    assert len(blocked) == 1 and blocked[0][0] == "DeletionBlocked"  # one Event, not one per retry
+    assert "host hv1 is unreachable" in blocked[0][1] and ORPHAN_ANNOTATION in blocked[0][1]  # what to do
+    assert ("unfinalized", FINALIZER) not in rig.journal
+    rig.hosts["hv1"].connected = True  # the host is back: the retry finishes it
+    assert rig.reconcile(vm) is None
+    assert rig.hosts["hv1"].domain(uid) is None and rig.journal[-1] == ("unfinalized", FINALIZER)
+
+
+def test_a_finalizer_list_changed_meanwhile_is_looked_at_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    rig.reconcile(vm)
+    _being_deleted(rig, vm, (FINALIZER, "other.example/keep"))
+    rig.writer.finalizers_unchanged = False
+    assert rig.reconcile(vm) == FINALIZER_RETRY_SECONDS
+    rig.writer.finalizers_unchanged = True
+    assert rig.reconcile(vm) is None  # again, idempotently: the domain is gone already
+
+
+def test_a_vm_being_deleted_without_our_finalizer_is_left_alone(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    rig.reconcile(vm)
+    _being_deleted(rig, vm, ("other.example/keep",))
+    rig.journal.clear()
+    assert rig.reconcile(vm) is None
+    assert rig.journal == []  # not ours to delete: nothing asked of libvirt or the API

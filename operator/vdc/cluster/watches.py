@@ -27,7 +27,8 @@ class ObjectEvent:
     key: Key
     body: dict[str, Any]
     old: dict[str, Any] | None
-    """The cached body before this event (None: not cached)."""
+    """The body before this event as the watch delivered it, without the statuses the operator noted in its
+    cache since (None: not cached): our own status write coming back is a change (ObjectCache.delivered)."""
     own_status: bool
     """A MODIFIED whose spec generation was already acted on: our own status write coming back."""
 

@@ -114,6 +114,8 @@ libvirt's open timeout) is waited for quietly: its VMs are not reported unreacha
 rewrote the status of VMs looked at before their host's connection was up, twice)."""
 CONNECTING_POLL_SECONDS = 5.0
 FINALIZER_RETRY_SECONDS = 0.5
+DELETION_RETRY_SECONDS = 15.0
+"""How soon a deletion that must wait (DeletionWaits) is tried again."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +232,9 @@ class VmController:
         Started Event that normally follows (one Event per new VM, not two), else with the next report."""
         self._locks: KeyLocks[Key] = KeyLocks()
         self._deleted: set[str] = set()
+        self._deletion_blocked: set[str] = set()
+        self._finalized: set[str] = set()
+        """uids whose finalizer we removed (until the watch says the VM is gone: :meth:`forget`)."""
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
         self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
@@ -256,7 +261,9 @@ class VmController:
 
     async def _reconcile(self, key: Key) -> float | None:
         body = self.vms.get(key)
-        if body is None or body["metadata"].get("deletionTimestamp") or body["metadata"].get("uid") in self._deleted:
+        if body is not None and body["metadata"].get("deletionTimestamp"):
+            return await self._finalize(body)
+        if body is None or body["metadata"].get("uid") in self._deleted:
             return None
         hold = converge_hold(body)
         if hold is not None and not self._owner_gone(body):
@@ -290,8 +297,7 @@ class VmController:
 
     async def _with_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body with our finalizer, added now if it lacks it: before anything is placed or made for the
-        VM, so that its deletion always comes through us. (kopf adds it too, but only at its next look once
-        our first status write has beaten it, when a VM may be Running and deleted meanwhile.)"""
+        VM, so that its deletion always comes through us (:meth:`_finalize`)."""
         if FINALIZER in (body["metadata"].get("finalizers") or ()):
             return body
         added = await self.writer.add_finalizer(VirtualMachine.KIND, body, FINALIZER)
@@ -323,7 +329,7 @@ class VmController:
         access = self.tenancy.check_vm(vm)
         refusals = list(access.refusals)
         host_files = _host_files_of(vm)
-        if host_files and not self.tenancy.hosts_serving_files(ref.namespace, host_files):
+        if host_files and not self.tenancy.any_host_serves_files(ref.namespace, host_files):
             files = ", ".join(host_files)
             refusals.append(f"spec.boot.kernel: no Host lets namespace {ref.namespace} boot from {files} (a "
                             "cluster admin declares directories in a Host's spec.hostFiles.allowedPaths)")  # fmt: skip
@@ -858,6 +864,8 @@ class VmController:
     def forget(self, uid: str) -> None:
         """The VM is gone from the API: drop what was kept about it in memory."""
         self._deleted.discard(uid)
+        self._deletion_blocked.discard(uid)
+        self._finalized.discard(uid)
         self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
         self._scheduled.pop(uid, None)
@@ -868,6 +876,30 @@ class VmController:
         async with self._locks.hold(key_of(body)):  # a reconcile in flight finishes first
             self._deleted.add(str(body["metadata"]["uid"]))
             return await self._delete(body)
+
+    async def _finalize(self, body: dict[str, Any]) -> float | None:
+        """A VM being deleted (in the VM queue, under its key's lock): its domain and volumes go, then our
+        finalizer, and the API server removes the object. While the deletion must wait (an unreachable host,
+        a vApp stop order) one Event says why and it is tried again; the work queue retries any failure."""
+        meta = body["metadata"]
+        uid = str(meta["uid"])
+        if FINALIZER not in (meta.get("finalizers") or ()) or uid in self._finalized:
+            return None  # never ours, or done (an older event may still show it): the API server removes it
+        self._deleted.add(uid)
+        try:
+            outcome = await self._delete(body)
+        except DeletionWaits as exc:
+            if uid not in self._deletion_blocked:  # one Event, not one per retry
+                self._deletion_blocked.add(uid)
+                await self.writer.event(VirtualMachine.KIND, body, "DeletionBlocked", str(exc), warning=True)
+            log.info("vm %s/%s: deletion waits: %s", meta["namespace"], meta["name"], exc)
+            return DELETION_RETRY_SECONDS
+        self._deletion_blocked.discard(uid)
+        if not await self.writer.remove_finalizer(VirtualMachine.KIND, body, FINALIZER):
+            return FINALIZER_RETRY_SECONDS  # its finalizers changed meanwhile: again with the newer body
+        self._finalized.add(uid)
+        log.info("vm %s/%s deleted: %s", meta["namespace"], meta["name"], outcome)
+        return None
 
     async def _delete(self, body: dict[str, Any]) -> str:
         meta = body["metadata"]

@@ -28,6 +28,8 @@ class ObjectCache:
         self._unconfirmed: set[Key] = set()
         """Keys primed from a LIST that no watch event has delivered since (see :meth:`prime`)."""
         self._listeners: list[Listener] = []
+        self._delivered: dict[Key, dict[str, Any]] = {}
+        """The body as the watch last delivered it, for keys whose status we noted since (:meth:`delivered`)."""
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener`` after every upsert, removal and noted status (indexes kept incrementally)."""
@@ -56,6 +58,7 @@ class ObjectCache:
     def upsert(self, body: dict[str, Any]) -> Key:
         key = key_of(body)
         self._unconfirmed.discard(key)
+        self._delivered.pop(key, None)
         old = self._bodies.get(key)
         if old is not None and old["metadata"].get("uid") != body["metadata"].get("uid"):
             self._by_uid.pop(old["metadata"].get("uid", ""), None)
@@ -68,6 +71,7 @@ class ObjectCache:
 
     def remove(self, body: dict[str, Any]) -> Key:
         key = key_of(body)
+        self._delivered.pop(key, None)
         old = self._bodies.pop(key, None)
         if old is not None:
             self._by_uid.pop(old["metadata"].get("uid", ""), None)
@@ -81,6 +85,12 @@ class ObjectCache:
     def get(self, key: Key) -> dict[str, Any] | None:
         return self._bodies.get(key)
 
+    def delivered(self, key: Key) -> dict[str, Any] | None:
+        """The body as the watch (or the LIST) last delivered it: without the statuses noted since. What a
+        watch event is compared with, so that our own status write coming back is seen as the change it
+        is (a Host turning Ready lets unplaced VMs fit) and not as no change against its noted copy."""
+        return self._delivered.get(key) or self._bodies.get(key)
+
     def key_for_uid(self, uid: str) -> Key | None:
         return self._by_uid.get(uid)
 
@@ -88,6 +98,7 @@ class ObjectCache:
         """Apply our own status patch locally so the next reconcile does not write it again."""
         body = self._bodies.get(key)
         if body is not None:
+            self._delivered.setdefault(key, body)
             new = self._bodies[key] = {**body, "status": apply_merge_patch(body.get("status") or {}, status_patch)}
             self._told(key, body, new)
 

@@ -121,7 +121,7 @@ class KubeWriter:
 
     async def add_finalizer(self, info: KindInfo, body: dict[str, Any], finalizer: str) -> dict[str, Any] | None:
         """Add ``finalizer`` to a namespaced object unless it changed since ``body`` (a JSON patch that tests
-        its resourceVersion, as kopf's own): the object as it is now with the finalizer, or None when it had
+        its resourceVersion): the object as it is now with the finalizer, or None when it had
         changed and still lacks it."""
         meta = body["metadata"]
         test = {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
@@ -136,11 +136,35 @@ class KubeWriter:
         except kubernetes.client.ApiException as exc:
             if exc.status not in (409, 422):
                 raise
-            # Changed meanwhile, most often by kopf adding the same finalizer first: as it is now.
+            # Changed meanwhile (a user's edit, our own status write): as it is now.
             current = cast(dict[str, Any], await self._http.request("GET", path, None))
             return current if finalizer in (current["metadata"].get("finalizers") or ()) else None
         API_WRITES.labels(info.kind, "patch").inc()
         return cast(dict[str, Any], patched)
+
+    async def remove_finalizer(self, info: KindInfo, body: dict[str, Any], finalizer: str) -> bool:
+        """Remove ``finalizer`` from a namespaced object: a JSON patch that tests the finalizers are still
+        the body's (another controller may be removing its own). False when they were not (look again);
+        True when it is gone, or the object is."""
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or ())
+        if finalizer not in finalizers:
+            return True
+        patch = [
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]},
+        ]
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{info.plural}/{meta['name']}"
+        try:
+            await self._http.request("PATCH", path, patch, content_type=JSON_PATCH)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            if exc.status in (409, 422):
+                return False
+            raise
+        API_WRITES.labels(info.kind, "patch").inc()
+        return True
 
     async def patch_spec(self, info: KindInfo, body: dict[str, Any], spec: dict[str, Any]) -> None:
         """Merge-patch a namespaced object's ``spec`` (defaults the operator fills in), conditional on the

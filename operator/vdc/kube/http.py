@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any, Protocol, cast
 
@@ -34,6 +35,22 @@ def _json_default(value: Any) -> str:
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+async def json_lines(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The JSON object on each line of a streamed answer, however the chunks fall (no line-length limit)."""
+    buffer = bytearray()
+    async for chunk in content.iter_any():
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = bytes(buffer[start:end]).strip()
+            start = end + 1
+            if line:
+                yield json.loads(line)
+        del buffer[:start]
+    if bytes(buffer).strip():
+        yield json.loads(bytes(buffer))
 
 
 class ApiHttp:
@@ -87,6 +104,19 @@ class ApiHttp:
                 exc.body = text
                 raise exc
             return json.loads(text) if text else None
+
+    async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """The JSON objects of a streamed answer (a watch), one per line, until the server ends it."""
+        session = self._session_for_loop()
+        url = self._config.host.rstrip("/") + path
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=TIMEOUT_SECONDS, sock_read=read_timeout)
+        async with session.get(url, params=params, headers=self._headers("application/json"), timeout=timeout) as resp:
+            if resp.status >= 400:
+                exc = kubernetes.client.ApiException(status=resp.status, reason=resp.reason)
+                exc.body = await resp.text()
+                raise exc
+            async for event in json_lines(resp.content):
+                yield event
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import aiohttp
 import kubernetes
 import urllib3
 
@@ -65,12 +66,16 @@ def list_namespaces(api: kubernetes.client.ApiClient) -> list[dict[str, Any]]:
 
 async def with_retries(what: str, call: Any, *args: Any) -> list[dict[str, Any]]:
     """``call(*args)`` in a thread, retried while the API server cannot answer (it may be starting too)."""
+    return await awaited_with_retries(what, lambda: asyncio.to_thread(call, *args))
+
+
+async def awaited_with_retries(what: str, call: Callable[[], Awaitable[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """``await call()``, retried while the API server cannot answer (it may be starting too)."""
     attempt = 0
     while True:
         try:
-            result: list[dict[str, Any]] = await asyncio.to_thread(call, *args)
-            return result
-        except (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError) as exc:
+            return await call()
+        except (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError, aiohttp.ClientError) as exc:
             if isinstance(exc, kubernetes.client.ApiException) and exc.status in (401, 403):
                 raise  # not allowed: retrying will not help, and the operator must not run blind
             wait = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
