@@ -516,12 +516,14 @@ def count_events(core: Any, namespace: str) -> Counter[tuple[str, str]]:
             return counts
 
 
-_RECONCILES = re.compile(r'^vdc_reconcile_total\{[^}]*controller="vms"[^}]*\} (\S+)$', re.M)
+_RECONCILES = re.compile(r'^vdc_reconcile_total\{(?=[^}]*controller="vms")(?=[^}]*result="success")[^}]*\} (\S+)$', re.M)
+"""Completed VM reconciles: not one that asked to look again later (a host whose connection is still opening,
+a guest still starting), which would count a VM as reconciled before it was compared with its domain."""
 _DEPTH = re.compile(r'^vdc_workqueue_depth\{name="vms"\} (\S+)$', re.M)
 
 
 def vm_queue_figures(port: int) -> tuple[float, float, float]:
-    """(VM reconciles so far, VMs waiting in the work queue, seconds the scrape took) from /metrics."""
+    """(VM reconciles completed so far, VMs waiting in the work queue, seconds the scrape took) from /metrics."""
     t0 = time.monotonic()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         text = resp.read().decode()

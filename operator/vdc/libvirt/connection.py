@@ -117,6 +117,8 @@ class HostConnection:
             max_workers=LONG_CALL_WORKERS, thread_name_prefix=f"libvirt-{name}-long"
         )
         self._lost = asyncio.Event()
+        self._waiters: set[asyncio.Future[None]] = set()
+        """The calls waiting in :meth:`_unless_lost`: woken when the connection is found lost."""
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -202,11 +204,14 @@ class HostConnection:
         """Wait for ``future`` unless the connection is found lost first (the heartbeat, the close callback):
         then the caller hears HostUnreachable at once, not when a hung host resumes. The thread stays in
         libvirt until it returns (the connection is not closed under it)."""
-        lost = asyncio.ensure_future(self._lost.wait())
-        try:
-            await asyncio.wait({future, lost}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
+        if not self._lost.is_set():  # one plain future woken by either (a task per call cost more than the call)
+            waiter = asyncio.get_running_loop().create_future()
+            future.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.discard(waiter)
         if not future.done():
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # its outcome is nobody's now
             raise _LostDuringCall(f"host {self.name}: connection lost during the call: {self.last_error}")
@@ -220,6 +225,9 @@ class HostConnection:
         self._forget_domains()
         self.last_error = reason
         self._lost.set()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _heartbeat(self, conn: libvirt.virConnect) -> None:
         """Ask the host something cheap every few seconds on a thread of its own; no answer in time: lost."""
