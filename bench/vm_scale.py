@@ -516,7 +516,9 @@ def count_events(core: Any, namespace: str) -> Counter[tuple[str, str]]:
             return counts
 
 
-_RECONCILES = re.compile(r'^vdc_reconcile_total\{(?=[^}]*controller="vms")(?=[^}]*result="success")[^}]*\} (\S+)$', re.M)
+_RECONCILES = re.compile(
+    r'^vdc_reconcile_total\{(?=[^}]*controller="vms")(?=[^}]*result="success")[^}]*\} (\S+)$', re.M
+)
 """Completed VM reconciles: not one that asked to look again later (a host whose connection is still opening,
 a guest still starting), which would count a VM as reconciled before it was compared with its domain."""
 _DEPTH = re.compile(r'^vdc_workqueue_depth\{name="vms"\} (\S+)$', re.M)
