@@ -9,6 +9,7 @@ lifecycle events, forgotten when it is lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import logging
 import threading
@@ -206,7 +207,7 @@ class HostConnection:
         libvirt until it returns (the connection is not closed under it)."""
         if not self._lost.is_set():  # one plain future woken by either (a task per call cost more than the call)
             waiter = asyncio.get_running_loop().create_future()
-            future.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+            future.add_done_callback(functools.partial(_wake, waiter))
             self._waiters.add(waiter)
             try:
                 await waiter
@@ -226,8 +227,7 @@ class HostConnection:
         self.last_error = reason
         self._lost.set()
         for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake(waiter)
 
     async def _heartbeat(self, conn: libvirt.virConnect) -> None:
         """Ask the host something cheap every few seconds on a thread of its own; no answer in time: lost."""
@@ -462,3 +462,8 @@ class ConnectionManager:
     async def close_all(self) -> None:
         for name in list(self._hosts):
             await self.remove(name)
+
+
+def _wake(waiter: asyncio.Future[None], *_: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
