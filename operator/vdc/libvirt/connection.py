@@ -9,8 +9,8 @@ lifecycle events, forgotten when it is lost.
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import logging
 import threading
 import time
