@@ -39,13 +39,15 @@ WATCHED = (
     "migrationpolicies",
     "computeclusters",
 )
-"""Our kinds with kopf handlers (vdc.handlers); the operator primes its caches from a LIST of each."""
+"""Our kinds the operator watches: kopf handlers (vdc.handlers), and VirtualMachines by a watch of its own
+(vdc.kube.watch); it primes its caches from a LIST of each."""
 
 WATCHED_CORE = ("namespaces",)
 """Core kinds with kopf handlers: namespace labels decide allowedNamespaces selectors."""
 
 WITH_FINALIZER = ("storagepools", "virtualswitches", "virtualmachines", "appliances", "virtualmachinemigrations")
-"""Kinds with a kopf deletion handler: kopf patches their metadata (finalizer, progress annotations)."""
+"""Kinds whose deletion goes through the operator: kopf's deletion handlers patch their metadata (finalizer,
+progress annotations); for VirtualMachines the VM controller adds and removes the finalizer itself."""
 
 ANNOTATED = ("hosts", "computeclusters")
 """Kinds whose annotations the operator sets or removes (KubeWriter.set_annotation / remove_annotation:
@@ -73,10 +75,12 @@ CREATED = ("virtualmachinemigrations",)
 """Kinds the operator creates and deletes (KubeWriter.create / KubeWriter.delete): a Host's evacuation."""
 
 _WATCH_WHY = {
+    "virtualmachines": " (by the operator's own list and watch, vdc.kube.watch: VMs come by the thousand)",
     "migrationpolicies": "; a cache of the policies, to pick a migration's tuning (the operator never writes them)",
 }
 _PATCH_WHY = {
-    "virtualmachines": "; KubeWriter.patch_spec fills in a VM's spec from its Appliance",
+    "virtualmachines": "; for VMs the VM controller's own (KubeWriter.add_finalizer / remove_finalizer); "
+    "KubeWriter.patch_spec fills in a VM's spec from its Appliance",
     "virtualmachinemigrations": "; the deletion handler cancels the migration (the VM stays on its source)",
 }
 _STATUS_WHY = {
@@ -85,7 +89,7 @@ _STATUS_WHY = {
 
 CLUSTER_WIDE: tuple[Access, ...] = (
     *(
-        Access(GROUP, plural, ("list", "watch"), "kopf watches every object of the kind" + _WATCH_WHY.get(plural, ""))
+        Access(GROUP, plural, ("list", "watch"), "every object of the kind is watched" + _WATCH_WHY.get(plural, ""))
         for plural in WATCHED
     ),
     *(
@@ -93,7 +97,8 @@ CLUSTER_WIDE: tuple[Access, ...] = (
             GROUP,
             plural,
             ("patch",),
-            "kopf adds/removes the vdc.dev/finalizer and its progress annotations" + _PATCH_WHY.get(plural, ""),
+            "the vdc.dev/finalizer added and removed (kopf's deletion handlers, with their progress annotations)"
+            + _PATCH_WHY.get(plural, ""),
         )
         for plural in WITH_FINALIZER
     ),
