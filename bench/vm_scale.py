@@ -53,12 +53,12 @@ from api_floor import EventWrite, VmWrites, run_api_floor  # noqa: E402
 from vdc.api.quantity import to_bytes  # noqa: E402
 from vdc.api.virtualmachine import VirtualMachine  # noqa: E402
 from vdc.controllers.vm_domain import domain_for  # noqa: E402
+from vdc.handlers import HOST_COUNTS_DELAY, VM_WORKERS  # noqa: E402
 from vdc.libvirt.host_facts import read_host_facts  # noqa: E402
 
 GROUP, VERSION = "vdc.dev", "v1alpha1"
 NAMESPACE = "vdc-bench"
 FLOOR_NAMESPACE = "vdc-bench-floor"
-VM_WORKERS = 16
 """The operator's VM queue workers (vdc.handlers): the API floor writes with as many."""
 BOOT_DIR = "/var/lib/libvirt/boot/vdc-tiny"
 KERNEL = f"{BOOT_DIR}/vmlinuz"
@@ -659,7 +659,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="leave the control plane, hosts and operator running")
     p.add_argument("--steady-seconds", type=float, default=60, help="steady-state window (default %(default)s)")
-    p.add_argument("--settle-seconds", type=float, default=5, help="pause after all Ready before the window")
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=HOST_COUNTS_DELAY + 5,
+        help="pause after all Ready before the window (default %(default)s: the Hosts' domain counts are written "
+        "up to vdc.handlers.HOST_COUNTS_DELAY after the rollout's last domain event)",
+    )
     p.add_argument("--ready-timeout", type=float, default=1800, help="give up waiting for Ready after this")
     p.add_argument(
         "--peers",

@@ -589,3 +589,30 @@ def test_a_vm_being_deleted_without_our_finalizer_is_left_alone(tmp_path: Path) 
     rig.journal.clear()
     assert rig.reconcile(vm) is None
     assert rig.journal == []  # not ours to delete: nothing asked of libvirt or the API
+
+
+# --- the safety-net resync's verify: a settled VM checked against its domain without a full reconcile -----
+def test_a_settled_vm_verifies_until_its_domain_or_its_object_changes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add({**vm_body(), "metadata": {**vm_body()["metadata"], "resourceVersion": "7"}})
+    key, uid = key_of(vm), vm["metadata"]["uid"]
+    assert rig.reconcile(vm) is None and rig.status(vm)["phase"] == "Running"
+    writes = (len(rig.writer.statuses), len(rig.writer.events))
+    assert asyncio.run(rig.controller.verify(key))  # as settled: nothing to do
+    assert (len(rig.writer.statuses), len(rig.writer.events)) == writes  # nothing written
+    rig.hosts["hv1"].raw.lookupByUUIDString(uid).destroy()  # behind our back
+    assert not asyncio.run(rig.controller.verify(key))  # a full reconcile, which starts it again
+    rig.reconcile(vm)
+    assert rig.hosts["hv1"].domain(uid).isActive()
+    assert asyncio.run(rig.controller.verify(key))
+    rig.add({**vm, "metadata": {**vm["metadata"], "resourceVersion": "8"}})  # the object changed
+    assert not asyncio.run(rig.controller.verify(key))
+
+
+def test_a_vm_not_settled_never_verifies(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    assert not asyncio.run(rig.controller.verify(key_of(vm)))  # never reconciled
+    rig.hosts["hv1"].connected = False
+    rig.reconcile(vm)  # placed, but its host cannot be reached: not settled
+    assert not asyncio.run(rig.controller.verify(key_of(vm)))

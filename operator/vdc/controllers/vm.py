@@ -119,6 +119,15 @@ DELETION_RETRY_SECONDS = 15.0
 
 
 @dataclasses.dataclass(frozen=True)
+class Settled:
+    """A VM as its last settled reconcile saw it: the object's version, its host, its domain's fingerprint."""
+
+    resource_version: str
+    host: str
+    fingerprint: int
+
+
+@dataclasses.dataclass(frozen=True)
 class HaCluster:
     """The ComputeCluster whose HA protects a host."""
 
@@ -234,6 +243,10 @@ class VmController:
         self._deleted: set[str] = set()
         self._deletion_blocked: set[str] = set()
         self._finalized: set[str] = set()
+        self._seen: dict[str, tuple[str, int | None]] = {}
+        """uid -> (host, fingerprint) of the domain as the reconcile in flight last observed it."""
+        self._settled: dict[str, Settled] = {}
+        """uid -> how its last reconcile that left it Current (nothing to look at again) saw it (:meth:`verify`)."""
         """uids whose finalizer we removed (until the watch says the VM is gone: :meth:`forget`)."""
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
@@ -280,6 +293,7 @@ class VmController:
         uid = str(vm.metadata["uid"])
         if uid not in self._shutdown_since and old.shutdown_requested_at:  # asked before a restart
             self._shutdown_since[uid] = parse_time(old.shutdown_requested_at)
+        self._settled.pop(uid, None)
         try:
             inputs = await self._admit(body, vm, old)
             body = await self._with_finalizer(body)
@@ -293,7 +307,29 @@ class VmController:
                 raise halt.then from halt.then.__cause__
             return halt.requeue
         await self.report(body, old, outcome)
+        seen = self._seen.pop(uid, None)
+        if requeue is None and outcome.state == "Current" and seen is not None and seen[1] is not None:
+            self._settled[uid] = Settled(str(body["metadata"].get("resourceVersion")), seen[0], seen[1])
         return requeue
+
+    async def verify(self, key: Key) -> bool:
+        """Whether the VM is still as its last settled reconcile left it, asked cheaply (the safety-net resync):
+        the same object version, and its domain read back the same (:func:`domains.domain_fingerprint`: two
+        XML reads, no parse, no plan, no write). False: it needs a full reconcile."""
+        body = self.vms.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return False
+        settled = self._settled.get(str(body["metadata"].get("uid")))
+        if settled is None or settled.resource_version != str(body["metadata"].get("resourceVersion")):
+            return False
+        conn = self.connections.get(settled.host)
+        if conn is None or not conn.connected:
+            return False
+        uid = str(body["metadata"]["uid"])
+        try:
+            return await conn.call(functools.partial(domains.domain_fingerprint, uuid=uid)) == settled.fingerprint
+        except LibvirtFailure:
+            return False
 
     async def _with_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body with our finalizer, added now if it lacks it: before anything is placed or made for the
@@ -785,6 +821,7 @@ class VmController:
         if held is not None and plan.phase in ("Stopping", "Stopped"):
             reason, message = "HostMaintenance", held if plan.phase == "Stopped" else f"{held}: {plan.message}"
         state: State = "Current" if plan.ready else "Failed" if plan.failed else "InProgress"
+        self._seen[uid] = (made.host, observed.fingerprint if observed is not None else None)
         outcome = Outcome(
             inputs.ref, plan.phase, state, reason, message,
             host=made.host, converged=Converged(boot_time, plan.restart_required), disks=made.disks,
@@ -867,6 +904,8 @@ class VmController:
         self._deleted.discard(uid)
         self._deletion_blocked.discard(uid)
         self._finalized.discard(uid)
+        self._settled.pop(uid, None)
+        self._seen.pop(uid, None)
         self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
         self._scheduled.pop(uid, None)

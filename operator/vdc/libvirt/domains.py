@@ -30,6 +30,9 @@ class DomainObservation:
     """The running configuration, when running."""
     paused_reason: PausedReason | None = None
     """Why a paused domain is paused (libvirt's VIR_DOMAIN_PAUSED_* reason); None unless paused."""
+    fingerprint: int = 0
+    """What was read (state, reason, both XMLs), hashed: equal to :func:`domain_fingerprint` while nothing of
+    the domain changed (within one process: Python's string hash)."""
 
 
 _STATES: dict[int, DomainState] = {
@@ -80,18 +83,37 @@ def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
         return conn.lookupByUUIDString(uuid)
 
 
-def observe_domain(conn: libvirt.virConnect, uuid: str) -> DomainObservation | None:
-    """The domain with this UUID, or None when the host has none."""
+def _read(conn: libvirt.virConnect, uuid: str) -> tuple[int, int, str, str | None] | None:
+    """(state, reason, the persistent XML, the live XML when running or paused), or None: no such domain."""
     try:
         dom = _lookup(conn, uuid)
         with translated():
             state, reason = dom.state()
-            kind, cause, paused = state_of(state, reason)
-            defined = _parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-            live = _parse(dom.XMLDesc(0)) if kind in ("running", "paused") else None
+            defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            live = dom.XMLDesc(0) if _STATES.get(state) in ("running", "paused") else None
     except DomainNotFound:
         return None
-    return DomainObservation(state=kind, cause=cause, defined=defined, live=live, paused_reason=paused)
+    return state, reason, defined, live
+
+
+def observe_domain(conn: libvirt.virConnect, uuid: str) -> DomainObservation | None:
+    """The domain with this UUID, or None when the host has none."""
+    read = _read(conn, uuid)
+    if read is None:
+        return None
+    state, reason, defined, live = read
+    kind, cause, paused = state_of(state, reason)
+    return DomainObservation(
+        state=kind, cause=cause, defined=_parse(defined), live=None if live is None else _parse(live),
+        paused_reason=paused, fingerprint=hash(read),
+    )  # fmt: skip
+
+
+def domain_fingerprint(conn: libvirt.virConnect, uuid: str) -> int | None:
+    """The :attr:`DomainObservation.fingerprint` the domain would be observed with now, without parsing
+    anything (None: no such domain). The safety-net resync compares it with the last settled observation."""
+    read = _read(conn, uuid)
+    return None if read is None else hash(read)
 
 
 def domain_exists(conn: libvirt.virConnect, uuid: str) -> bool:
