@@ -244,7 +244,7 @@ def _run_checks(cp: rig.ControlPlane, operator: rig.OperatorProcess, liveness: i
     wait_until("Host gone-with-creds Ready=False", lambda: host_not_ready("gone-with-creds"))
     assert (condition(get(cp, "host", "gone-with-creds"), "Stalled") or {}).get("status") == "False"
 
-    # kopf's finalizer (patch) and status on the kinds with deletion handlers.
+    # Our finalizer (patch) and status on the kinds whose deletion goes through the operator.
     for args in (
         ("storagepool", "chart-pool"),
         ("virtualswitch", "chart-lan"),

@@ -616,3 +616,12 @@ def test_a_vm_not_settled_never_verifies(tmp_path: Path) -> None:
     rig.hosts["hv1"].connected = False
     rig.reconcile(vm)  # placed, but its host cannot be reached: not settled
     assert not asyncio.run(rig.controller.verify(key_of(vm)))
+
+
+def test_a_vm_refused_at_admission_gets_our_finalizer_all_the_same(tmp_path: Path) -> None:
+    """Its deletion comes through us whatever its spec asks: an earlier generation may have made something."""
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body(boot={"kernel": {"kernel": "/etc/shadow"}}))  # no Host serves it
+    rig.reconcile(vm)
+    assert ("finalizer", FINALIZER) in rig.journal
+    assert rig.condition(vm, "Ready")["reason"] == "AccessDenied"

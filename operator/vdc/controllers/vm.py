@@ -295,8 +295,8 @@ class VmController:
             self._shutdown_since[uid] = parse_time(old.shutdown_requested_at)
         self._settled.pop(uid, None)
         try:
-            inputs = await self._admit(body, vm, old)
             body = await self._with_finalizer(body)
+            inputs = await self._admit(body, vm, old)
             host = await self.place(body, inputs, old)
             provisioned = await self._provision_or_halt(inputs, host, old)
             outcome, requeue = await self.converge(body, inputs, old, provisioned)
@@ -332,8 +332,9 @@ class VmController:
             return False
 
     async def _with_finalizer(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The body with our finalizer, added now if it lacks it: before anything is placed or made for the
-        VM, so that its deletion always comes through us (:meth:`_finalize`)."""
+        """The body with our finalizer, added now if it lacks it: before the VM is admitted, placed or made
+        anything for, so that its deletion always comes through us (:meth:`_finalize`), whatever its
+        spec asks (a spec refused now may have made something under an earlier generation)."""
         if FINALIZER in (body["metadata"].get("finalizers") or ()):
             return body
         added = await self.writer.add_finalizer(VirtualMachine.KIND, body, FINALIZER)
