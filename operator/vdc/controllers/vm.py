@@ -243,11 +243,9 @@ class VmController:
         self._deleted: set[str] = set()
         self._deletion_blocked: set[str] = set()
         self._finalized: set[str] = set()
-        self._seen: dict[str, tuple[str, int | None]] = {}
-        """uid -> (host, fingerprint) of the domain as the reconcile in flight last observed it."""
+        """uids whose finalizer we removed (until the watch says the VM is gone: :meth:`forget`)."""
         self._settled: dict[str, Settled] = {}
         """uid -> how its last reconcile that left it Current (nothing to look at again) saw it (:meth:`verify`)."""
-        """uids whose finalizer we removed (until the watch says the VM is gone: :meth:`forget`)."""
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
         self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
@@ -299,7 +297,7 @@ class VmController:
             inputs = await self._admit(body, vm, old)
             host = await self.place(body, inputs, old)
             provisioned = await self._provision_or_halt(inputs, host, old)
-            outcome, requeue = await self.converge(body, inputs, old, provisioned)
+            outcome, requeue, fingerprint = await self.converge(body, inputs, old, provisioned)
         except Halt as halt:
             if halt.outcome is not None:
                 await self.report(body, old, halt.outcome)
@@ -307,9 +305,8 @@ class VmController:
                 raise halt.then from halt.then.__cause__
             return halt.requeue
         await self.report(body, old, outcome)
-        seen = self._seen.pop(uid, None)
-        if requeue is None and outcome.state == "Current" and seen is not None and seen[1] is not None:
-            self._settled[uid] = Settled(str(body["metadata"].get("resourceVersion")), seen[0], seen[1])
+        if requeue is None and outcome.state == "Current" and fingerprint is not None and outcome.host:
+            self._settled[uid] = Settled(str(body["metadata"].get("resourceVersion")), outcome.host, fingerprint)
         return requeue
 
     async def verify(self, key: Key) -> bool:
@@ -752,8 +749,9 @@ class VmController:
     # --- converge --------------------------------------------------------------------------
     async def converge(
         self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned
-    ) -> tuple[Outcome, float | None]:
-        """The run strategy applied to the domain on ``made.host``: the outcome to report, when to look again."""
+    ) -> tuple[Outcome, float | None, int | None]:
+        """The run strategy applied to the domain on ``made.host``: the outcome to report, when to look again, and
+        the fingerprint of the domain as last observed (None: no domain), for the resync's verify."""
         try:
             return await self._converge(body, inputs, old, made)
         except HookRefused as exc:
@@ -769,7 +767,7 @@ class VmController:
 
     async def _converge(
         self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned
-    ) -> tuple[Outcome, float | None]:
+    ) -> tuple[Outcome, float | None, int | None]:
         vm, conn, desired = inputs.vm, made.conn, made.desired
         uid = desired.uuid
         strategy = vm.spec.run_strategy
@@ -822,13 +820,13 @@ class VmController:
         if held is not None and plan.phase in ("Stopping", "Stopped"):
             reason, message = "HostMaintenance", held if plan.phase == "Stopped" else f"{held}: {plan.message}"
         state: State = "Current" if plan.ready else "Failed" if plan.failed else "InProgress"
-        self._seen[uid] = (made.host, observed.fingerprint if observed is not None else None)
         outcome = Outcome(
             inputs.ref, plan.phase, state, reason, message,
             host=made.host, converged=Converged(boot_time, plan.restart_required), disks=made.disks,
             interfaces=interfaces, events=tuple(events),
         )  # fmt: skip
-        return outcome, STOPPING_POLL_SECONDS if plan.phase in ("Stopping", "Starting") else None
+        fingerprint = observed.fingerprint if observed is not None else None  # what the resync verifies against
+        return outcome, STOPPING_POLL_SECONDS if plan.phase in ("Stopping", "Starting") else None, fingerprint
 
     async def _act(
         self, conn: HostConnection, host: str, desired: DomainConfig, plan: VmPlan, old: VirtualMachineStatus,
@@ -906,7 +904,6 @@ class VmController:
         self._deletion_blocked.discard(uid)
         self._finalized.discard(uid)
         self._settled.pop(uid, None)
-        self._seen.pop(uid, None)
         self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
         self._scheduled.pop(uid, None)
