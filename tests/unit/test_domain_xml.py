@@ -36,6 +36,7 @@ from vdc.libvirt.domain_xml import (
     GraphicsConfig,
     InterfaceConfig,
     IoTuneConfig,
+    MemTuneConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -90,7 +91,14 @@ GOLDEN: dict[str, DomainConfig] = {
                 boot_order=1,
                 cache="none",
                 io="native",
-                iotune=IoTuneConfig(total_bytes_sec=104857600, total_iops_sec=2000),
+                iotune=IoTuneConfig(
+                    total_bytes_sec=104857600,
+                    total_iops_sec=2000,
+                    total_bytes_sec_max=209715200,
+                    total_iops_sec_max=4000,
+                    total_bytes_sec_max_length=10,
+                    total_iops_sec_max_length=5,
+                ),
             ),
             DiskConfig(
                 target_dev="sda",
@@ -101,7 +109,18 @@ GOLDEN: dict[str, DomainConfig] = {
                 cache="writeback",
                 io="threads",
                 iotune=IoTuneConfig(
-                    read_bytes_sec=52428800, write_bytes_sec=26214400, read_iops_sec=1000, write_iops_sec=500
+                    read_bytes_sec=52428800,
+                    write_bytes_sec=26214400,
+                    read_iops_sec=1000,
+                    write_iops_sec=500,
+                    read_bytes_sec_max=104857600,
+                    write_bytes_sec_max=52428800,
+                    read_iops_sec_max=2000,
+                    write_iops_sec_max=1000,
+                    read_bytes_sec_max_length=3,
+                    write_bytes_sec_max_length=4,
+                    read_iops_sec_max_length=6,
+                    write_iops_sec_max_length=7,
                 ),
             ),
         ),
@@ -121,7 +140,8 @@ GOLDEN: dict[str, DomainConfig] = {
         ),
         serial=SerialConsoleConfig(),
         graphics=GraphicsConfig(type="vnc", listen="0.0.0.0"),
-        cputune=CpuTuneConfig(shares=2048, period=100000, quota=400000),
+        cputune=CpuTuneConfig(shares=2048, period=100000, quota=400000, global_period=100000, global_quota=250000),
+        memtune=MemTuneConfig(hard_limit=5242880, soft_limit=2097152),
         emulator="/usr/bin/qemu-system-x86_64",
         watchdog=WatchdogConfig(),
     ),
@@ -303,7 +323,18 @@ def iotunes(draw: st.DrawFn) -> IoTuneConfig:
     }
     if all(v is None for v in values.values()):
         values["total_bytes_sec"], values["read_bytes_sec"], values["write_bytes_sec"] = draw(positive), None, None
+    for name in list(values):
+        limit = values[name]
+        if limit is not None and draw(st.booleans()):
+            values[f"{name}_max"] = limit + draw(st.integers(min_value=0, max_value=2**30))
+            values[f"{name}_max_length"] = draw(optional_positive)
     return IoTuneConfig(**values)
+
+
+@st.composite
+def mem_tunes(draw: st.DrawFn) -> MemTuneConfig:
+    hard, soft = draw(optional_positive), draw(optional_positive)
+    return MemTuneConfig(hard_limit=hard, soft_limit=soft if soft is not None or hard is not None else draw(positive))
 
 
 bandwidth_values = st.integers(min_value=1, max_value=2**32 - 1)  # libvirt's unsigned 32-bit
@@ -351,6 +382,8 @@ def cpu_tunes(draw: st.DrawFn) -> CpuTuneConfig:
         "shares": draw(optional_positive),
         "period": draw(optional_positive),
         "quota": draw(st.none() | st.just(-1) | positive),
+        "global_period": draw(optional_positive),
+        "global_quota": draw(st.none() | st.just(-1) | positive),
     }
     if all(v is None for v in values.values()):
         values["shares"] = draw(positive)
@@ -404,6 +437,7 @@ def domains(draw: st.DrawFn) -> DomainConfig:
         serial=draw(st.none() | st.builds(SerialConsoleConfig, log_file=optional_text)),
         graphics=draw(st.none() | st.builds(GraphicsConfig, type=st.just("vnc"), listen=xml_text)),
         cputune=draw(st.none() | cpu_tunes()),
+        memtune=draw(st.none() | mem_tunes()),
         emulator=draw(optional_text),
         on_poweroff=draw(literal_values(DomainConfig, "on_poweroff")),
         on_reboot=draw(literal_values(DomainConfig, "on_reboot")),
@@ -447,6 +481,7 @@ def test_coverage_walk_reaches_every_config_class() -> None:
         GraphicsConfig,
         InterfaceConfig,
         IoTuneConfig,
+        MemTuneConfig,
         OsConfig,
         OwnerMetadata,
         SerialConsoleConfig,

@@ -38,6 +38,7 @@ from vdc.libvirt.domain_xml import (
     DomainType,
     DomainXmlError,
     GraphicsConfig,
+    MemTuneConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -262,7 +263,11 @@ def test_adding_a_watchdog_to_a_running_guest_needs_a_restart() -> None:
     assert differing_fields(build({"availability": {"vmMonitoring": "Reset"}}), running) == ()
 
 
-# --- CPU QoS -------------------------------------------------------------------------------------
+# --- QoS -----------------------------------------------------------------------------------------
+
+
+def limited(quota: int, shares: int | None = None) -> CpuTuneConfig:
+    return CpuTuneConfig(shares=shares, global_period=CPU_PERIOD_US, global_quota=quota)
 
 
 @pytest.mark.parametrize(
@@ -271,16 +276,22 @@ def test_adding_a_watchdog_to_a_running_guest_needs_a_restart() -> None:
         (1, None, None),
         (1, {}, None),
         (1, {"cpuShares": 2048}, CpuTuneConfig(shares=2048)),
-        # cpuLimit is millicores for the whole VM; libvirt's quota is per vCPU over a 100 ms period.
-        (1, {"cpuLimit": 500}, CpuTuneConfig(period=CPU_PERIOD_US, quota=50_000)),
-        (2, {"cpuLimit": 1500}, CpuTuneConfig(period=100_000, quota=75_000)),
-        (4, {"cpuLimit": 2000}, CpuTuneConfig(period=100_000, quota=50_000)),
-        (1, {"cpuLimit": 4000}, CpuTuneConfig(period=100_000, quota=400_000)),
-        (3, {"cpuLimit": 1000}, CpuTuneConfig(period=100_000, quota=33_333)),
+        # The limit is for the whole VM: the domain cgroup's quota over a 100 ms period, whatever the vCPUs.
+        (1, {"cpuLimit": 500}, limited(50_000)),
+        (2, {"cpuLimit": 1500}, limited(150_000)),
+        (4, {"cpu": {"limit": "2"}}, limited(200_000)),
+        (1, {"cpu": {"limit": "250m"}}, limited(25_000)),
+        (3, {"cpu": {"limit": "1.5"}}, limited(150_000)),
         # libvirt's smallest quota is 1 ms per period.
-        (1, {"cpuLimit": 10}, CpuTuneConfig(period=100_000, quota=1000)),
-        (8, {"cpuLimit": 40}, CpuTuneConfig(period=100_000, quota=1000)),
-        (2, {"cpuShares": 512, "cpuLimit": 1000}, CpuTuneConfig(shares=512, period=100_000, quota=50_000)),
+        (1, {"cpuLimit": 10}, limited(1000)),
+        (2, {"cpuShares": 512, "cpuLimit": 1000}, limited(100_000, shares=512)),
+        # Share levels are per vCPU (Normal is the kernel's default of 1,024); a number is the whole VM's.
+        (1, {"cpu": {"shares": "Normal"}}, CpuTuneConfig(shares=1024)),
+        (2, {"cpu": {"shares": "High"}}, CpuTuneConfig(shares=4096)),
+        (4, {"cpu": {"shares": "Low"}}, CpuTuneConfig(shares=2048)),
+        (4, {"cpu": {"shares": 300}}, CpuTuneConfig(shares=300)),
+        # A reservation is placement's and nothing on the domain.
+        (1, {"cpu": {"reservation": "500m"}}, None),
     ],
 )
 def test_cputune_from_qos(count: int, qos: dict[str, Any] | None, expected: CpuTuneConfig | None) -> None:
@@ -290,16 +301,27 @@ def test_cputune_from_qos(count: int, qos: dict[str, Any] | None, expected: CpuT
     assert build(spec).cputune == expected
 
 
+@pytest.mark.parametrize(
+    ("qos", "expected"),
+    [
+        ({"cpu": {"shares": "High"}}, None),
+        ({"memory": {"reservation": "512Mi"}}, MemTuneConfig(soft_limit=512 * 1024)),
+        ({"memory": {"limit": "3Gi"}}, MemTuneConfig(hard_limit=3 * 1024 * 1024)),
+        ({"memory": {"reservation": "1Gi", "limit": "3Gi"}}, MemTuneConfig(hard_limit=3 * 1024**2, soft_limit=1024**2)),
+        # Rounded up to whole KiB, as libvirt keeps them.
+        ({"memory": {"reservation": "1000001"}}, MemTuneConfig(soft_limit=977)),
+    ],
+)
+def test_memtune_from_qos(qos: dict[str, Any], expected: MemTuneConfig | None) -> None:
+    assert build({"qos": qos}).memtune == expected
+
+
 @given(count=st.integers(1, 64), limit=st.integers(10, 1_000_000))
-def test_cpu_limit_never_exceeds_the_vms_share_and_respects_libvirts_minimum(count: int, limit: int) -> None:
-    tune = build({"cpu": {"count": count}, "qos": {"cpuLimit": limit}}).cputune
+def test_cpu_limit_is_the_whole_vms_and_respects_libvirts_minimum(count: int, limit: int) -> None:
+    tune = build({"cpu": {"count": count}, "qos": {"cpu": {"limit": f"{limit}m"}}}).cputune
     assert tune is not None
-    assert tune.period == CPU_PERIOD_US
-    assert tune.quota is not None
-    assert tune.quota >= 1000
-    total = limit * CPU_PERIOD_US // 1000  # microseconds per period for the whole VM
-    if total // count >= 1000:
-        assert tune.quota * count <= total < (tune.quota + 1) * count
+    assert (tune.global_period, tune.period, tune.quota) == (CPU_PERIOD_US, None, None)
+    assert tune.global_quota == max(1000, limit * CPU_PERIOD_US // 1000)
 
 
 # --- not supported yet ---------------------------------------------------------------------------

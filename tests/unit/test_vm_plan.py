@@ -25,6 +25,7 @@ from vdc.controllers.vm_plan import (
     GUEST_STUCK,
     LIVE_FIELDS,
     STUCK,
+    UNLIMITED_KIB,
     VmMonitoring,
     VmPlan,
     comparable,
@@ -32,12 +33,17 @@ from vdc.controllers.vm_plan import (
     plan_vm,
 )
 from vdc.libvirt.domain_xml import (
+    BandwidthConfig,
+    BandwidthLimitConfig,
     CpuConfig,
     CpuMode,
     CpuTuneConfig,
+    DiskConfig,
     DomainConfig,
     GraphicsConfig,
     InterfaceConfig,
+    IoTuneConfig,
+    MemTuneConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -307,7 +313,6 @@ def test_an_unreadable_definition_is_redefined() -> None:
         ({"os": dataclasses.replace(DESIRED.os, cmdline="console=ttyS0 debug")}, ("os",)),
         ({"cpu": CpuConfig(mode="host-passthrough")}, ("cpu",)),
         ({"graphics": GraphicsConfig(type="vnc")}, ("graphics",)),
-        ({"cputune": CpuTuneConfig(shares=512)}, ("cputune",)),
         ({"vcpus": 4, "memory_kib": 8 * GIB_KIB}, ("memory_kib", "vcpus")),
     ],
 )
@@ -397,6 +402,85 @@ def test_another_nic_change_with_a_link_state_needs_a_restart() -> None:
     added = dataclasses.replace(WITH_NIC, interfaces=(NIC, dataclasses.replace(NIC, mac="52:54:00:aa:bb:02")))
     result = plan("Always", running_with(NIC), desired=added)
     assert "set-link-state" not in result.actions and result.restart_required == ("interfaces",)
+
+
+# --- QoS: set on the running domain, never a restart -------------------------------------------------
+
+DISK = DiskConfig(target_dev="vda", source_file="/var/lib/vdc/pools/p/web-root.qcow2", driver_type="qcow2")
+WITH_DISK = dataclasses.replace(DESIRED, disks=(DISK,))
+IOPS_50 = IoTuneConfig(total_iops_sec=50)
+
+
+@pytest.mark.parametrize(
+    ("change", "action"),
+    [
+        ({"cputune": CpuTuneConfig(shares=512)}, "set-cpu-tune"),
+        ({"cputune": CpuTuneConfig(global_period=100_000, global_quota=25_000)}, "set-cpu-tune"),
+        ({"memtune": MemTuneConfig(soft_limit=GIB_KIB)}, "set-memory-tune"),
+        ({"disks": (dataclasses.replace(DISK, iotune=IOPS_50),)}, "set-io-tune"),
+        (
+            {"interfaces": (dataclasses.replace(NIC, bandwidth=BandwidthConfig(BandwidthLimitConfig(1000))),)},
+            "set-bandwidth",
+        ),
+    ],
+)
+@pytest.mark.parametrize("state", ["running", "paused"])
+def test_a_qos_change_is_set_on_the_running_domain(change: dict[str, object], action: str, state: str) -> None:
+    base = dataclasses.replace(DESIRED, disks=(DISK,), interfaces=(NIC,))
+    desired = dataclasses.replace(base, **change)  # type: ignore[arg-type]
+    result = plan("Always", observation(state, config=as_libvirt_returns_it(base)), desired=desired)
+    assert result.actions == ("define", action)
+    assert result.restart_required == ()
+    done = plan("Always", observation(state, config=as_libvirt_returns_it(desired)), desired=desired)
+    assert (done.actions, done.restart_required) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("live", "desired"),
+    [
+        # A reset to the host's defaults shows as explicit default values.
+        (CpuTuneConfig(shares=1024, global_period=100_000, global_quota=-1), None),
+        (CpuTuneConfig(shares=1024, global_period=100_000, global_quota=-1, quota=-1), CpuTuneConfig(shares=1024)),
+        # The same rate over another period enforces the same.
+        (
+            CpuTuneConfig(global_period=50_000, global_quota=12_500),
+            CpuTuneConfig(global_period=100_000, global_quota=25_000),
+        ),
+    ],
+)
+def test_tunables_equal_in_effect_are_not_differences(live: CpuTuneConfig, desired: CpuTuneConfig | None) -> None:
+    want = dataclasses.replace(DESIRED, cputune=desired)
+    running = dataclasses.replace(
+        observation("running"), live=as_libvirt_returns_it(dataclasses.replace(DESIRED, cputune=live))
+    )
+    assert differing_fields(running.live, want) == ()  # type: ignore[arg-type]
+
+
+def test_memory_limits_reset_to_unlimited_are_no_memtune() -> None:
+    live = dataclasses.replace(RETURNED, memtune=MemTuneConfig(hard_limit=UNLIMITED_KIB, soft_limit=UNLIMITED_KIB))
+    assert differing_fields(live, DESIRED) == ()
+
+
+def test_qemus_default_burst_length_is_not_a_difference() -> None:
+    burst = IoTuneConfig(total_iops_sec=50, total_iops_sec_max=200)
+    live = dataclasses.replace(burst, total_iops_sec_max_length=1)
+    have = as_libvirt_returns_it(dataclasses.replace(WITH_DISK, disks=(dataclasses.replace(DISK, iotune=live),)))
+    assert (
+        differing_fields(have, dataclasses.replace(WITH_DISK, disks=(dataclasses.replace(DISK, iotune=burst),))) == ()
+    )
+
+
+def test_another_disk_change_with_its_limits_needs_a_restart() -> None:
+    changed = dataclasses.replace(DISK, iotune=IOPS_50, cache="none")
+    result = plan("Always", observation("running", config=as_libvirt_returns_it(WITH_DISK)),
+                  desired=dataclasses.replace(WITH_DISK, disks=(changed,)))  # fmt: skip
+    assert "set-io-tune" not in result.actions and result.restart_required == ("disks",)
+
+
+def test_link_state_and_bandwidth_are_set_together() -> None:
+    both = dataclasses.replace(NIC, link_state="down", bandwidth=BandwidthConfig(outbound=BandwidthLimitConfig(500)))
+    result = plan("Always", running_with(NIC), desired=dataclasses.replace(WITH_NIC, interfaces=(both,)))
+    assert result.actions == ("define", "set-link-state", "set-bandwidth") and result.restart_required == ()
 
 
 def test_new_host_file_directories_are_redefined_quietly_never_a_restart() -> None:

@@ -68,3 +68,8 @@ def format_bytes_mi(count: int) -> str:
     if count % 2**20 == 0 or count >= 2**20:
         return f"{count // 2**20}Mi"
     return str(count)
+
+
+def millicores(quantity: str | int) -> int:
+    """A CPU amount in thousandths of a host CPU, rounded up (``500m`` is 500, ``1.5`` is 1,500)."""
+    return int((to_decimal(quantity) * 1000).to_integral_value(rounding="ROUND_CEILING"))

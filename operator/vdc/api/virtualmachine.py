@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import StringConstraints
+from pydantic import PlainValidator, StringConstraints, WithJsonSchema
 
 from vdc.api.common import (
     IPV4,
@@ -24,7 +24,7 @@ from vdc.api.common import (
 from vdc.api.conditions import Condition, conditions_field
 from vdc.api.meta import ApiModel, KindInfo, PrinterColumn, Resource, age_column, ready_column, reason_column
 from vdc.api.operation import OperationRef
-from vdc.api.quantity import Quantity
+from vdc.api.quantity import Quantity, millicores, to_bytes
 
 MAX_DISKS = 16
 MAX_INTERFACES = 16
@@ -300,8 +300,42 @@ class DiskSource(ApiModel):
     ovf_env: OvfEnvSource | None = field("The OVF environment ISO of a VM made from an Appliance.", default=None)
 
 
+IOTUNE_LIMITS = (
+    "total_bytes_sec",
+    "read_bytes_sec",
+    "write_bytes_sec",
+    "total_iops_sec",
+    "read_iops_sec",
+    "write_iops_sec",
+)
+"""The disk limits of :class:`IoTune` and :class:`IoBurst`, as libvirt names them."""
+
+
+class IoBurst(ApiModel):
+    """Rates above a disk's limits that it may reach for a while (QEMU's ``*_max`` and ``*_max_length``)."""
+
+    total_bytes_sec: int | None = field("Total bytes/s in a burst.", default=None, ge=1)
+    read_bytes_sec: int | None = field("Read bytes/s in a burst.", default=None, ge=1)
+    write_bytes_sec: int | None = field("Write bytes/s in a burst.", default=None, ge=1)
+    total_iops_sec: int | None = field("Total IOPS in a burst.", default=None, ge=1)
+    read_iops_sec: int | None = field("Read IOPS in a burst.", default=None, ge=1)
+    write_iops_sec: int | None = field("Write IOPS in a burst.", default=None, ge=1)
+    seconds: int | None = field("How long a burst may last at its rate (default: 1).", default=None, ge=1, le=3600)
+
+
+def _burst_rule(limit: str) -> dict[str, str]:
+    name = limit.split("_")[0] + "".join(w.title() for w in limit.split("_")[1:])  # the wire's camelCase
+    return cel(
+        f"!has(self.burst) || !has(self.burst.{name}) || (has(self.{name}) && self.burst.{name} >= self.{name})",
+        f"burst.{name} needs {name} and must be at least it",
+        field_path=f".burst.{name}",
+    )
+
+
 class IoTune(ApiModel):
-    """Disk I/O limits (libvirt ``<iotune>``), applied live."""
+    """Disk I/O limits (libvirt ``<iotune>``, QEMU's block throttling), applied live. 0 is no limit."""
+
+    model_config = {"json_schema_extra": validations(*(_burst_rule(limit) for limit in IOTUNE_LIMITS))}
 
     total_bytes_sec: int | None = field("Total bytes/s.", default=None, ge=0)
     read_bytes_sec: int | None = field("Read bytes/s.", default=None, ge=0)
@@ -309,6 +343,7 @@ class IoTune(ApiModel):
     total_iops_sec: int | None = field("Total IOPS.", default=None, ge=0)
     read_iops_sec: int | None = field("Read IOPS.", default=None, ge=0)
     write_iops_sec: int | None = field("Write IOPS.", default=None, ge=0)
+    burst: IoBurst | None = field("Rates above these limits allowed for a while.", default=None)
 
 
 class Disk(ApiModel):
@@ -409,13 +444,156 @@ class FromAppliance(ApiModel):
     )
 
 
-class Qos(ApiModel):
-    """CPU quality of service (libvirt ``<cputune>``), applied live."""
+SHARES_LEVELS: dict[str, int] = {"Low": 512, "Normal": 1024, "High": 2048}
+"""CPU shares per vCPU of each level (cgroup ``cpu.shares``; Normal is the kernel's default of 1,024, as
+vSphere's levels are 500/1,000/2,000 per vCPU). A VM's shares are its level's times its vCPUs."""
+MIN_SHARES, MAX_SHARES = 2, 262144
 
-    cpu_shares: int | None = field("Relative CPU weight.", default=None, ge=2, le=262144)
-    cpu_limit: int | None = field(
-        "CPU limit in millicores for the whole VM (1000 = one host CPU).", default=None, ge=10, le=1_000_000
+
+def _shares(value: object) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError("shares must be Low, Normal, High or a number")
+    if isinstance(value, int):
+        if not MIN_SHARES <= value <= MAX_SHARES:
+            raise ValueError(f"custom shares must be {MIN_SHARES}..{MAX_SHARES}, got {value}")
+        return value
+    if isinstance(value, str) and value in SHARES_LEVELS:
+        return value
+    raise ValueError(f"shares must be Low, Normal, High or a number {MIN_SHARES}..{MAX_SHARES}, got {value!r}")
+
+
+Shares = Annotated[
+    int | str,
+    PlainValidator(_shares),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"type(self) == int ? (self >= {MIN_SHARES} && self <= {MAX_SHARES})"
+                    " : self in ['Low', 'Normal', 'High']",
+                    "message": f"shares must be Low, Normal, High or a number {MIN_SHARES}..{MAX_SHARES}",
+                }
+            ],
+        }
+    ),
+]
+"""Low, Normal, High (per vCPU: :data:`SHARES_LEVELS`) or a custom number for the whole VM."""
+
+
+class CpuQos(ApiModel):
+    """CPU reservation, limit and shares of the whole VM (vSphere's model). CPU amounts are in host CPUs
+    as Kubernetes writes them: ``500m`` is half a host CPU, ``2`` two."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.limit) || quantity(string(self.limit)).compareTo(quantity('10m')) >= 0",
+                "limit must be at least 10m",
+                field_path=".limit",
+            ),
+            cel(
+                "!has(self.reservation) || !has(self.limit)"
+                " || quantity(string(self.reservation)).compareTo(quantity(string(self.limit))) <= 0",
+                "reservation must not be above limit",
+                field_path=".reservation",
+            ),
+        )
+    }
+
+    reservation: Quantity | None = field(
+        "CPU guaranteed to the VM: placement never reserves more of a host than it has (its CPUs less "
+        "spec.reserved.cpus). Live; a change that no longer fits its host is refused (Scheduled=False).",
+        default=None,
+        update="live",
     )
+    limit: Quantity | None = field(
+        "Most CPU the whole VM may use (a CFS quota on its cgroup), e.g. 250m. Live.",
+        default=None,
+        update="live",
+    )
+    shares: Shares | None = field(
+        "Relative weight under contention: Low, Normal, High (512, 1024, 2048 per vCPU) or a number for the "
+        "whole VM (2..262144). Default: the host's default (1024). Live.",
+        default=None,
+        update="live",
+    )
+
+
+class MemoryQos(ApiModel):
+    """Memory reservation and limit. libvirt has no memory shares (nor has cgroup v1): not offered."""
+
+    reservation: Quantity | None = field(
+        "Memory guaranteed to the VM: placement never reserves more of a host than it has (less "
+        "spec.reserved.memory); on the host it is the cgroup's soft limit, which the kernel reclaims others "
+        "down to first under pressure. At most spec.memory.size. Live.",
+        default=None,
+        update="live",
+    )
+    limit: Quantity | None = field(
+        "Most host memory the VM's QEMU may use, its own overhead included (the cgroup's hard limit). "
+        "Set it well above spec.memory.size: at the limit the kernel reclaims from or kills the QEMU. Live.",
+        default=None,
+        update="live",
+    )
+
+
+class Qos(ApiModel):
+    """Quality of service: CPU and memory reservation, limit and shares, applied on the running domain."""
+
+    model_config = {
+        "json_schema_extra": validations(
+            cel(
+                "!has(self.cpuShares) || !has(self.cpu) || !has(self.cpu.shares)",
+                "set cpu.shares, not both it and the older cpuShares",
+                field_path=".cpuShares",
+            ),
+            cel(
+                "!has(self.cpuLimit) || !has(self.cpu) || !has(self.cpu.limit)",
+                "set cpu.limit, not both it and the older cpuLimit",
+                field_path=".cpuLimit",
+            ),
+        )
+    }
+
+    cpu: CpuQos | None = field("CPU reservation, limit and shares.", default=None, update="live")
+    memory: MemoryQos | None = field("Memory reservation and limit.", default=None, update="live")
+    cpu_shares: int | None = field(
+        "Deprecated: use cpu.shares. Relative CPU weight of the whole VM.",
+        default=None,
+        ge=MIN_SHARES,
+        le=MAX_SHARES,
+        update="live",
+    )
+    cpu_limit: int | None = field(
+        "Deprecated: use cpu.limit. CPU limit in millicores for the whole VM (1000 = one host CPU).",
+        default=None,
+        ge=10,
+        le=1_000_000,
+        update="live",
+    )
+
+    def shares_for(self, vcpus: int) -> int | None:
+        """The cgroup CPU shares of the whole VM, or None: the host's default."""
+        shares = self.cpu.shares if self.cpu is not None and self.cpu.shares is not None else self.cpu_shares
+        if isinstance(shares, str):
+            return min(MAX_SHARES, SHARES_LEVELS[shares] * vcpus)
+        return shares
+
+    def cpu_limit_millis(self) -> int | None:
+        if self.cpu is not None and self.cpu.limit is not None:
+            return millicores(self.cpu.limit)
+        return self.cpu_limit
+
+    def cpu_reservation_millis(self) -> int:
+        return millicores(self.cpu.reservation) if self.cpu is not None and self.cpu.reservation else 0
+
+    def memory_reservation_bytes(self) -> int:
+        return to_bytes(self.memory.reservation) if self.memory is not None and self.memory.reservation else 0
+
+    def memory_limit_bytes(self) -> int | None:
+        return to_bytes(self.memory.limit) if self.memory is not None and self.memory.limit else None
 
 
 class VirtualMachineSpec(ApiModel):
@@ -437,6 +615,18 @@ class VirtualMachineSpec(ApiModel):
                 "has(self.memory) || has(self.fromAppliance)",
                 "memory is required (a VM from an Appliance gets the appliance's)",
                 field_path=".memory",
+            ),
+            cel(
+                "!has(self.qos) || !has(self.qos.memory) || !has(self.qos.memory.reservation) || !has(self.memory)"
+                " || quantity(string(self.qos.memory.reservation)).compareTo(quantity(string(self.memory.size))) <= 0",
+                "qos.memory.reservation must not be above memory.size",
+                field_path=".qos.memory.reservation",
+            ),
+            cel(
+                "!has(self.qos) || !has(self.qos.memory) || !has(self.qos.memory.limit) || !has(self.memory)"
+                " || quantity(string(self.qos.memory.limit)).compareTo(quantity(string(self.memory.size))) > 0",
+                "qos.memory.limit must be above memory.size (it caps QEMU, whose own overhead comes on top)",
+                field_path=".qos.memory.limit",
             ),
             cel(
                 "!has(self.disks) || self.disks.all(d, !has(d.source.ovfEnv)) || has(self.fromAppliance)",
@@ -488,7 +678,9 @@ class VirtualMachineSpec(ApiModel):
     host_selector: LabelSelector = field(
         "Hosts the VM may run on (by Host labels).", default_factory=LabelSelector, update="restart"
     )
-    qos: Qos | None = field("CPU QoS.", default=None, update="live")
+    qos: Qos | None = field(
+        "Quality of service: CPU and memory reservation, limit and shares.", default=None, update="live"
+    )
     availability: Availability = field(
         "What HA does when the VM's host fails and is fenced.", default_factory=Availability, update="live"
     )
@@ -535,6 +727,9 @@ class DiskStatus(ApiModel):
     owner: ShortText | None = field(
         "The volume's owner as namespace/vm (uid) for volumes the operator created.", default=None
     )
+    iotune: IoTune | None = field(
+        "The I/O limits the host enforces on the running disk, read back from libvirt.", default=None
+    )
 
 
 class InterfaceStatus(ApiModel):
@@ -545,6 +740,18 @@ class InterfaceStatus(ApiModel):
     ip_addresses: list[ShortText] = field("IP addresses (IPAM, and the guest's when reported).", default_factory=list)
     switch: Name | None = field("The VirtualSwitch.", default=None)
     host_device: ShortText | None = field("Host-side device (tap).", default=None)
+    bandwidth: Bandwidth | None = field(
+        "The limits the host enforces on the running NIC, read back from libvirt.", default=None
+    )
+
+
+class QosStatus(ApiModel):
+    """The CPU and memory tunables the host enforces on the running domain, read back from libvirt."""
+
+    cpu_shares: int | None = field("CPU shares (none: the host's default).", default=None)
+    cpu_limit: Quantity | None = field("CPU limit of the whole VM, e.g. 250m (none: no limit).", default=None)
+    memory_reservation: Quantity | None = field("Memory soft limit (none: not set).", default=None)
+    memory_limit: Quantity | None = field("Memory hard limit (none: no limit).", default=None)
 
 
 class VirtualMachineStatus(ApiModel):
@@ -565,6 +772,9 @@ class VirtualMachineStatus(ApiModel):
     )
     restart_required_fields: list[ShortText] = field(
         "Spec fields changed that take effect at the next restart.", default_factory=list
+    )
+    qos: QosStatus | None = field(
+        "The CPU and memory tunables in force on the running domain (read back from libvirt).", default=None
     )
     disks: list[DiskStatus] = field(
         "Disks.",

@@ -19,7 +19,7 @@ import libvirt
 from vdc.api.appliance import ApplianceStatus
 from vdc.api.common import SecretKeyRef
 from vdc.api.quantity import to_bytes
-from vdc.api.virtualmachine import Disk, VirtualMachine
+from vdc.api.virtualmachine import IOTUNE_LIMITS, Disk, VirtualMachine
 from vdc.cloudinit import build_seed_iso, seed_meta_data
 from vdc.controllers.storagepool import libvirt_pool_name
 from vdc.controllers.vm_appliance import chosen_system, property_values
@@ -145,12 +145,21 @@ def _find(conn: libvirt.virConnect, plan: VolumePlan, name: str) -> VolumeObserv
 
 
 def _iotune(disk: Disk) -> IoTuneConfig | None:
-    if disk.iotune is None:
+    """The disk's limits; a 0 is no limit, and a burst of a limit that is not set is dropped (admission
+    refuses it; a pool default may lower the limits, never add a burst without one)."""
+    tune = disk.iotune
+    if tune is None:
         return None
-    values = disk.iotune.model_dump()
-    if not any(v for v in values.values()):
+    values: dict[str, int | None] = {}
+    for name in IOTUNE_LIMITS:
+        limit = getattr(tune, name) or None
+        peak = getattr(tune.burst, name) if tune.burst is not None and limit is not None else None
+        values[name] = limit
+        values[f"{name}_max"] = max(peak, limit) if peak is not None and limit is not None else None
+        values[f"{name}_max_length"] = tune.burst.seconds if peak is not None and tune.burst is not None else None
+    if not any(values.values()):
         return None
-    return IoTuneConfig(**{k: (v or None) for k, v in values.items()})
+    return IoTuneConfig(**values)
 
 
 class _Source:

@@ -65,6 +65,7 @@ from vdc.controllers.vm_disks import plan_volumes, pool_bytes, target_devices
 from vdc.controllers.vm_domain import UnsupportedSpec, domain_for, domain_name
 from vdc.controllers.vm_nics import AddressRefused, WaitingForAddress, bandwidth, nic_status_observed
 from vdc.controllers.vm_plan import GUEST_RESET, VmPlan, plan_vm
+from vdc.controllers.vm_qos import disks_in_force, interfaces_in_force, qos_in_force
 from vdc.controllers.vm_status import (
     Converged,
     Event,
@@ -802,7 +803,7 @@ class VmController:
         started = "start" in plan.actions
         events: list[Event] = []
         if plan.actions:
-            events += await self._act(conn, made.host, desired, plan, old, observed is None)
+            events += await self._act(conn, made.host, desired, plan, old, observed)
             observed = await conn.call(lambda c: domains.observe_domain(c, uid))
             plan = stop_ordered(held_back(planned(observed, started), start_wait), stop)
         if plan.reason == WAITING_FOR_STOP_ORDER and condition_message(old, READY) != plan.message:
@@ -810,9 +811,11 @@ class VmController:
         if (observed is None or observed.state != "running") and plan.phase != "Stopping":
             self._shutdown_since.pop(uid, None)
         interfaces = made.interfaces
+        live = observed.live if observed is not None else None
         if interfaces:
             leases = await conn.call(lambda c: domains.lease_addresses(c, uid)) if observed and observed.live else {}
-            interfaces = nic_status_observed(interfaces, observed, leases)
+            interfaces = interfaces_in_force(nic_status_observed(interfaces, observed, leases), live)
+        disks = disks_in_force(made.disks, live, target_devices(vm.spec.disks)) if made.disks else made.disks
         boot_time = old.boot_time
         if plan.phase == "Running" and (old.phase != "Running" or boot_time is None or started):
             boot_time = now_rfc3339()
@@ -822,7 +825,7 @@ class VmController:
         state: State = "Current" if plan.ready else "Failed" if plan.failed else "InProgress"
         outcome = Outcome(
             inputs.ref, plan.phase, state, reason, message,
-            host=made.host, converged=Converged(boot_time, plan.restart_required), disks=made.disks,
+            host=made.host, converged=Converged(boot_time, plan.restart_required, qos_in_force(live)), disks=disks,
             interfaces=interfaces, events=tuple(events),
         )  # fmt: skip
         fingerprint = observed.fingerprint if observed is not None else None  # what the resync verifies against
@@ -830,10 +833,12 @@ class VmController:
 
     async def _act(
         self, conn: HostConnection, host: str, desired: DomainConfig, plan: VmPlan, old: VirtualMachineStatus,
-        missing: bool,
+        observed: domains.DomainObservation | None,
     ) -> list[Event]:  # fmt: skip
-        """The plan's actions on the host; the Events that tell of them."""
-        uid = desired.uuid
+        """The plan's actions on the host (``observed``: the domain they were planned from); the Events
+        that tell of them."""
+        uid, missing = desired.uuid, observed is None
+        live_disks = observed.live.disks if observed is not None and observed.live is not None else ()
         for action in plan.actions:
             log.info("vm %s/%s on %s: %s", desired.owner.namespace, desired.owner.name, host, action)
             if action == "define":
@@ -850,6 +855,14 @@ class VmController:
                 await conn.call(lambda c: domains.set_memory(c, uid, desired.current_memory_kib))
             elif action == "set-link-state":
                 await conn.call(lambda c: domains.set_link_states(c, uid, desired.interfaces))
+            elif action == "set-bandwidth":
+                await conn.call(lambda c: domains.set_bandwidth(c, uid, desired.interfaces))
+            elif action == "set-cpu-tune":
+                await conn.call(lambda c: domains.set_cpu_tune(c, uid, desired.cputune))
+            elif action == "set-memory-tune":
+                await conn.call(lambda c: domains.set_memory_tune(c, uid, desired.memtune))
+            elif action == "set-io-tune":
+                await conn.call(lambda c: domains.set_io_tune(c, uid, desired.disks, live_disks))
         if plan.reason == "Restarting" and ("start" in plan.actions or "shutdown" in plan.actions):
             return [Event("Restarting", plan.message)]
         if plan.reason == GUEST_RESET:

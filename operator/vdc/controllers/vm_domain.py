@@ -19,6 +19,7 @@ from vdc.libvirt.domain_xml import (
     DomainXmlError,
     GraphicsConfig,
     InterfaceConfig,
+    MemTuneConfig,
     OsConfig,
     OwnerMetadata,
     SerialConsoleConfig,
@@ -108,17 +109,7 @@ def _domain_for(
     topology = spec.cpu.topology
     kernel = spec.boot.kernel
     dname = domain_name(namespace, name)
-    cputune = None
-    if spec.qos is not None and (spec.qos.cpu_shares is not None or spec.qos.cpu_limit is not None):
-        quota = None
-        if spec.qos.cpu_limit is not None:
-            # libvirt's quota is per vCPU; the spec's limit is for the whole VM.
-            quota = max(1000, spec.qos.cpu_limit * CPU_PERIOD_US // 1000 // spec.cpu.count)
-        cputune = CpuTuneConfig(
-            shares=spec.qos.cpu_shares,
-            period=CPU_PERIOD_US if quota is not None else None,
-            quota=quota,
-        )
+    cputune, memtune = qos_tunes(vm)
     return DomainConfig(
         name=dname,
         uuid=uid,
@@ -151,11 +142,36 @@ def _domain_for(
         else None,
         graphics=GraphicsConfig(type="vnc", listen=spec.graphics.listen) if spec.graphics.type == "VNC" else None,
         cputune=cputune,
+        memtune=memtune,
         on_poweroff="destroy",
         on_reboot="restart",
         on_crash="destroy",
         watchdog=WatchdogConfig() if spec.availability.watchdog else None,
     )
+
+
+def qos_tunes(vm: VirtualMachine) -> tuple[CpuTuneConfig | None, MemTuneConfig | None]:
+    """The domain's ``<cputune>`` and ``<memtune>`` from ``spec.qos``. The CPU limit is for the whole VM,
+    so it is the domain cgroup's quota (``global_*``), not each vCPU's. The memory reservation is the
+    cgroup's soft limit: under pressure the kernel reclaims other cgroups down to theirs first."""
+    qos = vm.spec.qos
+    if qos is None:
+        return None, None
+    shares = qos.shares_for(vm.spec.cpu.count)
+    limit = qos.cpu_limit_millis()
+    quota = None if limit is None else max(1000, limit * CPU_PERIOD_US // 1000)
+    cputune = None
+    if shares is not None or quota is not None:
+        cputune = CpuTuneConfig(
+            shares=shares, global_period=CPU_PERIOD_US if quota is not None else None, global_quota=quota
+        )
+    reservation, hard = qos.memory_reservation_bytes(), qos.memory_limit_bytes()
+    memtune = None
+    if reservation or hard:
+        memtune = MemTuneConfig(
+            hard_limit=-(-hard // 1024) if hard else None, soft_limit=-(-reservation // 1024) if reservation else None
+        )
+    return cputune, memtune
 
 
 Wanted = Literal["running", "stopped", "any"]

@@ -7,10 +7,21 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vdc.api.virtualmachine import RESTART_ANNOTATION, Phase, RunStrategy, restart_pending
-from vdc.libvirt.domain_xml import DomainConfig
+from vdc.libvirt.domain_xml import CpuTuneConfig, DiskConfig, DomainConfig, IoTuneConfig, MemTuneConfig
 from vdc.libvirt.domains import DomainObservation, PausedReason
 
-Action = Literal["define", "start", "shutdown", "destroy", "set-memory", "set-link-state"]
+Action = Literal[
+    "define",
+    "start",
+    "shutdown",
+    "destroy",
+    "set-memory",
+    "set-link-state",
+    "set-bandwidth",
+    "set-cpu-tune",
+    "set-memory-tune",
+    "set-io-tune",
+]
 VmMonitoring = Literal["Disabled", "Reset"]
 
 GUEST_RESET = "GuestReset"
@@ -67,6 +78,21 @@ def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
         + config.interfaces[len(desired.interfaces) :]
     )
     config = dataclasses.replace(config, interfaces=interfaces)
+    # Tunables a running domain shows as the host's defaults once they were reset live: equal in effect.
+    if config.cputune != desired.cputune and cpu_effect(config.cputune) == cpu_effect(desired.cputune):
+        config = dataclasses.replace(config, cputune=desired.cputune)
+    if config.memtune != desired.memtune and memory_effect(config.memtune) == memory_effect(desired.memtune):
+        config = dataclasses.replace(config, memtune=desired.memtune)
+    if len(config.disks) == len(desired.disks):
+        config = dataclasses.replace(
+            config,
+            disks=tuple(
+                dataclasses.replace(have, iotune=want.iotune)
+                if have.iotune != want.iotune and io_effect(have.iotune) == io_effect(want.iotune)
+                else have
+                for have, want in zip(config.disks, desired.disks, strict=True)
+            ),
+        )
     # Without any boot device or disk boot order libvirt adds <boot dev='hd'/>.
     if not desired.os.boot_devices and os.boot_devices == ("hd",):
         os = dataclasses.replace(os, boot_devices=())
@@ -78,6 +104,48 @@ def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
     )
 
 
+DEFAULT_CPU_SHARES = 1024
+"""cgroup v1's ``cpu.shares`` of a group nobody set: what a domain without ``<shares>`` gets."""
+UNLIMITED_KIB = 9007199254740991
+"""libvirt's VIR_DOMAIN_MEMORY_PARAM_UNLIMITED: a memory limit of this or more is no limit."""
+
+
+def cpu_effect(tune: CpuTuneConfig | None) -> tuple[int, int | None, int | None]:
+    """(shares, the whole domain's quota per period, each vCPU's): what a ``<cputune>`` enforces, None
+    for unlimited, so that a reset to the defaults compares equal to no ``<cputune>``."""
+    if tune is None:
+        return DEFAULT_CPU_SHARES, None, None
+
+    def rate(period: int | None, quota: int | None) -> int | None:
+        return None if quota is None or quota < 0 else quota * 1_000_000 // (period or 100_000)
+
+    return tune.shares or DEFAULT_CPU_SHARES, rate(tune.global_period, tune.global_quota), rate(tune.period, tune.quota)
+
+
+def memory_effect(tune: MemTuneConfig | None) -> tuple[int | None, int | None]:
+    """(hard limit, soft limit) in KiB, None for unlimited."""
+    if tune is None:
+        return None, None
+    return tuple(None if v is None or v >= UNLIMITED_KIB else v for v in (tune.hard_limit, tune.soft_limit))  # type: ignore[return-value]
+
+
+def io_effect(tune: IoTuneConfig | None) -> dict[str, int]:
+    """The limits an ``<iotune>`` enforces: QEMU's burst length defaults to 1 s where a burst is set."""
+    if tune is None:
+        return {}
+    values = {k: v for k, v in dataclasses.asdict(tune).items() if v}
+    for key in [k for k in values if k.endswith("_max")]:
+        values.setdefault(f"{key}_length", 1)
+    return values
+
+
+def only_iotune_differs(current: tuple[DiskConfig, ...], desired: tuple[DiskConfig, ...]) -> bool:
+    """The disks are the same but for some I/O limits (set on the running domain, no restart)."""
+    if len(current) != len(desired) or current == desired:
+        return False
+    return all(dataclasses.replace(h, iotune=w.iotune) == w for h, w in zip(current, desired, strict=True))
+
+
 def differing_fields(current: DomainConfig, desired: DomainConfig) -> tuple[str, ...]:
     current = comparable(current, desired)
     return tuple(
@@ -86,21 +154,31 @@ def differing_fields(current: DomainConfig, desired: DomainConfig) -> tuple[str,
 
 
 LIVE_FIELDS = {"current_memory_kib"}
-"""Fields changed on the running domain without a restart."""
+"""Fields changed on the running domain without a restart (besides the tunables of :data:`TUNE_ACTIONS`
+and the NICs' and disks' live settings)."""
+TUNE_ACTIONS: dict[str, Action] = {"cputune": "set-cpu-tune", "memtune": "set-memory-tune"}
+"""Tunables set on the running domain (libvirt's scheduler and memory parameters), never a restart."""
 DEFINITION_ONLY_FIELDS = {"owner"}
 """Fields only the definition needs: a redefine is enough, a running domain never restarts for them.
 The owner's ``host_file_dirs`` (the Host's allowed directories) are read by the host's qemu hook
 when the domain next starts; the rest of the owner never changes for a domain."""
 
 
-def only_link_states_differ(current: DomainConfig, desired: DomainConfig) -> bool:
-    """The NICs are the same but for some link states (set on the running domain, no restart)."""
+def nic_live_changes(current: DomainConfig, desired: DomainConfig) -> tuple[Action, ...]:
+    """What sets the NICs as desired on the running domain: their link states, their bandwidth, both, or
+    () when anything else of them differs too (a restart) or nothing does."""
     have = comparable(current, desired).interfaces
     if len(have) != len(desired.interfaces) or have == desired.interfaces:
-        return False
-    return all(
-        dataclasses.replace(h, link_state=w.link_state) == w for h, w in zip(have, desired.interfaces, strict=True)
-    )
+        return ()
+    pairs = list(zip(have, desired.interfaces, strict=True))
+    if not all(dataclasses.replace(h, link_state=w.link_state, bandwidth=w.bandwidth) == w for h, w in pairs):
+        return ()
+    actions: list[Action] = []
+    if any(h.link_state != w.link_state for h, w in pairs):
+        actions.append("set-link-state")
+    if any(h.bandwidth != w.bandwidth for h, w in pairs):
+        actions.append("set-bandwidth")
+    return tuple(actions)
 
 
 def restart_requested(body: dict[str, Any]) -> bool:
@@ -143,9 +221,15 @@ def plan_vm(
         live_diff = differing_fields(observed.live, desired)
         if set(live_diff) & LIVE_FIELDS and desired.current_memory_kib <= observed.live.memory_kib:
             actions.append("set-memory")
-        if "interfaces" in live_diff and only_link_states_differ(observed.live, desired):
-            actions.append("set-link-state")
+        nic_actions = nic_live_changes(observed.live, desired) if "interfaces" in live_diff else ()
+        if nic_actions:
+            actions.extend(nic_actions)
             live_diff = tuple(f for f in live_diff if f != "interfaces")
+        if "disks" in live_diff and only_iotune_differs(comparable(observed.live, desired).disks, desired.disks):
+            actions.append("set-io-tune")
+            live_diff = tuple(f for f in live_diff if f != "disks")
+        actions.extend(TUNE_ACTIONS[f] for f in live_diff if f in TUNE_ACTIONS)
+        live_diff = tuple(f for f in live_diff if f not in TUNE_ACTIONS)
         restart_required = tuple(
             f
             for f in live_diff

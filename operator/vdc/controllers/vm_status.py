@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vdc.api.conditions import READY, STALLED, Condition, set_condition, set_kstatus
-from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, VirtualMachineStatus
+from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, QosStatus, VirtualMachineStatus
 from vdc.controllers.vm_domain import domain_name
 
 SCHEDULED = "Scheduled"
@@ -43,6 +43,8 @@ class Converged:
 
     boot_time: str | None
     restart_required: tuple[str, ...] = ()
+    qos: QosStatus | None = None
+    """The tunables in force on the running domain (read back)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def vm_status(old: VirtualMachineStatus | None, outcome: Outcome) -> VirtualMach
             "restart_required_fields": list(converged.restart_required)
             if converged is not None
             else old.restart_required_fields,
+            "qos": converged.qos if converged is not None else old.qos,
             "disks": outcome.disks if outcome.disks is not None else old.disks,
             "interfaces": outcome.interfaces if outcome.interfaces is not None else old.interfaces,
         }

@@ -240,23 +240,29 @@ class CpuConfig:
 
 @dataclass(frozen=True)
 class CpuTuneConfig:
-    """``<cputune>``: CFS shares, period and quota (microseconds). At least one must be set."""
+    """``<cputune>``: CFS shares, the per-vCPU period and quota, and the whole domain's (``global_*``)
+    period and quota (microseconds). At least one must be set."""
 
     shares: int | None = None
     period: int | None = None
     quota: int | None = None
+    global_period: int | None = None
+    global_quota: int | None = None
 
     def __post_init__(self) -> None:
-        if self.shares is None and self.period is None and self.quota is None:
-            raise DomainXmlError("cputune needs at least one of shares, period, quota (use None for none)")
+        if all(getattr(self, tag) is None for tag in _CPUTUNE_TAGS):
+            raise DomainXmlError("cputune needs at least one of " + ", ".join(_CPUTUNE_TAGS) + " (use None for none)")
         _positive(self.shares, "cputune shares")
         _positive(self.period, "cputune period")
-        if self.quota is not None and self.quota != -1 and self.quota < 1:
-            raise DomainXmlError(f"cputune quota must be -1 (unlimited) or at least 1, got {self.quota}")
+        _positive(self.global_period, "cputune global_period")
+        for tag in ("quota", "global_quota"):
+            value = getattr(self, tag)
+            if value is not None and value != -1 and value < 1:
+                raise DomainXmlError(f"cputune {tag} must be -1 (unlimited) or at least 1, got {value}")
 
     def to_xml(self) -> ET.Element:
         el = _xml.new("cputune")
-        for tag in ("shares", "period", "quota"):
+        for tag in _CPUTUNE_TAGS:
             value = getattr(self, tag)
             if value is not None:
                 _xml.sub(el, tag, text=value)
@@ -266,9 +272,42 @@ class CpuTuneConfig:
     def from_xml(cls, el: ET.Element) -> Self | None:
         """None when the element holds none of the values we model (e.g. only ``<vcpupin>``)."""
         _xml.expect_tag(el, "cputune")
-        values = {
-            tag: _xml.opt_integer(_xml.text(el.find(tag)), f"cputune {tag}") for tag in ("shares", "period", "quota")
-        }
+        values = {tag: _xml.opt_integer(_xml.text(el.find(tag)), f"cputune {tag}") for tag in _CPUTUNE_TAGS}
+        if all(v is None for v in values.values()):
+            return None
+        return cls(**values)
+
+
+_CPUTUNE_TAGS = ("shares", "period", "quota", "global_period", "global_quota")
+_MEMTUNE_TAGS = ("hard_limit", "soft_limit")
+
+
+@dataclass(frozen=True)
+class MemTuneConfig:
+    """``<memtune>``: the domain cgroup's hard and soft memory limits (KiB). At least one must be set."""
+
+    hard_limit: int | None = None
+    soft_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.hard_limit is None and self.soft_limit is None:
+            raise DomainXmlError("memtune needs hard_limit or soft_limit (use None for none)")
+        _positive(self.hard_limit, "memtune hard_limit")
+        _positive(self.soft_limit, "memtune soft_limit")
+
+    def to_xml(self) -> ET.Element:
+        el = _xml.new("memtune")
+        for tag in _MEMTUNE_TAGS:
+            value = getattr(self, tag)
+            if value is not None:
+                _xml.sub(el, tag, {"unit": "KiB"}, value)
+        return el
+
+    @classmethod
+    def from_xml(cls, el: ET.Element) -> Self | None:
+        """None when the element holds none of the limits we model (e.g. only ``swap_hard_limit``)."""
+        _xml.expect_tag(el, "memtune")
+        values = {tag: None if (found := el.find(tag)) is None else _kib(found) for tag in _MEMTUNE_TAGS}
         if all(v is None for v in values.values()):
             return None
         return cls(**values)
@@ -326,7 +365,7 @@ class OsConfig:
 
 # --- disks ---------------------------------------------------------------------------------------
 
-_IOTUNE_FIELDS = (
+_IOTUNE_LIMITS = (
     "total_bytes_sec",
     "read_bytes_sec",
     "write_bytes_sec",
@@ -334,11 +373,18 @@ _IOTUNE_FIELDS = (
     "read_iops_sec",
     "write_iops_sec",
 )
+_IOTUNE_FIELDS = (
+    *_IOTUNE_LIMITS,
+    *(f"{name}_max" for name in _IOTUNE_LIMITS),
+    *(f"{name}_max_length" for name in _IOTUNE_LIMITS),
+)
 
 
 @dataclass(frozen=True)
 class IoTuneConfig:
-    """``<iotune>``: disk throttling. At least one limit; total_* excludes read_*/write_* (libvirt's rule)."""
+    """``<iotune>``: disk throttling (QEMU's, no cgroups needed). At least one limit; total_* excludes
+    read_*/write_* (libvirt's rule). ``*_max`` is a burst rate above the limit, allowed for ``*_max_length``
+    seconds (QEMU's default: 1); each needs the one before it."""
 
     total_bytes_sec: int | None = None
     read_bytes_sec: int | None = None
@@ -346,6 +392,18 @@ class IoTuneConfig:
     total_iops_sec: int | None = None
     read_iops_sec: int | None = None
     write_iops_sec: int | None = None
+    total_bytes_sec_max: int | None = None
+    read_bytes_sec_max: int | None = None
+    write_bytes_sec_max: int | None = None
+    total_iops_sec_max: int | None = None
+    read_iops_sec_max: int | None = None
+    write_iops_sec_max: int | None = None
+    total_bytes_sec_max_length: int | None = None
+    read_bytes_sec_max_length: int | None = None
+    write_bytes_sec_max_length: int | None = None
+    total_iops_sec_max_length: int | None = None
+    read_iops_sec_max_length: int | None = None
+    write_iops_sec_max_length: int | None = None
 
     def __post_init__(self) -> None:
         values = [getattr(self, name) for name in _IOTUNE_FIELDS]
@@ -357,6 +415,12 @@ class IoTuneConfig:
             raise DomainXmlError("iotune total_bytes_sec cannot be combined with read_bytes_sec/write_bytes_sec")
         if self.total_iops_sec is not None and (self.read_iops_sec is not None or self.write_iops_sec is not None):
             raise DomainXmlError("iotune total_iops_sec cannot be combined with read_iops_sec/write_iops_sec")
+        for name in _IOTUNE_LIMITS:
+            limit, peak, length = (getattr(self, f"{name}{s}") for s in ("", "_max", "_max_length"))
+            if peak is not None and (limit is None or peak < limit):
+                raise DomainXmlError(f"iotune {name}_max needs {name} and must be at least it")
+            if length is not None and peak is None:
+                raise DomainXmlError(f"iotune {name}_max_length needs {name}_max")
 
     def to_xml(self) -> ET.Element:
         el = _xml.new("iotune")
@@ -368,9 +432,16 @@ class IoTuneConfig:
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self | None:
-        """None when the element holds none of the limits we model (e.g. only ``*_max`` values)."""
+        """None when the element holds none of the values we model (e.g. only ``group_name``). A burst
+        without its limit and a burst length without its burst enforce nothing: dropped (libvirt keeps a
+        length when a burst is removed)."""
         _xml.expect_tag(el, "iotune")
-        values = {name: _xml.opt_integer(_xml.text(el.find(name)), f"iotune {name}") for name in _IOTUNE_FIELDS}
+        values = {name: _xml.opt_integer(_xml.text(el.find(name)), f"iotune {name}") or None for name in _IOTUNE_FIELDS}
+        for name in _IOTUNE_LIMITS:
+            if values[name] is None:
+                values[f"{name}_max"] = None
+            if values[f"{name}_max"] is None:
+                values[f"{name}_max_length"] = None
         if all(v is None for v in values.values()):
             return None
         return cls(**values)
@@ -604,6 +675,7 @@ class DomainConfig:
     serial: SerialConsoleConfig | None = None
     graphics: GraphicsConfig | None = None
     cputune: CpuTuneConfig | None = None
+    memtune: MemTuneConfig | None = None
     emulator: str | None = None
     on_poweroff: LifecycleAction = "destroy"
     on_reboot: LifecycleAction = "restart"
@@ -640,6 +712,8 @@ class DomainConfig:
         _xml.sub(root, "metadata").append(self.owner.to_xml())
         _xml.sub(root, "memory", {"unit": "KiB"}, self.memory_kib)
         _xml.sub(root, "currentMemory", {"unit": "KiB"}, self.current_memory_kib)
+        if self.memtune is not None:
+            root.append(self.memtune.to_xml())
         if self.max_vcpus is None:
             _xml.sub(root, "vcpu", text=self.vcpus)
         else:
@@ -695,6 +769,7 @@ class DomainConfig:
         max_vcpus = _xml.integer(vcpu.text, "vcpu")
         current_vcpus = _xml.opt_integer(vcpu.get("current"), "vcpu current")
         cputune = el.find("cputune")
+        memtune = el.find("memtune")
         cpu = el.find("cpu")
         devices = el.find("devices")
         if devices is None:
@@ -725,6 +800,7 @@ class DomainConfig:
             serial=None if serial is None else SerialConsoleConfig.from_xml(serial),
             graphics=None if graphics is None else GraphicsConfig.from_xml(graphics),
             cputune=None if cputune is None else CpuTuneConfig.from_xml(cputune),
+            memtune=None if memtune is None else MemTuneConfig.from_xml(memtune),
             emulator=_xml.text(devices.find("emulator")),
             on_poweroff=_xml.pick(_xml.text(el.find("on_poweroff")) or "destroy", _LIFECYCLE_ACTIONS, "on_poweroff"),
             on_reboot=_xml.pick(_xml.text(el.find("on_reboot")) or "restart", _LIFECYCLE_ACTIONS, "on_reboot"),

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import libvirt
 
-from vdc.libvirt.domain_xml import DomainConfig, DomainXmlError, InterfaceConfig, owner_from_domain_xml
+from vdc.libvirt.domain_xml import (
+    CpuTuneConfig,
+    DiskConfig,
+    DomainConfig,
+    DomainXmlError,
+    InterfaceConfig,
+    IoTuneConfig,
+    MemTuneConfig,
+    owner_from_domain_xml,
+)
 from vdc.libvirt.errors import DomainNotFound, LibvirtFailure, NotFound, translated, translated_on
 
 DomainState = Literal["running", "paused", "shutoff", "crashed", "other"]
@@ -56,6 +66,9 @@ _PAUSED_REASONS: dict[int, PausedReason] = {
     libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
     libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
 }
+
+
+_IOTUNE_LIMITS = tuple(f.name for f in dataclasses.fields(IoTuneConfig) if not f.name.endswith(("_max", "_length")))
 
 
 def state_of(state: int, reason: int) -> tuple[DomainState, ShutoffCause, PausedReason | None]:
@@ -181,6 +194,82 @@ def set_memory(conn: libvirt.virConnect, uuid: str, kib: int) -> None:
     dom = _lookup(conn, uuid)
     with translated():
         dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+DEFAULT_CPU_SHARES = 1024
+"""What a domain gets back when its shares are no longer set (cgroup v1's default)."""
+MEMORY_UNLIMITED_KIB = 9007199254740991
+"""libvirt's VIR_DOMAIN_MEMORY_PARAM_UNLIMITED (a C macro the Python binding lacks): no memory limit."""
+
+
+def set_cpu_tune(conn: libvirt.virConnect, uuid: str, tune: CpuTuneConfig | None) -> None:
+    """Set the running domain's CPU shares and quotas (a quota of -1 is none; None: the defaults)."""
+    dom = _lookup(conn, uuid)
+    tune = tune or CpuTuneConfig(shares=DEFAULT_CPU_SHARES)
+    params: dict[str, int] = {"cpu_shares": tune.shares or DEFAULT_CPU_SHARES}
+    if tune.global_period is not None:
+        params["global_period"] = tune.global_period
+    params["global_quota"] = tune.global_quota if tune.global_quota is not None else -1
+    if tune.period is not None:
+        params["vcpu_period"] = tune.period
+    params["vcpu_quota"] = tune.quota if tune.quota is not None else -1
+    with translated():
+        dom.setSchedulerParametersFlags(params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def set_memory_tune(conn: libvirt.virConnect, uuid: str, tune: MemTuneConfig | None) -> None:
+    """Set the running domain's hard and soft memory limits (KiB; None: unlimited)."""
+    dom = _lookup(conn, uuid)
+    unlimited = MEMORY_UNLIMITED_KIB
+    params = {
+        "hard_limit": tune.hard_limit if tune is not None and tune.hard_limit is not None else unlimited,
+        "soft_limit": tune.soft_limit if tune is not None and tune.soft_limit is not None else unlimited,
+    }
+    with translated():
+        dom.setMemoryParameters(params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def io_tune_parameters(tune: IoTuneConfig | None, current: IoTuneConfig | None = None) -> dict[str, int]:
+    """``virDomainSetBlockIoTune``'s parameters that turn the ``current`` limits into these: every limit
+    (0 removes one); a burst and its length only where one is set or one is to be removed, the length
+    then 1, QEMU's default (QEMU refuses a longer one without a burst; libvirt's test driver reads a
+    burst of 0 as a ceiling)."""
+    want = dataclasses.asdict(tune) if tune is not None else {}
+    have = dataclasses.asdict(current) if current is not None else {}
+    params: dict[str, int] = {}
+    for name in _IOTUNE_LIMITS:
+        params[name] = want.get(name) or 0
+        peak = f"{name}_max"
+        if want.get(peak) or have.get(peak):
+            params[peak] = want.get(peak) or 0
+            params[f"{peak}_length"] = (want.get(f"{peak}_length") or 1) if want.get(peak) else 1
+    return params
+
+
+def set_io_tune(
+    conn: libvirt.virConnect, uuid: str, disks: Sequence[DiskConfig], current: Sequence[DiskConfig]
+) -> None:
+    """Set each disk's I/O limits on the running domain where they differ from ``current`` (its live ones)."""
+    dom = _lookup(conn, uuid)
+    now = {d.target_dev: d.iotune for d in current}
+    with translated():
+        for disk in disks:
+            if disk.target_dev in now and now[disk.target_dev] != disk.iotune:
+                params = io_tune_parameters(disk.iotune, now[disk.target_dev])
+                dom.setBlockIoTune(disk.target_dev, params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def set_bandwidth(conn: libvirt.virConnect, uuid: str, interfaces: Sequence[InterfaceConfig]) -> None:
+    """Set each NIC's bandwidth on the running domain (found by MAC; 0 removes a limit)."""
+    dom = _lookup(conn, uuid)
+    with translated():
+        for nic in interfaces:
+            params: dict[str, int] = {}
+            for direction in ("inbound", "outbound"):
+                limit = getattr(nic.bandwidth, direction) if nic.bandwidth is not None else None
+                for key in ("average", "peak", "burst"):
+                    params[f"{direction}.{key}"] = (getattr(limit, key) or 0) if limit is not None else 0
+            dom.setInterfaceParameters(nic.mac, params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
 
 def remove(conn: libvirt.virConnect, uuid: str) -> bool:
