@@ -38,6 +38,13 @@
 #   VDC_REDFISH_PORT   if set, `up` also starts the Redfish endpoint on it
 #   VDC_HOST_LOCKD     1: the hosts (of this state dir, from now on) run virtlockd and libvirt's lockd
 #                      lock manager, so a QEMU holds a lease (fcntl lock) on each of its disks
+#   VDC_HOST_CGROUPS   1 (default): each host's libvirtd runs in cgroups of its own,
+#                      <hierarchy>/<our cgroup>/vdc-rig/<host name>, for each of the
+#                      v1 controllers cpu, cpuacct, cpuset, memory, blkio the machine
+#                      mounts, and qemu.conf's cgroup_controllers names them: libvirt
+#                      puts each domain's cgroup under it (machine/<dom>.libvirt-qemu),
+#                      so schedinfo/memtune/vcpupin apply (see "cgroups" below);
+#                      0: none (cgroup_controllers = [ ])
 #   VDC_REDFISH_HTPASSWD  htpasswd file (bcrypt): the endpoint asks for basic
 #                      auth (default: none)
 #   VDC_REDFISH_TLS_CERT, VDC_REDFISH_TLS_KEY  serve HTTPS (default: HTTP)
@@ -47,7 +54,8 @@
 #
 # Files, per host in $VDC_STATE/hosts/<name>/: qemu.uri, test.uri, address,
 # pids ("libvirtd PID", "virtlogd PID", "test-holder PID"), meta, host_uuid,
-# sock/ (libvirt sockets), log/ (libvirtd.log, virtlogd.log, init.log,
+# cgroups ("controller directory mountpoint options" per cgroup the host
+# runs in; `down` removes those directories), sock/ (libvirt sockets), log/ (libvirtd.log, virtlogd.log, init.log,
 # qemu/<domain>.log, test-driver-events.log), etc/ lib/ run/ cache/ (what
 # the host sees as /etc/libvirt, /var/lib/libvirt, /run/libvirt and
 # /var/cache/libvirt). Shared: $VDC_STATE/hosts/hosts.txt ("name qemu-uri
@@ -226,6 +234,146 @@ write_etc_hosts() {
     rm -f "$tmp"
 }
 
+# ------------------------------------------------------------- cgroups --
+# Each host's libvirtd (and so its QEMUs) runs in a cgroup subtree of its own, one per v1 hierarchy
+# of CG_CONTROLLERS that the machine mounts: <mount><our own placement>/vdc-rig/<host name>, e.g.
+# /sys/fs/cgroup/cpu/vdc-rig/vdc-host-1 (our placement: /proc/self/cgroup, e.g. /process_api/<id>
+# in a sandbox's memory hierarchy). libvirt (no systemd: its cgroupfs backend) puts its /machine
+# partition at the root of each hierarchy, whatever its own cgroup: so libvirtd runs in a cgroup
+# namespace rooted at the host's subtree, with the hierarchies mounted afresh inside it (host_init),
+# and each domain's cgroup is .../vdc-rig/<host>/machine/<domain>.libvirt-qemu/ on the machine, so
+# schedinfo (cpu_shares, global_period/global_quota, vcpu_*), memtune and cpuset pinning take effect
+# per host as on a real one. blkdeviotune is QEMU's own throttling (no cgroup needed). The blkio
+# hierarchy here offers only blkio.throttle.* (no bfq/cfq): blkiotune --weight fails ("blkio device
+# weight is valid only for bfq or cfq scheduler"). A controller that is not mounted or whose
+# directory cannot be made is left out of qemu.conf's cgroup_controllers (logged); the others apply.
+#
+# CPU contention on the rig (this machine: 2 CPUs). Two 1-vCPU guests burning (vdc.burn=1) on one
+# host each get a CPU of their own, so cpu_shares changes nothing. Measured over 20 s (cpu.time of
+# `virsh domstats --cpu-total`), shares 2048 vs 1024 set with `virsh schedinfo D --live --set
+# cpu_shares=N`:
+#   - both guests pinned to one CPU (`virsh vcpupin D 0 1 --live; virsh emulatorpin D 1 --live`,
+#     or <vcpu cpuset='1'> in the XML; libvirt writes cpuset.cpus of the domain's vcpuN/emulator
+#     cgroups): 66.5% vs 33.2%, ratio 2.00. The clean way: per test, per domain.
+#   - the host's subtree confined to one CPU (cpuset.cpus of .../vdc-rig/<host>): also 2.00, but
+#     only when written before its first guest starts (a v1 cpuset cannot shrink below its
+#     children's: EBUSY) and it confines the host's libvirtd as well.
+#   - two 2-vCPU guests with vdc.burn=2, unpinned: ratios 1.65, 1.13 (and 0.98 at equal shares):
+#     not usable, the machine's two CPUs are not steadily ours.
+#   global_period=100000 global_quota=25000 (`virsh schedinfo D --live --set global_quota=25000`)
+#   holds a burning guest at 25.0% of a CPU (100.8% with quota -1).
+CG_CONTROLLERS="cpu cpuacct cpuset memory blkio"
+CG_DIR=vdc-rig
+
+# cg_hierarchy CTRL: "MOUNTPOINT OPTIONS BASE" of the cgroup v1 hierarchy holding CTRL, BASE being
+# our own cgroup in it (the mount point plus our placement); fails when it is not mounted.
+cg_hierarchy() {
+    local ctrl=$1 mp opts place
+    read -r mp opts < <(awk -v c="$ctrl" '$3 == "cgroup" { n = split($4, o, ","); for (i = 1; i <= n; i++)
+        if (o[i] == c) { print $2, $4; exit } }' /proc/self/mounts) || return 1
+    [ -n "$mp" ] && [ -d "$mp" ] || return 1
+    place=$(awk -F: -v c="$ctrl" '{ n = split($2, o, ","); for (i = 1; i <= n; i++)
+        if (o[i] == c) { print $3; exit } }' /proc/self/cgroup)
+    place=${place%/}
+    echo "$mp $opts $mp$place"
+}
+
+# cg_cpuset_inherit PARENT CHILD: a new cpuset cgroup is empty (no task may join it) until it has
+# CPUs and memory nodes: copy the parent's.
+cg_cpuset_inherit() {
+    local f
+    for f in cpuset.cpus cpuset.mems; do
+        [ -n "$(cat "$2/$f" 2>/dev/null)" ] || cat "$1/$f" >"$2/$f" || return 1
+    done
+}
+
+# cg_rmtree DIR [keep]: remove a cgroup directory and everything below it, leaf first (a cgroup
+# directory can be removed once it has no tasks and no children, whatever control files it shows);
+# with "keep", DIR itself stays. Retries for a moment while processes finish exiting.
+cg_rmtree() {
+    local dir=$1 keep=${2:-} i sub
+    [ -d "$dir" ] || return 0
+    for i in $(seq 25); do
+        while read -r sub; do
+            [ "$keep" = keep ] && [ "$sub" = "$dir" ] && continue
+            rmdir "$sub" 2>/dev/null || true
+        done < <(find "$dir" -depth -mindepth 0 -type d 2>/dev/null)
+        if [ "$keep" = keep ]; then
+            [ -z "$(find "$dir" -mindepth 1 -type d 2>/dev/null | head -n1)" ] && return 0
+        else
+            [ -d "$dir" ] || return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+# setup_host_cgroups NAME: make the host's subtrees (emptying what a dead run left there) and list
+# them in <host>/cgroups ("CONTROLLER DIR MOUNTPOINT OPTIONS" a line), which host_init joins and
+# `down` removes; prints the controllers for qemu.conf's cgroup_controllers.
+setup_host_cgroups() {
+    local name=$1 d=$HOSTS_DIR/$1 ctrl mp opts base dir
+    local -a used=() skipped=()
+    : >"$d/cgroups"
+    if [ "${VDC_HOST_CGROUPS:-1}" = 0 ]; then
+        log "$name: no cgroup controllers (VDC_HOST_CGROUPS=0)"
+        return 0
+    fi
+    for ctrl in $CG_CONTROLLERS; do
+        if ! read -r mp opts base < <(cg_hierarchy "$ctrl"); then
+            skipped+=("$ctrl (no cgroup v1 hierarchy mounted)")
+            continue
+        fi
+        dir=$base/$CG_DIR/$name
+        cg_rmtree "$dir" keep || log "$name: warning: stale cgroups under $dir could not be removed"
+        if ! mkdir -p "$dir" 2>/dev/null; then
+            skipped+=("$ctrl (cannot mkdir $dir)")
+            continue
+        fi
+        if [ "$ctrl" = cpuset ] && ! { cg_cpuset_inherit "$base" "$base/$CG_DIR" 2>/dev/null &&
+            cg_cpuset_inherit "$base/$CG_DIR" "$dir" 2>/dev/null; }; then
+            skipped+=("$ctrl (cannot set cpuset.cpus/mems in $dir)")
+            rmdir "$dir" 2>/dev/null || true
+            continue
+        fi
+        if [ ! -w "$dir/cgroup.procs" ]; then
+            skipped+=("$ctrl ($dir/cgroup.procs not writable)")
+            rmdir "$dir" 2>/dev/null || true
+            continue
+        fi
+        echo "$ctrl $dir $mp $opts" >>"$d/cgroups"
+        used+=("$ctrl")
+    done
+    if [ ${#skipped[@]} -gt 0 ]; then
+        log "$name: cgroup controllers left out: ${skipped[*]}"
+    fi
+    echo "${used[*]}"
+}
+
+# join_host_cgroups DIR: move this (sub)shell into the host's cgroups.
+join_host_cgroups() {
+    local d=$1 ctrl dir rest
+    while read -r ctrl dir rest; do
+        echo "$BASHPID" >"$dir/cgroup.procs" || echo "warning: could not join the $ctrl cgroup $dir"
+    done < <(cat "$d/cgroups" 2>/dev/null)
+    echo "cgroups: $(cut -d: -f2- "/proc/$BASHPID/cgroup" | tr '\n' ' ')"
+}
+
+# remove_host_cgroups DIR: after the host's processes are gone.
+remove_host_cgroups() {
+    local d=$1 ctrl dir rest
+    [ -f "$d/cgroups" ] || return 0
+    while read -r ctrl dir rest; do
+        [ -n "$dir" ] || continue
+        if cg_rmtree "$dir"; then
+            rmdir "$(dirname "$dir")" 2>/dev/null || true # vdc-rig, once no rig uses it
+        else
+            log "warning: could not remove the $ctrl cgroup $dir (processes left in it?)"
+        fi
+    done <"$d/cgroups"
+    rm -f "$d/cgroups"
+}
+
 # --------------------------------------------------------------- hosts --
 # alive PID: the process exists and is not a zombie.
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
@@ -283,6 +431,10 @@ prepare_host() {
         cp -p "$CAPS_SEED"/*.xml "$d/cache/qemu/capabilities/" 2>/dev/null || true
     fi
 
+    local ctrls cg_list="" c
+    ctrls=$(setup_host_cgroups "$name")
+    for c in $ctrls; do cg_list="$cg_list${cg_list:+, }\"$c\""; done
+
     # The stock files are all comments: append our settings to fresh copies.
     { cat /etc/libvirt/libvirtd.conf; cat <<EOF
 
@@ -305,7 +457,7 @@ group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
-cgroup_controllers = [ ]
+cgroup_controllers = [ $cg_list ]
 namespaces = [ ]
 stdio_handler = "logd"
 EOF
@@ -390,8 +542,13 @@ launch_host() {
     # and one leaf holds the APIC id of the CPU the thread ran on; pinning the
     # daemons to one CPU keeps the cache valid across hosts and restarts
     # (libvirt gives each QEMU all CPUs again).
-    setsid taskset -c "$PIN_CPU" "${enter[@]}" unshare --mount --uts --propagation private -- \
-        "$SELF" __host-init "$d" </dev/null >>"$d/log/init.log" 2>&1 9>&- &
+    # The subshell joins the host's cgroups, then execs into a cgroup namespace rooted there (the
+    # PID stays the launcher's, and ends as libvirtd's): see host_init.
+    (
+        join_host_cgroups "$d"
+        exec setsid taskset -c "$PIN_CPU" "${enter[@]}" unshare --cgroup --mount --uts --propagation private -- \
+            "$SELF" __host-init "$d"
+    ) </dev/null >>"$d/log/init.log" 2>&1 9>&- &
 }
 
 # Runs inside the host's namespaces; ends as its libvirtd.
@@ -406,6 +563,21 @@ host_init() {
     if [ -n "$ns" ]; then
         umount -l /sys
         mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+    fi
+    # We run in a cgroup namespace whose root is the host's own cgroup (launch_host): mount the
+    # hierarchies libvirt is to use afresh, over the machine's, so that they show that root. A
+    # v1 mount with the same controllers attaches to the existing hierarchy; made inside the
+    # namespace, it is rooted at the namespace's cgroup. libvirt (cgroupfs backend, no systemd)
+    # puts its /machine partition at the root of what it sees: <host's cgroup>/machine/<domain>.
+    local ctrl dir mp opts
+    local -A remount=()
+    while read -r ctrl dir mp opts; do remount[$mp]=$opts; done < <(cat "$d/cgroups" 2>/dev/null)
+    if [ ${#remount[@]} -gt 0 ]; then
+        mount -t tmpfs -o nosuid,nodev,noexec,mode=755 cgroup /sys/fs/cgroup
+        for mp in "${!remount[@]}"; do
+            mkdir -p "$mp"
+            mount -t cgroup -o "${remount[$mp]}" cgroup "$mp" || echo "warning: could not mount $mp"
+        done
     fi
     mount --bind "$d/etc" /etc/libvirt
     mount --bind "$d/run" /run/libvirt
@@ -602,6 +774,7 @@ stop_host() {
     fi
     find "$d/sock" "$d/run" -mindepth 1 -delete 2>/dev/null || true
     rm -f "$d/pids" "$d/mntns"
+    remove_host_cgroups "$d"
 }
 
 write_hosts_txt() {
@@ -775,6 +948,16 @@ cmd_down() {
         ip link del "$l" 2>/dev/null || true
     done
     teardown_network
+    # Cgroup subtrees of this prefix whose state is gone.
+    local ctrl mp opts base
+    for ctrl in $CG_CONTROLLERS; do
+        read -r mp opts base < <(cg_hierarchy "$ctrl") || continue
+        for l in "$base/$CG_DIR/$PREFIX"-[0-9]*; do
+            [[ -d $l && ${l##*/} =~ ^$PREFIX-[0-9]+$ ]] || continue
+            cg_rmtree "$l" || log "warning: could not remove the stray cgroup $l"
+        done
+        rmdir "$base/$CG_DIR" 2>/dev/null || true
+    done
     if [ -d "$HOSTS_DIR" ]; then write_hosts_txt; fi
     log "stopped $n host(s)"
 }
