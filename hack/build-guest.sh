@@ -48,6 +48,16 @@
 #                       measured CPU demand of ~N cores when the VM has N vCPUs
 #                       or more) -> prints VDC-BURN=N (VDC-BURN-INVALID=N when N
 #                       is not a whole number)
+#   vdc.ioload=1        right after VDC-GUEST-READY, read the disk vdc.disk
+#                       (default /dev/vda) 4 KiB at a time with O_DIRECT
+#                       (busybox dd iflag=direct: no page cache, so every read
+#                       is one request to QEMU), start to end, over and over,
+#                       forever -> prints VDC-IOLOAD=1 (VDC-IOLOAD-NONE=<disk>
+#                       when there is no such block device). Reads only: the
+#                       disk's content stays as it is. QEMU's rd.reqs
+#                       (`virsh domstats --block`) then grow as fast as the
+#                       guest can ask (hundreds to thousands a second under
+#                       TCG) unless throttled (`virsh blkdeviotune`)
 set -euo pipefail
 
 help() {
@@ -240,6 +250,7 @@ disk_read=
 ping_log=
 watchdog_for=
 burn=
+io_load=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         vdc.hostname=*) host=${arg#vdc.hostname=} ;;
@@ -253,6 +264,7 @@ for arg in $(cat /proc/cmdline); do
         vdc.pinglog=*) ping_log=${arg#vdc.pinglog=} ;;
         vdc.watchdog=*) watchdog_for=${arg#vdc.watchdog=} ;;
         vdc.burn=*) burn=${arg#vdc.burn=} ;;
+        vdc.ioload=*) io_load=${arg#vdc.ioload=} ;;
     esac
 done
 hostname "$host"
@@ -293,6 +305,19 @@ if [ -n "$burn" ]; then
             echo "VDC-BURN=$burn"
             ;;
     esac
+fi
+
+if [ "$io_load" = 1 ]; then
+    if [ -b "$disk" ]; then
+        (
+            while :; do
+                dd if="$disk" of=/dev/null bs=4096 iflag=direct 2>/dev/null || sleep 1
+            done
+        ) &
+        echo "VDC-IOLOAD=1"
+    else
+        echo "VDC-IOLOAD-NONE=$disk"
+    fi
 fi
 
 if [ "$counter" = 1 ]; then
