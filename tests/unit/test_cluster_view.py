@@ -57,6 +57,36 @@ def test_requested_is_spec_cpus_and_memory_and_status_disks() -> None:
     assert requested({"metadata": {}, "spec": {"memory": {"size": "lots"}}}).memory_bytes == 0
 
 
+def test_requested_counts_the_qos_reservations() -> None:
+    body = vm("a", cpus=2, memory="1Gi")
+    body["spec"]["qos"] = {"cpu": {"reservation": "1.5", "shares": "High"}, "memory": {"reservation": "256Mi"}}
+    assert requested(body) == Requested(2, 2**30, 0, 1500, 256 * MI)
+    body["spec"]["qos"] = {"cpu": {"reservation": "bad"}, "memory": {}}
+    assert (requested(body).cpu_reservation_millis, requested(body).memory_reservation_bytes) == (0, 0)
+    assert requested(body) + requested(body) - requested(body) == requested(body)
+
+
+def test_a_host_reserving_more_than_it_can_guarantee_is_overdrawn() -> None:
+    vms, hosts = ObjectCache(), ObjectCache()
+    view = ClusterView(vms=vms, hosts=hosts)
+    h1 = host("h1")
+    h1["status"]["reservable"] = {"cpu": "2", "memory": "1Gi"}
+    hosts.upsert(h1)
+    hosts.upsert(host("h2"))  # has not said what it can reserve
+    for name, where in (("a", "h1"), ("b", "h1"), ("c", "h2")):
+        body = vm(name, host=where)
+        body["spec"]["qos"] = {"cpu": {"reservation": "1"}, "memory": {"reservation": "512Mi"}}
+        vms.upsert(body)
+    assert view.reservations_overdrawn("h1") is None  # exactly full
+    assert view.reservations_overdrawn("h2") is None
+    raised = vm("b", host="h1")
+    raised["spec"]["qos"] = {"cpu": {"reservation": "1500m"}}
+    vms.upsert(raised)
+    assert view.reservations_overdrawn("h1") == (
+        "host h1 cannot guarantee its VMs' reservations (reserved: CPU 2500m of 2 it can guarantee)"
+    )
+
+
 def test_indexes_follow_the_cache() -> None:
     vms = ObjectCache()
     view = ClusterView(vms=vms)

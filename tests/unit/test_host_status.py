@@ -20,7 +20,7 @@ from vdc.api.conditions import READY, RECONCILING, STALLED, Condition, get_condi
 from vdc.api.host import HostDomainCounts, HostReservation, HostResources, HostSpec, HostStatus
 from vdc.api.quantity import to_bytes
 from vdc.cluster.hosts import schedulable as host_is_schedulable
-from vdc.controllers.host import HostObservation, allocatable, host_status
+from vdc.controllers.host import HostObservation, allocatable, host_status, reservable
 from vdc.libvirt.host_facts import HostFacts
 
 GIB = 2**30
@@ -99,6 +99,22 @@ def test_allocatable_is_capacity_less_reservations_times_overcommit(
     kw: dict[str, Any], expected: tuple[int, int]
 ) -> None:
     assert allocatable(spec(**kw), FACTS) == expected
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({}, (16_000, 32 * GIB)),
+        ({"reserved": HostReservation(cpus=2, memory="4Gi")}, (14_000, 28 * GIB)),
+        # A guarantee is never overcommitted.
+        ({"cpu_overcommit": 4.0, "memory_overcommit": 1.5}, (16_000, 32 * GIB)),
+        ({"reserved": HostReservation(cpus=64, memory="64Gi")}, (0, 0)),
+    ],
+)
+def test_reservable_is_capacity_less_the_hosts_reservation_never_overcommitted(
+    kw: dict[str, Any], expected: tuple[int, int]
+) -> None:
+    assert reservable(spec(**kw), FACTS) == expected
 
 
 @given(

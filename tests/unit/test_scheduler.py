@@ -224,6 +224,42 @@ def test_a_must_rule_refusal_rejects_the_host_and_is_said() -> None:
     assert place(request(), [host("h1", rule_refusal=why), host("h2")]).host == "h2"
 
 
+# --- reservations ----------------------------------------------------------------------------------
+
+
+def reserving(name: str, cpu: int = 4000, memory: int = 8 * Gi, **kwargs: Any) -> HostCandidate:
+    return host(name, reservable_cpu_millis=cpu, reservable_memory=memory, **kwargs)
+
+
+def test_a_reservation_goes_where_it_can_still_be_guaranteed() -> None:
+    hosts = [reserving("h1", reserved_cpu_millis=3600), reserving("h2", reserved_cpu_millis=1000)]
+    result = place(request(cpu_reservation_millis=500), hosts)
+    assert result.host == "h2"
+    assert result.rejected == {
+        "h1": "cannot guarantee the CPU reservation: needs 500m, 400m unreserved (3600m of 4 reserved)"
+    }
+
+
+def test_a_reservation_that_fits_nowhere_says_what_is_short_where() -> None:
+    hosts = [reserving("h1", memory=2 * Gi, reserved_memory=Gi), reserving("h2", memory=2 * Gi)]
+    result = place(request(memory_reservation=3 * Gi), hosts)
+    assert result.host is None
+    assert result.reason == ("0/2 hosts fit: 2 cannot guarantee the memory reservation (need 3Gi, most free 2Gi on h2)")
+
+
+def test_reservations_are_never_overcommitted_even_where_allocation_is() -> None:
+    """Allocation may be overcommitted (spec.cpuOvercommit); a guarantee can only be given once."""
+    full = reserving("h1", cpu=2000, reserved_cpu_millis=2000, allocatable_cpus=64, allocated_cpus=2)
+    assert place(request(cpu_reservation_millis=1), [full]).host is None
+    assert place(request(), [full]).host == "h1"  # no reservation: allocation alone decides
+
+
+def test_a_host_that_has_not_said_what_it_can_reserve_takes_no_reservation() -> None:
+    result = place(request(cpu_reservation_millis=100), [host("h1")])
+    assert result.rejected == {"h1": "has not reported what it can reserve yet (status.reservable)"}
+    assert place(request(), [host("h1")]).host == "h1"
+
+
 def test_filters_are_a_named_extendable_list() -> None:
     names = [f.__name__ for f in FILTERS]
     assert names == [
@@ -234,6 +270,7 @@ def test_filters_are_a_named_extendable_list() -> None:
         "not_in_maintenance",
         "cpu_fits",
         "memory_fits",
+        "reservations_fit",
         "pools_fit",
         "switches_present",
         "images_present",

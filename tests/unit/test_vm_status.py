@@ -71,6 +71,17 @@ def test_unschedulable_is_scheduled_false_and_a_warning_event_once_per_reason() 
     assert vm_events(status, outcome) == []  # the same reason again: no new Event
 
 
+def test_a_placed_vm_whose_reservation_its_host_cannot_guarantee_runs_on_scheduled_false() -> None:
+    why = ("ReservationNotGuaranteed", "host hv1 cannot guarantee its VMs' reservations")
+    outcome = Outcome(REF, "Running", "Current", "Running", "running", host="hv1", unschedulable=why)
+    status = vm_status(None, outcome)
+    assert conditions(status)["Scheduled"] == ("False", *why)
+    assert (status.host, status.phase, conditions(status)["Ready"][0]) == ("hv1", "Running", "True")
+    assert vm_events(None, outcome) == [Event("FailedScheduling", why[1], warning=True)]
+    fits = vm_status(status, Outcome(REF, "Running", "Current", "Running", "running", host="hv1"))
+    assert conditions(fits)["Scheduled"] == ("True", "Scheduled", "placed on host hv1")
+
+
 def test_quota_exceeded_is_stalled_and_unscheduled() -> None:
     why = "cpu: 4 of 4 used"
     outcome = Outcome(REF, "Scheduling", "Failed", "QuotaExceeded", why, unschedulable=("QuotaExceeded", why))

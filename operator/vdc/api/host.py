@@ -176,6 +176,13 @@ class HostResources(ApiModel):
     memory: Quantity = field("Memory.", default="0")
 
 
+class ReservedResources(ApiModel):
+    """CPU (in host CPUs: ``1500m`` is one and a half) and memory, as guarantees count them."""
+
+    cpu: Quantity = field("CPU, e.g. 1500m.", default="0")
+    memory: Quantity = field("Memory.", default="0")
+
+
 class HostDomainCounts(ApiModel):
     """Domains seen on the host."""
 
@@ -376,6 +383,13 @@ class HostStatus(ApiModel):
         "What may be given to VMs: capacity less reservations, times overcommit.", default=None
     )
     allocated: HostResources | None = field("What this operator's VMs placed here ask for.", default=None)
+    reservable: ReservedResources | None = field(
+        "What VMs' reservations may guarantee here: capacity less spec.reserved, never overcommitted.",
+        default=None,
+    )
+    reserved: ReservedResources | None = field(
+        "What the VMs placed here reserve (their spec.qos reservations).", default=None
+    )
     domains: HostDomainCounts | None = field("Domain counts.", default=None)
     orphans: HostOrphans | None = field(
         "Our domains and volumes whose VirtualMachine no longer exists: never removed unless asked.", default=None

@@ -73,3 +73,8 @@ def format_bytes_mi(count: int) -> str:
 def millicores(quantity: str | int) -> int:
     """A CPU amount in thousandths of a host CPU, rounded up (``500m`` is 500, ``1.5`` is 1,500)."""
     return int((to_decimal(quantity) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+
+
+def format_millicores(millis: int) -> str:
+    """Thousandths of a host CPU as a CPU quantity: 1500 is ``1500m``, 2000 is ``2``."""
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"

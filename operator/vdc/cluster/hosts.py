@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from vdc.api.common import LabelSelector
 from vdc.api.conditions import READY
 from vdc.api.host import evacuating
-from vdc.api.quantity import to_bytes
+from vdc.api.quantity import millicores, to_bytes
 from vdc.scheduler.selectors import matches
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ class HostInfo:
     deleting: bool = False
     allocatable_cpus: int = 0
     allocatable_memory: int = 0
+    reservable_cpu_millis: int | None = None
+    """What VMs' reservations may guarantee here (status.reservable); None: the Host has not said yet."""
+    reservable_memory: int | None = None
     facts: HostFacts | None = None
 
 
@@ -49,6 +52,14 @@ def host_info(body: Body, facts: HostFacts | None = None) -> HostInfo:
         memory = to_bytes(str(alloc.get("memory", "0")))
     except (ValueError, TypeError, ArithmeticError):
         memory = 0
+    reservable = status.get("reservable")
+    cpu_millis = memory_reservable = None
+    if isinstance(reservable, Mapping):
+        try:
+            cpu_millis = millicores(str(reservable.get("cpu", "0")))
+            memory_reservable = to_bytes(str(reservable.get("memory", "0")))
+        except (ValueError, TypeError, ArithmeticError):
+            cpu_millis = memory_reservable = None
     return HostInfo(
         name=str(meta["name"]),
         labels=meta.get("labels") or {},
@@ -57,6 +68,8 @@ def host_info(body: Body, facts: HostFacts | None = None) -> HostInfo:
         deleting=bool(meta.get("deletionTimestamp")),
         allocatable_cpus=int(alloc.get("cpus", 0)),
         allocatable_memory=memory,
+        reservable_cpu_millis=cpu_millis,
+        reservable_memory=memory_reservable,
         facts=facts,
     )
 

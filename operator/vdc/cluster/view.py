@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from vdc.api.common import LabelSelector
 from vdc.api.host import HostFiles
+from vdc.api.quantity import format_millicores
 from vdc.cluster import hosts as _hosts
 from vdc.cluster.hosts import HostInfo, host_info
 from vdc.cluster.index import UsedKind, VmIndex
 from vdc.cluster.requests import Requested
 from vdc.kube.cache import Key, ObjectCache, key_of
-from vdc.scheduler.placement import HostCandidate
+from vdc.scheduler.placement import HostCandidate, format_bytes
 from vdc.tenancy.view import host_files_of
 
 if TYPE_CHECKING:
@@ -69,6 +70,28 @@ class ClusterView:
     def host(self, name: str) -> HostInfo | None:
         body = self.hosts.get(("", name))
         return None if body is None else host_info(body, self._facts.get(name))
+
+    def reservations_overdrawn(self, host: str) -> str | None:
+        """What the VMs assigned to ``host`` reserve beyond what it can guarantee (its status.reservable),
+        in words; None when it can guarantee them all (or has not said what it can). Placement never
+        overdraws a host; a reservation raised on a placed VM, or a Host's spec.reserved raised, can."""
+        info = self.host(host)
+        if info is None:
+            return None
+        used = self.allocated(host)
+        over = []
+        if info.reservable_cpu_millis is not None and used.cpu_reservation_millis > info.reservable_cpu_millis:
+            over.append(
+                f"CPU {format_millicores(used.cpu_reservation_millis)} of "
+                f"{format_millicores(info.reservable_cpu_millis)}"
+            )
+        if info.reservable_memory is not None and used.memory_reservation_bytes > info.reservable_memory:
+            over.append(
+                f"memory {format_bytes(used.memory_reservation_bytes)} of {format_bytes(info.reservable_memory)}"
+            )
+        if not over:
+            return None
+        return f"host {host} cannot guarantee its VMs' reservations (reserved: {', '.join(over)} it can guarantee)"
 
     def matching_hosts(self, selector: LabelSelector) -> list[str]:
         return _hosts.matching_hosts(self.hosts, selector)
@@ -169,6 +192,10 @@ class ClusterView:
                     allocatable_memory=info.allocatable_memory,
                     allocated_cpus=used.vcpus,
                     allocated_memory=used.memory_bytes,
+                    reservable_cpu_millis=info.reservable_cpu_millis,
+                    reservable_memory=info.reservable_memory,
+                    reserved_cpu_millis=used.cpu_reservation_millis,
+                    reserved_memory=used.memory_reservation_bytes,
                     pools=self.pools_on(info.name),
                     switches=self.switches_on(info.name),
                     host_files=files,

@@ -27,9 +27,10 @@ from vdc.api.host import (
     HostSpec,
     HostStatus,
     OrphanRemoval,
+    ReservedResources,
     standby_intended,
 )
-from vdc.api.quantity import format_bytes_mi, to_bytes
+from vdc.api.quantity import format_bytes_mi, format_millicores, to_bytes
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import Watch
 from vdc.controllers.host_ha import HostHa
@@ -78,6 +79,8 @@ class HostObservation:
     domains_running: int = 0
     allocated_cpus: int = 0
     allocated_memory: int = 0
+    reserved_cpu_millis: int = 0
+    reserved_memory: int = 0
     last_seen: datetime | None = None
     orphans: HostOrphans | None = None
     """Orphan domains and volumes (None: not looked at; what the status said stays)."""
@@ -92,6 +95,14 @@ def allocatable(spec: HostSpec, facts: HostFacts) -> tuple[int, int]:
     # Decimal of the written ratio: 100 CPUs x 1.15 is 115, not float's 114.99999.
     cpus = int(max(0, facts.cpus - spec.reserved.cpus) * Decimal(str(spec.cpu_overcommit)))
     memory = int(max(0, facts.memory_bytes - to_bytes(spec.reserved.memory)) * Decimal(str(spec.memory_overcommit)))
+    return cpus, memory
+
+
+def reservable(spec: HostSpec, facts: HostFacts) -> tuple[int, int]:
+    """(CPU millicores, memory bytes) VMs' reservations may guarantee: capacity less the host's own
+    reservation. Overcommit never applies: a guarantee cannot be given twice."""
+    cpus = max(0, facts.cpus - spec.reserved.cpus) * 1000
+    memory = max(0, facts.memory_bytes - to_bytes(spec.reserved.memory))
     return cpus, memory
 
 
@@ -117,6 +128,14 @@ def host_status(
                 "allocatable": HostResources(cpus=cpus, memory=format_bytes_mi(memory)),
                 "allocated": HostResources(
                     cpus=observed.allocated_cpus, memory=format_bytes_mi(observed.allocated_memory)
+                ),
+                "reservable": ReservedResources(
+                    cpu=format_millicores(reservable(spec, facts)[0]),
+                    memory=format_bytes_mi(reservable(spec, facts)[1]),
+                ),
+                "reserved": ReservedResources(
+                    cpu=format_millicores(observed.reserved_cpu_millis),
+                    memory=format_bytes_mi(observed.reserved_memory),
                 ),
                 "domains": HostDomainCounts(
                     total=observed.domains_total, managed=observed.domains_managed, running=observed.domains_running
@@ -249,6 +268,8 @@ class HostController:
                     domains_running=seen.running,
                     allocated_cpus=used.vcpus,
                     allocated_memory=used.memory_bytes,
+                    reserved_cpu_millis=used.cpu_reservation_millis,
+                    reserved_memory=used.memory_reservation_bytes,
                     last_seen=conn.last_seen,
                     orphans=orphans,
                 )

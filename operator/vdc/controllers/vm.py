@@ -67,6 +67,7 @@ from vdc.controllers.vm_nics import AddressRefused, WaitingForAddress, bandwidth
 from vdc.controllers.vm_plan import GUEST_RESET, VmPlan, plan_vm
 from vdc.controllers.vm_qos import disks_in_force, interfaces_in_force, qos_in_force
 from vdc.controllers.vm_status import (
+    RESERVATION_NOT_GUARANTEED,
     Converged,
     Event,
     Outcome,
@@ -581,6 +582,8 @@ class VmController:
         return PlacementRequest(
             cpus=asked.vcpus,
             memory=asked.memory_bytes,
+            cpu_reservation_millis=asked.cpu_reservation_millis,
+            memory_reservation=asked.memory_reservation_bytes,
             pinned_host=spec.host,
             selector=spec.host_selector,
             pool_bytes=pool_bytes(inputs.plans),
@@ -823,8 +826,13 @@ class VmController:
         if held is not None and plan.phase in ("Stopping", "Stopped"):
             reason, message = "HostMaintenance", held if plan.phase == "Stopped" else f"{held}: {plan.message}"
         state: State = "Current" if plan.ready else "Failed" if plan.failed else "InProgress"
+        asked = requested(body)
+        overdrawn = None
+        if asked.cpu_reservation_millis or asked.memory_reservation_bytes:
+            overdrawn = self.cluster.reservations_overdrawn(made.host)
         outcome = Outcome(
             inputs.ref, plan.phase, state, reason, message,
+            unschedulable=(RESERVATION_NOT_GUARANTEED, overdrawn) if overdrawn else None,
             host=made.host, converged=Converged(boot_time, plan.restart_required, qos_in_force(live)), disks=disks,
             interfaces=interfaces, events=tuple(events),
         )  # fmt: skip

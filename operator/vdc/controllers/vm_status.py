@@ -14,6 +14,9 @@ from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, Phase, QosStatus
 from vdc.controllers.vm_domain import domain_name
 
 SCHEDULED = "Scheduled"
+RESERVATION_NOT_GUARANTEED = "ReservationNotGuaranteed"
+"""Reason (Scheduled=False) of a placed VM whose host reserves more than it can guarantee: the VM keeps
+running there; lowering a reservation, or moving a VM away, clears it."""
 RESTART_REQUIRED = "RestartRequired"
 HOST_UNREACHABLE = "HostUnreachable"
 
@@ -74,10 +77,10 @@ def vm_status(old: VirtualMachineStatus | None, outcome: Outcome) -> VirtualMach
     old = old or VirtualMachineStatus()
     gen = outcome.vm.generation
     conds: list[Condition] = list(old.conditions)
-    if outcome.host is not None:
+    if outcome.host is not None and outcome.unschedulable is None:
         conds = set_condition(conds, SCHEDULED, "True", "Scheduled", f"placed on host {outcome.host}",
                               observed_generation=gen)  # fmt: skip
-    elif outcome.unschedulable is not None:
+    elif outcome.unschedulable is not None:  # not placed, or placed where it no longer fits (it keeps running)
         conds = set_condition(conds, SCHEDULED, "False", *outcome.unschedulable, observed_generation=gen)
     if outcome.state == "Unknown":
         conds = set_kstatus(conds, "InProgress", HOST_UNREACHABLE, outcome.message, observed_generation=gen)

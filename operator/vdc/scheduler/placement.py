@@ -15,6 +15,7 @@ from typing import Literal
 
 from vdc.api.common import LabelSelector
 from vdc.api.host import HostFiles
+from vdc.api.quantity import format_millicores
 from vdc.scheduler.selectors import matches
 from vdc.tenancy.access import Tenant, host_files_refusal
 
@@ -60,6 +61,13 @@ class HostCandidate:
     allocatable_memory: int
     allocated_cpus: int = 0
     allocated_memory: int = 0
+    reservable_cpu_millis: int | None = None
+    """CPU (thousandths of a host CPU) VMs' reservations may guarantee here: its CPUs less its own
+    reservation, never overcommitted. None: not known yet (a VM with a reservation cannot go there)."""
+    reservable_memory: int | None = None
+    reserved_cpu_millis: int = 0
+    """What the VMs assigned here reserve together."""
+    reserved_memory: int = 0
     pools: Mapping[str, int] = field(default_factory=dict)
     """Ready storage pools on this host: pool name -> free bytes."""
     switches: frozenset[str] = frozenset()
@@ -91,6 +99,9 @@ class PlacementRequest:
 
     cpus: int
     memory: int
+    cpu_reservation_millis: int = 0
+    """spec.qos.cpu.reservation in thousandths of a host CPU."""
+    memory_reservation: int = 0
     pinned_host: str | None = None
     """spec.host: only this host may be chosen (it must still pass every filter)."""
     selector: LabelSelector = field(default_factory=LabelSelector)
@@ -156,9 +167,11 @@ class Shortfall:
 
     need: int
     free: int
-    unit: Literal["bytes", "cpus"]
+    unit: Literal["bytes", "cpus", "millicores"]
 
     def format(self, amount: int) -> str:
+        if self.unit == "millicores":
+            return format_millicores(amount)
         return format_bytes(amount) if self.unit == "bytes" else str(amount)
 
 
@@ -252,6 +265,32 @@ def memory_fits(request: PlacementRequest, host: HostCandidate) -> Rejection | N
     )
 
 
+def reservations_fit(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
+    """The VM's CPU and memory reservations must fit in what the host can still guarantee."""
+    cpu = ("CPU", request.cpu_reservation_millis, host.reservable_cpu_millis, host.reserved_cpu_millis)
+    memory = ("memory", request.memory_reservation, host.reservable_memory, host.reserved_memory)
+    for what, asked, reservable, reserved in (cpu, memory):
+        if asked <= 0:
+            continue
+        fmt = format_millicores if what == "CPU" else format_bytes
+        if reservable is None:
+            return Rejection(
+                "has not reported what it can reserve yet",
+                "have not reported what they can reserve yet",
+                "has not reported what it can reserve yet (status.reservable)",
+            )
+        if reserved + asked > reservable:
+            free = max(reservable - reserved, 0)
+            return Rejection(
+                f"cannot guarantee the {what} reservation",
+                f"cannot guarantee the {what} reservation",
+                f"cannot guarantee the {what} reservation: needs {fmt(asked)}, {fmt(free)} unreserved "
+                f"({fmt(reserved)} of {fmt(reservable)} reserved)",
+                Shortfall(asked, free, "millicores" if what == "CPU" else "bytes"),
+            )
+    return None
+
+
 def pools_fit(request: PlacementRequest, host: HostCandidate) -> Rejection | None:
     """Every pool the VM uses must be ready on the host with enough free space (checked by pool name)."""
     for pool in sorted(request.pool_bytes):
@@ -316,6 +355,7 @@ FILTERS: tuple[Filter, ...] = (
     not_in_maintenance,
     cpu_fits,
     memory_fits,
+    reservations_fit,
     pools_fit,
     switches_present,
     images_present,
