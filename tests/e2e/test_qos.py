@@ -143,7 +143,9 @@ def test_a_cpu_limit_set_live_caps_a_burning_guest(dc: Datacenter) -> None:
     assert free > 0.4, f"without a limit the guest should burn well above the limit: {free}"
     # Removed live: no limit in force again.
     patch(dc, "capped", {"qos": None})
-    in_force(dc, "capped", lambda s: s.get("qos") is None, "no QoS in force")
+    unlimited = ("cpuLimit", "memoryLimit", "memoryReservation")
+    body = in_force(dc, "capped", lambda s: not any((s.get("qos") or {}).get(k) for k in unlimited), "no limits")
+    assert body["status"]["qos"]["cpuShares"] == 1024, body["status"]["qos"]  # reset to the host's default
     again = cpu_shares_of(dc, ["capped"], host)["capped"]
     assert again > 0.4, again
     body = dc.vm("capped") or {}
