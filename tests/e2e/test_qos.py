@@ -153,11 +153,13 @@ def test_a_cpu_limit_set_live_caps_a_burning_guest(dc: Datacenter) -> None:
     assert (dc.condition(body, "RestartRequired") or {}).get("status") == "False"
 
 
-def test_a_disk_iops_limit_caps_reads_in_the_guest_and_is_raised_live(dc: Datacenter) -> None:
+def test_a_disk_iops_limit_caps_reads_in_the_guest_under_its_pools_ceiling_and_changes_live(dc: Datacenter) -> None:
     host = dc.hosts.hosts[0].name
-    dc.apply({"apiVersion": "vdc.dev/v1alpha1", "kind": "StoragePool", "metadata": {"name": POOL},
-              "spec": {"type": "dir", "target": {"path": "/var/lib/libvirt/vdc-pools/qos"},
-                       "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}}}})  # fmt: skip
+    pool = {"apiVersion": "vdc.dev/v1alpha1", "kind": "StoragePool", "metadata": {"name": POOL},
+            "spec": {"type": "dir", "target": {"path": "/var/lib/libvirt/vdc-pools/qos"},
+                     "hostSelector": {"matchLabels": {"vdc.dev/driver": "qemu"}},
+                     "diskIotune": {"totalIopsSec": 120}}}  # fmt: skip
+    dc.apply(pool)
     wait_until("the pool Ready", lambda: (dc.condition(dc.get("storagepool", POOL), "Ready") or {}).get("status")
                == "True", timeout=60)  # fmt: skip
     disk = {"name": "data", "source": {"blank": {"pool": POOL, "size": "64Mi"}}, "iotune": {"totalIopsSec": 50}}
@@ -166,14 +168,21 @@ def test_a_disk_iops_limit_caps_reads_in_the_guest_and_is_raised_live(dc: Datace
     dc.apply(doc)
     body = running(dc, "iops", "VDC-IOLOAD=1")
     assert body["status"]["disks"][0]["iotune"]["totalIopsSec"] == 50
-    capped = read_requests_per_second(dc, host, "iops")
-    disk["iotune"] = {"totalIopsSec": 200}
+    rates = {50: read_requests_per_second(dc, host, "iops")}
+
+    def limit_in_force(iops: int) -> None:
+        in_force(dc, "iops", lambda s: (s["disks"][0].get("iotune") or {}).get("totalIopsSec") == iops, f"{iops}")
+        rates[iops] = read_requests_per_second(dc, host, "iops")
+
+    disk["iotune"] = {"totalIopsSec": 200}  # above the pool's ceiling: the pool's 120 holds
     patch(dc, "iops", {"disks": [disk]})
-    in_force(dc, "iops", lambda s: (s["disks"][0].get("iotune") or {}).get("totalIopsSec") == 200, "200 IOPS")
-    raised = read_requests_per_second(dc, host, "iops")
-    print(f"guest disk reads: {capped:.1f}/s at 50 IOPS, {raised:.1f}/s at 200 IOPS")
-    assert 50 * 0.5 <= capped <= 50 * 1.15, capped
-    assert 200 * 0.5 <= raised <= 200 * 1.15, raised
+    limit_in_force(120)
+    pool["spec"]["diskIotune"] = {"totalIopsSec": 300}  # the ceiling raised: the disk's own 200 now
+    dc.apply(pool)
+    limit_in_force(200)
+    print(f"guest disk reads per second at each IOPS limit: {rates}")
+    for iops, rate in rates.items():
+        assert iops * 0.5 <= rate <= iops * 1.15, rates
     after = dc.vm("iops") or {}
     assert after["status"]["bootTime"] == body["status"]["bootTime"], "a live change restarted the guest"
     dc.cp.kubectl("delete", "virtualmachine", "iops", "-n", dc.namespace, "--wait=true", "--timeout=120s")

@@ -93,6 +93,24 @@ def test_switch_pool_appliance_namespace_and_quota_changes(view: ClusterView) ->
     assert fan_out(view, "ComputeQuota", event("MODIFIED", obj("q", "t"))) == {"vms": [("t", "waiting")]}
 
 
+def test_a_pools_spec_change_requeues_its_vms_its_status_writes_do_not(view: ClusterView) -> None:
+    """A pool's default disk limits (spec.diskIotune) reach its running VMs; its own status writes do not."""
+    disk = {"name": "root", "source": {"blank": {"pool": "fast", "size": "1Gi"}}}
+    view.vms.upsert(obj("stored", "t", spec={"disks": [disk]}, status={"host": "h1"}))
+    unplaced = [("t", "waiting"), ("u", "other")]
+    limited = obj("fast", spec={"diskIotune": {"totalIopsSec": 100}})
+    assert fan_out(view, "StoragePool", event("MODIFIED", limited, obj("fast")))["vms"] == [("t", "stored"), *unplaced]
+    assert fan_out(view, "StoragePool", event("MODIFIED", limited, limited, own=True))["vms"] == unplaced
+
+
+def test_a_host_reserving_less_lets_the_unplaced_vms_look_again(view: ClusterView) -> None:
+    before = obj("h1", status={"reserved": {"cpu": "2", "memory": "1Gi"}})
+    more = obj("h1", status={"reserved": {"cpu": "2500m", "memory": "1Gi"}})
+    assert "vms" not in fan_out(view, "Host", event("MODIFIED", more, before))
+    less = obj("h1", status={"reserved": {"cpu": "1500m", "memory": "1Gi"}})
+    assert fan_out(view, "Host", event("MODIFIED", less, before))["vms"] == [("t", "waiting"), ("u", "other")]
+
+
 def test_a_compute_cluster_change_requeues_the_unplaced_vms(view: ClusterView) -> None:
     unplaced = [("t", "waiting"), ("u", "other")]
     prod = obj("prod", spec={"ha": {"enabled": True}})

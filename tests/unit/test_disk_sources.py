@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from vdc.api.appliance import ApplianceStatus
+from vdc.api.common import IoBurst, IoTune
+from vdc.api.virtualmachine import Disk as DiskSpec
 from vdc.api.virtualmachine import DiskSource as DiskSourceSpec
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.controllers.disk_sources import (
@@ -29,8 +31,10 @@ from vdc.controllers.disk_sources import (
     CloudInit,
     DiskSpecError,
     Existing,
+    IoTuneConflict,
     OvfEnv,
     PoolMissing,
+    lowered_iotune,
     source_of,
 )
 from vdc.controllers.storagepool import libvirt_pool_name
@@ -207,3 +211,38 @@ def test_ovf_environment(conn: Any) -> None:
     assert asyncio.run(source.prepare(machine, Context())) is None  # no fromAppliance: nothing to build
     with pytest.raises(DiskSpecError, match=r"an\ ovfEnv\ disk\ needs\ spec\.fromAppliance"):
         source.ensure(conn, plan, None)
+
+
+# --- a pool's default disk limits -------------------------------------------------------------------
+
+
+def test_a_pools_disk_limits_are_a_ceiling_a_disk_may_only_lower() -> None:
+    pool = IoTune(total_iops_sec=500, read_bytes_sec=100, burst=IoBurst(total_iops_sec=1000, seconds=10))
+    assert lowered_iotune(None, pool) == pool
+    assert lowered_iotune(IoTune(total_iops_sec=50), None) == IoTune(total_iops_sec=50)
+    own = IoTune(total_iops_sec=2000, write_bytes_sec=7, burst=IoBurst(total_iops_sec=800, seconds=30))
+    assert lowered_iotune(own, pool) == IoTune(
+        total_iops_sec=500, read_bytes_sec=100, write_bytes_sec=7, burst=IoBurst(total_iops_sec=800, seconds=10)
+    )
+    # 0 is no limit: it never lifts the pool's.
+    assert lowered_iotune(IoTune(total_iops_sec=0), pool).total_iops_sec == 500  # type: ignore[union-attr]
+
+
+def test_a_pools_total_and_a_disks_read_write_limit_of_one_kind_conflict_naming_both() -> None:
+    with pytest.raises(IoTuneConflict, match=r"disk data: the pool limits total iops/s .* pool fast"):
+        lowered_iotune(IoTune(read_iops_sec=10), IoTune(total_iops_sec=100), disk="data", pool_name="fast")
+    with pytest.raises(IoTuneConflict, match="disk data limits total bytes/s"):
+        lowered_iotune(IoTune(total_bytes_sec=10), IoTune(write_bytes_sec=100), disk="data", pool_name="fast")
+    # Another kind is no conflict.
+    both = lowered_iotune(IoTune(read_iops_sec=10), IoTune(total_bytes_sec=100))
+    assert both == IoTune(read_iops_sec=10, total_bytes_sec=100)
+
+
+def test_a_burst_a_lower_limit_leaves_below_it_becomes_the_limit_in_the_domain() -> None:
+    disk = DiskSpec.model_validate(
+        {"name": "d", "source": {"blank": {"pool": "p", "size": "1Gi"}}, "iotune": {"totalIopsSec": 900,
+         "burst": {"totalIopsSec": 1000}}}
+    )  # fmt: skip
+    volume = AttachedVolume("/v/d.qcow2", "qcow2", "p", IoTune(total_iops_sec=100, burst=IoBurst(total_iops_sec=50)))
+    tune = source_of(disk).disk_config(disk, "vda", volume).iotune
+    assert tune is not None and (tune.total_iops_sec, tune.total_iops_sec_max) == (100, 100)

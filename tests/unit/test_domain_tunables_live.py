@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from vdc.api.common import Bandwidth, BandwidthLimit
-from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, IoBurst, IoTune, QosStatus
+from vdc.api.common import Bandwidth, BandwidthLimit, IoBurst, IoTune
+from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, QosStatus
 from vdc.controllers.vm_plan import differing_fields
 from vdc.controllers.vm_qos import disks_in_force, interfaces_in_force, qos_in_force
 from vdc.libvirt import domains

@@ -8,6 +8,7 @@ from pydantic import StringConstraints
 
 from vdc.api.common import (
     AllowedNamespaces,
+    IoTune,
     LabelSelector,
     Name,
     Path,
@@ -120,6 +121,12 @@ class StoragePoolSpec(ApiModel):
     reserved: Quantity = field(
         "Space kept free on each host: volumes are not placed where they would eat into it.",
         default="0",
+        update="live",
+    )
+    disk_iotune: IoTune | None = field(
+        "Default I/O limits of every disk in this pool; a VM's disk may only lower them (and its burst). "
+        "Applied live to running VMs.",
+        default=None,
         update="live",
     )
     deletion_policy: Literal["Refuse", "Wait"] = field(

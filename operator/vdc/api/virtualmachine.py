@@ -12,6 +12,7 @@ from vdc.api.common import (
     MAC,
     Bandwidth,
     CleanPath,
+    IoTune,
     LabelSelector,
     Name,
     SecretKeyRef,
@@ -298,52 +299,6 @@ class DiskSource(ApiModel):
     volume: ExistingVolume | None = field("An existing volume.", default=None)
     cloud_init: CloudInitSource | None = field("The cloud-init NoCloud seed ISO.", default=None)
     ovf_env: OvfEnvSource | None = field("The OVF environment ISO of a VM made from an Appliance.", default=None)
-
-
-IOTUNE_LIMITS = (
-    "total_bytes_sec",
-    "read_bytes_sec",
-    "write_bytes_sec",
-    "total_iops_sec",
-    "read_iops_sec",
-    "write_iops_sec",
-)
-"""The disk limits of :class:`IoTune` and :class:`IoBurst`, as libvirt names them."""
-
-
-class IoBurst(ApiModel):
-    """Rates above a disk's limits that it may reach for a while (QEMU's ``*_max`` and ``*_max_length``)."""
-
-    total_bytes_sec: int | None = field("Total bytes/s in a burst.", default=None, ge=1)
-    read_bytes_sec: int | None = field("Read bytes/s in a burst.", default=None, ge=1)
-    write_bytes_sec: int | None = field("Write bytes/s in a burst.", default=None, ge=1)
-    total_iops_sec: int | None = field("Total IOPS in a burst.", default=None, ge=1)
-    read_iops_sec: int | None = field("Read IOPS in a burst.", default=None, ge=1)
-    write_iops_sec: int | None = field("Write IOPS in a burst.", default=None, ge=1)
-    seconds: int | None = field("How long a burst may last at its rate (default: 1).", default=None, ge=1, le=3600)
-
-
-def _burst_rule(limit: str) -> dict[str, str]:
-    name = limit.split("_")[0] + "".join(w.title() for w in limit.split("_")[1:])  # the wire's camelCase
-    return cel(
-        f"!has(self.burst) || !has(self.burst.{name}) || (has(self.{name}) && self.burst.{name} >= self.{name})",
-        f"burst.{name} needs {name} and must be at least it",
-        field_path=f".burst.{name}",
-    )
-
-
-class IoTune(ApiModel):
-    """Disk I/O limits (libvirt ``<iotune>``, QEMU's block throttling), applied live. 0 is no limit."""
-
-    model_config = {"json_schema_extra": validations(*(_burst_rule(limit) for limit in IOTUNE_LIMITS))}
-
-    total_bytes_sec: int | None = field("Total bytes/s.", default=None, ge=0)
-    read_bytes_sec: int | None = field("Read bytes/s.", default=None, ge=0)
-    write_bytes_sec: int | None = field("Write bytes/s.", default=None, ge=0)
-    total_iops_sec: int | None = field("Total IOPS.", default=None, ge=0)
-    read_iops_sec: int | None = field("Read IOPS.", default=None, ge=0)
-    write_iops_sec: int | None = field("Write IOPS.", default=None, ge=0)
-    burst: IoBurst | None = field("Rates above these limits allowed for a while.", default=None)
 
 
 class Disk(ApiModel):

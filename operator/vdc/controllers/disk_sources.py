@@ -17,9 +17,9 @@ import kubernetes
 import libvirt
 
 from vdc.api.appliance import ApplianceStatus
-from vdc.api.common import SecretKeyRef
+from vdc.api.common import IOTUNE_LIMITS, IoBurst, IoTune, SecretKeyRef
 from vdc.api.quantity import to_bytes
-from vdc.api.virtualmachine import IOTUNE_LIMITS, Disk, VirtualMachine
+from vdc.api.virtualmachine import Disk, VirtualMachine
 from vdc.cloudinit import build_seed_iso, seed_meta_data
 from vdc.controllers.storagepool import libvirt_pool_name
 from vdc.controllers.vm_appliance import chosen_system, property_values
@@ -78,6 +78,9 @@ class AttachedVolume:
 
     path: str
     format: VolumeFormat
+    pool: str = ""
+    pool_iotune: IoTune | None = None
+    """The pool's default disk limits (spec.diskIotune): the disk's own may only lower them."""
 
 
 Content = Callable[[], bytes]
@@ -144,10 +147,49 @@ def _find(conn: libvirt.virConnect, plan: VolumePlan, name: str) -> VolumeObserv
     return _lookup(conn, plan, name) or _lookup(conn, plan, name, refresh=True)
 
 
-def _iotune(disk: Disk) -> IoTuneConfig | None:
-    """The disk's limits; a 0 is no limit, and a burst of a limit that is not set is dropped (admission
-    refuses it; a pool default may lower the limits, never add a burst without one)."""
-    tune = disk.iotune
+class IoTuneConflict(ValueError):
+    """A disk's limits cannot be lowered from its pool's as written (the message says what to change)."""
+
+
+def _lower(a: int | None, b: int | None) -> int | None:
+    a, b = a or None, b or None  # 0 is no limit
+    return b if a is None else a if b is None else min(a, b)
+
+
+def lowered_iotune(own: IoTune | None, pool: IoTune | None, *, disk: str = "", pool_name: str = "") -> IoTune | None:
+    """A disk's limits under its pool's defaults: each limit the lower of the two that are set, the burst
+    too (a pool's limit is a ceiling the disk may only lower, as a switch's bandwidth is for a NIC).
+
+    Raises IoTuneConflict where the pool caps a total and the disk sets read/write of the same kind (or
+    the other way round): libvirt takes one or the other, and neither alone keeps both ceilings."""
+    if pool is None:
+        return own
+    if own is None:
+        return pool
+    for kind in ("bytes", "iops"):
+        total, split = f"total_{kind}_sec", (f"read_{kind}_sec", f"write_{kind}_sec")
+        for ceiling, other in ((pool, own), (own, pool)):
+            if getattr(ceiling, total) and any(getattr(other, s) for s in split):
+                which = "the pool" if ceiling is pool else f"disk {disk}"
+                raise IoTuneConflict(
+                    f"disk {disk}: {which} limits total {kind}/s and the other read/write {kind}/s of pool "
+                    f"{pool_name}'s defaults (spec.diskIotune): set the same kind of limit on both"
+                )
+    values = {name: _lower(getattr(own, name), getattr(pool, name)) for name in IOTUNE_LIMITS}
+    burst = None
+    if own.burst is not None or pool.burst is not None:
+        mine, theirs = own.burst or IoBurst(), pool.burst or IoBurst()
+        peaks = {
+            name: _lower(getattr(mine, name), getattr(theirs, name)) if values[name] else None for name in IOTUNE_LIMITS
+        }
+        if any(peaks.values()):
+            burst = IoBurst(**peaks, seconds=_lower(mine.seconds, theirs.seconds))
+    return IoTune(**values, burst=burst)
+
+
+def _iotune(tune: IoTune | None) -> IoTuneConfig | None:
+    """The disk's limits as libvirt takes them; a 0 is no limit, and a burst below its limit is raised to
+    it (a pool's lower limit may leave a disk's burst under it)."""
     if tune is None:
         return None
     values: dict[str, int | None] = {}
@@ -202,7 +244,7 @@ class _Source:
             boot_order=disk.boot_order,
             cache=disk.cache,
             io=disk.io,
-            iotune=_iotune(disk),
+            iotune=_iotune(lowered_iotune(disk.iotune, volume.pool_iotune, disk=disk.name, pool_name=volume.pool)),
         )
 
     def delete(self, conn: libvirt.virConnect, plan: VolumePlan) -> bool:

@@ -24,6 +24,7 @@ import kubernetes
 from pydantic import ValidationError
 
 from vdc.api.appliance import ApplianceStatus
+from vdc.api.common import IoTune
 from vdc.api.conditions import READY, now_rfc3339
 from vdc.api.meta import FINALIZER
 from vdc.api.operation import OperationRef
@@ -662,11 +663,12 @@ class VmController:
         contents = {p.disk: await p.source.prepare(vm, context) for p in inputs.plans}
         volumes = await conn.call(lambda c: ensure_volumes(c, inputs.plans, contents))
         nics = self._nics(vm)
+        pools = {p.disk: p.pool for p in inputs.plans}
         host_spec = (self.hosts.get(("", host)) or {}).get("spec", {})
         desired = domain_for(
             vm,
             domain_type=facts.domain_type(host_spec.get("virtualization", "Auto")),
-            volumes={d: AttachedVolume(v.path, _format(v)) for d, v in volumes.items()},
+            volumes={d: AttachedVolume(v.path, _format(v), *self._pool_tune(pools[d])) for d, v in volumes.items()},
             interfaces=[config for config, _ in nics],
             host_file_dirs=self.tenancy.host_file_dirs(host),
         )
@@ -683,6 +685,14 @@ class VmController:
         ]  # fmt: skip
         desired = _with_generation(desired, ref.generation)
         return Provisioned(host, conn, desired, disks, [status for _, status in nics])
+
+    def _pool_tune(self, pool: str) -> tuple[str, IoTune | None]:
+        """(the pool, its default disk limits: spec.diskIotune, None when it has none or it does not parse)."""
+        wire = ((self.pools.get(("", pool)) or {}).get("spec") or {}).get("diskIotune")
+        try:
+            return pool, IoTune.model_validate(wire) if wire else None
+        except ValidationError:
+            return pool, None
 
     async def _provision_or_halt(self, inputs: Inputs, host: str, old: VirtualMachineStatus) -> Provisioned:
         try:

@@ -7,7 +7,7 @@ from typing import Literal, cast
 
 from vdc.api.quantity import to_bytes
 from vdc.api.virtualmachine import VirtualMachine
-from vdc.controllers.disk_sources import AttachedVolume, source_of
+from vdc.controllers.disk_sources import AttachedVolume, IoTuneConflict, source_of
 from vdc.controllers.vm_disks import target_devices
 from vdc.libvirt.domain_xml import (
     CpuConfig,
@@ -72,6 +72,8 @@ def domain_for(
         config.to_string()  # text XML cannot carry (control characters) fails here, not in the define
     except DomainXmlError as exc:
         raise UnsupportedSpec(f"the spec cannot be expressed as a libvirt domain: {exc}") from exc
+    except IoTuneConflict as exc:
+        raise UnsupportedSpec(str(exc)) from exc
     return config
 
 

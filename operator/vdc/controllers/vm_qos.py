@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from vdc.api.common import Bandwidth, BandwidthLimit
-from vdc.api.virtualmachine import IOTUNE_LIMITS, DiskStatus, InterfaceStatus, IoBurst, IoTune, QosStatus
+from vdc.api.common import IOTUNE_LIMITS, Bandwidth, BandwidthLimit, IoBurst, IoTune
+from vdc.api.virtualmachine import DiskStatus, InterfaceStatus, QosStatus
 from vdc.controllers.vm_plan import cpu_effect, memory_effect
 from vdc.libvirt.domain_xml import BandwidthConfig, BandwidthLimitConfig, DomainConfig, IoTuneConfig
 

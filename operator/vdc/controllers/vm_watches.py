@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vdc.api.host import evacuating
-from vdc.api.quantity import to_bytes
+from vdc.api.quantity import to_bytes, to_decimal
 from vdc.cluster.view import ClusterView
 from vdc.cluster.watches import ObjectEvent, Watch
 from vdc.kube.cache import Key
@@ -21,7 +21,7 @@ def _unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
     return view.unplaced_vms()
 
 
-_HOST_BOOKKEEPING = ("allocated", "domains", "orphans", "lastSeen")
+_HOST_BOOKKEEPING = ("allocated", "reserved", "domains", "orphans", "lastSeen")
 """Host status fields that report, not decide: no placement reads them (the ledger, not ``allocated``)."""
 
 
@@ -43,12 +43,18 @@ def _may_make_room(event: ObjectEvent) -> bool:
     return deciding(event.old, old_status) != deciding(event.body, new_status)
 
 
-def _allocated(status: Mapping[str, Any]) -> tuple[float, float]:
-    allocated = status.get("allocated") or {}
+def _allocated(status: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """(CPUs, memory) allocated and (CPU, memory) reserved."""
+    allocated, reserved = status.get("allocated") or {}, status.get("reserved") or {}
     try:
-        return float(allocated.get("cpus") or 0), float(to_bytes(str(allocated.get("memory") or "0")))
+        return (
+            float(allocated.get("cpus") or 0),
+            float(to_bytes(str(allocated.get("memory") or "0"))),
+            float(to_decimal(str(reserved.get("cpu") or "0"))),
+            float(to_bytes(str(reserved.get("memory") or "0"))),
+        )
     except (ValueError, TypeError, ArithmeticError):
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
 
 
 def _unplaced_and_maintained(view: ClusterView, event: ObjectEvent) -> list[Key]:
@@ -59,6 +65,13 @@ def _unplaced_and_maintained(view: ClusterView, event: ObjectEvent) -> list[Key]
     new = evacuating(event.body)
     extra = view.vms_on(event.key[1]) if bool(old) != bool(new) and not event.deleted else []
     return [*(view.unplaced_vms() if _may_make_room(event) else ()), *extra]
+
+
+def _pool_users_and_unplaced(view: ClusterView, event: ObjectEvent) -> list[Key]:
+    """A pool's spec changed (its default disk limits): its VMs apply them; any change may let a VM that
+    fits nowhere fit (the pool came up on a host, got room)."""
+    users = view.vms_using("StoragePool", event.key[1]) if event.changed or event.deleted else []
+    return [*users, *view.unplaced_vms()]
 
 
 def _unplaced_when_one_went(view: ClusterView, event: ObjectEvent) -> list[Key]:
@@ -108,7 +121,7 @@ def _unplaced_on_cluster_change(view: ClusterView, event: ObjectEvent) -> list[K
 WATCHES = (
     Watch(kind="Host", map=_unplaced_and_maintained),
     Watch(kind="VirtualMachine", map=_unplaced_when_one_went),
-    Watch(kind="StoragePool", map=_unplaced),
+    Watch(kind="StoragePool", map=_pool_users_and_unplaced),
     Watch(kind="VirtualSwitch", map=_switch_users_and_unplaced),
     Watch(kind="Appliance", map=_appliance_users),
     Watch(kind="Namespace", map=_namespace_vms),
