@@ -23,7 +23,7 @@ from vdc.kube.cache import ObjectCache
 from vdc.kube.client import KubeWriter
 from vdc.metrics.demand import DemandTracker, VmDemand
 from vdc.metrics.vmstats import VmStats
-from vdc.scheduler.drs import HostLoadFigures, HostState, Move, Plan, Policy, PowerAction, plan
+from vdc.scheduler.drs import HostLoadFigures, HostState, Move, Plan, Policy, PowerAction, entitlement, plan
 from vdc.scheduler.rules import Rule
 
 pytestmark = pytest.mark.unit
@@ -600,6 +600,35 @@ def test_demand_comes_from_the_measured_mapping_by_uid() -> None:
     assert (vms["a"].cpu_demand, vms["a"].memory_demand) == (1.5, 512 * MI)
     assert (vms["b"].cpu_demand, vms["b"].memory_demand) == (0.25, None)
     assert (vms["c"].cpu_demand, vms["c"].memory_demand) == (0.0, None)  # not measured
+
+
+def test_drs_balances_entitlements_demand_at_least_the_reservation_at_most_the_limit() -> None:
+    qos = {
+        "idle-reserved": {"cpu": {"reservation": "1500m"}, "memory": {"reservation": "768Mi"}},
+        "busy-capped": {"cpu": {"limit": "500m"}, "memory": {"limit": "2Gi"}},
+        "old-limit": {"cpuLimit": 250},
+    }
+    world = World([host("hv1")], [vm(name, "hv1", qos=q) for name, q in qos.items()])
+    demand = {
+        f"uid-t-{name}": VmDemand(f"uid-t-{name}", "t", name, "hv1", cores, memory, 1)
+        for name, cores, memory in (
+            ("idle-reserved", 0.1, 256 * MI),
+            ("busy-capped", 1.0, GI),
+            ("old-limit", 1.0, None),
+        )
+    }
+    vms = by_name(world.inputs(cluster_spec(), demand=demand))
+    assert (vms["idle-reserved"].cpu_demand, vms["idle-reserved"].memory_demand) == (1.5, 768 * MI)
+    assert (vms["busy-capped"].cpu_demand, vms["busy-capped"].memory_demand) == (0.5, GI)
+    assert (vms["old-limit"].cpu_demand, vms["old-limit"].memory_demand) == (0.25, None)
+
+
+@pytest.mark.parametrize(
+    ("demand", "reservation", "limit", "expected"),
+    [(0.2, 0.0, None, 0.2), (0.2, 1.0, None, 1.0), (3.0, 1.0, 2.0, 2.0), (3.0, 2.5, 2.0, 2.5), (0.0, 0.0, 0.5, 0.0)],
+)
+def test_entitlement(demand: float, reservation: float, limit: float | None, expected: float) -> None:
+    assert entitlement(demand, reservation, limit) == expected
 
 
 def test_a_pinned_vm_is_stuck() -> None:

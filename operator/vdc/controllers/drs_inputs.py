@@ -11,14 +11,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from vdc.api.common import LabelSelector
 from vdc.api.computecluster import DRS_OWNER_LABEL, ClusterRule, ComputeClusterSpec
 from vdc.api.host import DPM_STANDBY_ANNOTATION
+from vdc.api.virtualmachine import Qos
 from vdc.cluster.view import ClusterView
 from vdc.controllers.computecluster import HostSummary, cluster_specs, ha_status
 from vdc.kube.cache import ObjectCache
 from vdc.metrics.demand import VmDemand
-from vdc.scheduler.drs import HostDpm, HostPower, HostState, Policy, VmAutomation, VmState
+from vdc.scheduler.drs import HostDpm, HostPower, HostState, Policy, VmAutomation, VmState, entitlement
 from vdc.scheduler.rules import Rule, VmKey, first_refusal
 from vdc.scheduler.selectors import matches
 
@@ -182,6 +185,17 @@ class PlannerInputs:
     uids: Mapping[VmKey, str]
 
 
+def qos_limits(vm: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(CPU limit in thousandths of a host CPU, memory limit in bytes) of a VM body's spec.qos, None where it
+    sets none (or it does not parse: admission lets only valid ones through)."""
+    qos = (vm.get("spec") or {}).get("qos") or {}
+    try:
+        parsed = Qos.model_validate(qos)
+    except ValidationError:
+        return None, None
+    return parsed.cpu_limit_millis(), parsed.memory_limit_bytes()
+
+
 def planner_inputs(
     name: str,
     spec: ComputeClusterSpec,
@@ -238,8 +252,14 @@ def planner_inputs(
                     host=moving.targets.get(key, host),
                     cpus=asked.vcpus,
                     memory=asked.memory_bytes,
-                    cpu_demand=measured.cpu_cores if measured is not None else 0.0,
-                    memory_demand=measured.memory_bytes if measured is not None else None,
+                    cpu_demand=entitlement(
+                        measured.cpu_cores if measured is not None else 0.0,
+                        asked.cpu_reservation_millis / 1000,
+                        cpu_limit / 1000 if (cpu_limit := qos_limits(vm)[0]) is not None else None,
+                    ),
+                    memory_demand=None
+                    if measured is None or measured.memory_bytes is None
+                    else int(entitlement(measured.memory_bytes, asked.memory_reservation_bytes, qos_limits(vm)[1])),
                     automation=_vm_automation(spec, vm),
                     stuck=_stuck(vm, moving.busy, key),
                     allowed=allowed,

@@ -169,6 +169,14 @@ class Plan:
     """Violations no move can fix now, with why."""
 
 
+def entitlement(demand: float, reservation: float = 0.0, limit: float | None = None) -> float:
+    """What a VM is entitled to and so what DRS balances (vSphere's entitlement, without shares): its
+    demand, but at least its reservation (guaranteed, whether used or not) and at most its limit (it can
+    never get more). CPU in cores, memory in bytes."""
+    wanted = max(demand, reservation)
+    return wanted if limit is None else min(wanted, max(limit, reservation))
+
+
 def load_of(cpu: float, memory: int, cpus: int, capacity: int) -> float:
     """A host's load: the higher of ``cpu`` cores of demand over ``cpus`` and ``memory`` over ``capacity``."""
     return max(cpu / cpus if cpus > 0 else 0.0, memory / capacity if capacity > 0 else 0.0)
