@@ -83,7 +83,9 @@ def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
         config = dataclasses.replace(config, cputune=desired.cputune)
     if config.memtune != desired.memtune and memory_effect(config.memtune) == memory_effect(desired.memtune):
         config = dataclasses.replace(config, memtune=desired.memtune)
-    if len(config.disks) == len(desired.disks):
+    if len(config.disks) == len(desired.disks) and any(
+        have.iotune != want.iotune for have, want in zip(config.disks, desired.disks, strict=True)
+    ):
         config = dataclasses.replace(
             config,
             disks=tuple(
