@@ -50,6 +50,8 @@ HOSTS: list[dict[str, Any]] = [
             "capacity": {"cpus": 16, "memory": "32768Mi"},
             "allocatable": {"cpus": 64, "memory": "30720Mi"},
             "allocated": {"cpus": 3, "memory": "352Mi"},
+            "reservable": {"cpu": "16", "memory": "32768Mi"},
+            "reserved": {"cpu": "1500m", "memory": "256Mi"},
             "domains": {"total": 4, "managed": 2, "running": 1},
             "orphans": {"domainCount": 1, "volumeCount": 0},
         },
@@ -124,7 +126,12 @@ def test_host_pool_switch_and_vm_samples(populated: CollectorRegistry) -> None:
     assert v("vdc_host_capacity_memory_bytes", {"host": "hv1"}) == 32 * GIB
     assert v("vdc_host_allocatable_cpus", {"host": "hv1"}) == 64
     assert v("vdc_host_allocated_memory_bytes", {"host": "hv1"}) == 352 * 2**20
+    assert v("vdc_host_reservable_cpus", {"host": "hv1"}) == 16
+    assert v("vdc_host_reservable_memory_bytes", {"host": "hv1"}) == 32 * GIB
+    assert v("vdc_host_reserved_cpus", {"host": "hv1"}) == 1.5
+    assert v("vdc_host_reserved_memory_bytes", {"host": "hv1"}) == 256 * 2**20
     assert v("vdc_host_capacity_cpus", {"host": "hv2"}) is None  # never connected: unknown, not zero
+    assert v("vdc_host_reservable_cpus", {"host": "hv2"}) is None
     assert v("vdc_host_domains", {"host": "hv1", "kind": "running"}) == 1
     assert v("vdc_host_orphans", {"host": "hv1", "kind": "domain"}) == 1
     assert v("vdc_host_orphans", {"host": "hv1", "kind": "volume"}) == 0

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from vdc.api.quantity import to_bytes
+from vdc.api.quantity import to_bytes, to_decimal
 from vdc.cluster.requests import NOTHING, Requested
 from vdc.metrics.demand import VmDemand
 from vdc.metrics.vmstats import VmStats
@@ -64,6 +64,10 @@ SPECS = [
     Spec("vdc_host_allocatable_memory_bytes", "Memory offered to VMs (capacity less reserved, times overcommit)", H),
     Spec("vdc_host_allocated_cpus", "vCPUs the VMs placed on the Host ask for", H),
     Spec("vdc_host_allocated_memory_bytes", "Memory the VMs placed on the Host ask for", H),
+    Spec("vdc_host_reservable_cpus", "CPU VMs' QoS reservations may guarantee (capacity less reserved)", H),
+    Spec("vdc_host_reservable_memory_bytes", "Memory VMs' QoS reservations may guarantee", H),
+    Spec("vdc_host_reserved_cpus", "CPU the VMs placed on the Host reserve (spec.qos.cpu.reservation)", H),
+    Spec("vdc_host_reserved_memory_bytes", "Memory the VMs placed on the Host reserve", H),
     Spec("vdc_host_domains", "Domains on the Host (total; managed = ours; running = ours running)", ("host", "kind")),
     Spec(
         "vdc_host_orphans",
@@ -112,6 +116,16 @@ def _ready(status: Body) -> float:
     return 1.0 if cond is not None and cond.get("status") == "True" else 0.0
 
 
+def _cores(value: Any) -> float | None:
+    """A CPU quantity (``1500m``, ``2``) in cores."""
+    if value is None:
+        return None
+    try:
+        return float(to_decimal(value))
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
 def _bytes(value: Any) -> int | None:
     if value is None:
         return None
@@ -154,10 +168,19 @@ def families(
             res = status.get(part) or {}
             add(f"vdc_host_{part}_cpus", [host], res.get("cpus"))
             add(f"vdc_host_{part}_memory_bytes", [host], _bytes(res.get("memory")))
+        reservable = status.get("reservable") or {}
+        add("vdc_host_reservable_cpus", [host], _cores(reservable.get("cpu")))
+        add("vdc_host_reservable_memory_bytes", [host], _bytes(reservable.get("memory")))
         if allocated is not None:
             used = allocated.get(host, NOTHING)
             add("vdc_host_allocated_cpus", [host], used.vcpus)
             add("vdc_host_allocated_memory_bytes", [host], used.memory_bytes)
+            add("vdc_host_reserved_cpus", [host], used.cpu_reservation_millis / 1000)
+            add("vdc_host_reserved_memory_bytes", [host], used.memory_reservation_bytes)
+        else:
+            reserved = status.get("reserved") or {}
+            add("vdc_host_reserved_cpus", [host], _cores(reserved.get("cpu")))
+            add("vdc_host_reserved_memory_bytes", [host], _bytes(reserved.get("memory")))
         for kind, count in (status.get("domains") or {}).items():
             add("vdc_host_domains", [host, kind], count)
         if (orphans := status.get("orphans")) is not None:
