@@ -205,16 +205,16 @@ def test_reservations_decide_placement_refuse_what_fits_nowhere_and_flag_an_over
         return dc.vm_manifest(name, hostSelector=selector, **spec)
 
     # a: most of its CPU reserved, little memory used; b: no reservation, but much memory used.
-    dc.apply(vm("big", host=a, qos={"cpu": {"reservation": str(n - 2)}}))
+    dc.apply(vm("big", host=a, cpu={"count": n + 1}, qos={"cpu": {"reservation": str(n - 2)}}))
     dc.apply(vm("fat", host=b, memory={"size": "2Gi"}))
     for name in ("big", "fat"):
         dc.wait_ready(name)
     # Spread alone would pick a (the most free memory); only b can guarantee 3 more CPUs.
-    dc.apply(vm("guided", qos={"cpu": {"reservation": "3"}}))
+    dc.apply(vm("guided", cpu={"count": 3}, qos={"cpu": {"reservation": "3"}}))
     guided = dc.wait_ready("guided")
     assert guided["status"]["host"] == b, guided["status"]
     # n - 2 + 1 more fits on neither: a has 2 left, b has n - 3.
-    dc.apply(vm("too-big", qos={"cpu": {"reservation": str(n - 2)}}))
+    dc.apply(vm("too-big", cpu={"count": n - 2}, qos={"cpu": {"reservation": str(n - 2)}}))
     refused = dc.wait_vm("too-big", lambda x: (dc.condition(x, "Scheduled") or {}).get("status") == "False",
                          "Scheduled=False")  # fmt: skip
     message = dc.condition(refused, "Scheduled")["message"]  # type: ignore[index]

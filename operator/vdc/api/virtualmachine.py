@@ -572,6 +572,13 @@ class VirtualMachineSpec(ApiModel):
                 field_path=".memory",
             ),
             cel(
+                "!has(self.qos) || !has(self.qos.cpu) || !has(self.qos.cpu.reservation)"
+                " || quantity(string(self.qos.cpu.reservation)).asApproximateFloat()"
+                " <= double(has(self.cpu) && has(self.cpu.count) ? self.cpu.count : 1)",
+                "qos.cpu.reservation must not be above cpu.count (a VM cannot use more CPU than its vCPUs)",
+                field_path=".qos.cpu.reservation",
+            ),
+            cel(
                 "!has(self.qos) || !has(self.qos.memory) || !has(self.qos.memory.reservation) || !has(self.memory)"
                 " || quantity(string(self.qos.memory.reservation)).compareTo(quantity(string(self.memory.size))) <= 0",
                 "qos.memory.reservation must not be above memory.size",
