@@ -25,7 +25,6 @@ from vdc.controllers.vm_plan import (
     GUEST_STUCK,
     LIVE_FIELDS,
     STUCK,
-    UNLIMITED_KIB,
     VmMonitoring,
     VmPlan,
     comparable,
@@ -48,7 +47,7 @@ from vdc.libvirt.domain_xml import (
     OwnerMetadata,
     SerialConsoleConfig,
 )
-from vdc.libvirt.domains import DomainObservation, PausedReason, ShutoffCause
+from vdc.libvirt.domains import MEMORY_UNLIMITED_KIB, DomainObservation, PausedReason, ShutoffCause
 
 UID = "0b5c2f1e-4a86-4d8e-9d3a-2f6f1b0c7a11"
 GIB_KIB = 1024 * 1024
@@ -457,7 +456,9 @@ def test_tunables_equal_in_effect_are_not_differences(live: CpuTuneConfig, desir
 
 
 def test_memory_limits_reset_to_unlimited_are_no_memtune() -> None:
-    live = dataclasses.replace(RETURNED, memtune=MemTuneConfig(hard_limit=UNLIMITED_KIB, soft_limit=UNLIMITED_KIB))
+    live = dataclasses.replace(
+        RETURNED, memtune=MemTuneConfig(hard_limit=MEMORY_UNLIMITED_KIB, soft_limit=MEMORY_UNLIMITED_KIB)
+    )
     assert differing_fields(live, DESIRED) == ()
 
 

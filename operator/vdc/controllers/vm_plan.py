@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from vdc.api.virtualmachine import RESTART_ANNOTATION, Phase, RunStrategy, restart_pending
 from vdc.libvirt.domain_xml import CpuTuneConfig, DiskConfig, DomainConfig, IoTuneConfig, MemTuneConfig
-from vdc.libvirt.domains import DomainObservation, PausedReason
+from vdc.libvirt.domains import DEFAULT_CPU_SHARES, MEMORY_UNLIMITED_KIB, DomainObservation, PausedReason
 
 Action = Literal[
     "define",
@@ -106,12 +106,6 @@ def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
     )
 
 
-DEFAULT_CPU_SHARES = 1024
-"""cgroup v1's ``cpu.shares`` of a group nobody set: what a domain without ``<shares>`` gets."""
-UNLIMITED_KIB = 9007199254740991
-"""libvirt's VIR_DOMAIN_MEMORY_PARAM_UNLIMITED: a memory limit of this or more is no limit."""
-
-
 def cpu_effect(tune: CpuTuneConfig | None) -> tuple[int, int | None, int | None]:
     """(shares, the whole domain's quota per period, each vCPU's): what a ``<cputune>`` enforces, None
     for unlimited, so that a reset to the defaults compares equal to no ``<cputune>``."""
@@ -128,7 +122,7 @@ def memory_effect(tune: MemTuneConfig | None) -> tuple[int | None, int | None]:
     """(hard limit, soft limit) in KiB, None for unlimited."""
     if tune is None:
         return None, None
-    return tuple(None if v is None or v >= UNLIMITED_KIB else v for v in (tune.hard_limit, tune.soft_limit))  # type: ignore[return-value]
+    return tuple(None if v is None or v >= MEMORY_UNLIMITED_KIB else v for v in (tune.hard_limit, tune.soft_limit))  # type: ignore[return-value]
 
 
 def io_effect(tune: IoTuneConfig | None) -> dict[str, int]:
