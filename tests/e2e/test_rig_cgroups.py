@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_rig import qemu_domain_xml
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS_SH = REPO / "hack" / "libvirt-hosts.sh"
@@ -112,33 +113,14 @@ def guest(host: Host, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gues
         f.truncate(32 << 20)
     name = f"cg-{uuid.uuid4().hex[:6]}"
     serial = tmp / "serial.log"
-    xml = f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{guest_dir / "vmlinuz"}</kernel>
-    <initrd>{guest_dir / "initrd.img"}</initrd>
-    <cmdline>console=ttyS0 vdc.ioload=1</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='file'><source path='{serial}'/><target port='0'/></serial>
-  </devices>
-</domain>
-"""
+    xml = qemu_domain_xml(
+        name,
+        extra_os=f"<kernel>{guest_dir / 'vmlinuz'}</kernel><initrd>{guest_dir / 'initrd.img'}</initrd>"
+        "<cmdline>console=ttyS0 vdc.ioload=1</cmdline>",
+        devices=f"<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/>"
+        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"
+        f"<serial type='file'><source path='{serial}'/><target port='0'/></serial>",
+    )
     conn = libvirt.open(host.qemu_uri)
     dom = conn.createXML(xml)
     try:
