@@ -242,6 +242,7 @@ def planner_inputs(
             uids[key] = uid
             asked = view.requested(key)
             measured = demand.get(uid)
+            cpu_limit, memory_limit = qos_limits(vm)
             selector = (vm.get("spec") or {}).get("hostSelector")
             allowed = None
             if selector:
@@ -255,11 +256,11 @@ def planner_inputs(
                     cpu_demand=entitlement(
                         measured.cpu_cores if measured is not None else 0.0,
                         asked.cpu_reservation_millis / 1000,
-                        cpu_limit / 1000 if (cpu_limit := qos_limits(vm)[0]) is not None else None,
+                        None if cpu_limit is None else cpu_limit / 1000,
                     ),
                     memory_demand=None
                     if measured is None or measured.memory_bytes is None
-                    else int(entitlement(measured.memory_bytes, asked.memory_reservation_bytes, qos_limits(vm)[1])),
+                    else int(entitlement(measured.memory_bytes, asked.memory_reservation_bytes, memory_limit)),
                     automation=_vm_automation(spec, vm),
                     stuck=_stuck(vm, moving.busy, key),
                     allowed=allowed,

@@ -117,6 +117,7 @@ def host_status(
     if observed.connected and observed.facts is not None:
         facts = observed.facts
         cpus, memory = allocatable(spec, facts)
+        reservable_cpu, reservable_memory = reservable(spec, facts)
         status = status.model_copy(
             update={
                 "hostname": facts.hostname,
@@ -130,8 +131,7 @@ def host_status(
                     cpus=observed.allocated_cpus, memory=format_bytes_mi(observed.allocated_memory)
                 ),
                 "reservable": ReservedResources(
-                    cpu=format_millicores(reservable(spec, facts)[0]),
-                    memory=format_bytes_mi(reservable(spec, facts)[1]),
+                    cpu=format_millicores(reservable_cpu), memory=format_bytes_mi(reservable_memory)
                 ),
                 "reserved": ReservedResources(
                     cpu=format_millicores(observed.reserved_cpu_millis),

@@ -836,7 +836,7 @@ class VmController:
         if held is not None and plan.phase in ("Stopping", "Stopped"):
             reason, message = "HostMaintenance", held if plan.phase == "Stopped" else f"{held}: {plan.message}"
         state: State = "Current" if plan.ready else "Failed" if plan.failed else "InProgress"
-        asked = requested(body)
+        asked = self.cluster.requested(key_of(body))  # the ledger's, parsed once per body
         overdrawn = None
         if asked.cpu_reservation_millis or asked.memory_reservation_bytes:
             overdrawn = self.cluster.reservations_overdrawn(made.host)

@@ -365,7 +365,7 @@ class OsConfig:
 
 # --- disks ---------------------------------------------------------------------------------------
 
-_IOTUNE_LIMITS = (
+IOTUNE_LIMITS = (
     "total_bytes_sec",
     "read_bytes_sec",
     "write_bytes_sec",
@@ -374,9 +374,9 @@ _IOTUNE_LIMITS = (
     "write_iops_sec",
 )
 _IOTUNE_FIELDS = (
-    *_IOTUNE_LIMITS,
-    *(f"{name}_max" for name in _IOTUNE_LIMITS),
-    *(f"{name}_max_length" for name in _IOTUNE_LIMITS),
+    *IOTUNE_LIMITS,
+    *(f"{name}_max" for name in IOTUNE_LIMITS),
+    *(f"{name}_max_length" for name in IOTUNE_LIMITS),
 )
 
 
@@ -415,7 +415,7 @@ class IoTuneConfig:
             raise DomainXmlError("iotune total_bytes_sec cannot be combined with read_bytes_sec/write_bytes_sec")
         if self.total_iops_sec is not None and (self.read_iops_sec is not None or self.write_iops_sec is not None):
             raise DomainXmlError("iotune total_iops_sec cannot be combined with read_iops_sec/write_iops_sec")
-        for name in _IOTUNE_LIMITS:
+        for name in IOTUNE_LIMITS:
             limit, peak, length = (getattr(self, f"{name}{s}") for s in ("", "_max", "_max_length"))
             if peak is not None and (limit is None or peak < limit):
                 raise DomainXmlError(f"iotune {name}_max needs {name} and must be at least it")
@@ -437,7 +437,7 @@ class IoTuneConfig:
         length when a burst is removed)."""
         _xml.expect_tag(el, "iotune")
         values = {name: _xml.opt_integer(_xml.text(el.find(name)), f"iotune {name}") or None for name in _IOTUNE_FIELDS}
-        for name in _IOTUNE_LIMITS:
+        for name in IOTUNE_LIMITS:
             if values[name] is None:
                 values[f"{name}_max"] = None
             if values[f"{name}_max"] is None:
@@ -820,6 +820,7 @@ class DomainConfig:
 
 
 __all__ = [
+    "IOTUNE_LIMITS",
     "OWNER_NS",
     "BandwidthConfig",
     "BandwidthLimitConfig",

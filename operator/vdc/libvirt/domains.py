@@ -10,6 +10,7 @@ from typing import Literal
 import libvirt
 
 from vdc.libvirt.domain_xml import (
+    IOTUNE_LIMITS,
     CpuTuneConfig,
     DiskConfig,
     DomainConfig,
@@ -66,9 +67,6 @@ _PAUSED_REASONS: dict[int, PausedReason] = {
     libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
     libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
 }
-
-
-_IOTUNE_LIMITS = tuple(f.name for f in dataclasses.fields(IoTuneConfig) if not f.name.endswith(("_max", "_length")))
 
 
 def state_of(state: int, reason: int) -> tuple[DomainState, ShutoffCause, PausedReason | None]:
@@ -237,7 +235,7 @@ def io_tune_parameters(tune: IoTuneConfig | None, current: IoTuneConfig | None =
     want = dataclasses.asdict(tune) if tune is not None else {}
     have = dataclasses.asdict(current) if current is not None else {}
     params: dict[str, int] = {}
-    for name in _IOTUNE_LIMITS:
+    for name in IOTUNE_LIMITS:
         params[name] = want.get(name) or 0
         peak = f"{name}_max"
         if want.get(peak) or have.get(peak):
