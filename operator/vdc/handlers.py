@@ -50,6 +50,7 @@ from vdc.controllers.storagepool import POOL_PREFIX, PoolController
 from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import HaCluster, VmController
 from vdc.controllers.vm_plan import restart_requested
+from vdc.gc_tuning import tune_gc
 from vdc.kube import lister
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
@@ -423,6 +424,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         ),
     )
     migration_controller.requeue = rt.migration_queue.add
+    tune_gc()
     memo.runtime = rt  # before anything runs that looks for it
     host_controller.on_health_change = functools.partial(_on_health_change, rt)
     vm_controller.ha_cluster = functools.partial(_ha_cluster, rt.computeclusters)

@@ -761,3 +761,12 @@ def test_not_xml_is_a_domain_xml_error() -> None:
         DomainConfig.from_string("<domain>")
     with pytest.raises(DomainXmlError, match="well-formed"):
         owner_from_domain_xml(f"<domain>{OWNER_NS}")
+
+
+def test_to_string_renders_once_per_config_and_anew_for_a_changed_copy() -> None:
+    config = GOLDEN[sorted(GOLDEN)[0]]
+    text = config.to_string()
+    assert config.to_string() is text  # rendered once: a reconcile checks it, then defines it
+    renamed = dataclasses.replace(config, name="other")
+    assert "<name>other</name>" in renamed.to_string() and "<name>other</name>" not in text
+    assert renamed != config and config == dataclasses.replace(config)  # the rendering is not a field

@@ -254,6 +254,30 @@ def test_the_placement_is_written_before_anything_is_made_on_the_host(tmp_path: 
     assert rig.journal.index(("finalizer", "vdc.dev/finalizer")) < placed
 
 
+def test_a_vm_placed_just_now_is_defined_without_looking_its_domain_up_first(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    rig.reconcile(vm)
+
+    def before_define(since: int = 0) -> list[str]:
+        calls = [entry[2] for entry in rig.journal[since:] if entry[:2] == ("libvirt", "hv1")]
+        return calls[: calls.index("defineXML")]
+
+    # The hosts were asked before placing (no index of their domains here); none held it, so nothing is
+    # looked up again between the placement and the define.
+    placed = rig.journal.index(("status", "Provisioning", "hv1"))
+    assert "lookupByUUIDString" in before_define() and "lookupByUUIDString" not in before_define(placed)
+    # Placed before (its status names the host): looked up first, as its domain may be there or not.
+    domain = rig.hosts["hv1"].domain(uid)
+    domain.destroy()
+    domain.undefine()
+    rig.journal.clear()
+    rig.reconcile(rig.vms.get(key_of(vm)) or {})
+    assert "lookupByUUIDString" in before_define()
+    assert rig.hosts["hv1"].domain(uid).isActive()
+
+
 def test_a_vm_that_changed_before_its_finalizer_was_added_is_looked_at_again_not_placed(tmp_path: Path) -> None:
     rig = Rig(tmp_path, ("hv1", True))
     vm = rig.add(vm_body())

@@ -298,9 +298,9 @@ class VmController:
         try:
             body = await self._with_finalizer(body)
             inputs = await self._admit(body, vm, old)
-            host = await self.place(body, inputs, old)
+            host, placed_now = await self.place(body, inputs, old)
             provisioned = await self._provision_or_halt(inputs, host, old)
-            outcome, requeue, fingerprint = await self.converge(body, inputs, old, provisioned)
+            outcome, requeue, fingerprint = await self.converge(body, inputs, old, provisioned, placed_now=placed_now)
         except Halt as halt:
             if halt.outcome is not None:
                 await self.report(body, old, halt.outcome)
@@ -433,9 +433,10 @@ class VmController:
     def host_of(self, vm: dict[str, Any]) -> str | None:
         return self.cluster.host_of(vm)
 
-    async def place(self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus) -> str:
+    async def place(self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus) -> tuple[str, bool]:
         """The VM's host: its status, or the one host holding its domain (adoption), or the scheduler's
-        choice, written to status before anything is made there. Halt when there is none."""
+        choice, written to status before anything is made there. Halt when there is none. The flag: placed
+        by the scheduler just now, so no host holds its domain (:meth:`_find_existing` found none)."""
         ref = inputs.ref
         host = self.host_of(body)
         if host is None:
@@ -455,14 +456,14 @@ class VmController:
         if host is not None and (refused := self.tenancy.host_files_refusal(host, ref.namespace, inputs.host_files)):
             raise Halt(Outcome(ref, "Failed", "Failed", "AccessDenied", refused))
         if host is not None:
-            return host
+            return host, False
         host, why = self._schedule(body, inputs)
         # The placement is in status before anything is made on the host: a crash from here on finds
         # the volumes and domain where they were made, never places the VM again elsewhere (leaking them).
         placed = f"placed on host {host}"
         await self.report(body, old, Outcome(ref, "Provisioning", "InProgress", "Provisioning", placed, host=host))
         self._scheduled[ref.uid] = Event("Scheduled", why)
-        return host
+        return host, True
 
     def _health(self, host: str) -> tuple[str, str]:
         """(state, message) of HA's judgement of ``host`` (vdc.controllers.host_health), from its status."""
@@ -661,7 +662,8 @@ class VmController:
             facts = await conn.call(read_host_facts)
         context = _SourceContext(inputs.appliances, self.writer)
         contents = {p.disk: await p.source.prepare(vm, context) for p in inputs.plans}
-        volumes = await conn.call(lambda c: ensure_volumes(c, inputs.plans, contents))
+        # No volumes: no call (a thread hop per VM at scale for nothing).
+        volumes = await conn.call(lambda c: ensure_volumes(c, inputs.plans, contents)) if inputs.plans else {}
         nics = self._nics(vm)
         pools = {p.disk: p.pool for p in inputs.plans}
         host_spec = (self.hosts.get(("", host)) or {}).get("spec", {})
@@ -671,6 +673,7 @@ class VmController:
             volumes={d: AttachedVolume(v.path, _format(v), *self._pool_tune(pools[d])) for d, v in volumes.items()},
             interfaces=[config for config, _ in nics],
             host_file_dirs=self.tenancy.host_file_dirs(host),
+            generation=inputs.ref.generation,
         )
         volumes = await self._grow(conn, vm, inputs.plans, volumes, desired)
         ref = inputs.ref
@@ -683,7 +686,6 @@ class VmController:
                        owner=owner if inputs.access.get(p.disk) == "Owned" else None)
             for p in inputs.plans
         ]  # fmt: skip
-        desired = _with_generation(desired, ref.generation)
         return Provisioned(host, conn, desired, disks, [status for _, status in nics])
 
     def _pool_tune(self, pool: str) -> tuple[str, IoTune | None]:
@@ -762,12 +764,14 @@ class VmController:
 
     # --- converge --------------------------------------------------------------------------
     async def converge(
-        self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned
-    ) -> tuple[Outcome, float | None, int | None]:
+        self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned, *,
+        placed_now: bool = False,
+    ) -> tuple[Outcome, float | None, int | None]:  # fmt: skip
         """The run strategy applied to the domain on ``made.host``: the outcome to report, when to look again, and
-        the fingerprint of the domain as last observed (None: no domain), for the resync's verify."""
+        the fingerprint of the domain as last observed (None: no domain), for the resync's verify.
+        ``placed_now``: the scheduler placed the VM in this reconcile, so its domain is not looked up first."""
         try:
-            return await self._converge(body, inputs, old, made)
+            return await self._converge(body, inputs, old, made, placed_now)
         except HookRefused as exc:
             # The host resolved the VM's files (symlinks) and refused them: the domain never ran; remove it.
             await made.conn.call(lambda c: domains.remove(c, made.desired.uuid))
@@ -780,7 +784,7 @@ class VmController:
             raise halt from exc
 
     async def _converge(
-        self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned
+        self, body: dict[str, Any], inputs: Inputs, old: VirtualMachineStatus, made: Provisioned, placed_now: bool
     ) -> tuple[Outcome, float | None, int | None]:
         vm, conn, desired = inputs.vm, made.conn, made.desired
         uid = desired.uuid
@@ -788,7 +792,9 @@ class VmController:
         held = self.maintenance_stop(body)
         if held is not None:  # its host is in maintenance and it is not to be migrated: kept stopped
             strategy = "Halted"
-        observed = await conn.call(lambda c: domains.observe_domain(c, uid))
+        # Placed just now: no host had its domain a moment ago and nothing but this reconcile makes one
+        # for a VM with no host (the VM's lock is held), so there is nothing to look up.
+        observed = None if placed_now else await conn.call(lambda c: domains.observe_domain(c, uid))
         annotations = body["metadata"].get("annotations") or {}
         restart = restart_pending(annotations.get(RESTART_ANNOTATION), old.boot_time)
         stop = self._stop_order(body) if strategy == "Halted" else None  # a vApp member: stop order, stopAction
@@ -1150,10 +1156,6 @@ def _rfc3339(epoch: float | None) -> str | None:
 
 def _format(volume: VolumeObservation) -> VolumeFormat:
     return volume.format if volume.format in ("qcow2", "raw", "iso") else "raw"
-
-
-def _with_generation(config: DomainConfig, generation: int | None) -> DomainConfig:
-    return dataclasses.replace(config, owner=dataclasses.replace(config.owner, generation=generation))
 
 
 def _with_scheduled(events: Sequence[Event], scheduled: Event | None) -> list[Event]:

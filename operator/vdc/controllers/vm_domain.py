@@ -52,6 +52,7 @@ def domain_for(
     volumes: Mapping[str, AttachedVolume] | None = None,
     interfaces: Sequence[InterfaceConfig] = (),
     host_file_dirs: Sequence[str] = (),
+    generation: int | None = None,
 ) -> DomainConfig:
     """The domain a VM should be. Its UUID is the VM's uid, so it is found again after any restart.
 
@@ -59,6 +60,8 @@ def domain_for(
     A domain that boots from host files (a kernel) carries them in its owner metadata, where the vdc
     qemu hook on the host reads them to check the files after resolving symlinks; other domains
     carry none, so a change of the Host's directories does not touch them.
+
+    ``generation``: the VM's ``metadata.generation`` the domain is made from (its owner metadata).
 
     Raises UnsupportedSpec for anything admission let through that libvirt XML cannot express."""
     try:
@@ -68,6 +71,7 @@ def domain_for(
             volumes=volumes or {},
             interfaces=tuple(interfaces),
             host_file_dirs=tuple(host_file_dirs),
+            generation=generation,
         )
         config.to_string()  # text XML cannot carry (control characters) fails here, not in the define
     except DomainXmlError as exc:
@@ -95,6 +99,7 @@ def _domain_for(
     volumes: Mapping[str, AttachedVolume],
     interfaces: tuple[InterfaceConfig, ...],
     host_file_dirs: tuple[str, ...],
+    generation: int | None,
 ) -> DomainConfig:
     meta = vm.metadata
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
@@ -116,7 +121,11 @@ def _domain_for(
         name=dname,
         uuid=uid,
         owner=OwnerMetadata(
-            namespace=namespace, name=name, uid=uid, host_file_dirs=host_file_dirs if kernel is not None else ()
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            host_file_dirs=host_file_dirs if kernel is not None else (),
+            generation=generation,
         ),
         domain_type=cast(DomainType, domain_type),
         memory_kib=max(size, maximum),

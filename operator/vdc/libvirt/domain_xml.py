@@ -754,8 +754,13 @@ class DomainConfig:
         return root
 
     def to_string(self) -> str:
-        """The domain XML, indented two spaces, without a trailing newline."""
-        return _xml.to_string(self.to_xml())
+        """The domain XML, indented two spaces, without a trailing newline. Made once per instance (the
+        instance is frozen): a reconcile checks it can be written and then defines it."""
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = _xml.to_string(self.to_xml())
+            object.__setattr__(self, "_text", text)
+        return text
 
     @classmethod
     def from_xml(cls, el: ET.Element) -> Self:
