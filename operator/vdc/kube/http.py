@@ -6,12 +6,14 @@ every VM that was most of the operator's own CPU at 1,000 VMs; here a write is o
 with a JSON body. Connection and credentials come from the kubernetes client's configuration (the
 same kubeconfig or in-cluster service account, its token re-read as that client does), so both
 clients act as the same identity. Errors come out as the kubernetes client's ``ApiException``.
+
+JSON goes through orjson: every watch event and every write's answer is a whole object to parse, and
+the standard library's parser was the largest single entry in a profile of the operator at 1,000 VMs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import AsyncIterator
 from datetime import date, datetime
@@ -19,6 +21,7 @@ from typing import Any, Protocol, cast
 
 import aiohttp
 import kubernetes
+import orjson
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -37,6 +40,11 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+def to_json(body: Any) -> bytes:
+    """``body`` as compact JSON (dates as ISO 8601, as the kubernetes client sends them)."""
+    return orjson.dumps(body, default=_json_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME)
+
+
 async def json_lines(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
     """The JSON object on each line of a streamed answer, however the chunks fall (no line-length limit)."""
     buffer = bytearray()
@@ -47,10 +55,10 @@ async def json_lines(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, A
             line = bytes(buffer[start:end]).strip()
             start = end + 1
             if line:
-                yield json.loads(line)
+                yield orjson.loads(line)
         del buffer[:start]
     if bytes(buffer).strip():
-        yield json.loads(bytes(buffer))
+        yield orjson.loads(bytes(buffer))
 
 
 class ApiHttp:
@@ -88,22 +96,22 @@ class ApiHttp:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
-                json_serialize=json.dumps,
+                json_serialize=lambda value: to_json(value).decode(),
             )
             self._loop = loop
         return self._session
 
     async def request(self, method: str, path: str, body: Any, *, content_type: str = "application/json") -> Any:
         session = self._session_for_loop()
-        data = None if body is None else json.dumps(body, default=_json_default, separators=(",", ":"))
+        data = None if body is None else to_json(body)
         url = self._config.host.rstrip("/") + path  # the host may have a path of its own (a proxy's)
         async with session.request(method, url, data=data, headers=self._headers(content_type)) as resp:
-            text = await resp.text()
+            raw = await resp.read()
             if resp.status >= 400:
                 exc = kubernetes.client.ApiException(status=resp.status, reason=resp.reason)
-                exc.body = text
+                exc.body = raw.decode(errors="replace")
                 raise exc
-            return json.loads(text) if text else None
+            return orjson.loads(raw) if raw else None
 
     async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> AsyncIterator[dict[str, Any]]:
         """The JSON objects of a streamed answer (a watch), one per line, until the server ends it."""
