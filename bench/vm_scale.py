@@ -635,6 +635,7 @@ def table(r: dict[str, Any]) -> str:
         ("RSS before the VMs", fmt(r.get("operator_rss_before_vms_mib"), " MiB", 1)),
         ("RSS per 1,000 VMs (at rest - before)", fmt(r.get("rss_per_1000_vms_mib"), " MiB", 1)),
         ("operator CPU per VM (rollout)", fmt(r["operator_cpu_ms_per_vm"], " ms", 1)),
+        ("VM reconciles per VM (rollout)", fmt(r.get("reconciles_per_vm_rollout"), "", 2)),
         ("raw libvirt define+start (floor)", fmt(r["raw_seconds"], " s", 2)),
         ("API floor: same creates + writes", fmt(r.get("api_floor_seconds"), " s", 2)),
         ("  its writes per VM", fmt(r.get("api_floor_writes_per_vm"), "", 2)),
@@ -859,6 +860,7 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
     log(f"{ready}/{n} Ready after {t_ready - t_apply:.2f}s")
     results["loadavg_rollout_end"] = os.getloadavg()[0]
     rollout_cpu = proc_cpu_seconds(pid) - cpu0 if operator_alive else math.nan
+    reconciles = vm_queue_figures(r.liveness_port)[0] if operator_alive else math.nan
 
     with vm_watch.lock:
         seen = {name: vm_watch.objects.get(name) for name in names}
@@ -895,6 +897,7 @@ def bench(r: Rig, args: argparse.Namespace) -> dict[str, Any]:
         events_per_vm=sum(c for (k, _), c in rollout_events.items() if k == "VirtualMachine") / n,
         host_writes_rollout=len(host_watch.events) - host_events0,
         operator_rollout_cpu_seconds=rollout_cpu,
+        reconciles_per_vm_rollout=reconciles / n,
     )
     results["api_writes_per_vm"] = results["writes_per_vm_mean"] + results["events_per_vm"] if writes else math.nan
     results["vm_writes_histogram"] = dict(sorted(Counter(writes).items()))

@@ -180,6 +180,8 @@ def _on_domain_event(memo: kopf.Memo, event: DomainEvent) -> None:
         return  # our own defines; a definition changed behind our back is corrected at resync
     rt = runtime(memo)
     rt.host_queue.add_after(("", event.host), HOST_COUNTS_DELAY)  # domain counts: many events, one write
+    if event.event == libvirt.VIR_DOMAIN_EVENT_STARTED and rt.vm_controller.own_start(event.host, event.uuid.lower()):
+        return  # our own start: the reconcile that made it reads the domain back (not a reconcile per VM more)
     key = rt.vms.key_for_uid(event.uuid)
     if key is not None:
         rt.vm_queue.add(key)
@@ -495,9 +497,11 @@ def _only_our_status_changed(event: kopf.RawEvent, body: dict[str, Any]) -> bool
     return observed is not None and observed == body["metadata"].get("generation")
 
 
-def _event(event: kopf.RawEvent, body: dict[str, Any], old: dict[str, Any] | None) -> ObjectEvent:
+def _event(event: kopf.RawEvent, body: dict[str, Any], old: dict[str, Any] | None, own_write: bool) -> ObjectEvent:
+    """``own_write``: the event is our own metadata write coming back (``ObjectCache.own_write``)."""
     kind: EventType = event["type"] if event["type"] in ("ADDED", "MODIFIED", "DELETED") else "MODIFIED"
-    return ObjectEvent(kind, key_of(body), body, old, _only_our_status_changed(event, body))
+    own = (own_write and kind == "MODIFIED") or _only_our_status_changed(event, body)
+    return ObjectEvent(kind, key_of(body), body, old, own)
 
 
 def _restart_requested(body: dict[str, Any]) -> bool:
@@ -509,11 +513,12 @@ def _take_in(cache: ObjectCache, event: kopf.RawEvent) -> ObjectEvent:
     """The cache (and so the cluster view) takes the event in; the event as the watches' map functions see it."""
     body: dict[str, Any] = dict(event["object"])
     old = cache.delivered(key_of(body))
+    own_write = cache.own_write(body)
     if event["type"] == "DELETED":
         cache.remove(body)
     else:
         cache.upsert(body)
-    return _event(event, body, old)
+    return _event(event, body, old, own_write)
 
 
 def _queued_kind_event(

@@ -160,3 +160,53 @@ def test_what_the_watch_delivered_is_kept_apart_from_the_statuses_noted_since() 
     cache.note_status(("ns", "host"), {"phase": "Gone"})
     cache.remove(echoed)
     assert cache.delivered(("ns", "host")) is None  # nothing kept for what went
+
+
+def _vm(version: str, **meta: Any) -> dict[str, Any]:
+    base = {"name": "vm", "namespace": "ns", "uid": "u1", "generation": 1, "resourceVersion": version}
+    return {"metadata": {**base, **meta}, "spec": {"a": 1}}
+
+
+def test_our_finalizer_patch_coming_back_is_recognised_whenever_its_answer_is_read() -> None:
+    cache = ObjectCache()
+    key = cache.upsert(_vm("10"))
+    cache.expect_own_finalizer(key, "10", "vdc.dev/finalizer")
+    ours = _vm("11", finalizers=["vdc.dev/finalizer"], managedFields=[{"manager": "vdc"}])
+    assert cache.own_write(ours)
+    cache.upsert(ours)
+    assert not cache.own_write(_vm("12", finalizers=["vdc.dev/finalizer"]))  # once: the expectation is over
+
+
+def test_anything_else_in_the_version_after_our_finalizer_patch_is_a_change() -> None:
+    others = {
+        "someone else's edit came first": _vm("11", labels={"x": "y"}),
+        "a label with our finalizer": _vm("11", finalizers=["vdc.dev/finalizer"], labels={"x": "y"}),
+        "another finalizer": _vm("11", finalizers=["other/one"]),
+        "the spec": {**_vm("11", finalizers=["vdc.dev/finalizer"]), "spec": {"a": 2}},
+        "a status": {**_vm("11", finalizers=["vdc.dev/finalizer"]), "status": {"phase": "Running"}},
+    }
+    for what, event in others.items():
+        cache = ObjectCache()
+        key = cache.upsert(_vm("10"))
+        cache.expect_own_finalizer(key, "10", "vdc.dev/finalizer")
+        assert not cache.own_write(event), what
+    cache = ObjectCache()
+    key = cache.upsert(_vm("10"))
+    cache.expect_own_finalizer(key, "9", "vdc.dev/finalizer")  # made on an older version than the watch's
+    assert not cache.own_write(_vm("11", finalizers=["vdc.dev/finalizer"]))
+    cache.expect_own_finalizer(key, "10", "vdc.dev/finalizer")
+    cache.remove(_vm("10"))
+    assert not cache.own_write(_vm("11", finalizers=["vdc.dev/finalizer"]))  # gone: nothing expected
+
+
+def test_the_watch_event_of_our_finalizer_patch_is_not_a_change_and_anyone_else_s_is() -> None:
+    from vdc.handlers import _take_in  # the watch's intake: what it calls a change is queued for a reconcile
+
+    cache = ObjectCache()
+    assert _take_in(cache, {"type": "ADDED", "object": _vm("10")}).changed
+    cache.expect_own_finalizer(("ns", "vm"), "10", "vdc.dev/finalizer")
+    ours = _vm("11", finalizers=["vdc.dev/finalizer"])
+    assert not _take_in(cache, {"type": "MODIFIED", "object": ours}).changed
+    assert cache.get(("ns", "vm")) == ours  # taken in all the same
+    labelled = _vm("12", finalizers=["vdc.dev/finalizer"], labels={"x": "y"})
+    assert _take_in(cache, {"type": "MODIFIED", "object": labelled}).changed

@@ -310,6 +310,25 @@ def test_a_libvirt_failure_reaches_ready_false_with_its_message(tmp_path: Path) 
     assert rig.condition(vm, "Ready")["status"] == "True"
 
 
+def test_the_started_event_of_our_own_start_is_ours_once_and_a_failed_start_leaves_none_expected(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    uid = vm["metadata"]["uid"]
+    rig.hosts["hv1"].libvirt.fail["lookupByUUIDString"] = "connection reset"  # the start's lookup
+    with pytest.raises(ReportedFailure):
+        rig.reconcile(vm)
+    assert rig.hosts["hv1"].domain(uid) is not None and not rig.hosts["hv1"].domain(uid).isActive()
+    assert not rig.controller.own_start("hv1", uid)  # no start made: a STARTED event would be someone else's
+    del rig.hosts["hv1"].libvirt.fail["lookupByUUIDString"]
+    rig.reconcile(rig.vms.get(key_of(vm)) or {})
+    assert rig.hosts["hv1"].domain(uid).isActive()
+    assert not rig.controller.own_start("hv2", uid)  # another host's event is not it
+    assert rig.controller.own_start("hv1", uid)  # its STARTED event: the reconcile read the domain back already
+    assert not rig.controller.own_start("hv1", uid)  # once per start
+
+
 def test_provision_works_on_an_explicit_host_other_than_status_host(tmp_path: Path) -> None:
     rig = Rig(tmp_path, ("hv1", True), ("hv2", True))
     for host in rig.hosts.values():

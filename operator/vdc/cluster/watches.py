@@ -30,7 +30,8 @@ class ObjectEvent:
     """The body before this event as the watch delivered it, without the statuses the operator noted in its
     cache since (None: not cached): our own status write coming back is a change (ObjectCache.delivered)."""
     own_status: bool
-    """A MODIFIED whose spec generation was already acted on: our own status write coming back."""
+    """Our own write coming back: a MODIFIED whose spec generation was already acted on (our status write), or
+    the version our own finalizer patch made (``ObjectCache.own_write``)."""
 
     @property
     def deleted(self) -> bool:
@@ -38,7 +39,7 @@ class ObjectEvent:
 
     @property
     def changed(self) -> bool:
-        """Anything but our own status write coming back (a deletion included)."""
+        """Anything but our own write coming back (a deletion included)."""
         return not self.own_status
 
     @property

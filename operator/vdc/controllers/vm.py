@@ -249,6 +249,8 @@ class VmController:
         """uids whose finalizer we removed (until the watch says the VM is gone: :meth:`forget`)."""
         self._settled: dict[str, Settled] = {}
         """uid -> how its last reconcile that left it Current (nothing to look at again) saw it (:meth:`verify`)."""
+        self._starting: set[tuple[str, str]] = set()
+        """(host, uid) of the starts this controller made whose STARTED event has not come yet (:meth:`own_start`)."""
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
         self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
@@ -337,6 +339,8 @@ class VmController:
         spec asks (a spec refused now may have made something under an earlier generation)."""
         if FINALIZER in (body["metadata"].get("finalizers") or ()):
             return body
+        # Its watch event is not queued again: this reconcile goes on with the VM the patch makes.
+        self.vms.expect_own_finalizer(key_of(body), str(body["metadata"].get("resourceVersion")), FINALIZER)
         added = await self.writer.add_finalizer(VirtualMachine.KIND, body, FINALIZER)
         if added is None:  # the VM changed meanwhile: look again at its newer version
             raise Halt(None, FINALIZER_RETRY_SECONDS)
@@ -868,7 +872,12 @@ class VmController:
             if action == "define":
                 await conn.call(lambda c: domains.define(c, desired))
             elif action == "start":
-                await conn.call(lambda c: domains.start(c, uid))
+                self._starting.add((host, uid))  # before: libvirt may tell of it before the call returns
+                try:
+                    await conn.call(lambda c: domains.start(c, uid))
+                except BaseException:
+                    self._starting.discard((host, uid))
+                    raise
                 self._shutdown_since.pop(uid, None)  # a restart's shutdown is over
             elif action == "shutdown":
                 await conn.call(lambda c: domains.shutdown(c, uid))
@@ -944,6 +953,15 @@ class VmController:
         self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
         self._scheduled.pop(uid, None)
+        self._starting = {(host, started) for host, started in self._starting if started != uid}
+
+    def own_start(self, host: str, uid: str) -> bool:
+        """Whether a STARTED event of ``uid``'s domain on ``host`` is the start this controller made (answered
+        once per start). Nothing to look at then: the reconcile that started it reads the domain back."""
+        if (host, uid) not in self._starting:
+            return False
+        self._starting.discard((host, uid))
+        return True
 
     async def delete(self, body: dict[str, Any]) -> str:
         """Remove the VM's domain and the volumes it owns from its host, and any copy of its domain from

@@ -20,6 +20,14 @@ def key_of(body: dict[str, Any]) -> Key:
     return meta.get("namespace") or "", meta["name"]
 
 
+_WRITE_BOOKKEEPING = ("resourceVersion", "managedFields", "finalizers")
+"""What a finalizer patch changes in metadata besides the finalizers' list."""
+
+
+def _without(mapping: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k not in keys}
+
+
 class ObjectCache:
     def __init__(self) -> None:
         self._bodies: dict[Key, dict[str, Any]] = {}
@@ -30,6 +38,9 @@ class ObjectCache:
         self._listeners: list[Listener] = []
         self._delivered: dict[Key, dict[str, Any]] = {}
         """The body as the watch last delivered it, for keys whose status we noted since (:meth:`delivered`)."""
+        self._own_finalizers: dict[Key, tuple[str, str]] = {}
+        """(the resourceVersion it is made on, the finalizer) of our own finalizer patch, per key, until the
+        key's next watch event (:meth:`own_write`)."""
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener`` after every upsert, removal and noted status (indexes kept incrementally)."""
@@ -72,6 +83,7 @@ class ObjectCache:
     def remove(self, body: dict[str, Any]) -> Key:
         key = key_of(body)
         self._delivered.pop(key, None)
+        self._own_finalizers.pop(key, None)
         old = self._bodies.pop(key, None)
         if old is not None:
             self._by_uid.pop(old["metadata"].get("uid", ""), None)
@@ -93,6 +105,32 @@ class ObjectCache:
 
     def key_for_uid(self, uid: str) -> Key | None:
         return self._by_uid.get(uid)
+
+    def expect_own_finalizer(self, key: Key, resource_version: str, finalizer: str) -> None:
+        """We are about to add ``finalizer`` to the object at ``resource_version`` (a patch that tests that
+        version): its watch event brings nothing to act on. Said before the patch is sent, since the watch
+        can deliver the event before the patch's answer is read."""
+        self._own_finalizers[key] = (resource_version, finalizer)
+
+    def own_write(self, body: dict[str, Any]) -> bool:
+        """Whether a watch event's ``body`` is our own finalizer patch coming back (see
+        :meth:`expect_own_finalizer`): the version after the one the patch was made on, as the watch
+        delivered that one, with nothing else changed but the finalizer added. Asked once per event, before
+        it is taken in; any event for the key ends the expectation (a refused patch leaves nothing waiting)."""
+        key = key_of(body)
+        expected = self._own_finalizers.pop(key, None)
+        before = self.delivered(key)
+        if expected is None or before is None:
+            return False
+        version, finalizer = expected
+        old_meta, new_meta = before["metadata"], body["metadata"]
+        if str(old_meta.get("resourceVersion")) != version:
+            return False
+        if list(new_meta.get("finalizers") or ()) != [*(old_meta.get("finalizers") or ()), finalizer]:
+            return False
+        if _without(old_meta, _WRITE_BOOKKEEPING) != _without(new_meta, _WRITE_BOOKKEEPING):
+            return False
+        return _without(before, ("metadata",)) == _without(body, ("metadata",))
 
     def note_status(self, key: Key, status_patch: dict[str, Any]) -> None:
         """Apply our own status patch locally so the next reconcile does not write it again."""
