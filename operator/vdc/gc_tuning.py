@@ -5,7 +5,7 @@ CPython's defaults the collector took 1.1 to 1.4 s of the operator's CPU during 
 it in full collections that walked every module, class and schema imported at start (about 100,000
 objects) and every cached body, again and again as the caches grew. Freezing what exists once the
 operator has started moves those objects out of the collector's sight (they live as long as the
-process anyway), and a larger first generation makes collections rarer: 0.5 s in the same run.
+process anyway), and a larger first generation makes collections rarer: 0.5-0.6 s in the same runs.
 
 Most garbage here has no reference cycles (parsed JSON, XML trees, dataclasses) and is freed by
 reference counting at once; the collector is only for cycles (exceptions with their tracebacks,

@@ -249,8 +249,8 @@ class VmController:
         """uids whose finalizer we removed (until the watch says the VM is gone: :meth:`forget`)."""
         self._settled: dict[str, Settled] = {}
         """uid -> how its last reconcile that left it Current (nothing to look at again) saw it (:meth:`verify`)."""
-        self._starting: set[tuple[str, str]] = set()
-        """(host, uid) of the starts this controller made whose STARTED event has not come yet (:meth:`own_start`)."""
+        self._starting: dict[str, str] = {}
+        """uid -> host of the starts this controller made whose STARTED event has not come yet (:meth:`own_start`)."""
         self.maintenance_stop: Callable[[dict[str, Any]], str | None] = lambda body: None
         self._restart_tokens = TokenBucket(HA_RESTARTS_PER_SECOND, HA_RESTART_BURST)
         self.ha_cluster: Callable[[str], HaCluster | None] = lambda host: None
@@ -872,11 +872,11 @@ class VmController:
             if action == "define":
                 await conn.call(lambda c: domains.define(c, desired))
             elif action == "start":
-                self._starting.add((host, uid))  # before: libvirt may tell of it before the call returns
+                self._starting[uid] = host  # before: libvirt may tell of it before the call returns
                 try:
                     await conn.call(lambda c: domains.start(c, uid))
                 except BaseException:
-                    self._starting.discard((host, uid))
+                    self._starting.pop(uid, None)
                     raise
                 self._shutdown_since.pop(uid, None)  # a restart's shutdown is over
             elif action == "shutdown":
@@ -953,14 +953,14 @@ class VmController:
         self.cluster.forget(uid)
         self._shutdown_since.pop(uid, None)
         self._scheduled.pop(uid, None)
-        self._starting = {(host, started) for host, started in self._starting if started != uid}
+        self._starting.pop(uid, None)
 
     def own_start(self, host: str, uid: str) -> bool:
         """Whether a STARTED event of ``uid``'s domain on ``host`` is the start this controller made (answered
         once per start). Nothing to look at then: the reconcile that started it reads the domain back."""
-        if (host, uid) not in self._starting:
+        if self._starting.get(uid) != host:
             return False
-        self._starting.discard((host, uid))
+        del self._starting[uid]
         return True
 
     async def delete(self, body: dict[str, Any]) -> str:

@@ -118,9 +118,11 @@ class ObjectCache:
         delivered that one, with nothing else changed but the finalizer added. Asked once per event, before
         it is taken in; any event for the key ends the expectation (a refused patch leaves nothing waiting)."""
         key = key_of(body)
-        expected = self._own_finalizers.pop(key, None)
+        expected = self._own_finalizers.pop(key, None) if self._own_finalizers else None
+        if expected is None:  # every watch event of every kind asks: nothing else done when none is expected
+            return False
         before = self.delivered(key)
-        if expected is None or before is None:
+        if before is None:
             return False
         version, finalizer = expected
         old_meta, new_meta = before["metadata"], body["metadata"]
