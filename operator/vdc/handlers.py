@@ -51,6 +51,7 @@ from vdc.controllers.virtualswitch import SwitchController
 from vdc.controllers.vm import HaCluster, VmController
 from vdc.controllers.vm_plan import restart_requested
 from vdc.gc_tuning import tune_gc
+from vdc.instruments import RESYNC_VM_CHECKS
 from vdc.kube import lister
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
@@ -257,7 +258,10 @@ async def _resync(rt: Runtime) -> None:
 
 async def _verify_vm(controller: VmController, queue: WorkQueue[Key], key: Key) -> None:
     """A resync round's look at one VM: into the VM queue unless it verifies as its last settled reconcile."""
-    if not await controller.verify(key):
+    if await controller.verify(key):
+        RESYNC_VM_CHECKS.labels("settled").inc()
+    else:
+        RESYNC_VM_CHECKS.labels("reconcile").inc()
         queue.add(key)
 
 

@@ -34,6 +34,12 @@ RECONCILE_TIME = _histogram(
 )
 WORKQUEUE_DEPTH = Gauge("vdc_workqueue_depth", "Keys waiting in a work queue", ["name"], registry=REGISTRY)
 WORKQUEUE_ADDS = _counter("vdc_workqueue_adds_total", "Keys put on a work queue (after deduplication)", "name")
+RESYNC_VM_CHECKS = _counter(
+    "vdc_resync_vm_checks_total",
+    "The safety-net resync's checks of a VM against its last settled reconcile, by outcome (settled: nothing to"
+    " do; reconcile: queued for a full reconcile)",
+    "outcome",
+)
 LIBVIRT_CALL_DURATION = _histogram(
     "vdc_libvirt_call_duration_seconds",
     "Time a libvirt call took as its caller waited for it (including queueing for the host's call threads)",

@@ -14,7 +14,7 @@ import pytest
 
 import rig
 from vdc.api.meta import FINALIZER, GROUP, VERSION, KindInfo
-from vdc.kube.client import KubeWriter
+from vdc.kube.client import KubeWriter, StatusWritten
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +70,26 @@ def test_a_status_patch_and_an_event_go_over_aiohttp(api: kubernetes.client.ApiC
     assert [(e.reason, e.message, e.type, e.involved_object.kind) for e in events.items] == [
         ("Started", "started on h1", "Normal", "WriterProbe")
     ]
+
+
+def test_a_status_write_gives_the_version_its_watch_event_carries(api: kubernetes.client.ApiClient) -> None:
+    """The VM controller settles a VM on this version (VmController.verify): it must be the object's own."""
+    writer = KubeWriter(api)
+    body = _create(api, "status-version")
+
+    async def write() -> tuple[StatusWritten | None, StatusWritten | None]:
+        try:
+            first = await writer.write_status(KIND, body, {"phase": "Running"})
+            again = await writer.write_status(KIND, {**body, "status": {"phase": "Running"}}, {"phase": "Running"})
+            return first, again
+        finally:
+            await writer.close()
+
+    first, again = asyncio.run(write())
+    after = _get(api, "status-version")["metadata"]["resourceVersion"]
+    assert first is not None and first.patch == {"phase": "Running"}
+    assert first.resource_version == after != body["metadata"]["resourceVersion"]
+    assert again is None  # nothing to write, nothing written
 
 
 def test_the_finalizer_is_added_once_and_never_over_a_change(api: kubernetes.client.ApiClient) -> None:

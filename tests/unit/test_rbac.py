@@ -137,6 +137,7 @@ WRITER_CALLS: dict[str, Callable[[KubeWriter], list[Awaitable[object]]]] = {
             w.patch_status(k.KIND, body(k), {"phase": "X"}, unchanged=True),
         )
     ],
+    "write_status": lambda w: [w.write_status(VirtualMachine.KIND, body(VirtualMachine), {"phase": "X"})],
     "patch_spec": lambda w: [w.patch_spec(VirtualMachine.KIND, body(VirtualMachine), {"cpu": {"count": 1}})],
     "remove_annotation": lambda w: [w.remove_annotation(Host.KIND, body(Host), "vdc.dev/remove-orphans", "t")],
     "set_annotation": lambda w: [w.set_annotation(Host.KIND, body(Host), "vdc.dev/dpm-standby", "c")],

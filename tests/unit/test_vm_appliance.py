@@ -135,6 +135,7 @@ from vdc.controllers.vm_appliance import StopBehaviour, StopSibling, stop_behavi
 from vdc.controllers.vm_plan import VmPlan  # noqa: E402
 from vdc.controllers.vm_vapp import WAITING_FOR_STOP_ORDER, stop_ordered  # noqa: E402
 from vdc.kube.cache import ObjectCache  # noqa: E402
+from vdc.kube.client import StatusWritten  # noqa: E402
 from vdc.libvirt.domains import DomainObservation  # noqa: E402
 
 VAPP = ApplianceStatus.model_validate({
@@ -201,6 +202,9 @@ class _Writer:
     async def patch_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(status)
         return status
+
+    async def write_status(self, kind: Any, body: dict[str, Any], status: dict[str, Any]) -> StatusWritten:
+        return StatusWritten(await self.patch_status(kind, body, status), None)
 
     async def event(self, kind: Any, body: dict[str, Any], reason: str, message: str, **_: Any) -> None:
         self.events.append(f"{reason}: {message}")

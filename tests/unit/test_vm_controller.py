@@ -32,6 +32,7 @@ from vdc.controllers.vm import (
 )
 from vdc.controllers.vm_status import Event
 from vdc.kube.cache import ObjectCache, key_of
+from vdc.kube.client import StatusWritten
 from vdc.kube.patch import merge_patch
 from vdc.libvirt import storage
 from vdc.libvirt.errors import HostUnreachable, translate
@@ -119,13 +120,24 @@ class FakeWriter:
         self.journal = journal
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str, bool]] = []
+        self.last_version = 1000
+        self.versions: dict[str, str] = {}
+        """uid -> the resourceVersion of the last status write."""
 
     async def patch_status(
         self, kind: Any, body: dict[str, Any], status: dict[str, Any], unchanged: bool = False
     ) -> dict[str, Any]:
+        return (await self.write_status(kind, body, status, unchanged=unchanged)).patch
+
+    async def write_status(
+        self, kind: Any, body: dict[str, Any], status: dict[str, Any], unchanged: bool = False
+    ) -> StatusWritten:
+        """As the API server: every write gives the object a new resourceVersion (kept by uid for the watch)."""
         self.journal.append(("status", str(status.get("phase")), str(status.get("host"))))
         self.statuses.append(copy.deepcopy(status))
-        return merge_patch(body.get("status") or {}, status)  # what KubeWriter sends (and returns)
+        self.last_version += 1
+        self.versions[str(body["metadata"].get("uid"))] = str(self.last_version)
+        return StatusWritten(merge_patch(body.get("status") or {}, status), str(self.last_version))
 
     async def event(self, kind: Any, body: dict[str, Any], reason: str, message: str, warning: bool = False) -> None:
         self.journal.append(("event", reason))
@@ -199,6 +211,13 @@ class Rig:
 
     def reconcile(self, body: dict[str, Any]) -> float | None:
         return asyncio.run(self.controller.reconcile(key_of(body)))
+
+    def watch_delivers_writes(self, body: dict[str, Any]) -> None:
+        """The VM's watch event after our status write: the cached body (status noted) at the write's version."""
+        cached = self.vms.get(key_of(body))
+        assert cached is not None
+        version = self.writer.versions[str(cached["metadata"]["uid"])]
+        self.vms.upsert({**cached, "metadata": {**cached["metadata"], "resourceVersion": version}})
 
     def status(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict((self.vms.get(key_of(body)) or {}).get("status") or {})
@@ -640,6 +659,7 @@ def test_a_settled_vm_verifies_until_its_domain_or_its_object_changes(tmp_path: 
     vm = rig.add({**vm_body(), "metadata": {**vm_body()["metadata"], "resourceVersion": "7"}})
     key, uid = key_of(vm), vm["metadata"]["uid"]
     assert rig.reconcile(vm) is None and rig.status(vm)["phase"] == "Running"
+    rig.watch_delivers_writes(vm)  # the VM at the version its Running status was written at
     writes = (len(rig.writer.statuses), len(rig.writer.events))
     assert asyncio.run(rig.controller.verify(key))  # as settled: nothing to do
     assert (len(rig.writer.statuses), len(rig.writer.events)) == writes  # nothing written
@@ -647,7 +667,7 @@ def test_a_settled_vm_verifies_until_its_domain_or_its_object_changes(tmp_path: 
     assert not asyncio.run(rig.controller.verify(key))  # a full reconcile, which starts it again
     rig.reconcile(vm)
     assert rig.hosts["hv1"].domain(uid).isActive()
-    assert asyncio.run(rig.controller.verify(key))
+    assert asyncio.run(rig.controller.verify(key))  # the same status: nothing written, the same version
     rig.add({**vm, "metadata": {**vm["metadata"], "resourceVersion": "8"}})  # the object changed
     assert not asyncio.run(rig.controller.verify(key))
 

@@ -309,9 +309,12 @@ class VmController:
             if halt.then is not None:
                 raise halt.then from halt.then.__cause__
             return halt.requeue
-        await self.report(body, old, outcome)
+        written = await self.report(body, old, outcome)
         if requeue is None and outcome.state == "Current" and fingerprint is not None and outcome.host:
-            self._settled[uid] = Settled(str(body["metadata"].get("resourceVersion")), outcome.host, fingerprint)
+            # The version the VM has after this reconcile: its status write's when it wrote one (settled on the
+            # version before, a VM whose status changed was reconciled in full again at the next resync).
+            version = written or str(body["metadata"].get("resourceVersion"))
+            self._settled[uid] = Settled(version, outcome.host, fingerprint)
         return requeue
 
     async def verify(self, key: Key) -> bool:
@@ -911,20 +914,23 @@ class VmController:
         return []
 
     # --- report ----------------------------------------------------------------------------
-    async def report(self, body: dict[str, Any], old: VirtualMachineStatus | None, outcome: Outcome) -> None:
-        """Write ``vm_status(old, outcome)`` when it differs from the status the VM has, with its Events.
-        When the controller asked the guest to shut down is the one thing it remembers (and keeps here)."""
+    async def report(self, body: dict[str, Any], old: VirtualMachineStatus | None, outcome: Outcome) -> str | None:
+        """Write ``vm_status(old, outcome)`` when it differs from the status the VM has, with its Events; the
+        resourceVersion the write gave the VM, None when nothing was written. When the controller asked the
+        guest to shut down is the one thing it remembers (and keeps here)."""
         uid = outcome.vm.uid
         outcome = dataclasses.replace(outcome, shutdown_requested_at=_rfc3339(self._shutdown_since.get(uid)))
         status = vm_status(old, outcome)
         wire = status.to_wire()
         changed = wire != (body.get("status") or {})
-        if changed and (sent := await self.writer.patch_status(VirtualMachine.KIND, body, wire)):
-            self.vms.note_status(key_of(body), sent)
+        written = await self.writer.write_status(VirtualMachine.KIND, body, wire) if changed else None
+        if written is not None:
+            self.vms.note_status(key_of(body), written.patch)
             for event in vm_events(old, outcome):
                 await self.writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
         for event in _with_scheduled(outcome.events, self._scheduled.pop(uid, None)):
             await self.writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
+        return None if written is None else written.resource_version
 
     # --- vApps ------------------------------------------------------------------------
     def _appliances_of(self, vm: VirtualMachine) -> dict[str, ApplianceStatus]:

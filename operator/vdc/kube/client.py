@@ -8,6 +8,7 @@ event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from datetime import UTC, datetime
@@ -32,6 +33,15 @@ def load_config() -> kubernetes.client.ApiClient:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
     return kubernetes.client.ApiClient()
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusWritten:
+    """A status patch the API server took: the merge patch sent, and the object's resourceVersion after it
+    (None if the answer did not say)."""
+
+    patch: dict[str, Any]
+    resource_version: str | None
 
 
 class KubeWriter:
@@ -60,6 +70,14 @@ class KubeWriter:
         """Patch ``status`` if it differs from the body's; the merge patch sent (for the object cache's
         ``note_status``), None when nothing was written. ``unchanged``: only if the object is still at the
         body's resourceVersion (else ApiException 409)."""
+        written = await self.write_status(info, body, status, unchanged=unchanged)
+        return None if written is None else written.patch
+
+    async def write_status(
+        self, info: KindInfo, body: dict[str, Any], status: dict[str, Any], *, unchanged: bool = False
+    ) -> StatusWritten | None:
+        """:meth:`patch_status`, with the resourceVersion the object has after the patch (what its watch
+        event will carry)."""
         patch: dict[str, Any] = merge_patch(body.get("status") or {}, status)
         if not patch:
             return None
@@ -69,9 +87,10 @@ class KubeWriter:
             payload["metadata"] = {"resourceVersion": meta["resourceVersion"]}
         scope = f"/namespaces/{meta['namespace']}" if info.scope == "Namespaced" else ""
         path = f"/apis/{GROUP}/{VERSION}{scope}/{info.plural}/{meta['name']}/status"
-        await self._http.request("PATCH", path, payload, content_type=MERGE_PATCH)
+        answer = await self._http.request("PATCH", path, payload, content_type=MERGE_PATCH)
         API_WRITES.labels(info.kind, "patch-status").inc()
-        return patch
+        version = ((answer or {}).get("metadata") or {}).get("resourceVersion") if isinstance(answer, dict) else None
+        return StatusWritten(patch, None if version is None else str(version))
 
     async def read(self, info: KindInfo, body: dict[str, Any]) -> dict[str, Any] | None:
         """The object as the server has it now (None: gone)."""
