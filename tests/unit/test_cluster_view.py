@@ -12,7 +12,7 @@ import pytest
 from vdc.api.common import LabelSelector
 from vdc.api.host import HostSpec
 from vdc.cluster import ClusterView, Requested, requested
-from vdc.cluster.hosts import matching_hosts, pools_on, switches_on
+from vdc.cluster.hosts import matching_hosts, pools_by_host, switches_by_host
 from vdc.controllers.host import HostObservation, host_status
 from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.libvirt.host_facts import HostFacts
@@ -255,5 +255,21 @@ def test_hosts_pools_and_switches_per_host() -> None:
     pools = [{"metadata": {"name": "p"}, "status": {"hosts": [
         {"host": "a", "state": "Running", "available": "1Gi"}, {"host": "b", "state": "Failed"}]}}]  # fmt: skip
     switches = [{"metadata": {"name": "s"}, "status": {"hosts": [{"host": "a", "state": "Active"}]}}]
-    assert pools_on(pools, "a") == {"p": 2**30} and pools_on(pools, "b") == {}
-    assert switches_on(switches, "a") == {"s"} and switches_on(switches, "b") == frozenset()
+    assert pools_by_host(pools) == {"a": {"p": 2**30}}  # b's is Failed
+    assert switches_by_host(switches) == {"a": {"s"}}
+
+
+def test_the_views_pools_and_switches_per_host_follow_their_caches() -> None:
+    pools, switches = ObjectCache(), ObjectCache()
+    view = ClusterView(pools=pools, switches=switches)
+    assert view.pools_on("a") == {} and view.switches_on("a") == frozenset()
+    pool = {"metadata": {"name": "p", "uid": "p"},
+            "status": {"hosts": [{"host": "a", "state": "Running", "available": "1Gi"}]}}  # fmt: skip
+    pools.upsert(pool)
+    switches.upsert({"metadata": {"name": "s", "uid": "s"}, "status": {"hosts": [{"host": "a", "state": "Active"}]}})
+    assert view.pools_on("a") == {"p": 2**30} and view.switches_on("a") == {"s"}
+    pools.note_status(("", "p"), {"hosts": [{"host": "a", "state": "Running", "available": "2Gi"}]})
+    assert view.pools_on("a") == {"p": 2**31}  # its status changed: read anew
+    pools.remove(pool)
+    switches.upsert({"metadata": {"name": "s", "uid": "s"}, "status": {"hosts": [{"host": "b", "state": "Active"}]}})
+    assert view.pools_on("a") == {} and view.switches_on("a") == frozenset() and view.switches_on("b") == {"s"}

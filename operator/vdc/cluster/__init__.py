@@ -3,7 +3,7 @@ with reservations, what a VM requests and the allocation ledger per host, pools 
 and reverse indexes (VMs on a host, VMs using a switch, pool or appliance). Pure: no I/O.
 
 - ``requests``: ``requested(vm)``, the one definition of what a VM asks for
-- ``hosts``: ``HostInfo``, ``schedulable``, ``matching_hosts``, ``pools_on``, ``switches_on``
+- ``hosts``: ``HostInfo``, ``schedulable``, ``matching_hosts``, ``pools_by_host``, ``switches_by_host``
 - ``index``: the VM indexes, kept incrementally from the VM cache's changes
 - ``view``: ``ClusterView``, binding the caches, the host facts and the indexes
 - ``watches``: ``Watch``/``ObjectEvent``, what controllers declare they watch (requeue fan-out)

@@ -16,7 +16,7 @@ from vdc.scheduler.selectors import matches
 if TYPE_CHECKING:
     from vdc.libvirt.host_facts import HostFacts
 
-__all__ = ["HostInfo", "host_info", "matching_hosts", "pools_on", "schedulable", "switches_on"]
+__all__ = ["HostInfo", "host_info", "matching_hosts", "pools_by_host", "schedulable", "switches_by_host"]
 
 Body = Mapping[str, Any]
 
@@ -85,21 +85,23 @@ def matching_hosts(hosts: Iterable[Body], selector: LabelSelector) -> list[str]:
     )
 
 
-def pools_on(pools: Iterable[Body], host: str) -> dict[str, int]:
-    """Pool name -> bytes free (less reserved) for pools Running on ``host``: what the scheduler sees."""
-    free: dict[str, int] = {}
+def pools_by_host(pools: Iterable[Body]) -> dict[str, dict[str, int]]:
+    """Host -> pool name -> bytes free (less reserved), for pools Running there: what the scheduler sees."""
+    free: dict[str, dict[str, int]] = {}
     for body in pools:
         for entry in (body.get("status") or {}).get("hosts", []):
-            if entry.get("host") == host and entry.get("state") == "Running":
-                free[body["metadata"]["name"]] = to_bytes(entry.get("available") or "0")
+            if entry.get("state") == "Running" and entry.get("host"):
+                free.setdefault(str(entry["host"]), {})[body["metadata"]["name"]] = to_bytes(
+                    entry.get("available") or "0"
+                )
     return free
 
 
-def switches_on(switches: Iterable[Body], host: str) -> frozenset[str]:
-    """Switches Active on ``host``: what the scheduler sees."""
-    return frozenset(
-        body["metadata"]["name"]
-        for body in switches
-        for entry in (body.get("status") or {}).get("hosts", [])
-        if entry.get("host") == host and entry.get("state") == "Active"
-    )
+def switches_by_host(switches: Iterable[Body]) -> dict[str, frozenset[str]]:
+    """Host -> the switches Active there: what the scheduler sees."""
+    active: dict[str, set[str]] = {}
+    for body in switches:
+        for entry in (body.get("status") or {}).get("hosts", []):
+            if entry.get("state") == "Active" and entry.get("host"):
+                active.setdefault(str(entry["host"]), set()).add(body["metadata"]["name"])
+    return {host: frozenset(names) for host, names in active.items()}

@@ -8,7 +8,8 @@ between a placement and its status write."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vdc.api.common import LabelSelector
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from vdc.libvirt.host_facts import HostFacts
 
 __all__ = ["ClusterView"]
+
+_NO_POOLS: Mapping[str, int] = MappingProxyType({})
 
 
 class ClusterView:
@@ -52,6 +55,15 @@ class ClusterView:
         """VM -> the host a migration moves it to: counted there as well as where it runs."""
         self._index = VmIndex()
         self._host_memo: dict[str, tuple[dict[str, Any], HostInfo, HostFiles]] = {}
+        self._candidate_memo: dict[str, tuple[dict[str, Any], Requested, tuple[Any, ...], HostCandidate]] = {}
+        """Host -> (its body, its ledger, (ready, pools, switches), the candidate made of them): frozen, so
+        shared between placements while none of them changes."""
+        self._pools_by_host: dict[str, dict[str, int]] | None = None
+        self._switches_by_host: dict[str, frozenset[str]] | None = None
+        """Per host, what runs there (every placement reads every host's): built on demand, dropped at any
+        pool or switch change. Reading them off every pool's status per host grew as hosts x pools x hosts."""
+        self.pools.listen(self._pools_changed)
+        self.switches.listen(self._switches_changed)
         for body in self.vms:  # whatever the cache holds already; from here on, its changes
             self._index.changed(key_of(body), None, body)
         self.vms.listen(self._index.changed)
@@ -96,11 +108,22 @@ class ClusterView:
     def matching_hosts(self, selector: LabelSelector) -> list[str]:
         return _hosts.matching_hosts(self.hosts, selector)
 
-    def pools_on(self, host: str) -> dict[str, int]:
-        return _hosts.pools_on(self.pools, host)
+    def pools_on(self, host: str) -> Mapping[str, int]:
+        """Pool name -> bytes free for the pools Running on ``host`` (shared between calls: not to be changed)."""
+        if self._pools_by_host is None:
+            self._pools_by_host = _hosts.pools_by_host(self.pools)
+        return self._pools_by_host.get(host, _NO_POOLS)
 
     def switches_on(self, host: str) -> frozenset[str]:
-        return _hosts.switches_on(self.switches, host)
+        if self._switches_by_host is None:
+            self._switches_by_host = _hosts.switches_by_host(self.switches)
+        return self._switches_by_host.get(host, frozenset())
+
+    def _pools_changed(self, _key: Key, _old: dict[str, Any] | None, _new: dict[str, Any] | None) -> None:
+        self._pools_by_host = None
+
+    def _switches_changed(self, _key: Key, _old: dict[str, Any] | None, _new: dict[str, Any] | None) -> None:
+        self._switches_by_host = None
 
     # --- the assignment ------------------------------------------------------------------------
     def host_of(self, vm: dict[str, Any]) -> str | None:
@@ -182,25 +205,31 @@ class ClusterView:
             used = self.allocated(info.name)
             if excluded == info.name and exclude is not None:
                 used = used - self.requested(exclude)
-            out.append(
-                HostCandidate(
-                    name=info.name,
-                    labels=info.labels,
-                    ready=info.schedulable and connected(info.name),
-                    maintenance=info.maintenance,
-                    allocatable_cpus=info.allocatable_cpus,
-                    allocatable_memory=info.allocatable_memory,
-                    allocated_cpus=used.vcpus,
-                    allocated_memory=used.memory_bytes,
-                    reservable_cpu_millis=info.reservable_cpu_millis,
-                    reservable_memory=info.reservable_memory,
-                    reserved_cpu_millis=used.cpu_reservation_millis,
-                    reserved_memory=used.memory_reservation_bytes,
-                    pools=self.pools_on(info.name),
-                    switches=self.switches_on(info.name),
-                    host_files=files,
-                )
+            ready = info.schedulable and connected(info.name)
+            pools, switches = self.pools_on(info.name), self.switches_on(info.name)
+            made = self._candidate_memo.get(info.name)
+            if made is not None and made[0] is body and made[1] == used and made[2] == (ready, pools, switches):
+                out.append(made[3])  # a placement changes one host's ledger: the others are as they were
+                continue
+            candidate = HostCandidate(
+                name=info.name,
+                labels=info.labels,
+                ready=ready,
+                maintenance=info.maintenance,
+                allocatable_cpus=info.allocatable_cpus,
+                allocatable_memory=info.allocatable_memory,
+                allocated_cpus=used.vcpus,
+                allocated_memory=used.memory_bytes,
+                reservable_cpu_millis=info.reservable_cpu_millis,
+                reservable_memory=info.reservable_memory,
+                reserved_cpu_millis=used.cpu_reservation_millis,
+                reserved_memory=used.memory_reservation_bytes,
+                pools=pools,
+                switches=switches,
+                host_files=files,
             )
+            self._candidate_memo[info.name] = (body, used, (ready, pools, switches), candidate)
+            out.append(candidate)
         return out
 
     def _host_parts(self, body: dict[str, Any]) -> tuple[HostInfo, HostFiles]:
