@@ -52,6 +52,8 @@ class RecordingLibvirt:
     def __init__(self, inner: Any, host: str, journal: Journal) -> None:
         self._inner, self._host, self._journal = inner, host, journal
         self.fail: dict[str, str] = {}
+        self.current: list[str] = []
+        """The calls made within the host's current ``call`` (FakeHost.calls)."""
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
@@ -60,6 +62,7 @@ class RecordingLibvirt:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self._journal.append(("libvirt", self._host, name))
+            self.current.append(name)
             if name in self.fail:
                 libvirt.virResetLastError()  # the message is ours, not a stale one from an earlier lookup
                 raise libvirt.libvirtError(self.fail[name])
@@ -77,10 +80,14 @@ class FakeHost:
         self.last_error: str | None = None
         self.raw = libvirt.open(f"test://{node_xml}")  # its own driver state: a host of its own
         self.libvirt = RecordingLibvirt(self.raw, name, journal)
+        self.calls: list[list[str]] = []
+        """The libvirt calls made in each ``call`` (each one thread hop in a HostConnection)."""
 
     async def call(self, fn: Callable[[Any], T]) -> T:
         if not self.connected:
             raise HostUnreachable(f"host {self.name} is not connected: {self.last_error}")
+        self.calls.append([])
+        self.libvirt.current = self.calls[-1]
         try:
             return fn(self.libvirt)
         except libvirt.libvirtError as exc:
@@ -295,6 +302,16 @@ def test_a_vm_placed_just_now_is_defined_without_looking_its_domain_up_first(tmp
     rig.reconcile(rig.vms.get(key_of(vm)) or {})
     assert "lookupByUUIDString" in before_define()
     assert rig.hosts["hv1"].domain(uid).isActive()
+
+
+def test_a_new_vms_define_start_and_read_back_are_one_call_on_its_host(tmp_path: Path) -> None:
+    """One thread hop for the plan's actions and the domain read back, not one for each."""
+    rig = Rig(tmp_path, ("hv1", True))
+    vm = rig.add(vm_body())
+    rig.reconcile(vm)
+    [made] = [names for names in rig.hosts["hv1"].calls if "defineXML" in names]
+    assert made == ["defineXML", "lookupByUUIDString", "lookupByUUIDString"]  # define; start; the read back
+    assert rig.hosts["hv1"].domain(vm["metadata"]["uid"]).isActive() and rig.status(vm)["phase"] == "Running"
 
 
 def test_a_vm_that_changed_before_its_finalizer_was_added_is_looked_at_again_not_placed(tmp_path: Path) -> None:

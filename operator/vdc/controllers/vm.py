@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
+import libvirt
 from pydantic import ValidationError
 
 from vdc.api.appliance import ApplianceStatus
@@ -829,8 +830,8 @@ class VmController:
         started = "start" in plan.actions
         events: list[Event] = []
         if plan.actions:
-            events += await self._act(conn, made.host, desired, plan, old, observed)
-            observed = await conn.call(lambda c: domains.observe_domain(c, uid))
+            acted, observed = await self._act(conn, made.host, desired, plan, old, observed)
+            events += acted
             plan = stop_ordered(held_back(planned(observed, started), start_wait), stop)
         if plan.reason == WAITING_FOR_STOP_ORDER and condition_message(old, READY) != plan.message:
             events.append(Event(WAITING_FOR_STOP_ORDER, plan.message))
@@ -865,40 +866,52 @@ class VmController:
     async def _act(
         self, conn: HostConnection, host: str, desired: DomainConfig, plan: VmPlan, old: VirtualMachineStatus,
         observed: domains.DomainObservation | None,
-    ) -> list[Event]:  # fmt: skip
-        """The plan's actions on the host (``observed``: the domain they were planned from); the Events
-        that tell of them."""
-        uid, missing = desired.uuid, observed is None
+    ) -> tuple[list[Event], domains.DomainObservation | None]:  # fmt: skip
+        """The plan's actions on the host (``observed``: the domain they were planned from), then the domain read
+        back, in one call on the host's thread (a call per action and one to read back cost a thread hop
+        each); the Events that tell of them, and the domain as it is now."""
+        uid = desired.uuid
         live_disks = observed.live.disks if observed is not None and observed.live is not None else ()
+        steps = {
+            "define": lambda c: domains.define(c, desired),
+            "start": lambda c: domains.start(c, uid),
+            "shutdown": lambda c: domains.shutdown(c, uid),
+            "destroy": lambda c: domains.destroy(c, uid),
+            "set-memory": lambda c: domains.set_memory(c, uid, desired.current_memory_kib),
+            "set-link-state": lambda c: domains.set_link_states(c, uid, desired.interfaces),
+            "set-bandwidth": lambda c: domains.set_bandwidth(c, uid, desired.interfaces),
+            "set-cpu-tune": lambda c: domains.set_cpu_tune(c, uid, desired.cputune),
+            "set-memory-tune": lambda c: domains.set_memory_tune(c, uid, desired.memtune),
+            "set-io-tune": lambda c: domains.set_io_tune(c, uid, desired.disks, live_disks),
+        }
         for action in plan.actions:
             log.info("vm %s/%s on %s: %s", desired.owner.namespace, desired.owner.name, host, action)
-            if action == "define":
-                await conn.call(lambda c: domains.define(c, desired))
-            elif action == "start":
-                self._starting[uid] = host  # before: libvirt may tell of it before the call returns
-                try:
-                    await conn.call(lambda c: domains.start(c, uid))
-                except BaseException:
-                    self._starting.pop(uid, None)
-                    raise
+
+        done: list[str] = []
+
+        def act(c: libvirt.virConnect) -> domains.DomainObservation | None:
+            for action in plan.actions:
+                steps[action](c)
+                done.append(action)
+            return domains.observe_domain(c, uid)
+
+        if "start" in plan.actions:
+            self._starting[uid] = host  # before: libvirt may tell of it before the call returns
+        try:
+            now = await conn.call(act)
+        finally:  # what was done, even when a later action failed
+            if "start" not in done:
+                self._starting.pop(uid, None)
+            else:
                 self._shutdown_since.pop(uid, None)  # a restart's shutdown is over
-            elif action == "shutdown":
-                await conn.call(lambda c: domains.shutdown(c, uid))
+            if "shutdown" in done:
                 self._shutdown_since[uid] = time.time()
-            elif action == "destroy":
-                await conn.call(lambda c: domains.destroy(c, uid))
-            elif action == "set-memory":
-                await conn.call(lambda c: domains.set_memory(c, uid, desired.current_memory_kib))
-            elif action == "set-link-state":
-                await conn.call(lambda c: domains.set_link_states(c, uid, desired.interfaces))
-            elif action == "set-bandwidth":
-                await conn.call(lambda c: domains.set_bandwidth(c, uid, desired.interfaces))
-            elif action == "set-cpu-tune":
-                await conn.call(lambda c: domains.set_cpu_tune(c, uid, desired.cputune))
-            elif action == "set-memory-tune":
-                await conn.call(lambda c: domains.set_memory_tune(c, uid, desired.memtune))
-            elif action == "set-io-tune":
-                await conn.call(lambda c: domains.set_io_tune(c, uid, desired.disks, live_disks))
+        return self._act_events(host, desired, plan, old, missing=observed is None), now
+
+    def _act_events(
+        self, host: str, desired: DomainConfig, plan: VmPlan, old: VirtualMachineStatus, *, missing: bool
+    ) -> list[Event]:
+        """The Events that tell of the plan's actions (``missing``: the domain was not defined before them)."""
         if plan.reason == "Restarting" and ("start" in plan.actions or "shutdown" in plan.actions):
             return [Event("Restarting", plan.message)]
         if plan.reason == GUEST_RESET:
