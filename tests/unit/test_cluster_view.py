@@ -273,3 +273,30 @@ def test_the_views_pools_and_switches_per_host_follow_their_caches() -> None:
     pools.remove(pool)
     switches.upsert({"metadata": {"name": "s", "uid": "s"}, "status": {"hosts": [{"host": "b", "state": "Active"}]}})
     assert view.pools_on("a") == {} and view.switches_on("a") == frozenset() and view.switches_on("b") == {"s"}
+
+
+def test_a_hosts_candidate_is_made_anew_when_its_body_ledger_connection_or_pools_change() -> None:
+    hosts, vms, pools = ObjectCache(), ObjectCache(), ObjectCache()
+    for name in ("a", "b"):
+        hosts.upsert(host(name))
+    view = ClusterView(hosts=hosts, vms=vms, pools=pools)
+    up = {"a", "b"}
+
+    def candidate(name: str) -> Any:
+        return next(c for c in view.candidates(connected=lambda h: h in up) if c.name == name)
+
+    first_a, first_b = candidate("a"), candidate("b")
+    assert candidate("a") is first_a  # nothing changed: the same candidate
+    body = vm("v", cpus=3)
+    vms.upsert(body)
+    view.reserve(body, "a")
+    assert candidate("a").allocated_cpus == 3 and candidate("b") is first_b  # one host's ledger changed
+    up.discard("b")
+    assert not candidate("b").ready
+    pools.upsert({"metadata": {"name": "p", "uid": "p"},
+                  "status": {"hosts": [{"host": "a", "state": "Running", "available": "1Gi"}]}})  # fmt: skip
+    assert candidate("a").pools == {"p": 2**30}
+    hosts.upsert({**host("a"), "status": {**host("a")["status"], "allocatable": {"cpus": 32, "memory": "16Gi"}}})
+    assert candidate("a").allocatable_cpus == 32
+    hosts.remove(host("b"))
+    assert [c.name for c in view.candidates(connected=lambda h: True)] == ["a"]

@@ -230,6 +230,10 @@ class ClusterView:
             )
             self._candidate_memo[info.name] = (body, used, (ready, pools, switches), candidate)
             out.append(candidate)
+        if len(self._candidate_memo) > len(out):  # a Host went: its entry with it
+            current = {candidate.name for candidate in out}
+            for name in [name for name in self._candidate_memo if name not in current]:
+                del self._candidate_memo[name]
         return out
 
     def _host_parts(self, body: dict[str, Any]) -> tuple[HostInfo, HostFiles]:
