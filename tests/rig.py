@@ -244,6 +244,21 @@ class OperatorProcess:
             os.killpg(self.proc.pid, sig)
 
 
+@contextlib.contextmanager
+def operator_with_metrics(cp: ControlPlane, log: Path, *args: str) -> Iterator[int]:
+    """`vdc run` with /metrics and /healthz on a free loopback port (``args``: more flags); yields the port
+    once it serves, prints the log's end and stops it after."""
+    [port] = free_ports()
+    process = OperatorProcess.start("--metrics-address", "127.0.0.1", "--metrics-port", str(port), *args,
+                                    env=cp.env, log=log)  # fmt: skip
+    try:
+        wait_until("the operator's /healthz", lambda: process.healthy(port), timeout=60, interval=0.3)
+        yield port
+    finally:
+        process.stop()
+        print(log.read_text(errors="replace")[-4000:])
+
+
 def scrape(port: int, timeout: float = 10) -> str:
     """The text of the operator's ``/metrics`` on loopback ``port``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:

@@ -36,18 +36,12 @@ def until(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
 @pytest.fixture
 def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[rig.ControlPlane, int]]:
     """`vdc run` with metrics on a free loopback port, serving once this yields (its port)."""
-    [port] = rig.free_ports()
-    log = tmp_path / "operator.log"
-    args = ["--metrics-address", "127.0.0.1", "--metrics-port", str(port), "--stats-interval", "0.5"]
-    process = rig.OperatorProcess.start(*args, env=controlplane.env, log=log)
-    try:
-        until("the operator's /healthz", lambda: process.healthy(port), timeout=60)
-        yield controlplane, port
-    finally:
-        controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
-        controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
-        process.stop()
-        print(log.read_text(errors="replace")[-4000:])
+    with rig.operator_with_metrics(controlplane, tmp_path / "operator.log", "--stats-interval", "0.5") as port:
+        try:
+            yield controlplane, port
+        finally:
+            controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
+            controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
 
 
 def test_operator_serves_datacenter_vm_and_metering_metrics(operator: tuple[rig.ControlPlane, int]) -> None:

@@ -5,46 +5,27 @@ write gave it a new resourceVersion; the VM is settled at that version, the one 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 import rig
-from rig import sample
+from rig import sample, wait_until
 
-T = TypeVar("T")
 NS = "resync-it"
 HOST = "resync-it-host"
-
-
-def until(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
 def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[rig.ControlPlane, int]]:
     """`vdc run` resyncing every second, metrics on a free port (yielded once it serves)."""
-    [port] = rig.free_ports()
-    log = tmp_path / "operator.log"
-    args = ["--metrics-address", "127.0.0.1", "--metrics-port", str(port), "--resync-interval", "1"]
-    process = rig.OperatorProcess.start(*args, env=controlplane.env, log=log)
-    try:
-        until("the operator's /healthz", lambda: process.healthy(port), timeout=60)
-        yield controlplane, port
-    finally:
-        controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
-        controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
-        process.stop()
-        print(log.read_text(errors="replace")[-4000:])
+    with rig.operator_with_metrics(controlplane, tmp_path / "operator.log", "--resync-interval", "1") as port:
+        try:
+            yield controlplane, port
+        finally:
+            controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
+            controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
 
 
 def test_a_running_vm_is_verified_at_each_resync_not_reconciled_again(operator: tuple[rig.ControlPlane, int]) -> None:
@@ -69,11 +50,11 @@ def test_a_running_vm_is_verified_at_each_resync_not_reconciled_again(operator: 
         events = json.loads(cp.kubectl("get", "events", "-n", NS, "--field-selector", selector, "-o", "json"))
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and bool(events["items"])
 
-    until("vm1 Ready and its Started Event", settled)
+    wait_until("vm1 Ready and its Started Event", settled, timeout=90, interval=0.2)
 
     def checks(outcome: str) -> float:
         return sample(rig.scrape(port, timeout=5), "vdc_resync_vm_checks_total", outcome=outcome) or 0.0
 
     queued, verified = checks("reconcile"), checks("settled")  # rounds before it settled queued it
-    until("three more resync rounds", lambda: checks("settled") >= verified + 3, timeout=60)
+    wait_until("three more resync rounds", lambda: checks("settled") >= verified + 3, timeout=60, interval=0.2)
     assert checks("reconcile") == queued  # each round found it as its last reconcile left it

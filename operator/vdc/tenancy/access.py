@@ -9,6 +9,7 @@ refused and what would allow it.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -175,8 +176,10 @@ def host_files_refusal(paths: Sequence[str], host_files: HostFiles, tenant: Tena
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_under(path: str, directory: str) -> bool:
-    """Whether ``path`` names something strictly inside ``directory`` (both normalised lexically)."""
+    """Whether ``path`` names something strictly inside ``directory`` (both normalised lexically). Kept per
+    pair: every placement asks it for the VM's files against every host's directories."""
     path, directory = posixpath.normpath(path), posixpath.normpath(directory)
     if not path.startswith("/") or not directory.startswith("/"):
         return False
