@@ -19,8 +19,10 @@ HOST = "resync-it-host"
 
 @pytest.fixture
 def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[rig.ControlPlane, int]]:
-    """`vdc run` resyncing every second, metrics on a free port (yielded once it serves)."""
-    with rig.operator_with_metrics(controlplane, tmp_path / "operator.log", "--resync-interval", "1") as port:
+    """`vdc run` resyncing every second, metrics on a free port (yielded once it serves). It watches only this
+    test's namespace: the control plane is shared, and the resync's counters must count this test's VM."""
+    args = ("--resync-interval", "1", "--namespace", NS)
+    with rig.operator_with_metrics(controlplane, tmp_path / "operator.log", *args) as port:
         try:
             yield controlplane, port
         finally:
@@ -28,12 +30,16 @@ def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[r
             controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
 
 
-def test_a_running_vm_is_verified_at_each_resync_not_reconciled_again(operator: tuple[rig.ControlPlane, int]) -> None:
+def test_a_running_vm_is_verified_at_each_resync_not_reconciled_again(
+    operator: tuple[rig.ControlPlane, int], tmp_path: Path
+) -> None:
     cp, port = operator
     cp.kubectl("create", "namespace", NS, check=False)
+    node = tmp_path / "node.xml"  # a test driver of its own: test:///default is shared by every such Host
+    node.write_text("<node>\n</node>\n")
     docs = [
         {"apiVersion": "vdc.dev/v1alpha1", "kind": "Host", "metadata": {"name": HOST},
-         "spec": {"uri": "test:///default", "hostFiles": {"allowedPaths": ["/boot"]}}},
+         "spec": {"uri": f"test://{node}", "hostFiles": {"allowedPaths": ["/boot"]}}},
         {"apiVersion": "vdc.dev/v1alpha1", "kind": "VirtualMachine", "metadata": {"name": "vm1", "namespace": NS},
          "spec": {"host": HOST, "cpu": {"count": 1}, "memory": {"size": "64Mi"},
                   "boot": {"kernel": {"kernel": "/boot/vmlinuz", "cmdline": "console=ttyS0"}}}},
