@@ -245,9 +245,12 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def operator_with_metrics(cp: ControlPlane, log: Path, *args: str) -> Iterator[int]:
+def operator_with_metrics(
+    cp: ControlPlane, log: Path, *args: str, cleanup: tuple[str, str] | None = None
+) -> Iterator[int]:
     """`vdc run` with /metrics and /healthz on a free loopback port (``args``: more flags); yields the port
-    once it serves, prints the log's end and stops it after."""
+    once it serves, prints the log's end and stops it after. ``cleanup`` (namespace, host): the test's VMs in
+    that namespace and its Host, deleted while the operator still runs (so their finalizers come off)."""
     [port] = free_ports()
     process = OperatorProcess.start("--metrics-address", "127.0.0.1", "--metrics-port", str(port), *args,
                                     env=cp.env, log=log)  # fmt: skip
@@ -255,6 +258,10 @@ def operator_with_metrics(cp: ControlPlane, log: Path, *args: str) -> Iterator[i
         wait_until("the operator's /healthz", lambda: process.healthy(port), timeout=60, interval=0.3)
         yield port
     finally:
+        if cleanup is not None:
+            namespace, host = cleanup
+            cp.kubectl("delete", "virtualmachine", "--all", "-n", namespace, "--timeout=60s", check=False)
+            cp.kubectl("delete", "host", host, "--ignore-not-found", "--timeout=60s", check=False)
         process.stop()
         print(log.read_text(errors="replace")[-4000:])
 

@@ -36,12 +36,9 @@ def until(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
 @pytest.fixture
 def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[rig.ControlPlane, int]]:
     """`vdc run` with metrics on a free loopback port, serving once this yields (its port)."""
-    with rig.operator_with_metrics(controlplane, tmp_path / "operator.log", "--stats-interval", "0.5") as port:
-        try:
-            yield controlplane, port
-        finally:
-            controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
-            controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
+    log = tmp_path / "operator.log"
+    with rig.operator_with_metrics(controlplane, log, "--stats-interval", "0.5", cleanup=(NS, HOST)) as port:
+        yield controlplane, port
 
 
 def test_operator_serves_datacenter_vm_and_metering_metrics(operator: tuple[rig.ControlPlane, int]) -> None:

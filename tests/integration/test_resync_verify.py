@@ -22,12 +22,9 @@ def operator(controlplane: rig.ControlPlane, tmp_path: Path) -> Iterator[tuple[r
     """`vdc run` resyncing every second, metrics on a free port (yielded once it serves). It watches only this
     test's namespace: the control plane is shared, and the resync's counters must count this test's VM."""
     args = ("--resync-interval", "1", "--namespace", NS)
-    with rig.operator_with_metrics(controlplane, tmp_path / "operator.log", *args) as port:
-        try:
-            yield controlplane, port
-        finally:
-            controlplane.kubectl("delete", "virtualmachine", "--all", "-n", NS, "--timeout=60s", check=False)
-            controlplane.kubectl("delete", "host", HOST, "--ignore-not-found", "--timeout=60s", check=False)
+    log = tmp_path / "operator.log"
+    with rig.operator_with_metrics(controlplane, log, *args, cleanup=(NS, HOST)) as port:
+        yield controlplane, port
 
 
 def test_a_running_vm_is_verified_at_each_resync_not_reconciled_again(

@@ -95,7 +95,7 @@ from vdc.kube.cache import Key, ObjectCache, key_of
 from vdc.kube.client import KubeWriter
 from vdc.libvirt import domains, storage
 from vdc.libvirt.connection import ConnectionManager, HostConnection
-from vdc.libvirt.domain_xml import DomainConfig, InterfaceConfig
+from vdc.libvirt.domain_xml import DiskConfig, DomainConfig, InterfaceConfig
 from vdc.libvirt.errors import ConfigRejected, HookRefused, HostUnreachable, LibvirtFailure
 from vdc.libvirt.host_facts import read_host_facts
 from vdc.libvirt.storage import VolumeObservation
@@ -199,6 +199,22 @@ class _SourceContext:
 def ref_of(body: dict[str, Any]) -> VmRef:
     meta = body["metadata"]
     return VmRef(str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")), meta.get("generation"))
+
+
+# What each planned action does on the host: (connection, the domain wanted, the disks the domain has live).
+_ActionStep = Callable[[libvirt.virConnect, DomainConfig, Sequence[DiskConfig]], object]
+_ACTION_STEPS: Mapping[str, _ActionStep] = {
+    "define": lambda c, d, live: domains.define(c, d),
+    "start": lambda c, d, live: domains.start(c, d.uuid),
+    "shutdown": lambda c, d, live: domains.shutdown(c, d.uuid),
+    "destroy": lambda c, d, live: domains.destroy(c, d.uuid),
+    "set-memory": lambda c, d, live: domains.set_memory(c, d.uuid, d.current_memory_kib),
+    "set-link-state": lambda c, d, live: domains.set_link_states(c, d.uuid, d.interfaces),
+    "set-bandwidth": lambda c, d, live: domains.set_bandwidth(c, d.uuid, d.interfaces),
+    "set-cpu-tune": lambda c, d, live: domains.set_cpu_tune(c, d.uuid, d.cputune),
+    "set-memory-tune": lambda c, d, live: domains.set_memory_tune(c, d.uuid, d.memtune),
+    "set-io-tune": lambda c, d, live: domains.set_io_tune(c, d.uuid, d.disks, live),
+}
 
 
 class VmController:
@@ -872,18 +888,6 @@ class VmController:
         each); the Events that tell of them, and the domain as it is now."""
         uid = desired.uuid
         live_disks = observed.live.disks if observed is not None and observed.live is not None else ()
-        steps = {
-            "define": lambda c: domains.define(c, desired),
-            "start": lambda c: domains.start(c, uid),
-            "shutdown": lambda c: domains.shutdown(c, uid),
-            "destroy": lambda c: domains.destroy(c, uid),
-            "set-memory": lambda c: domains.set_memory(c, uid, desired.current_memory_kib),
-            "set-link-state": lambda c: domains.set_link_states(c, uid, desired.interfaces),
-            "set-bandwidth": lambda c: domains.set_bandwidth(c, uid, desired.interfaces),
-            "set-cpu-tune": lambda c: domains.set_cpu_tune(c, uid, desired.cputune),
-            "set-memory-tune": lambda c: domains.set_memory_tune(c, uid, desired.memtune),
-            "set-io-tune": lambda c: domains.set_io_tune(c, uid, desired.disks, live_disks),
-        }
         for action in plan.actions:
             log.info("vm %s/%s on %s: %s", desired.owner.namespace, desired.owner.name, host, action)
 
@@ -891,7 +895,7 @@ class VmController:
 
         def act(c: libvirt.virConnect) -> domains.DomainObservation | None:
             for action in plan.actions:
-                steps[action](c)
+                _ACTION_STEPS[action](c, desired, live_disks)
                 done.append(action)
             return domains.observe_domain(c, uid)
 

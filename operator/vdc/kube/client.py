@@ -89,8 +89,7 @@ class KubeWriter:
         path = f"/apis/{GROUP}/{VERSION}{scope}/{info.plural}/{meta['name']}/status"
         answer = await self._http.request("PATCH", path, payload, content_type=MERGE_PATCH)
         API_WRITES.labels(info.kind, "patch-status").inc()
-        version = ((answer or {}).get("metadata") or {}).get("resourceVersion") if isinstance(answer, dict) else None
-        return StatusWritten(patch, None if version is None else str(version))
+        return StatusWritten(patch, _resource_version(answer))
 
     async def read(self, info: KindInfo, body: dict[str, Any]) -> dict[str, Any] | None:
         """The object as the server has it now (None: gone)."""
@@ -269,3 +268,9 @@ class KubeWriter:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc.reason)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc)
+
+
+def _resource_version(answer: object) -> str | None:
+    """The resourceVersion in an API server's answer (None: an answer without one)."""
+    version = (answer.get("metadata") or {}).get("resourceVersion") if isinstance(answer, dict) else None
+    return None if version is None else str(version)
