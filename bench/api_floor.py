@@ -2,11 +2,12 @@
 
 What a controller must write per VM, it cannot write faster than this: the same N creates (same
 parallel calls), and for each VM as soon as its create returns, the writes the operator made for that
-VM in the same run: the finalizer (one merge patch of ``metadata.finalizers``, at once on a task of
-its own as kopf patches it; kopf's own is a JSON patch testing the resourceVersion), then each status
-merge patch in order (the same diffs, so the same sizes) and
-each Event (same reason and message) through the operator's own writer (``vdc.kube.client.KubeWriter``)
-by as many workers as the operator's VM queue has. No libvirt, no watch, no logic.
+VM in the same run, in the order its VM worker makes them: the finalizer (the operator's own JSON patch
+that tests the resourceVersion), then each status merge patch in order (the same diffs, so the same
+sizes) and each Event (same reason and message), through the operator's own writer
+(``vdc.kube.client.KubeWriter``) by as many workers as the operator's VM queue has. No libvirt, no
+logic, and no watch of its own (the benchmark's, which also runs during the operator's rollout, runs
+here too).
 
 Used by ``bench/vm_scale.py`` after the operator's run (the operator stopped), in a namespace of its
 own; the objects are left for the control plane's teardown (their finalizer is nobody's).
@@ -25,10 +26,9 @@ import kubernetes
 
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.kube.client import KubeWriter
-from vdc.kube.http import MERGE_PATCH, ApiHttp
 
 GROUP, VERSION, PLURAL = "vdc.dev", "v1alpha1", "virtualmachines"
-FINALIZER = "vdc.dev/bench-floor"
+FINALIZER = "vdc.dev/api-floor"
 """As long as the operator's own (``vdc.dev/finalizer``), but nobody removes it."""
 
 
@@ -63,7 +63,6 @@ class FloorResult:
 
 async def _replay(
     writer: KubeWriter,
-    http: ApiHttp,
     custom: Any,
     namespace: str,
     manifests: Sequence[dict[str, Any]],
@@ -78,7 +77,6 @@ async def _replay(
     creators = concurrent.futures.ThreadPoolExecutor(create_workers, thread_name_prefix="floor-create")
     loop = asyncio.get_running_loop()
     writes = 0
-    finalizers: list[asyncio.Task[None]] = []
 
     async def create(manifest: dict[str, Any], plan: VmWrites) -> None:
         try:
@@ -88,24 +86,17 @@ async def _replay(
         except kubernetes.client.ApiException as exc:
             errors.append(f"create {manifest['metadata']['name']}: {exc.status} {exc.reason}")
             return
-        if plan.finalizer:  # kopf patches it at once, on a task of the object's own
-            finalizers.append(asyncio.create_task(add_finalizer(body)))
         await created.put((body, plan))
-
-    async def add_finalizer(body: dict[str, Any]) -> None:
-        nonlocal writes
-        meta = body["metadata"]
-        patch = {"metadata": {"finalizers": [*(meta.get("finalizers") or []), FINALIZER]}}
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{meta['name']}"
-        try:
-            await http.request("PATCH", path, patch, content_type=MERGE_PATCH)
-            writes += 1
-        except kubernetes.client.ApiException as exc:
-            errors.append(f"finalizer {meta['name']}: {exc.status} {exc.reason}")
 
     async def write(body: dict[str, Any], plan: VmWrites) -> int:
         made = 0
         current = body
+        if plan.finalizer:  # as the operator's VM worker: first, before anything else for the VM
+            added = await writer.add_finalizer(VirtualMachine.KIND, body, FINALIZER)
+            if added is None:
+                raise RuntimeError(f"the finalizer of {body['metadata']['name']} was refused")
+            current = added
+            made += 1
         for status in plan.statuses:
             if await writer.patch_status(VirtualMachine.KIND, current, status):
                 made += 1
@@ -123,6 +114,8 @@ async def _replay(
                 writes += made
             except kubernetes.client.ApiException as exc:
                 errors.append(f"write {item[0]['metadata']['name']}: {exc.status} {exc.reason}")
+            except RuntimeError as exc:
+                errors.append(str(exc))
 
     t0 = time.monotonic()
     consumers = [asyncio.create_task(worker()) for _ in range(workers)]
@@ -131,9 +124,8 @@ async def _replay(
     creators.shutdown()
     for _ in consumers:
         await created.put(None)
-    await asyncio.gather(*consumers, *finalizers)
+    await asyncio.gather(*consumers)
     await writer.close()
-    await http.close()
     return create_seconds, writes, errors
 
 
@@ -152,6 +144,6 @@ def run_api_floor(
     writer = KubeWriter(api)
     cpu0, t0 = time.process_time(), time.monotonic()
     create_seconds, writes, errors = asyncio.run(
-        _replay(writer, ApiHttp(api.configuration), custom, namespace, manifests, plans, create_workers, workers)
+        _replay(writer, custom, namespace, manifests, plans, create_workers, workers)
     )
     return FloorResult(time.monotonic() - t0, create_seconds, writes, time.process_time() - cpu0, errors)

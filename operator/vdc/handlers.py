@@ -43,7 +43,7 @@ from vdc.controllers.drs_inputs import rules_hook
 from vdc.controllers.errors import DeletionWaits
 from vdc.controllers.evacuation import EVACUATION_LABEL, EvacuationController, maintenance_stop
 from vdc.controllers.failures import failure_reporter
-from vdc.controllers.first_sight import FirstSight, Sighting
+from vdc.controllers.first_sight import GRACE_SECONDS, FirstSight, Sighting
 from vdc.controllers.host import HostController
 from vdc.controllers.migration import MigrationController
 from vdc.controllers.storagepool import POOL_PREFIX, PoolController
@@ -115,6 +115,7 @@ class Runtime:
     quotas: ObjectCache
     quota_controller: QuotaController
     quota_queue: WorkQueue[Key]
+    first_sight: FirstSight
     first_sight_queue: WorkQueue[Sighting]
     cluster: ClusterView
     migrations: ObjectCache
@@ -159,8 +160,8 @@ class Runtime:
 
     def sighted(self, plural: str, key: Key, event: kopf.RawEvent, body: dict[str, Any]) -> None:
         """An object without a status gets one soon, whatever its controller's queue (vdc.controllers.first_sight)."""
-        if event["type"] != "DELETED" and not body.get("status"):
-            self.first_sight_queue.add((plural, key))
+        if event["type"] != "DELETED" and not body.get("status") and self.first_sight.sighted((plural, key)):
+            self.first_sight_queue.add_after((plural, key), GRACE_SECONDS)
 
     def caches(self) -> tuple[ObjectCache, ...]:
         return (self.hosts, self.vms, self.pools, self.switches, self.appliances, self.namespaces, self.quotas,
@@ -400,6 +401,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         namespaces=namespaces,
         quotas=quotas,
         quota_controller=quota_controller,
+        first_sight=first_sight,
         first_sight_queue=WorkQueue("first-sight", first_sight.reconcile, workers=2),
         cluster=cluster,
         resync_seconds=resync_interval(memo),

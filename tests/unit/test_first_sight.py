@@ -76,3 +76,14 @@ async def test_an_object_with_a_status_or_gone_or_changed_meanwhile_is_left_alon
     assert await sight(conflicting, cache).reconcile(("virtualmachines", ("ns", "raced"))) is None
     with pytest.raises(kubernetes.client.ApiException):
         await sight(RecordingWriter(fail=500), cache).reconcile(("virtualmachines", ("ns", "raced")))
+
+
+async def test_an_object_seen_status_less_again_before_its_check_is_checked_once() -> None:
+    cache, writer = ObjectCache(), RecordingWriter()
+    checker, item = sight(writer, cache), ("virtualmachines", ("ns", "a"))
+    cache.upsert(vm("a"))
+    assert checker.sighted(item)  # created: its check is due after the grace
+    assert not checker.sighted(item)  # its finalizer's watch event: the same check
+    cache.upsert(vm("a", status={"phase": "Running"}))
+    assert await checker.reconcile(item) is None  # its controller wrote first
+    assert checker.sighted(item)  # seen without a status once more: a check of its own

@@ -41,6 +41,15 @@ class FirstSight:
         self.kinds = kinds
         self._seen: dict[Sighting, float] = {}
 
+    def sighted(self, item: Sighting) -> bool:
+        """Note an object seen without a status: True the first time, when its check is due in
+        :data:`GRACE_SECONDS` (a VM is seen status-less twice, created and then with its finalizer: one
+        check, not one per sighting)."""
+        if item in self._seen:
+            return False
+        self._seen[item] = time.monotonic()
+        return True
+
     async def reconcile(self, item: Sighting) -> float | None:
         info, cache = self.kinds[item[0]]
         body = cache.get(item[1])

@@ -888,8 +888,7 @@ class VmController:
         each); the Events that tell of them, and the domain as it is now."""
         uid = desired.uuid
         live_disks = observed.live.disks if observed is not None and observed.live is not None else ()
-        for action in plan.actions:
-            log.info("vm %s/%s on %s: %s", desired.owner.namespace, desired.owner.name, host, action)
+        log.info("vm %s/%s on %s: %s", desired.owner.namespace, desired.owner.name, host, ", ".join(plan.actions))
 
         done: list[str] = []
 
