@@ -7,14 +7,27 @@ by ``vdc.metrics.refresher.StatsRefresher``. :mod:`vdc.metrics` reads the cluste
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 REGISTRY = CollectorRegistry()
 """What `/metrics` serves."""
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+@functools.cache
+def child(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, kept: the choke points count every write and reconcile, and ``labels``
+    checks, locks and looks up each time. (Nothing here removes a label set, which would detach a kept one.)"""
+    return metric.labels(*values)
 
 
 def _counter(name: str, doc: str, *labels: str) -> Counter:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from vdc.aio import cancel_and_wait
-from vdc.instruments import RECONCILE_ERRORS, RECONCILE_TIME, RECONCILE_TOTAL, WORKQUEUE_ADDS, WORKQUEUE_DEPTH
+from vdc.instruments import RECONCILE_ERRORS, RECONCILE_TIME, RECONCILE_TOTAL, WORKQUEUE_ADDS, WORKQUEUE_DEPTH, child
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
@@ -89,10 +89,10 @@ class WorkQueue(Generic[K]):
         self.add_after(key, delay)
 
     def _observe(self, started: float, result: str) -> None:
-        RECONCILE_TIME.labels(self.name).observe(time.perf_counter() - started)
-        RECONCILE_TOTAL.labels(self.name, result).inc()
+        child(RECONCILE_TIME, self.name).observe(time.perf_counter() - started)
+        child(RECONCILE_TOTAL, self.name, result).inc()
         if result == "error":
-            RECONCILE_ERRORS.labels(self.name).inc()
+            child(RECONCILE_ERRORS, self.name).inc()
 
     async def _work(self) -> None:
         while True:

@@ -187,7 +187,13 @@ def test_incremental_indexes_equal_a_scan_after_random_changes() -> None:
         key = ("t", name)
         action = rng.random()
         if action < 0.5:
+            before = vms.get(key)
             body = vm(name, host=target, cpus=rng.randint(1, 4), switches=(rng.choice(["a", "b"]),))
+            if before is not None and rng.random() < 0.5:
+                body["spec"] = before["spec"]  # a status change only: the same spec, the same generation
+            # As the API server counts: a new generation for each spec change.
+            generation = 1 if before is None else before["metadata"]["generation"] + (body["spec"] != before["spec"])
+            body["metadata"]["generation"] = generation
             vms.upsert(body)
         elif action < 0.65 and vms.get(key) is not None:
             body = vms.get(key) or {}

@@ -3,15 +3,19 @@ an object without status gets observedGeneration and Reconciling=True, written o
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import kubernetes
 import pytest
 
+from vdc import handlers
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.controllers import first_sight
 from vdc.controllers.first_sight import FirstSight
 from vdc.kube.cache import ObjectCache
+from vdc.workqueue import WorkQueue
 
 
 class RecordingWriter:
@@ -87,3 +91,35 @@ async def test_an_object_seen_status_less_again_before_its_check_is_checked_once
     cache.upsert(vm("a", status={"phase": "Running"}))
     assert await checker.reconcile(item) is None  # its controller wrote first
     assert checker.sighted(item)  # seen without a status once more: a check of its own
+
+
+async def test_the_operator_checks_a_vm_seen_status_less_twice_once_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(first_sight, "GRACE_SECONDS", 0.05)
+    monkeypatch.setattr(handlers, "GRACE_SECONDS", 0.05)
+    cache, writer = ObjectCache(), RecordingWriter()
+    checker, checks = sight(writer, cache), []
+
+    async def check(item: Any) -> float | None:
+        checks.append(item)
+        return await checker.reconcile(item)
+
+    queue: WorkQueue[Any] = WorkQueue("first-sight-test", check, workers=1)
+    queue.start()
+    runtime = SimpleNamespace(first_sight=checker, first_sight_queue=queue)
+    body = vm("a")
+    cache.upsert(body)
+    try:
+        for kind in ("ADDED", "MODIFIED"):  # created, then its finalizer: still no status
+            handlers.Runtime.sighted(runtime, "virtualmachines", ("ns", "a"), {"type": kind, "object": body}, body)  # type: ignore[arg-type, typeddict-item]
+        assert checks == []  # not at once: its controller may well write first
+        for _ in range(100):
+            if writer.sent:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+    finally:
+        await queue.stop()
+    assert checks == [("virtualmachines", ("ns", "a"))]
+    assert [name for name, _, _ in writer.sent] == ["a"]

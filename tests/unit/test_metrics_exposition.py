@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import rig
 from vdc.cli.main import build_parser
+from vdc.instruments import RECONCILE_ERRORS, child
 from vdc.metrics import REGISTRY, server
 from vdc.metrics.collectors import SPECS, DatacenterCollector, families
 from vdc.metrics.metering import Usage
@@ -314,3 +315,11 @@ def test_run_flags() -> None:
     for bad in (["--metrics-port", "70000"], ["--stats-interval", "0"], ["--stats-interval", "-1"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", *bad])
+
+
+def test_a_kept_label_child_is_the_served_series() -> None:
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    child(RECONCILE_ERRORS, name).inc()
+    child(RECONCILE_ERRORS, name).inc()
+    assert child(RECONCILE_ERRORS, name) is RECONCILE_ERRORS.labels(name)
+    assert REGISTRY.get_sample_value("vdc_reconcile_errors_total", {"controller": name}) == 2

@@ -58,6 +58,15 @@ def entry_of(vm: Mapping[str, Any], reserved: str | None) -> VmEntry:
     return VmEntry(str(vm["metadata"].get("uid") or ""), host or None, requested(vm), references(vm))
 
 
+def _entry_inputs(vm: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What :func:`entry_of` reads of a body: its spec through ``metadata.generation`` (None: a body without
+    one, compared in full)."""
+    meta, status = vm["metadata"], vm.get("status") or {}
+    if meta.get("generation") is None:
+        return None
+    return meta.get("uid"), meta.get("namespace"), meta["generation"], status.get("host"), status.get("disks")
+
+
 class VmIndex:
     """Fed ``(key, old, new)`` by the VM cache (see ``ObjectCache.listen``); reservations by uid."""
 
@@ -85,6 +94,9 @@ class VmIndex:
             self._set(key, None)
             return
         self._bodies[key] = new
+        inputs = _entry_inputs(new)
+        if inputs is not None and old is not None and key in self._entries and _entry_inputs(old) == inputs:
+            return  # a status write, say: the same entry (4 watch events per new VM, 1 changes it)
         # The reservation stays while the VM lives, even once its status says the host: a watch event
         # older than our own status write (no status.host yet) can still arrive, and the VM must not
         # count as unplaced then (the quota and the capacity would admit one VM too many).

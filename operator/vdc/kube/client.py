@@ -18,7 +18,7 @@ import aiohttp
 import kubernetes
 
 from vdc.api.meta import GROUP, VERSION, KindInfo
-from vdc.instruments import API_WRITES
+from vdc.instruments import API_WRITES, child
 from vdc.kube.http import JSON_PATCH, MERGE_PATCH, ApiHttp, Http
 from vdc.kube.patch import merge_patch
 
@@ -88,7 +88,7 @@ class KubeWriter:
         scope = f"/namespaces/{meta['namespace']}" if info.scope == "Namespaced" else ""
         path = f"/apis/{GROUP}/{VERSION}{scope}/{info.plural}/{meta['name']}/status"
         answer = await self._http.request("PATCH", path, payload, content_type=MERGE_PATCH)
-        API_WRITES.labels(info.kind, "patch-status").inc()
+        child(API_WRITES, info.kind, "patch-status").inc()
         return StatusWritten(patch, _resource_version(answer))
 
     async def read(self, info: KindInfo, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -118,7 +118,7 @@ class KubeWriter:
             )
         else:
             made = await asyncio.to_thread(self._custom.create_cluster_custom_object, GROUP, VERSION, info.plural, body)
-        API_WRITES.labels(info.kind, "create").inc()
+        child(API_WRITES, info.kind, "create").inc()
         return cast(dict[str, Any], made)
 
     async def delete(self, info: KindInfo, namespace: str, name: str) -> bool:
@@ -134,7 +134,7 @@ class KubeWriter:
             if exc.status == 404:
                 return False
             raise
-        API_WRITES.labels(info.kind, "delete").inc()
+        child(API_WRITES, info.kind, "delete").inc()
         return True
 
     async def add_finalizer(self, info: KindInfo, body: dict[str, Any], finalizer: str) -> dict[str, Any] | None:
@@ -157,7 +157,7 @@ class KubeWriter:
             # Changed meanwhile (a user's edit, our own status write): as it is now.
             current = cast(dict[str, Any], await self._http.request("GET", path, None))
             return current if finalizer in (current["metadata"].get("finalizers") or ()) else None
-        API_WRITES.labels(info.kind, "patch").inc()
+        child(API_WRITES, info.kind, "patch").inc()
         return cast(dict[str, Any], patched)
 
     async def remove_finalizer(self, info: KindInfo, body: dict[str, Any], finalizer: str) -> bool:
@@ -181,7 +181,7 @@ class KubeWriter:
             if exc.status in (409, 422):
                 return False
             raise
-        API_WRITES.labels(info.kind, "patch").inc()
+        child(API_WRITES, info.kind, "patch").inc()
         return True
 
     async def patch_spec(self, info: KindInfo, body: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -193,7 +193,7 @@ class KubeWriter:
             self._custom.patch_namespaced_custom_object,
             GROUP, VERSION, meta["namespace"], info.plural, meta["name"], payload,
         )  # fmt: skip
-        API_WRITES.labels(info.kind, "patch").inc()
+        child(API_WRITES, info.kind, "patch").inc()
 
     async def set_annotation(self, info: KindInfo, body: dict[str, Any], key: str, value: str) -> None:
         """Set annotation ``key`` of a cluster-scoped object to ``value`` (a merge patch)."""
@@ -201,7 +201,7 @@ class KubeWriter:
         await asyncio.to_thread(
             self._custom.patch_cluster_custom_object, GROUP, VERSION, info.plural, body["metadata"]["name"], patch
         )
-        API_WRITES.labels(info.kind, "patch").inc()
+        child(API_WRITES, info.kind, "patch").inc()
 
     async def remove_annotation(self, info: KindInfo, body: dict[str, Any], key: str, value: str) -> bool:
         """Remove annotation ``key`` from a cluster-scoped object if it still has ``value`` (a JSON patch
@@ -218,7 +218,7 @@ class KubeWriter:
                 log.info("annotation %s of %s %s left: %s", key, info.kind, body["metadata"]["name"], exc.reason)
                 return False
             raise
-        API_WRITES.labels(info.kind, "patch").inc()
+        child(API_WRITES, info.kind, "patch").inc()
         return True
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
@@ -263,7 +263,7 @@ class KubeWriter:
         }
         try:
             await self._http.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
-            API_WRITES.labels(info.kind, "event").inc()
+            child(API_WRITES, info.kind, "event").inc()
         except kubernetes.client.ApiException as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, meta["name"], exc.reason)
         except (aiohttp.ClientError, TimeoutError) as exc:

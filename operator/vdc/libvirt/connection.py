@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from vdc.aio import cancel_and_wait
-from vdc.instruments import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS
+from vdc.instruments import LIBVIRT_CALL_DURATION, LIBVIRT_CALL_ERRORS, child
 from vdc.libvirt.domain_index import DomainIndex, list_domains
 from vdc.libvirt.errors import HostUnreachable, LibvirtFailure, connection_alive, translate
 
@@ -192,7 +192,7 @@ class HostConnection:
                     raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from failure
             raise
         finally:
-            LIBVIRT_CALL_DURATION.labels(self.name).observe(time.perf_counter() - started)
+            child(LIBVIRT_CALL_DURATION, self.name).observe(time.perf_counter() - started)
         self.last_seen = datetime.now(UTC)
         return result
 
