@@ -24,10 +24,11 @@ from typing import Any
 
 import kubernetes
 
+from vdc.api.meta import KindInfo
 from vdc.api.virtualmachine import VirtualMachine
 from vdc.kube.client import KubeWriter
 
-GROUP, VERSION, PLURAL = "vdc.dev", "v1alpha1", "virtualmachines"
+GROUP, VERSION = "vdc.dev", "v1alpha1"
 FINALIZER = "vdc.dev/api-floor"
 """As long as the operator's own (``vdc.dev/finalizer``), but nobody removes it."""
 
@@ -63,6 +64,7 @@ class FloorResult:
 
 async def _replay(
     writer: KubeWriter,
+    info: KindInfo,
     custom: Any,
     namespace: str,
     manifests: Sequence[dict[str, Any]],
@@ -81,7 +83,7 @@ async def _replay(
     async def create(manifest: dict[str, Any], plan: VmWrites) -> None:
         try:
             body = await loop.run_in_executor(
-                creators, custom.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, manifest
+                creators, custom.create_namespaced_custom_object, GROUP, VERSION, namespace, info.plural, manifest
             )
         except kubernetes.client.ApiException as exc:
             errors.append(f"create {manifest['metadata']['name']}: {exc.status} {exc.reason}")
@@ -92,17 +94,17 @@ async def _replay(
         made = 0
         current = body
         if plan.finalizer:  # as the operator's VM worker: first, before anything else for the VM
-            added = await writer.add_finalizer(VirtualMachine.KIND, body, FINALIZER)
+            added = await writer.add_finalizer(info, body, FINALIZER)
             if added is None:
                 raise RuntimeError(f"the finalizer of {body['metadata']['name']} was refused")
             current = added
             made += 1
         for status in plan.statuses:
-            if await writer.patch_status(VirtualMachine.KIND, current, status):
+            if await writer.patch_status(info, current, status):
                 made += 1
             current = {**current, "status": status}
         for event in plan.events:
-            await writer.event(VirtualMachine.KIND, body, event.reason, event.message, warning=event.warning)
+            await writer.event(info, body, event.reason, event.message, warning=event.warning)
             made += 1
         return made
 
@@ -137,13 +139,19 @@ def run_api_floor(
     *,
     create_workers: int,
     workers: int,
+    info: KindInfo = VirtualMachine.KIND,
 ) -> FloorResult:
-    """Create ``manifests`` in ``namespace`` (made here) and replay ``plans`` (one per manifest)."""
-    kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    """Create ``manifests`` (objects of ``info``'s kind) in ``namespace`` (made here unless it exists) and
+    replay ``plans`` (one per manifest)."""
+    try:
+        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 409:
+            raise
     custom = kubernetes.client.CustomObjectsApi(api)
     writer = KubeWriter(api)
     cpu0, t0 = time.process_time(), time.monotonic()
     create_seconds, writes, errors = asyncio.run(
-        _replay(writer, custom, namespace, manifests, plans, create_workers, workers)
+        _replay(writer, info, custom, namespace, manifests, plans, create_workers, workers)
     )
     return FloorResult(time.monotonic() - t0, create_seconds, writes, time.process_time() - cpu0, errors)
