@@ -893,10 +893,11 @@ class VmController:
         done: list[str] = []
 
         def act(c: libvirt.virConnect) -> domains.DomainObservation | None:
+            handles = domains.DomainHandles(c).connection()  # the domain looked up once for all of it
             for action in plan.actions:
-                _ACTION_STEPS[action](c, desired, live_disks)
+                _ACTION_STEPS[action](handles, desired, live_disks)
                 done.append(action)
-            return domains.observe_domain(c, uid)
+            return domains.observe_domain(handles, uid)
 
         if "start" in plan.actions:
             self._starting[uid] = host  # before: libvirt may tell of it before the call returns

@@ -55,55 +55,50 @@ MACHINE_EXPANSIONS = {"q35": "pc-q35-", "pc": "pc-i440fx-"}
 
 def comparable(config: DomainConfig, desired: DomainConfig) -> DomainConfig:
     """``config`` with what libvirt fills in on its own (machine version, emulator, generation) taken
-    from ``desired``, so that only real differences remain."""
+    from ``desired``, so that only real differences remain (one copy of ``config``: it is read back for
+    every VM reconciled)."""
     os = config.os
     # libvirt expands "q35" to the versioned "pc-q35-7.2" and "pc" to "pc-i440fx-7.2".
     wanted = desired.os.machine
     if wanted and os.machine and os.machine.startswith(MACHINE_EXPANSIONS.get(wanted, f"{wanted}-")):
         os = dataclasses.replace(os, machine=wanted)
-    # A running domain shows the CPU model libvirt/QEMU chose; only topology and named models are ours.
-    if desired.cpu.mode in ("default", "host-model") and config.cpu != desired.cpu:
-        config = dataclasses.replace(
-            config,
-            cpu=dataclasses.replace(
-                desired.cpu, sockets=config.cpu.sockets, cores=config.cpu.cores, threads=config.cpu.threads
-            ),
-        )
-    # A running domain names its NICs' host devices (vnetN) unless we did.
-    interfaces = (
-        tuple(
-            dataclasses.replace(have, target_dev=want.target_dev) if want.target_dev is None else have
-            for have, want in zip(config.interfaces, desired.interfaces, strict=False)
-        )
-        + config.interfaces[len(desired.interfaces) :]
-    )
-    config = dataclasses.replace(config, interfaces=interfaces)
-    # Tunables a running domain shows as the host's defaults once they were reset live: equal in effect.
-    if config.cputune != desired.cputune and cpu_effect(config.cputune) == cpu_effect(desired.cputune):
-        config = dataclasses.replace(config, cputune=desired.cputune)
-    if config.memtune != desired.memtune and memory_effect(config.memtune) == memory_effect(desired.memtune):
-        config = dataclasses.replace(config, memtune=desired.memtune)
-    if len(config.disks) == len(desired.disks) and any(
-        have.iotune != want.iotune for have, want in zip(config.disks, desired.disks, strict=True)
-    ):
-        config = dataclasses.replace(
-            config,
-            disks=tuple(
-                dataclasses.replace(have, iotune=want.iotune)
-                if have.iotune != want.iotune and io_effect(have.iotune) == io_effect(want.iotune)
-                else have
-                for have, want in zip(config.disks, desired.disks, strict=True)
-            ),
-        )
     # Without any boot device or disk boot order libvirt adds <boot dev='hd'/>.
     if not desired.os.boot_devices and os.boot_devices == ("hd",):
         os = dataclasses.replace(os, boot_devices=())
-    return dataclasses.replace(
-        config,
-        os=os,
-        emulator=desired.emulator if desired.emulator is None else config.emulator,
-        owner=dataclasses.replace(config.owner, generation=desired.owner.generation),
-    )
+    changes: dict[str, Any] = {
+        "os": os,
+        "emulator": desired.emulator if desired.emulator is None else config.emulator,
+        "owner": dataclasses.replace(config.owner, generation=desired.owner.generation),
+    }
+    # A running domain shows the CPU model libvirt/QEMU chose; only topology and named models are ours.
+    if desired.cpu.mode in ("default", "host-model") and config.cpu != desired.cpu:
+        changes["cpu"] = dataclasses.replace(
+            desired.cpu, sockets=config.cpu.sockets, cores=config.cpu.cores, threads=config.cpu.threads
+        )
+    # A running domain names its NICs' host devices (vnetN) unless we did.
+    if any(want.target_dev is None for want in desired.interfaces[: len(config.interfaces)]):
+        changes["interfaces"] = (
+            tuple(
+                dataclasses.replace(have, target_dev=want.target_dev) if want.target_dev is None else have
+                for have, want in zip(config.interfaces, desired.interfaces, strict=False)
+            )
+            + config.interfaces[len(desired.interfaces) :]
+        )
+    # Tunables a running domain shows as the host's defaults once they were reset live: equal in effect.
+    if config.cputune != desired.cputune and cpu_effect(config.cputune) == cpu_effect(desired.cputune):
+        changes["cputune"] = desired.cputune
+    if config.memtune != desired.memtune and memory_effect(config.memtune) == memory_effect(desired.memtune):
+        changes["memtune"] = desired.memtune
+    if len(config.disks) == len(desired.disks) and any(
+        have.iotune != want.iotune for have, want in zip(config.disks, desired.disks, strict=True)
+    ):
+        changes["disks"] = tuple(
+            dataclasses.replace(have, iotune=want.iotune)
+            if have.iotune != want.iotune and io_effect(have.iotune) == io_effect(want.iotune)
+            else have
+            for have, want in zip(config.disks, desired.disks, strict=True)
+        )
+    return dataclasses.replace(config, **changes)
 
 
 def cpu_effect(tune: CpuTuneConfig | None) -> tuple[int, int | None, int | None]:

@@ -178,14 +178,14 @@ class HostConnection:
         except _LostDuringCall:
             raise
         except libvirt.libvirtError as exc:
-            LIBVIRT_CALL_ERRORS.labels(self.name).inc()
+            child(LIBVIRT_CALL_ERRORS, self.name).inc()
             failure = translate(exc)
             if isinstance(failure, HostUnreachable) or not connection_alive(conn):
                 self._mark_lost(str(failure))
                 raise HostUnreachable(f"host {self.name}: {failure}", code=failure.code) from exc
             raise failure from exc
         except LibvirtFailure as failure:  # ``fn`` translated the error itself: the connection may be gone too
-            LIBVIRT_CALL_ERRORS.labels(self.name).inc()
+            child(LIBVIRT_CALL_ERRORS, self.name).inc()
             if isinstance(failure, HostUnreachable) or not connection_alive(conn):
                 self._mark_lost(str(failure))
                 if not isinstance(failure, HostUnreachable):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import libvirt
 
@@ -87,6 +87,37 @@ def _parse(xml: str) -> DomainConfig | None:
         return DomainConfig.from_string(xml)
     except DomainXmlError:
         return None  # not something we can read back: treated as differing, so it is redefined
+
+
+class DomainHandles:
+    """A connection for one batch of calls on one thread (a VM's plan, then its read back) that looks each
+    domain up once: a lookup is a round trip to the host, and a new VM's define, start and read back looked
+    it up twice more. The domain ``defineXML`` returns is kept too. Everything else goes to the connection.
+
+    A handle names the domain by UUID, so it stays good across a redefinition; one kept after the domain
+    was undefined fails as a lookup would (no such domain)."""
+
+    def __init__(self, conn: libvirt.virConnect) -> None:
+        self._conn = conn
+        self._domains: dict[str, libvirt.virDomain] = {}
+
+    def lookupByUUIDString(self, uuid: str) -> libvirt.virDomain:
+        dom = self._domains.get(uuid)
+        if dom is None:
+            dom = self._domains[uuid] = self._conn.lookupByUUIDString(uuid)
+        return dom
+
+    def defineXML(self, xml: str) -> libvirt.virDomain:
+        dom = self._conn.defineXML(xml)
+        self._domains[dom.UUIDString()] = dom  # read from the handle, no round trip
+        return dom
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def connection(self) -> libvirt.virConnect:
+        """This, typed as the connection the domain operations take."""
+        return cast(libvirt.virConnect, self)
 
 
 def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
