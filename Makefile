@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-migration bench-ha bench-drs bench-churn bench-failover chaos clean
+.PHONY: bootstrap demo down test test-unit test-integration test-e2e lint crds crds-check bench bench-api-writes bench-migration bench-ha bench-drs bench-churn bench-failover chaos clean
 
 bootstrap:            ## install Debian packages, the Python env, control-plane binaries, the tiny guest
 	hack/bootstrap.sh
@@ -36,6 +36,9 @@ lint:                 ## ruff and mypy
 bench:                ## VM scale benchmark: prints figures next to raw libvirt's (root, after make bootstrap)
 	$$(command -v uv || echo "$$HOME/.local/bin/uv") sync --frozen --inexact --quiet --group bench
 	$(PY) bench/vm_scale.py
+
+bench-api-writes:     ## CPU per API write through the operator's writer next to the kubernetes client's, on a real control plane (no root, no libvirt; ARGS="--objects 2000 --rounds 3 ...")
+	$(PY) bench/api_write_cost.py $(ARGS)
 
 bench-migration:      ## live migration benchmark: VirtualMachineMigration and Host evacuation next to raw migrateToURI3 (root, after make bootstrap; ARGS="--round-trips 5 --vms 6 ...")
 	$(PY) bench/migration.py $(ARGS)
