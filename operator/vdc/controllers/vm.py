@@ -342,7 +342,13 @@ class VmController:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return False
         settled = self._settled.get(str(body["metadata"].get("uid")))
-        if settled is None or settled.resource_version != str(body["metadata"].get("resourceVersion")):
+        if settled is None:
+            return False
+        # Another version: changed since, unless it is our own status write not back from the watch yet (the
+        # cached body keeps the version from before it); a change by anyone else comes as a watch event.
+        if settled.resource_version != str(body["metadata"].get("resourceVersion")) and not self.vms.status_pending(
+            key
+        ):
             return False
         conn = self.connections.get(settled.host)
         if conn is None or not conn.connected:

@@ -103,6 +103,11 @@ class ObjectCache:
         is (a Host turning Ready lets unplaced VMs fit) and not as no change against its noted copy."""
         return self._delivered.get(key) or self._bodies.get(key)
 
+    def status_pending(self, key: Key) -> bool:
+        """Whether a status we noted for ``key`` has not come back from the watch yet: its body keeps the
+        resourceVersion from before that write until then."""
+        return key in self._delivered
+
     def key_for_uid(self, uid: str) -> Key | None:
         return self._by_uid.get(uid)
 
